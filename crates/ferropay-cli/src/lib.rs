@@ -1,0 +1,5 @@
+//! The `ferropay` binary's library half: assembling a running server from its settings (the API,
+//! the webhooks, the pages, and the in-process sandbox PSP unless another PSP is configured).
+//! `main.rs` parses the command line; black-box tests call [`serve::start`] directly.
+
+pub mod serve;

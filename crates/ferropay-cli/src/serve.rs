@@ -1,0 +1,183 @@
+//! `ferropay serve`: binds the API, opens (and migrates) the database, wires the PSP connector —
+//! the in-process sandbox PSP with a generated key and webhook secret, or a PSP elsewhere — and
+//! serves until asked to stop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use ferropay::psp::sandbox::{NAME as SANDBOX, SandboxConnector};
+use ferropay::secret::Secret;
+use ferropay::store::Store;
+use ferropay::{Ferropay, FerropayConfig};
+use sandbox_psp::{SandboxConfig, SandboxHandle};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How long one PSP call may take before it counts as a passing failure, in ms.
+pub const PSP_TIMEOUT_MS: u64 = 10_000;
+
+/// Everything `serve` needs to start.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub max_db_connections: u32,
+    /// Where buyers and the PSP reach us; default `http://{bound listen address}`.
+    pub public_url: Option<String>,
+    pub psp: PspChoice,
+    pub platform_fee_bps: u32,
+}
+
+#[derive(Clone, Debug)]
+pub enum PspChoice {
+    /// Run the sandbox PSP in this process, on `listen`, wired to ourselves. The key, secret and
+    /// webhook URL in `sandbox` are filled in by [`start`].
+    InProcessSandbox {
+        listen: SocketAddr,
+        sandbox: SandboxConfig,
+    },
+    /// A sandbox-compatible PSP that runs elsewhere.
+    Remote {
+        url: String,
+        api_key: Secret,
+        webhook_secret: Secret,
+    },
+}
+
+/// A running ferropay.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub public_url: String,
+    pub service: Ferropay,
+    /// The in-process sandbox, if one runs.
+    pub sandbox: Option<SandboxHandle>,
+    stop: oneshot::Sender<()>,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Stops serving (requests in flight finish), stops the sandbox, closes the database.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        let _ = self.server.await;
+        if let Some(sandbox) = self.sandbox {
+            sandbox.shutdown();
+        }
+        self.service.store.close().await;
+    }
+
+    /// Serves until the task is stopped from outside (Ctrl-C in `main`).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.server.await.context("server task")??;
+        Ok(())
+    }
+}
+
+pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"))
+        .trim_end_matches('/')
+        .to_owned();
+
+    let store = Store::open(&config.database_url, config.max_db_connections)
+        .await
+        .with_context(|| format!("opening the database {}", redact_url(&config.database_url)))?;
+
+    let (connector, sandbox) = match config.psp {
+        PspChoice::InProcessSandbox {
+            listen,
+            sandbox: mut sandbox_config,
+        } => {
+            let api_key = format!("psk_{}", random_hex());
+            let webhook_secret = format!("whsec_{}", random_hex());
+            sandbox_config.api_key = api_key.clone();
+            sandbox_config.webhook_secret = webhook_secret.clone();
+            sandbox_config.webhook_url = format!("{public_url}/webhooks/psp/{SANDBOX}");
+            let sandbox_listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding the sandbox PSP on {listen}"))?;
+            let handle = sandbox_psp::spawn(sandbox_listener, sandbox_config).await?;
+            tracing::info!(url = %handle.base_url, "sandbox PSP running in-process");
+            let connector = SandboxConnector::new(
+                &handle.base_url,
+                Secret::new(api_key),
+                Secret::new(webhook_secret),
+                PSP_TIMEOUT_MS,
+            );
+            (connector, Some(handle))
+        }
+        PspChoice::Remote {
+            url,
+            api_key,
+            webhook_secret,
+        } => (
+            SandboxConnector::new(&url, api_key, webhook_secret, PSP_TIMEOUT_MS),
+            None,
+        ),
+    };
+
+    let service = Ferropay::new(
+        store,
+        Arc::new(connector),
+        FerropayConfig {
+            public_url: public_url.clone(),
+            platform_fee_bps: config.platform_fee_bps,
+            ..FerropayConfig::default()
+        },
+    )?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(ferropay_http::serve(listener, service.clone(), async {
+        let _ = stopped.await;
+    }));
+    tracing::info!(%addr, %public_url, database = service.store.backend().name(), "ferropay serving");
+    Ok(Running {
+        addr,
+        public_url,
+        service,
+        sandbox,
+        stop,
+        server,
+    })
+}
+
+fn random_hex() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A database URL fit for a log: any password is hidden.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_do_not_reach_logs() {
+        assert_eq!(
+            redact_url("postgres://app:hunter2@db:5432/pay"),
+            "postgres://app:***@db:5432/pay"
+        );
+        assert_eq!(redact_url("postgres://app@db/pay"), "postgres://app@db/pay");
+        assert_eq!(redact_url("sqlite://./x.db"), "sqlite://./x.db");
+    }
+}

@@ -1,0 +1,137 @@
+//! Extractors: the caller's API key from `Authorization: Bearer sk_…`, and a JSON body parsed
+//! into a typed value whose errors name the wrong field (`orders[1].amount`).
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use ferropay::Ferropay;
+use ferropay::secret::Secret;
+use serde::de::DeserializeOwned;
+
+use crate::error::{ApiError, payload_too_large};
+
+/// The id of the API key that authenticated the request.
+pub struct ApiKey(pub String);
+
+impl FromRequestParts<Ferropay> for ApiKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, service: &Ferropay) -> Result<Self, ApiError> {
+        let secret = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(|secret| Secret::new(secret.trim()))
+            .ok_or(ApiError(ferropay::Error::Unauthorized))?;
+        Ok(Self(service.authenticate(&secret).await?))
+    }
+}
+
+/// A JSON body: both the raw value (for idempotency fingerprints) and its typed form.
+pub struct JsonBody<T> {
+    pub value: serde_json::Value,
+    pub typed: T,
+}
+
+/// Why a body was refused: too large (413) or not what was asked for (400).
+pub enum BodyRejection {
+    TooLarge,
+    Invalid(ApiError),
+}
+
+impl IntoResponse for BodyRejection {
+    fn into_response(self) -> Response {
+        match self {
+            Self::TooLarge => payload_too_large(),
+            Self::Invalid(error) => error.into_response(),
+        }
+    }
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = BodyRejection;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, BodyRejection> {
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    BodyRejection::TooLarge
+                } else {
+                    BodyRejection::Invalid(ApiError::invalid("body", rejection.body_text()))
+                }
+            })?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            BodyRejection::Invalid(ApiError::invalid("body", format!("malformed JSON: {e}")))
+        })?;
+        let typed = serde_path_to_error::deserialize(&value).map_err(|e| {
+            let (field, message) = describe(&e);
+            BodyRejection::Invalid(ApiError::invalid(field, message))
+        })?;
+        Ok(Self { value, typed })
+    }
+}
+
+/// The field a serde error is about: the path where it failed, plus the named field for
+/// "missing field `x`" and "unknown field `x`" (whose path is the parent).
+fn describe(error: &serde_path_to_error::Error<serde_json::Error>) -> (String, String) {
+    let path = error.path().to_string();
+    let message = error.inner().to_string();
+    let named = ["missing field `", "unknown field `"]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix))
+        .and_then(|rest| rest.split('`').next());
+    let field = match (named, path.as_str()) {
+        (Some(name), ".") => name.to_owned(),
+        (Some(name), parent) => format!("{parent}.{name}"),
+        (None, ".") => "body".to_owned(),
+        (None, path) => path.to_owned(),
+    };
+    (field, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        items: Vec<Inner>,
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        amount: i64,
+    }
+
+    fn field_for(json: serde_json::Value) -> String {
+        let error = serde_path_to_error::deserialize::<_, Outer>(&json).unwrap_err();
+        describe(&error).0
+    }
+
+    #[test]
+    fn errors_name_their_field() {
+        assert_eq!(
+            field_for(serde_json::json!({"items": [{"amount": 1.5}]})),
+            "items[0].amount"
+        );
+        assert_eq!(
+            field_for(serde_json::json!({"items": [{"amount": "7"}]})),
+            "items[0].amount"
+        );
+        assert_eq!(
+            field_for(serde_json::json!({"items": [{}]})),
+            "items[0].amount"
+        );
+        assert_eq!(field_for(serde_json::json!({})), "items");
+        assert_eq!(field_for(serde_json::json!({"items": [], "x": 1})), "x");
+        assert_eq!(field_for(serde_json::json!([1])), "body");
+    }
+}

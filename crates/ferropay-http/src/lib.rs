@@ -1,0 +1,65 @@
+//! ferropay's HTTP face: the axum router for the pay-in API, the PSP webhooks, the buyer's
+//! status page and health. Handlers only translate HTTP to [`ferropay::Ferropay`]'s use cases
+//! and their errors back to the contract's JSON errors.
+
+pub mod error;
+pub mod extract;
+mod routes;
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use ferropay::Ferropay;
+
+/// The largest request body accepted, in bytes; larger ones get 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The whole application's routes over one shared [`Ferropay`].
+pub fn router(service: Ferropay) -> Router {
+    Router::new()
+        .route("/v1/payments", post(routes::payments::create))
+        .route("/v1/payments/{id}", get(routes::payments::show))
+        .route("/v1/sellers/{seller_id}/wallet", get(routes::wallets::show))
+        .route("/webhooks/psp/{psp}", post(routes::webhooks::receive))
+        .route("/payments/{id}/status", get(routes::pages::payment_status))
+        .route("/healthz", get(routes::health::healthz))
+        .fallback(routes::health::not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(log_request))
+        .with_state(service)
+}
+
+/// Serves [`router`] on `listener` until `shutdown` completes; requests in flight finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    service: Ferropay,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(service))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// One structured log line per request: method, route, status, latency.
+async fn log_request(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = next.run(request).await;
+    tracing::info!(
+        %method,
+        route,
+        status = response.status().as_u16(),
+        latency_us = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    response
+}

@@ -1,0 +1,20 @@
+//! `GET /v1/sellers/{seller_id}/wallet`: what the platform owes a seller, per currency.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use ferropay::Ferropay;
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::extract::ApiKey;
+
+pub async fn show(
+    State(service): State<Ferropay>,
+    ApiKey(_): ApiKey,
+    Path(seller_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let balances = service.wallet(&seller_id).await?;
+    Ok(Json(
+        json!({ "seller_id": seller_id, "balances": balances }),
+    ))
+}

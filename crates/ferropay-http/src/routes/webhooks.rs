@@ -1,0 +1,48 @@
+//! `POST /webhooks/psp/{psp}`: the PSP's signed webhook. The raw body goes straight to the
+//! use case, which checks the signature on those exact bytes before parsing anything.
+//! 400 for a bad signature, stale timestamp or malformed body (nothing changes); 200 for a
+//! duplicate; 500 when our database fails, so that the PSP retries.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use ferropay::Ferropay;
+use ferropay::service::WebhookRejection;
+use serde_json::json;
+
+use crate::error::{ApiError, payload_too_large};
+
+pub async fn receive(
+    State(service): State<Ferropay>,
+    Path(psp): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return payload_too_large();
+        }
+        Err(rejection) => return ApiError::invalid("body", rejection.body_text()).into_response(),
+    };
+    let signature = headers
+        .get(service.connector.signature_header())
+        .and_then(|value| value.to_str().ok());
+    match service.handle_webhook(&psp, signature, &body).await {
+        Ok(result) => (
+            StatusCode::OK,
+            axum::Json(json!({"received": true, "outcome": result})),
+        )
+            .into_response(),
+        Err(WebhookRejection::UnknownPsp(name)) => {
+            ApiError(ferropay::Error::NotFound(format!("PSP `{name}`"))).into_response()
+        }
+        Err(WebhookRejection::Verify(error)) => {
+            tracing::warn!(%psp, %error, "webhook refused");
+            ApiError::invalid("body", error.to_string()).into_response()
+        }
+        Err(WebhookRejection::Apply(error)) => ApiError(error).into_response(),
+    }
+}

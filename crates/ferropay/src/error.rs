@@ -1,0 +1,94 @@
+//! The errors of ferropay's use cases, each of which an HTTP or CLI face maps to its own answer.
+//! A variant says what went wrong in the caller's terms (which field, which conflict), never
+//! carrying a secret.
+
+/// Result of a ferropay use case.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad input: `field` names the wrong field (`orders[1].amount`), `message` says why.
+    #[error("invalid `{field}`: {message}")]
+    Invalid { field: String, message: String },
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The request conflicts with the state of things; `code` is stable for clients.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// The same `Idempotency-Key` was sent with another body.
+    #[error("this Idempotency-Key was used with a different request body")]
+    IdempotencyKeyReused,
+    #[error("missing or invalid API key")]
+    Unauthorized,
+    /// A passing failure at the PSP (timeout, 5xx, connection): safe to retry with the same key.
+    #[error("the payment service provider is unavailable: {message}")]
+    PspUnavailable { message: String, retry_after_s: u64 },
+    /// The PSP refused the request for good.
+    #[error("the payment service provider rejected the request: {0}")]
+    PspRejected(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Conflict {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl Error {
+    /// The HTTP status the contract gives this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Invalid { .. } => 400,
+            Self::Unauthorized => 401,
+            Self::NotFound(_) => 404,
+            Self::Conflict { .. } => 409,
+            Self::IdempotencyKeyReused => 422,
+            Self::PspRejected(_) => 502,
+            Self::PspUnavailable { .. } => 503,
+            Self::Database(_) | Self::Internal(_) => 500,
+        }
+    }
+
+    /// `(type, code)` of the contract's error body; `code` is stable for clients.
+    pub fn type_and_code(&self) -> (&'static str, &'static str) {
+        match self {
+            Self::Invalid { .. } => ("invalid_request", "invalid_field"),
+            Self::Unauthorized => ("authentication_error", "invalid_api_key"),
+            Self::NotFound(_) => ("invalid_request", "not_found"),
+            Self::Conflict { code, .. } => ("conflict", code),
+            Self::IdempotencyKeyReused => ("idempotency_error", "idempotency_key_reused"),
+            Self::PspRejected(_) => ("psp_error", "psp_rejected"),
+            Self::PspUnavailable { .. } => ("psp_error", "psp_unavailable"),
+            Self::Database(_) | Self::Internal(_) => ("api_error", "internal_error"),
+        }
+    }
+
+    /// The contract's error body: `{"error": {"type", "code", "message", "field"?}}`. Internal
+    /// details stay in the logs.
+    pub fn to_body(&self) -> serde_json::Value {
+        let (kind, code) = self.type_and_code();
+        let message = match self {
+            Self::Database(_) | Self::Internal(_) => "internal error".to_owned(),
+            other => other.to_string(),
+        };
+        let mut error = serde_json::json!({"type": kind, "code": code, "message": message});
+        if let Self::Invalid { field, .. } = self {
+            error["field"] = serde_json::Value::String(field.clone());
+        }
+        serde_json::json!({ "error": error })
+    }
+}

@@ -1,0 +1,71 @@
+//! The hash chain: each journal transaction's hash covers its predecessor's hash, its own fields
+//! and its postings, so a row changed or deleted behind ferropay's back breaks the chain.
+//! Fields are length-prefixed, so no choice of text can make two transactions hash alike.
+
+use sha2::{Digest, Sha256};
+
+use super::Posting;
+
+pub(crate) struct HashInput<'a> {
+    pub prev_hash: &'a str,
+    pub transaction_id: &'a str,
+    pub seq: i64,
+    pub source_ref: &'a str,
+    pub kind: &'a str,
+    pub payment_id: Option<&'a str>,
+    pub created_at_ms: i64,
+    pub postings: &'a [Posting],
+}
+
+pub(crate) fn transaction_hash(input: &HashInput<'_>) -> String {
+    let mut hasher = Sha256::new();
+    let mut field = |value: &str| {
+        hasher.update((value.len() as u64).to_be_bytes());
+        hasher.update(value.as_bytes());
+    };
+    field(input.prev_hash);
+    field(input.transaction_id);
+    field(&input.seq.to_string());
+    field(input.source_ref);
+    field(input.kind);
+    field(input.payment_id.unwrap_or(""));
+    field(&input.created_at_ms.to_string());
+    for (line_no, posting) in input.postings.iter().enumerate() {
+        field(&line_no.to_string());
+        field(&posting.account);
+        field(&posting.currency);
+        field(&posting.amount_minor.to_string());
+    }
+    hex::encode(hasher.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input<'a>(postings: &'a [Posting]) -> HashInput<'a> {
+        HashInput {
+            prev_hash: "00",
+            transaction_id: "jtx_1",
+            seq: 1,
+            source_ref: "capture:pay_1",
+            kind: "capture",
+            payment_id: Some("pay_1"),
+            created_at_ms: 1,
+            postings,
+        }
+    }
+
+    #[test]
+    fn any_change_changes_the_hash() {
+        let postings = [Posting::new("a", "USD", 5), Posting::new("b", "USD", -5)];
+        let base = transaction_hash(&input(&postings));
+        let changed = [Posting::new("a", "USD", 6), Posting::new("b", "USD", -6)];
+        assert_ne!(base, transaction_hash(&input(&changed)));
+        assert_ne!(base, transaction_hash(&input(&postings[..1])));
+        let mut other_prev = input(&postings);
+        other_prev.prev_hash = "01";
+        assert_ne!(base, transaction_hash(&other_prev));
+        assert_eq!(base, transaction_hash(&input(&postings)));
+    }
+}

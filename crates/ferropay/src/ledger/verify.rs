@@ -1,0 +1,292 @@
+//! `ledger verify`: the internal check that the books hold. Every journal transaction sums to
+//! zero per currency (I3), each wallet equals minus the sum of its seller account (I4), and the
+//! hash chain is intact from the first transaction to the head (tampering shows as a break).
+//! The journal is streamed, so memory does not grow with the ledger.
+
+use std::collections::BTreeMap;
+
+use futures_util::TryStreamExt;
+use serde::Serialize;
+use sqlx::Row;
+
+use super::hash::{HashInput, transaction_hash};
+use super::{Posting, accounts};
+use crate::error::Result;
+use crate::store::Store;
+
+/// What `ferropay ledger verify` prints.
+#[derive(Debug, Serialize)]
+pub struct VerifyReport {
+    pub transactions: i64,
+    pub postings: i64,
+    pub balanced: bool,
+    pub wallets_match: bool,
+    pub chain_intact: bool,
+    /// Sum of all postings per currency: zero everywhere when balanced.
+    pub totals_by_currency: BTreeMap<String, i64>,
+    pub unbalanced_transactions: Vec<String>,
+    pub wallet_mismatches: Vec<WalletMismatch>,
+    pub chain_breaks: Vec<ChainBreak>,
+}
+
+impl VerifyReport {
+    pub fn ok(&self) -> bool {
+        self.balanced && self.wallets_match && self.chain_intact
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct WalletMismatch {
+    pub seller_id: String,
+    pub currency: String,
+    pub wallet_minor: i64,
+    pub ledger_minor: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChainBreak {
+    pub transaction_id: String,
+    pub seq: i64,
+    pub problem: String,
+}
+
+/// At most this many problems of each kind are listed; the flags still tell the whole truth.
+const MAX_LISTED: usize = 100;
+
+pub async fn verify(store: &Store) -> Result<VerifyReport> {
+    let mut report = VerifyReport {
+        transactions: 0,
+        postings: 0,
+        balanced: true,
+        wallets_match: true,
+        chain_intact: true,
+        totals_by_currency: BTreeMap::new(),
+        unbalanced_transactions: Vec::new(),
+        wallet_mismatches: Vec::new(),
+        chain_breaks: Vec::new(),
+    };
+    let mut seller_sums: BTreeMap<(String, String), i64> = BTreeMap::new();
+    walk_journal(store, &mut report, &mut seller_sums).await?;
+    check_head(store, &mut report).await?;
+    check_wallets(store, &mut report, seller_sums).await?;
+    Ok(report)
+}
+
+/// One journal transaction as read back, with its postings in line order.
+struct ReadTransaction {
+    id: String,
+    seq: i64,
+    source_ref: String,
+    kind: String,
+    payment_id: Option<String>,
+    created_at_ms: i64,
+    prev_hash: String,
+    hash: String,
+    postings: Vec<Posting>,
+}
+
+async fn walk_journal(
+    store: &Store,
+    report: &mut VerifyReport,
+    seller_sums: &mut BTreeMap<(String, String), i64>,
+) -> Result<()> {
+    // A LEFT JOIN, so a transaction whose postings were all deleted still shows up (and fails).
+    let mut rows = sqlx::query(
+        "SELECT t.id, t.seq, t.source_ref, t.kind, t.payment_id, t.created_at_ms, t.prev_hash, \
+                t.hash, p.line_no, p.account, p.currency, p.amount_minor \
+         FROM journal_transactions t LEFT JOIN postings p ON p.transaction_id = t.id \
+         ORDER BY t.seq, p.line_no",
+    )
+    .fetch(store.pool());
+
+    let mut expected_prev = GENESIS_HASH.to_owned();
+    let mut expected_seq = 1_i64;
+    let mut current: Option<ReadTransaction> = None;
+    while let Some(row) = rows.try_next().await? {
+        let id: String = row.try_get("id")?;
+        if current.as_ref().is_none_or(|t| t.id != id) {
+            if let Some(done) = current.take() {
+                check_transaction(
+                    done,
+                    report,
+                    seller_sums,
+                    &mut expected_prev,
+                    &mut expected_seq,
+                );
+            }
+            current = Some(ReadTransaction {
+                id,
+                seq: row.try_get("seq")?,
+                source_ref: row.try_get("source_ref")?,
+                kind: row.try_get("kind")?,
+                payment_id: row.try_get("payment_id")?,
+                created_at_ms: row.try_get("created_at_ms")?,
+                prev_hash: row.try_get("prev_hash")?,
+                hash: row.try_get("hash")?,
+                postings: Vec::new(),
+            });
+        }
+        let account: Option<String> = row.try_get("account")?;
+        if let (Some(account), Some(transaction)) = (account, current.as_mut()) {
+            transaction.postings.push(Posting {
+                account,
+                currency: row.try_get("currency")?,
+                amount_minor: row.try_get("amount_minor")?,
+            });
+        }
+    }
+    if let Some(done) = current.take() {
+        check_transaction(
+            done,
+            report,
+            seller_sums,
+            &mut expected_prev,
+            &mut expected_seq,
+        );
+    }
+    Ok(())
+}
+
+pub(crate) const GENESIS_HASH: &str =
+    "0000000000000000000000000000000000000000000000000000000000000000";
+
+fn check_transaction(
+    transaction: ReadTransaction,
+    report: &mut VerifyReport,
+    seller_sums: &mut BTreeMap<(String, String), i64>,
+    expected_prev: &mut String,
+    expected_seq: &mut i64,
+) {
+    report.transactions += 1;
+    report.postings += transaction.postings.len() as i64;
+
+    let mut sums: BTreeMap<&str, i64> = BTreeMap::new();
+    for posting in &transaction.postings {
+        let sum = sums.entry(&posting.currency).or_insert(0);
+        *sum = sum.saturating_add(posting.amount_minor);
+        let total = report
+            .totals_by_currency
+            .entry(posting.currency.clone())
+            .or_insert(0);
+        *total = total.saturating_add(posting.amount_minor);
+        if let Some(seller_id) = accounts::seller_id(&posting.account) {
+            let account_sum = seller_sums
+                .entry((seller_id.to_owned(), posting.currency.clone()))
+                .or_insert(0);
+            *account_sum = account_sum.saturating_add(posting.amount_minor);
+        }
+    }
+    if transaction.postings.len() < 2 || sums.values().any(|sum| *sum != 0) {
+        report.balanced = false;
+        if report.unbalanced_transactions.len() < MAX_LISTED {
+            report.unbalanced_transactions.push(transaction.id.clone());
+        }
+    }
+
+    let recomputed = transaction_hash(&HashInput {
+        prev_hash: &transaction.prev_hash,
+        transaction_id: &transaction.id,
+        seq: transaction.seq,
+        source_ref: &transaction.source_ref,
+        kind: &transaction.kind,
+        payment_id: transaction.payment_id.as_deref(),
+        created_at_ms: transaction.created_at_ms,
+        postings: &transaction.postings,
+    });
+    let mut problems = Vec::new();
+    if transaction.seq != *expected_seq {
+        problems.push(format!(
+            "sequence {} where {} was expected: a transaction is missing before it",
+            transaction.seq, expected_seq
+        ));
+    }
+    if transaction.prev_hash != *expected_prev {
+        problems.push("its previous-hash does not match the transaction before it".to_owned());
+    }
+    if recomputed != transaction.hash {
+        problems
+            .push("its contents do not match its hash: a row was changed or deleted".to_owned());
+    }
+    if !problems.is_empty() {
+        report.chain_intact = false;
+        if report.chain_breaks.len() < MAX_LISTED {
+            report.chain_breaks.push(ChainBreak {
+                transaction_id: transaction.id.clone(),
+                seq: transaction.seq,
+                problem: problems.join("; "),
+            });
+        }
+    }
+    *expected_prev = transaction.hash;
+    *expected_seq = transaction.seq + 1;
+}
+
+/// The head must point at the last transaction read; otherwise the newest ones were deleted.
+async fn check_head(store: &Store, report: &mut VerifyReport) -> Result<()> {
+    let head = sqlx::query("SELECT seq FROM ledger_head WHERE id = 1")
+        .fetch_one(store.pool())
+        .await?;
+    let head_seq: i64 = head.try_get("seq")?;
+    if head_seq != report.transactions {
+        report.chain_intact = false;
+        report.chain_breaks.push(ChainBreak {
+            transaction_id: String::new(),
+            seq: head_seq,
+            problem: format!(
+                "the chain head is at sequence {head_seq} but {} transactions were read",
+                report.transactions
+            ),
+        });
+    }
+    if report.totals_by_currency.values().any(|total| *total != 0) {
+        report.balanced = false;
+    }
+    Ok(())
+}
+
+async fn check_wallets(
+    store: &Store,
+    report: &mut VerifyReport,
+    mut seller_sums: BTreeMap<(String, String), i64>,
+) -> Result<()> {
+    let mut wallets =
+        sqlx::query("SELECT seller_id, currency, balance_minor FROM wallets").fetch(store.pool());
+    while let Some(row) = wallets.try_next().await? {
+        let seller_id: String = row.try_get("seller_id")?;
+        let currency: String = row.try_get("currency")?;
+        let wallet_minor: i64 = row.try_get("balance_minor")?;
+        let account_sum = seller_sums
+            .remove(&(seller_id.clone(), currency.clone()))
+            .unwrap_or(0);
+        // Credits are negative: what we owe the seller is minus the account's sum.
+        let ledger_minor = -account_sum;
+        if wallet_minor != ledger_minor {
+            push_mismatch(report, seller_id, currency, wallet_minor, ledger_minor);
+        }
+    }
+    // Seller accounts with postings but no wallet row at all.
+    for ((seller_id, currency), account_sum) in seller_sums {
+        if account_sum != 0 {
+            push_mismatch(report, seller_id, currency, 0, -account_sum);
+        }
+    }
+    Ok(())
+}
+
+fn push_mismatch(
+    report: &mut VerifyReport,
+    seller_id: String,
+    currency: String,
+    wallet_minor: i64,
+    ledger_minor: i64,
+) {
+    report.wallets_match = false;
+    if report.wallet_mismatches.len() < MAX_LISTED {
+        report.wallet_mismatches.push(WalletMismatch {
+            seller_id,
+            currency,
+            wallet_minor,
+            ledger_minor,
+        });
+    }
+}

@@ -1,0 +1,24 @@
+//! ferropay: the payment system of a marketplace, as a library.
+//!
+//! This crate owns the domain and its use cases: money, pay-in (payment events, orders and their
+//! state machine), the double-entry ledger, the sellers' wallets, PSP connectors, idempotency,
+//! the outbox, and storage on SQLite or PostgreSQL. It knows nothing of HTTP; `ferropay-http`
+//! maps requests onto [`Ferropay`]'s methods.
+
+pub mod api_keys;
+pub mod clock;
+pub mod error;
+pub mod idempotency;
+pub mod ids;
+pub mod ledger;
+pub mod money;
+pub mod outbox;
+pub mod payin;
+pub mod psp;
+pub mod secret;
+pub mod service;
+pub mod store;
+pub mod wallet;
+
+pub use error::{Error, Result};
+pub use service::{Ferropay, FerropayConfig};

@@ -1,0 +1,16 @@
+//! Pay-in: payment events (one checkout) and their payment orders (one per seller), created
+//! through the API, registered at the PSP, and moved by the PSP's outcomes.
+//!
+//! - [`model`]: the statuses and the stored shapes;
+//! - [`request`]: a new payment as the checkout asks for it, parsed and validated;
+//! - [`state`]: the one transition function (pure);
+//! - [`create`]: `POST /v1/payments`, with idempotency and recovery points;
+//! - [`apply`]: applying a PSP outcome in one database transaction;
+//! - [`repo`]: reading payments back.
+
+pub mod apply;
+pub mod create;
+pub mod model;
+pub mod repo;
+pub mod request;
+pub mod state;

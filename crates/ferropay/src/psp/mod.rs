@@ -1,0 +1,156 @@
+//! PSP integration: the one trait that every PSP connector implements (register a hosted-page
+//! session, ask a session's status, verify and parse a webhook), and the types they speak.
+//! The sandbox connector is in [`sandbox`]; webhook signatures in [`signature`].
+
+pub mod sandbox;
+pub mod signature;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::Deserialize;
+
+/// A boxed future, so that connectors can live behind `Arc<dyn Connector>`.
+pub type PspFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, PspError>> + Send + 'a>>;
+
+/// What we ask the PSP to collect.
+#[derive(Clone, Debug)]
+pub struct SessionRequest {
+    /// The PSP's idempotency key: the payment's id, never a fresh one on retry (I5).
+    pub idempotency_key: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    /// Our payment's id, which the PSP echoes as the merchant reference.
+    pub reference: String,
+    pub return_url: String,
+}
+
+/// A hosted-page session as the PSP reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PspSession {
+    pub token: String,
+    pub url: String,
+    pub status: PspSessionStatus,
+    pub psp_reference: Option<String>,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub reference: String,
+    pub failure_code: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PspSessionStatus {
+    Open,
+    Processing,
+    Succeeded,
+    Failed,
+    Expired,
+}
+
+/// Why a call to the PSP failed, told apart by whether retrying can help.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PspError {
+    /// Timeouts, connection errors, 5xx: retry with the same idempotency key.
+    #[error("retryable PSP failure: {0}")]
+    Retryable(String),
+    /// 4xx and other refusals: retrying the same request will not help.
+    #[error("permanent PSP failure: {0}")]
+    Permanent(String),
+}
+
+/// A verified webhook event from a PSP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PspEvent {
+    pub id: String,
+    pub event_type: String,
+    pub created_s: i64,
+    pub kind: PspEventKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PspEventKind {
+    /// A payment session moved: `payment.processing|succeeded|failed|expired`.
+    Payment(PaymentUpdate),
+    /// A type this version does not act on (refunds, payouts: later); recorded and acknowledged.
+    Other,
+}
+
+/// What a PSP says about one payment, from a webhook or from polling its session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PaymentUpdate {
+    /// Our payment id (the merchant reference we registered).
+    pub reference: String,
+    pub outcome: PspOutcome,
+    pub psp_reference: Option<String>,
+    pub amount_minor: Option<i64>,
+    pub currency: Option<String>,
+    pub failure_code: Option<String>,
+}
+
+/// The outcome of a payment at the PSP, as far as it has got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PspOutcome {
+    Processing,
+    Succeeded,
+    Failed,
+    Expired,
+}
+
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WebhookError {
+    #[error("missing signature header")]
+    MissingSignature,
+    #[error("malformed signature header")]
+    MalformedSignature,
+    #[error("signature does not match")]
+    BadSignature,
+    #[error("timestamp is {0} s away from now, more than the 300 s tolerance")]
+    StaleTimestamp(i64),
+    #[error("malformed webhook body: {0}")]
+    MalformedBody(String),
+}
+
+/// One PSP, as ferropay sees it (after hyperswitch's connector trait).
+pub trait Connector: Send + Sync {
+    /// The PSP's name in URLs and account names (`sandbox`).
+    fn name(&self) -> &str;
+
+    /// Registers a hosted-page session. The same `idempotency_key` returns the same session.
+    fn register_session<'a>(&'a self, request: &'a SessionRequest) -> PspFuture<'a, PspSession>;
+
+    /// The session's current state, for the poller and for reconciliation.
+    fn session_status<'a>(&'a self, token: &'a str) -> PspFuture<'a, PspSession>;
+
+    /// The header that carries this PSP's webhook signature.
+    fn signature_header(&self) -> &'static str;
+
+    /// Verifies a webhook on its raw body and parses it. `now_s` is the current Unix time.
+    fn verify_webhook(
+        &self,
+        signature: Option<&str>,
+        body: &[u8],
+        now_s: i64,
+    ) -> Result<PspEvent, WebhookError>;
+}
+
+impl PspSession {
+    /// The session's state as a payment update, when the PSP has decided something.
+    pub fn as_update(&self) -> Option<PaymentUpdate> {
+        let outcome = match self.status {
+            PspSessionStatus::Open => return None,
+            PspSessionStatus::Processing => PspOutcome::Processing,
+            PspSessionStatus::Succeeded => PspOutcome::Succeeded,
+            PspSessionStatus::Failed => PspOutcome::Failed,
+            PspSessionStatus::Expired => PspOutcome::Expired,
+        };
+        Some(PaymentUpdate {
+            reference: self.reference.clone(),
+            outcome,
+            psp_reference: self.psp_reference.clone(),
+            amount_minor: Some(self.amount_minor),
+            currency: Some(self.currency.clone()),
+            failure_code: self.failure_code.clone(),
+        })
+    }
+}

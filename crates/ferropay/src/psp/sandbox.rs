@@ -1,0 +1,196 @@
+//! The connector to the sandbox PSP (or any PSP that speaks the contract's sandbox API): hosted
+//! sessions over HTTP with idempotency keys, and webhooks signed with `Sandbox-Signature`.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::signature;
+use super::{
+    Connector, PaymentUpdate, PspError, PspEvent, PspEventKind, PspFuture, PspOutcome, PspSession,
+    PspSessionStatus, SessionRequest, WebhookError,
+};
+use crate::secret::Secret;
+
+/// The PSP's name as it appears in webhook URLs (`/webhooks/psp/sandbox`) and accounts.
+pub const NAME: &str = "sandbox";
+
+pub struct SandboxConnector {
+    base_url: String,
+    api_key: Secret,
+    webhook_secret: Secret,
+    http: reqwest::Client,
+}
+
+impl SandboxConnector {
+    /// `base_url` without a trailing slash, e.g. `http://127.0.0.1:8090`.
+    pub fn new(base_url: &str, api_key: Secret, webhook_secret: Secret, timeout_ms: u64) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(timeout_ms))
+            .build()
+            .expect("a plain HTTP client builds");
+        Self {
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            api_key,
+            webhook_secret,
+            http,
+        }
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<PspSession, PspError> {
+        let response = request
+            .bearer_auth(self.api_key.expose())
+            .send()
+            .await
+            .map_err(|e| PspError::Retryable(format!("sandbox unreachable: {e}")))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| PspError::Retryable(format!("sandbox answer cut off: {e}")))?;
+        if status.is_server_error() || status.as_u16() == 429 {
+            return Err(PspError::Retryable(format!("sandbox answered {status}")));
+        }
+        if !status.is_success() {
+            return Err(PspError::Permanent(format!(
+                "sandbox answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            )));
+        }
+        let wire: WireSession = serde_json::from_slice(&body)
+            .map_err(|e| PspError::Retryable(format!("unreadable sandbox session: {e}")))?;
+        Ok(wire.into())
+    }
+}
+
+#[derive(Deserialize)]
+struct WireSession {
+    token: String,
+    url: String,
+    status: PspSessionStatus,
+    #[serde(default)]
+    psp_reference: Option<String>,
+    amount: i64,
+    currency: String,
+    reference: String,
+    #[serde(default)]
+    failure_code: Option<String>,
+}
+
+impl From<WireSession> for PspSession {
+    fn from(wire: WireSession) -> Self {
+        Self {
+            token: wire.token,
+            url: wire.url,
+            status: wire.status,
+            psp_reference: wire.psp_reference,
+            amount_minor: wire.amount,
+            currency: wire.currency,
+            reference: wire.reference,
+            failure_code: wire.failure_code,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct WireEvent {
+    id: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    created: i64,
+    data: Value,
+}
+
+#[derive(Deserialize)]
+struct WirePaymentData {
+    reference: String,
+    #[serde(default)]
+    psp_reference: Option<String>,
+    #[serde(default)]
+    amount: Option<i64>,
+    #[serde(default)]
+    currency: Option<String>,
+    #[serde(default)]
+    failure_code: Option<String>,
+}
+
+impl Connector for SandboxConnector {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn register_session<'a>(&'a self, request: &'a SessionRequest) -> PspFuture<'a, PspSession> {
+        Box::pin(async move {
+            let body = serde_json::json!({
+                "amount": request.amount_minor,
+                "currency": request.currency,
+                "reference": request.reference,
+                "return_url": request.return_url,
+            });
+            self.send(
+                self.http
+                    .post(format!("{}/v1/payment_sessions", self.base_url))
+                    .header("Idempotency-Key", &request.idempotency_key)
+                    .json(&body),
+            )
+            .await
+        })
+    }
+
+    fn session_status<'a>(&'a self, token: &'a str) -> PspFuture<'a, PspSession> {
+        Box::pin(async move {
+            self.send(
+                self.http
+                    .get(format!("{}/v1/payment_sessions/{token}", self.base_url)),
+            )
+            .await
+        })
+    }
+
+    fn signature_header(&self) -> &'static str {
+        "Sandbox-Signature"
+    }
+
+    fn verify_webhook(
+        &self,
+        signature_header: Option<&str>,
+        body: &[u8],
+        now_s: i64,
+    ) -> Result<PspEvent, WebhookError> {
+        signature::verify(&self.webhook_secret, signature_header, body, now_s)?;
+        let wire: WireEvent =
+            serde_json::from_slice(body).map_err(|e| WebhookError::MalformedBody(e.to_string()))?;
+        if wire.id.is_empty() {
+            return Err(WebhookError::MalformedBody("`id` is empty".into()));
+        }
+        let outcome = match wire.event_type.as_str() {
+            "payment.processing" => Some(PspOutcome::Processing),
+            "payment.succeeded" => Some(PspOutcome::Succeeded),
+            "payment.failed" => Some(PspOutcome::Failed),
+            "payment.expired" => Some(PspOutcome::Expired),
+            _ => None,
+        };
+        let kind = match outcome {
+            Some(outcome) => {
+                let data: WirePaymentData = serde_json::from_value(wire.data)
+                    .map_err(|e| WebhookError::MalformedBody(format!("data: {e}")))?;
+                PspEventKind::Payment(PaymentUpdate {
+                    reference: data.reference,
+                    outcome,
+                    psp_reference: data.psp_reference,
+                    amount_minor: data.amount,
+                    currency: data.currency,
+                    failure_code: data.failure_code,
+                })
+            }
+            None => PspEventKind::Other,
+        };
+        Ok(PspEvent {
+            id: wire.id,
+            event_type: wire.event_type,
+            created_s: wire.created,
+            kind,
+        })
+    }
+}

@@ -1,0 +1,126 @@
+//! [`Ferropay`]: the use cases behind one handle, as the HTTP face and the CLI call them.
+
+use std::sync::Arc;
+
+use crate::api_keys;
+use crate::clock::now_s;
+use crate::error::{Error, Result};
+use crate::idempotency::{self, KeyScope};
+use crate::ledger::verify::{VerifyReport, verify};
+use crate::payin::apply::{ApplyResult, apply_event};
+use crate::payin::create::{CreateOutcome, create_payment};
+use crate::payin::model::PaymentView;
+use crate::payin::repo::load_view;
+use crate::payin::request::{CreatePaymentInput, NewPayment};
+use crate::psp::{Connector, WebhookError};
+use crate::secret::Secret;
+use crate::store::Store;
+use crate::wallet::{self, WalletBalance};
+
+#[derive(Clone, Debug)]
+pub struct FerropayConfig {
+    /// Where buyers and PSPs reach us, without a trailing slash (`http://127.0.0.1:8080`).
+    pub public_url: String,
+    /// The platform's fee on each order, in basis points (0 to 10,000).
+    pub platform_fee_bps: u32,
+    /// How many times one request tries to register a PSP session before answering 503.
+    pub psp_register_attempts: u32,
+}
+
+impl Default for FerropayConfig {
+    fn default() -> Self {
+        Self {
+            public_url: "http://127.0.0.1:8080".into(),
+            platform_fee_bps: 0,
+            psp_register_attempts: 3,
+        }
+    }
+}
+
+/// ferropay's use cases over one store and one PSP connector. Cheap to clone.
+#[derive(Clone)]
+pub struct Ferropay {
+    pub store: Store,
+    pub connector: Arc<dyn Connector>,
+    pub config: Arc<FerropayConfig>,
+}
+
+/// Why a webhook was refused (all answered 400, nothing changed).
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookRejection {
+    #[error("no PSP named `{0}`")]
+    UnknownPsp(String),
+    #[error(transparent)]
+    Verify(#[from] WebhookError),
+    #[error(transparent)]
+    Apply(#[from] Error),
+}
+
+impl Ferropay {
+    pub fn new(
+        store: Store,
+        connector: Arc<dyn Connector>,
+        config: FerropayConfig,
+    ) -> Result<Self> {
+        if config.platform_fee_bps > 10_000 {
+            return Err(Error::invalid("platform_fee_bps", "must be 0 to 10000"));
+        }
+        let mut config = config;
+        config.public_url = config.public_url.trim_end_matches('/').to_owned();
+        Ok(Self {
+            store,
+            connector,
+            config: Arc::new(config),
+        })
+    }
+
+    /// The API key id for a bearer secret.
+    pub async fn authenticate(&self, bearer_secret: &Secret) -> Result<String> {
+        api_keys::authenticate(&self.store, bearer_secret).await
+    }
+
+    /// `POST /v1/payments`: `body` is the parsed JSON, `input` its typed form.
+    pub async fn create_payment(
+        &self,
+        api_key_id: &str,
+        idempotency_key: Option<&str>,
+        body: &serde_json::Value,
+        input: CreatePaymentInput,
+    ) -> Result<CreateOutcome> {
+        let key = idempotency::parse_key(idempotency_key)?;
+        let payment = NewPayment::parse(input)?;
+        let scope = KeyScope {
+            api_key_id: api_key_id.to_owned(),
+            key,
+        };
+        create_payment(self, &scope, &payment, &idempotency::fingerprint(body)).await
+    }
+
+    pub async fn payment(&self, payment_id: &str) -> Result<PaymentView> {
+        load_view(&self.store, payment_id).await
+    }
+
+    /// `POST /webhooks/psp/{psp}`: verify on the raw body, then apply once.
+    pub async fn handle_webhook(
+        &self,
+        psp: &str,
+        signature: Option<&str>,
+        raw_body: &[u8],
+    ) -> Result<ApplyResult, WebhookRejection> {
+        if psp != self.connector.name() {
+            return Err(WebhookRejection::UnknownPsp(psp.to_owned()));
+        }
+        let event = self
+            .connector
+            .verify_webhook(signature, raw_body, now_s())?;
+        Ok(apply_event(&self.store, psp, &event, self.config.platform_fee_bps).await?)
+    }
+
+    pub async fn wallet(&self, seller_id: &str) -> Result<Vec<WalletBalance>> {
+        wallet::balances(&self.store, seller_id).await
+    }
+
+    pub async fn verify_ledger(&self) -> Result<VerifyReport> {
+        verify(&self.store).await
+    }
+}

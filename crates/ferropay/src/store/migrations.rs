@@ -1,0 +1,39 @@
+//! The schema's versions, embedded in the binary and run on start under sqlx's migration lock.
+//! Version 1 is portable SQL shared by both databases; later versions may differ per dialect.
+
+use std::borrow::Cow;
+
+use sqlx::SqlSafeStr;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+use super::dialect::{APPEND_ONLY_POSTGRES, APPEND_ONLY_SQLITE};
+use super::{Backend, Store, StoreError};
+
+const SCHEMA: &str = include_str!("../../migrations/0001_schema.sql");
+
+fn migrations(backend: Backend) -> Vec<Migration> {
+    let append_only = match backend {
+        Backend::Sqlite => APPEND_ONLY_SQLITE,
+        Backend::Postgres => APPEND_ONLY_POSTGRES,
+    };
+    vec![
+        migration(1, "schema", SCHEMA),
+        migration(2, "append only ledger", append_only),
+    ]
+}
+
+fn migration(version: i64, description: &'static str, sql: &'static str) -> Migration {
+    Migration::new(
+        version,
+        Cow::Borrowed(description),
+        MigrationType::Simple,
+        sql.into_sql_str(),
+        false,
+    )
+}
+
+pub(super) async fn run(store: &Store) -> Result<(), StoreError> {
+    let migrator = Migrator::with_migrations(migrations(store.backend()));
+    migrator.run(store.pool()).await?;
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! Storage: one connection pool over SQLite (embedded, the default) or PostgreSQL, chosen by the
+//! URL at run time through sqlx's `Any` driver, and the migrations that run on start.
+//!
+//! Every column is an integer or text (what `Any` carries): money in `*_minor` (`i64`), time in
+//! `*_ms` since the epoch. The few places where the dialects truly differ live in [`dialect`].
+
+pub mod dialect;
+mod migrations;
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{Any, AnyPool, Executor, Transaction};
+
+pub use dialect::Backend;
+
+/// A write transaction. On SQLite it holds the write lock from its first statement.
+pub type Tx = Transaction<'static, Any>;
+
+/// The default database: a file beside the working directory, created with its folder.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://./ferropay-data/ferropay.db";
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects to `database_url` (`sqlite://PATH` or `postgres://…`) and runs the migrations.
+    pub async fn open(database_url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let store = Self::connect(database_url, max_connections).await?;
+        migrations::run(&store).await?;
+        Ok(store)
+    }
+
+    /// Connects without migrating (the migrations need a connection first).
+    pub async fn connect(database_url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        install_default_drivers();
+        let backend = Backend::from_url(database_url)?;
+        let url = match backend {
+            Backend::Sqlite => prepare_sqlite_url(database_url)?,
+            Backend::Postgres => database_url.to_owned(),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers run beside the one writer; NORMAL sync is durable at
+                        // each checkpoint and safe against corruption; writers queue, not fail.
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        conn.execute("PRAGMA busy_timeout = 30000").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        Ok(Self { pool, backend })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Begins a transaction that will write. On SQLite this is `BEGIN IMMEDIATE`, which takes
+    /// the write lock at once, so two writers queue on `busy_timeout` instead of one failing
+    /// when it upgrades a read lock.
+    pub async fn begin_write(&self) -> Result<Tx, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
+    /// Picks the statement written for this database where the dialects differ.
+    pub fn pick(&self, sqlite: &'static str, postgres: &'static str) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => sqlite,
+            Backend::Postgres => postgres,
+        }
+    }
+
+    /// Answers once the database does.
+    pub async fn ping(&self) -> Result<(), crate::Error> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Creates the SQLite file's folder and asks the driver to create the file (`mode=rwc`).
+fn prepare_sqlite_url(database_url: &str) -> Result<String, StoreError> {
+    let rest = database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| database_url.strip_prefix("sqlite:"))
+        .ok_or_else(|| StoreError::BadUrl(database_url.to_owned()))?;
+    let (path, query) = match rest.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (rest, None),
+    };
+    if path.is_empty() {
+        return Err(StoreError::BadUrl(database_url.to_owned()));
+    }
+    if let Some(parent) = Path::new(path).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| StoreError::Io(format!("creating {}: {e}", parent.display())))?;
+    }
+    Ok(match query {
+        Some(q) if q.contains("mode=") => database_url.to_owned(),
+        Some(q) => format!("sqlite://{path}?{q}&mode=rwc"),
+        None => format!("sqlite://{path}?mode=rwc"),
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database URL `{0}` is neither sqlite://PATH nor postgres://…")]
+    BadUrl(String),
+    #[error("{0}")]
+    Io(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Whether a database error is a unique-constraint violation (the same key inserted twice).
+pub fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
+}
