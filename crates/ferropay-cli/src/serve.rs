@@ -32,8 +32,8 @@ pub struct ServeConfig {
 
 #[derive(Clone, Debug)]
 pub enum PspChoice {
-    /// Run the sandbox PSP in this process, on `listen`, wired to ourselves. The key, secret and
-    /// webhook URL in `sandbox` are filled in by [`start`].
+    /// Run the sandbox PSP in this process, on `listen`, wired to ourselves. [`start`] sets the
+    /// webhook URL, and generates the key and webhook secret where `sandbox` leaves them empty.
     InProcessSandbox {
         listen: SocketAddr,
         sandbox: SandboxConfig,
@@ -96,10 +96,15 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             listen,
             sandbox: mut sandbox_config,
         } => {
-            let api_key = format!("psk_{}", random_hex());
-            let webhook_secret = format!("whsec_{}", random_hex());
-            sandbox_config.api_key = api_key.clone();
-            sandbox_config.webhook_secret = webhook_secret.clone();
+            // Generated unless the caller chose them (tests do, to sign their own webhooks).
+            if sandbox_config.api_key.is_empty() {
+                sandbox_config.api_key = format!("psk_{}", random_hex());
+            }
+            if sandbox_config.webhook_secret.is_empty() {
+                sandbox_config.webhook_secret = format!("whsec_{}", random_hex());
+            }
+            let api_key = sandbox_config.api_key.clone();
+            let webhook_secret = sandbox_config.webhook_secret.clone();
             sandbox_config.webhook_url = format!("{public_url}/webhooks/psp/{SANDBOX}");
             let sandbox_listener = TcpListener::bind(listen)
                 .await

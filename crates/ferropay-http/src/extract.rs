@@ -67,6 +67,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
         let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
             BodyRejection::Invalid(ApiError::invalid("body", format!("malformed JSON: {e}")))
         })?;
+        if !value.is_object() {
+            return Err(BodyRejection::Invalid(ApiError::invalid(
+                "body",
+                "must be a JSON object",
+            )));
+        }
         let typed = serde_path_to_error::deserialize(&value).map_err(|e| {
             let (field, message) = describe(&e);
             BodyRejection::Invalid(ApiError::invalid(field, message))
@@ -75,16 +81,15 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     }
 }
 
-/// The field a serde error is about: the path where it failed, plus the named field for
-/// "missing field `x`" and "unknown field `x`" (whose path is the parent).
+/// The field a serde error is about: the path where it failed; for "missing field `x`" the
+/// path is the parent, so the named field is added to it.
 fn describe(error: &serde_path_to_error::Error<serde_json::Error>) -> (String, String) {
     let path = error.path().to_string();
     let message = error.inner().to_string();
-    let named = ["missing field `", "unknown field `"]
-        .iter()
-        .find_map(|prefix| message.strip_prefix(prefix))
+    let missing = message
+        .strip_prefix("missing field `")
         .and_then(|rest| rest.split('`').next());
-    let field = match (named, path.as_str()) {
+    let field = match (missing, path.as_str()) {
         (Some(name), ".") => name.to_owned(),
         (Some(name), parent) => format!("{parent}.{name}"),
         (None, ".") => "body".to_owned(),
@@ -132,6 +137,6 @@ mod tests {
         );
         assert_eq!(field_for(serde_json::json!({})), "items");
         assert_eq!(field_for(serde_json::json!({"items": [], "x": 1})), "x");
-        assert_eq!(field_for(serde_json::json!([1])), "body");
+        assert_eq!(field_for(serde_json::json!({"items": 5})), "items");
     }
 }

@@ -1,0 +1,225 @@
+//! Each sandbox test card, paid on the hosted page, to its end status — and what that does to
+//! the orders, the wallets and the ledger.
+
+use reqwest::StatusCode;
+use sandbox_psp::SandboxConfig;
+
+use crate::db_test;
+use crate::helpers::*;
+
+async fn card_4242_succeeds_and_books_the_sale(db: Db) {
+    let Some(app) = spawn_app(db).await else {
+        return;
+    };
+    let payment = app.create_payment("chk_ok").await;
+    assert_eq!(payment["status"], "requires_payment");
+    assert_eq!(payment["amount"], 1750);
+    assert_eq!(payment["orders"][0]["status"], "executing");
+    let id = payment["id"].as_str().unwrap();
+
+    let (status, location, _) = app.pay(&payment, CARD_OK).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let location = location.unwrap();
+    assert!(
+        location.starts_with(&format!("{}/payments/{id}/status", app.base_url)),
+        "{location}"
+    );
+    assert!(location.contains("status=succeeded"));
+
+    let paid = app.wait_for_status(id, "succeeded").await;
+    assert!(
+        paid["orders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["status"] == "succeeded")
+    );
+    assert_eq!(app.wallet_minor("seller_a", "USD").await, 1500);
+    assert_eq!(app.wallet_minor("seller_b", "USD").await, 250);
+    let report = app.verify_ledger().await;
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.transactions, 1);
+    assert_eq!(report.postings, 3);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM outbox WHERE topic = 'payment.succeeded'")
+            .await,
+        1
+    );
+    // The PSP charged once.
+    assert_eq!(app.psp_sessions_for(id).await.len(), 1);
+}
+
+async fn declined_cards_fail_and_post_nothing(db: Db) {
+    let Some(app) = spawn_app(db).await else {
+        return;
+    };
+    for (checkout_id, card, code) in [
+        ("chk_declined", CARD_DECLINED, "card_declined"),
+        ("chk_no_funds", CARD_NO_FUNDS, "insufficient_funds"),
+    ] {
+        let payment = app.create_payment(checkout_id).await;
+        let (status, location, _) = app.pay(&payment, card).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert!(location.unwrap().contains("status=failed"));
+        let failed = app
+            .wait_for_status(payment["id"].as_str().unwrap(), "failed")
+            .await;
+        assert_eq!(failed["failure_code"], code);
+        assert!(
+            failed["orders"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|o| o["status"] == "failed")
+        );
+    }
+    assert_eq!(app.wallet_minor("seller_a", "USD").await, 0);
+    let report = app.verify_ledger().await;
+    assert!(report.ok());
+    assert_eq!(report.transactions, 0);
+}
+
+async fn three_d_secure_passes_and_fails(db: Db) {
+    let Some(app) = spawn_app(db).await else {
+        return;
+    };
+    let passed = app.create_payment("chk_3ds_pass").await;
+    let (status, _, page) = app.pay(&passed, CARD_3DS).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("name=\"code\""), "a challenge form: {page}");
+    let (status, location) = app.challenge(&passed, "123456").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(location.unwrap().contains("status=succeeded"));
+    app.wait_for_status(passed["id"].as_str().unwrap(), "succeeded")
+        .await;
+
+    let failed = app.create_payment("chk_3ds_fail").await;
+    app.pay(&failed, CARD_3DS).await;
+    let (status, location) = app.challenge(&failed, "000000").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(location.unwrap().contains("status=failed"));
+    let failed = app
+        .wait_for_status(failed["id"].as_str().unwrap(), "failed")
+        .await;
+    assert_eq!(failed["failure_code"], "authentication_failed");
+
+    assert_eq!(app.wallet_minor("seller_a", "USD").await, 1500);
+    let report = app.verify_ledger().await;
+    assert!(report.ok());
+    assert_eq!(report.transactions, 1);
+}
+
+async fn review_holds_the_payment_then_it_succeeds(db: Db) {
+    let mut options = AppOptions::default();
+    options.sandbox.review_delay_ms = 1_500;
+    let Some(app) = spawn_app_with(db, options).await else {
+        return;
+    };
+    let payment = app.create_payment("chk_review").await;
+    let id = payment["id"].as_str().unwrap();
+    let (_, location, _) = app.pay(&payment, CARD_REVIEW).await;
+    assert!(location.unwrap().contains("status=processing"));
+    let processing = app.wait_for_status(id, "processing").await;
+    assert!(
+        processing["orders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["status"] == "pending")
+    );
+    assert_eq!(
+        app.wallet_minor("seller_a", "USD").await,
+        0,
+        "nothing booked while in review"
+    );
+
+    let page = app
+        .http
+        .get(format!("{}/payments/{id}/status", app.base_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("http-equiv=\"refresh\""),
+        "a pending page refreshes itself"
+    );
+
+    app.wait_for_status(id, "succeeded").await;
+    assert_eq!(app.wallet_minor("seller_a", "USD").await, 1500);
+    let page = app
+        .http
+        .get(format!("{}/payments/{id}/status", app.base_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !page.contains("http-equiv=\"refresh\""),
+        "a final page does not refresh"
+    );
+    assert!(page.contains("data-status=\"succeeded\""));
+    assert!(app.verify_ledger().await.ok());
+}
+
+async fn processing_error_keeps_the_payment_open(db: Db) {
+    let Some(app) = spawn_app(db).await else {
+        return;
+    };
+    let payment = app.create_payment("chk_retry_card").await;
+    let id = payment["id"].as_str().unwrap();
+    let (status, location, page) = app.pay(&payment, CARD_PROCESSING_ERROR).await;
+    assert!(location.is_none(), "no redirect on a processing error");
+    assert_ne!(status, StatusCode::SEE_OTHER);
+    assert!(page.contains("processing_error") || page.contains("processing error"));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(app.get_payment(id).await["status"], "requires_payment");
+
+    let (_, location, _) = app.pay(&payment, CARD_OK).await;
+    assert!(location.unwrap().contains("status=succeeded"));
+    app.wait_for_status(id, "succeeded").await;
+    assert_eq!(app.verify_ledger().await.transactions, 1);
+}
+
+async fn an_unpaid_session_expires(db: Db) {
+    let options = AppOptions {
+        sandbox: SandboxConfig {
+            session_ttl_ms: 300,
+            ..AppOptions::default().sandbox
+        },
+        ..AppOptions::default()
+    };
+    let Some(app) = spawn_app_with(db, options).await else {
+        return;
+    };
+    let payment = app.create_payment("chk_expire").await;
+    let expired = app
+        .wait_for_status(payment["id"].as_str().unwrap(), "expired")
+        .await;
+    assert!(
+        expired["orders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["status"] == "expired")
+    );
+    // The checkout is free again for a new payment.
+    let again = app
+        .post_payment("another-key", &checkout("chk_expire"))
+        .await;
+    assert_eq!(again.status(), StatusCode::CREATED);
+    assert_eq!(app.verify_ledger().await.transactions, 0);
+}
+
+db_test!(
+    card_4242_succeeds_and_books_the_sale,
+    declined_cards_fail_and_post_nothing,
+    three_d_secure_passes_and_fails,
+    review_holds_the_payment_then_it_succeeds,
+    processing_error_keeps_the_payment_open,
+    an_unpaid_session_expires,
+);

@@ -1,0 +1,424 @@
+//! The test harness: fresh databases (SQLite file or PostgreSQL database), `spawn_app` on random
+//! ports, an HTTP client that acts as checkout, buyer and PSP, and waiting helpers with bounds.
+//!
+//! PostgreSQL tests run when `FERROPAY_TEST_DATABASE_URL` is set (an admin URL such as
+//! `postgres://postgres@127.0.0.1:5432/test`); each test gets its own database, dropped at the
+//! end. Set and unreachable is a failure, not a skip.
+
+use std::time::{Duration, Instant};
+
+use ferropay::ledger::verify::VerifyReport;
+use ferropay::secret::Secret;
+use ferropay_cli::serve::{self, PspChoice, Running, ServeConfig};
+use reqwest::StatusCode;
+use sandbox_psp::SandboxConfig;
+use serde_json::{Value, json};
+use sqlx::{Connection, Executor};
+
+pub const WEBHOOK_SECRET: &str = "whsec_test_secret";
+pub const PSP_API_KEY: &str = "psk_test_key";
+
+pub const CARD_OK: &str = "4242 4242 4242 4242";
+pub const CARD_DECLINED: &str = "4000 0000 0000 0002";
+pub const CARD_NO_FUNDS: &str = "4000 0000 0000 9995";
+pub const CARD_3DS: &str = "4000 0025 0000 3155";
+pub const CARD_REVIEW: &str = "4000 0000 0000 0259";
+pub const CARD_PROCESSING_ERROR: &str = "4000 0000 0000 0119";
+
+/// Which database a test runs on.
+#[derive(Clone, Copy, Debug)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// A database that exists for one test and is removed after it.
+pub struct TestDb {
+    pub url: String,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    File(std::path::PathBuf),
+    PgDatabase { admin_url: String, name: String },
+}
+
+impl TestDb {
+    /// A fresh database, or `None` for PostgreSQL when no test database is configured.
+    pub async fn create(db: Db) -> Option<Self> {
+        match db {
+            Db::Sqlite => {
+                let dir =
+                    std::env::temp_dir().join(format!("ferropay-test-{}", uuid::Uuid::now_v7()));
+                std::fs::create_dir_all(&dir).expect("temp dir");
+                Some(Self {
+                    url: format!("sqlite://{}/ferropay.db", dir.display()),
+                    cleanup: Cleanup::File(dir),
+                })
+            }
+            Db::Postgres => {
+                let Ok(admin_url) = std::env::var("FERROPAY_TEST_DATABASE_URL") else {
+                    eprintln!("FERROPAY_TEST_DATABASE_URL is not set: skipping the PostgreSQL run");
+                    return None;
+                };
+                let name = format!("ferropay_t_{}", uuid::Uuid::now_v7().simple());
+                sqlx::any::install_default_drivers();
+                let mut admin = sqlx::AnyConnection::connect(&admin_url)
+                    .await
+                    .expect("FERROPAY_TEST_DATABASE_URL is set but PostgreSQL is unreachable");
+                admin
+                    .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .await
+                    .expect("create the test database");
+                let _ = admin.close().await;
+                let base = admin_url
+                    .rsplit_once('/')
+                    .map(|(base, _)| base)
+                    .expect("URL has a path");
+                Some(Self {
+                    url: format!("{base}/{name}"),
+                    cleanup: Cleanup::PgDatabase { admin_url, name },
+                })
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        match &self.cleanup {
+            Cleanup::File(dir) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Cleanup::PgDatabase { admin_url, name } => {
+                let (admin_url, name) = (admin_url.clone(), name.clone());
+                // Drop runs inside the test's runtime: use a thread with a runtime of its own.
+                let _ = std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    runtime
+                        .block_on(async {
+                            let mut admin = sqlx::AnyConnection::connect(&admin_url).await?;
+                            admin
+                                .execute(sqlx::AssertSqlSafe(format!(
+                                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                                )))
+                                .await?;
+                            Ok::<_, sqlx::Error>(())
+                        })
+                        .map_err(std::io::Error::other)
+                })
+                .join();
+            }
+        }
+    }
+}
+
+/// A running ferropay with its in-process sandbox, and a client that talks to both.
+pub struct TestApp {
+    pub running: Option<Running>,
+    pub base_url: String,
+    pub sandbox_url: String,
+    pub api_key: String,
+    pub http: reqwest::Client,
+    pub db: TestDb,
+}
+
+/// Settings a test may change before the app starts.
+pub struct AppOptions {
+    pub sandbox: SandboxConfig,
+    pub psp_url: Option<String>,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            sandbox: SandboxConfig {
+                api_key: PSP_API_KEY.into(),
+                webhook_secret: WEBHOOK_SECRET.into(),
+                review_delay_ms: 300,
+                webhook_retry_base_ms: 50,
+                webhook_retry_max_ms: 1_000,
+                ..SandboxConfig::default()
+            },
+            psp_url: None,
+        }
+    }
+}
+
+pub async fn spawn_app(db: Db) -> Option<TestApp> {
+    spawn_app_with(db, AppOptions::default()).await
+}
+
+pub async fn spawn_app_with(db: Db, options: AppOptions) -> Option<TestApp> {
+    let db = TestDb::create(db).await?;
+    let psp = match options.psp_url {
+        None => PspChoice::InProcessSandbox {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            sandbox: options.sandbox,
+        },
+        Some(url) => PspChoice::Remote {
+            url,
+            api_key: Secret::new(PSP_API_KEY),
+            webhook_secret: Secret::new(WEBHOOK_SECRET),
+        },
+    };
+    let running = serve::start(ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: db.url.clone(),
+        max_db_connections: 8,
+        public_url: None,
+        psp,
+        platform_fee_bps: 0,
+    })
+    .await
+    .expect("ferropay starts");
+    let api_key = ferropay::api_keys::create(&running.service.store, "test")
+        .await
+        .expect("api key")
+        .secret;
+    let sandbox_url = running
+        .sandbox
+        .as_ref()
+        .map(|s| s.base_url.clone())
+        .unwrap_or_default();
+    Some(TestApp {
+        base_url: running.public_url.clone(),
+        sandbox_url,
+        api_key,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+        running: Some(running),
+        db,
+    })
+}
+
+/// A checkout body with two sellers: 1500 to seller_a and 250 to seller_b (USD).
+pub fn checkout(checkout_id: &str) -> Value {
+    json!({
+        "checkout_id": checkout_id,
+        "buyer": {"id": "buyer_7", "email": "b@example.com"},
+        "currency": "USD",
+        "orders": [
+            {"order_id": "ord_1", "seller_id": "seller_a", "amount": 1500},
+            {"order_id": "ord_2", "seller_id": "seller_b", "amount": 250}
+        ]
+    })
+}
+
+impl TestApp {
+    pub fn service(&self) -> &ferropay::Ferropay {
+        &self.running.as_ref().expect("running").service
+    }
+
+    /// `POST /v1/payments` with a raw body.
+    pub async fn post_payment_raw(&self, key: Option<&str>, body: String) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(format!("{}/v1/payments", self.base_url))
+            .bearer_auth(&self.api_key)
+            .header("Content-Type", "application/json")
+            .body(body);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        request.send().await.expect("POST /v1/payments")
+    }
+
+    pub async fn post_payment(&self, key: &str, body: &Value) -> reqwest::Response {
+        self.post_payment_raw(Some(key), body.to_string()).await
+    }
+
+    /// Creates a payment and returns its 201 body.
+    pub async fn create_payment(&self, checkout_id: &str) -> Value {
+        let response = self
+            .post_payment(&format!("key-{checkout_id}"), &checkout(checkout_id))
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.unwrap()
+    }
+
+    pub async fn get_payment(&self, payment_id: &str) -> Value {
+        let response = self
+            .http
+            .get(format!("{}/v1/payments/{payment_id}", self.base_url))
+            .bearer_auth(&self.api_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+
+    /// The buyer submits the hosted page's form; answers the status and the `Location` header.
+    pub async fn pay(&self, payment: &Value, card: &str) -> (StatusCode, Option<String>, String) {
+        let url = payment["redirect_url"].as_str().expect("redirect_url");
+        let page = self.http.get(url).send().await.unwrap();
+        assert_eq!(page.status(), StatusCode::OK);
+        assert!(page.text().await.unwrap().contains("card_number"));
+        let response = self
+            .http
+            .post(url)
+            .form(&[
+                ("card_number", card),
+                ("exp", "12/39"),
+                ("cvc", "123"),
+                ("name", "Ada"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let location = response
+            .headers()
+            .get("location")
+            .map(|l| l.to_str().unwrap().to_owned());
+        (status, location, response.text().await.unwrap())
+    }
+
+    /// Answers the 3-D Secure challenge with `code`.
+    pub async fn challenge(&self, payment: &Value, code: &str) -> (StatusCode, Option<String>) {
+        let url = format!("{}/challenge", payment["redirect_url"].as_str().unwrap());
+        let response = self
+            .http
+            .post(url)
+            .form(&[("code", code)])
+            .send()
+            .await
+            .unwrap();
+        let location = response
+            .headers()
+            .get("location")
+            .map(|l| l.to_str().unwrap().to_owned());
+        (response.status(), location)
+    }
+
+    /// Polls until the payment has `status`, for at most 10 s.
+    pub async fn wait_for_status(&self, payment_id: &str, status: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let payment = self.get_payment(payment_id).await;
+            if payment["status"] == status {
+                return payment;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "payment {payment_id} still {} after 10 s, waiting for {status}",
+                payment["status"]
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// `GET /v1/sellers/{seller}/wallet`'s amount in `currency` (0 when none).
+    pub async fn wallet_minor(&self, seller_id: &str, currency: &str) -> i64 {
+        let wallet: Value = self
+            .http
+            .get(format!("{}/v1/sellers/{seller_id}/wallet", self.base_url))
+            .bearer_auth(&self.api_key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        wallet["balances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["currency"] == currency)
+            .map(|b| b["amount"].as_i64().unwrap())
+            .unwrap_or(0)
+    }
+
+    pub async fn verify_ledger(&self) -> VerifyReport {
+        self.service().verify_ledger().await.expect("verify")
+    }
+
+    /// Counts rows with a `SELECT COUNT(*) …` statement.
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        use sqlx::Row;
+        let row = sqlx::query(sql)
+            .fetch_one(self.service().store.pool())
+            .await
+            .expect("count");
+        row.try_get::<i64, _>(0).expect("count is an integer")
+    }
+
+    /// Sessions the sandbox PSP holds for a merchant reference (our payment id). Retries the
+    /// sandbox's injected faults, at most 50 times.
+    pub async fn psp_sessions_for(&self, reference: &str) -> Vec<Value> {
+        for _ in 0..50 {
+            let response = self
+                .http
+                .get(format!("{}/v1/payment_sessions", self.sandbox_url))
+                .query(&[("reference", reference)])
+                .bearer_auth(PSP_API_KEY)
+                .send()
+                .await;
+            if let Ok(response) = response
+                && response.status() == StatusCode::OK
+            {
+                let body: Value = response.json().await.unwrap();
+                return body["data"].as_array().cloned().unwrap_or_default();
+            }
+        }
+        panic!("the sandbox did not list sessions in 50 tries");
+    }
+
+    /// Sends a webhook as the PSP would, signed with `secret` at `timestamp_s`.
+    pub async fn send_webhook(
+        &self,
+        body: &str,
+        secret: &str,
+        timestamp_s: i64,
+    ) -> reqwest::Response {
+        self.http
+            .post(format!("{}/webhooks/psp/sandbox", self.base_url))
+            .header("Content-Type", "application/json")
+            .header(
+                "Sandbox-Signature",
+                sandbox_psp::sign(secret, timestamp_s, body.as_bytes()),
+            )
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// Unix seconds now.
+pub fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Declares a test that runs once on SQLite and once on PostgreSQL: `db_test!(name);` for an
+/// `async fn name(db: Db)` in the same module.
+#[macro_export]
+macro_rules! db_test {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Db::Sqlite).await
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Db::Postgres).await
+                }
+            )+
+        }
+    };
+}

@@ -1,0 +1,209 @@
+//! `Idempotency-Key` on `POST /v1/payments`: replay, 409 while in flight, 422 for another body,
+//! 409 for a checkout already in flight, and 503 + resume after a passing PSP failure — never a
+//! second PSP session.
+
+use reqwest::StatusCode;
+use sandbox_psp::{Faults, SandboxConfig};
+use serde_json::Value;
+
+use crate::db_test;
+use crate::helpers::*;
+
+async fn the_same_key_and_body_replay_the_first_answer(db: Db) {
+    let Some(app) = spawn_app(db).await else {
+        return;
+    };
+    let body = checkout("chk_replay");
+    let first = app.post_payment("key-1", &body).await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    assert!(first.headers().get("Idempotent-Replayed").is_none());
+    let first: Value = first.json().await.unwrap();
+
+    // The same JSON, other whitespace and key order, is the same request.
+    let reordered = format!(
+        r#"{{ "orders": {}, "currency": "USD", "buyer": {{"email": "b@example.com", "id": "buyer_7"}}, "checkout_id": "chk_replay" }}"#,
+        body["orders"]
+    );
+    let second = app.post_payment_raw(Some("key-1"), reordered).await;
+    assert_eq!(second.status(), StatusCode::CREATED);
+    assert_eq!(second.headers()["Idempotent-Replayed"], "true");
+    let second: Value = second.json().await.unwrap();
+    assert_eq!(first, second);
+
+    assert_eq!(app.count("SELECT COUNT(*) FROM payments").await, 1);
+    assert_eq!(
+        app.psp_sessions_for(first["id"].as_str().unwrap())
+            .await
+            .len(),
+        1
+    );
+}
+
+async fn the_same_key_with_another_body_is_refused(db: Db) {
+    let Some(app) = spawn_app(db).await else {
+        return;
+    };
+    assert_eq!(
+        app.post_payment("key-1", &checkout("chk_a")).await.status(),
+        StatusCode::CREATED
+    );
+    let other = app.post_payment("key-1", &checkout("chk_b")).await;
+    assert_eq!(other.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let error: Value = other.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "idempotency_key_reused");
+    assert_eq!(app.count("SELECT COUNT(*) FROM payments").await, 1);
+}
+
+async fn the_same_key_in_flight_gets_409(db: Db) {
+    let options = AppOptions {
+        sandbox: SandboxConfig {
+            faults: Faults {
+                latency_ms: 700,
+                ..Faults::default()
+            },
+            ..AppOptions::default().sandbox
+        },
+        ..AppOptions::default()
+    };
+    let Some(app) = spawn_app_with(db, options).await else {
+        return;
+    };
+    let body = checkout("chk_race");
+    let (first, second) = tokio::join!(app.post_payment("key-race", &body), async {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        app.post_payment("key-race", &body).await
+    });
+    assert_eq!(first.status(), StatusCode::CREATED);
+    assert_eq!(second.status(), StatusCode::CONFLICT);
+    let error: Value = second.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "idempotency_key_in_use");
+    // Once the first has finished, the key replays it.
+    let third = app.post_payment("key-race", &body).await;
+    assert_eq!(third.status(), StatusCode::CREATED);
+    assert_eq!(third.headers()["Idempotent-Replayed"], "true");
+    assert_eq!(app.count("SELECT COUNT(*) FROM payments").await, 1);
+}
+
+async fn a_checkout_in_flight_or_paid_takes_no_second_payment(db: Db) {
+    let Some(app) = spawn_app(db).await else {
+        return;
+    };
+    let first = app.create_payment("chk_once").await;
+    let second = app.post_payment("other-key", &checkout("chk_once")).await;
+    assert_eq!(second.status(), StatusCode::CONFLICT);
+    let error: Value = second.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "checkout_in_flight");
+
+    app.pay(&first, CARD_OK).await;
+    app.wait_for_status(first["id"].as_str().unwrap(), "succeeded")
+        .await;
+    let third = app.post_payment("third-key", &checkout("chk_once")).await;
+    assert_eq!(
+        third.status(),
+        StatusCode::CONFLICT,
+        "a paid checkout is not paid again"
+    );
+
+    // After a failed payment, the checkout may be paid anew.
+    let failed = app.create_payment("chk_after_fail").await;
+    app.pay(&failed, CARD_DECLINED).await;
+    app.wait_for_status(failed["id"].as_str().unwrap(), "failed")
+        .await;
+    let retry = app
+        .post_payment("retry-key", &checkout("chk_after_fail"))
+        .await;
+    assert_eq!(retry.status(), StatusCode::CREATED);
+}
+
+async fn a_psp_outage_answers_503_and_the_retry_resumes(db: Db) {
+    // A PSP address where nothing listens yet.
+    let parked = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let psp_addr = parked.local_addr().unwrap();
+    drop(parked);
+    let options = AppOptions {
+        psp_url: Some(format!("http://{psp_addr}")),
+        ..AppOptions::default()
+    };
+    let Some(mut app) = spawn_app_with(db, options).await else {
+        return;
+    };
+    let body = checkout("chk_outage");
+    let down = app.post_payment("key-outage", &body).await;
+    assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(down.headers().get("Retry-After").is_some());
+    let error: Value = down.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "psp_unavailable");
+    assert_eq!(app.count("SELECT COUNT(*) FROM payments").await, 1);
+
+    // The PSP comes back; the retry with the same key resumes the same payment.
+    let sandbox = sandbox_psp::spawn(
+        tokio::net::TcpListener::bind(psp_addr).await.unwrap(),
+        SandboxConfig {
+            webhook_url: format!("{}/webhooks/psp/sandbox", app.base_url),
+            ..AppOptions::default().sandbox
+        },
+    )
+    .await
+    .unwrap();
+    app.sandbox_url = sandbox.base_url.clone();
+    let up = app.post_payment("key-outage", &body).await;
+    assert_eq!(up.status(), StatusCode::CREATED);
+    assert!(up.headers().get("Idempotent-Replayed").is_none());
+    let payment: Value = up.json().await.unwrap();
+    assert_eq!(app.count("SELECT COUNT(*) FROM payments").await, 1);
+    let id = payment["id"].as_str().unwrap();
+    assert_eq!(app.psp_sessions_for(id).await.len(), 1);
+    app.pay(&payment, CARD_OK).await;
+    app.wait_for_status(id, "succeeded").await;
+    sandbox.shutdown();
+}
+
+async fn psp_errors_after_the_effect_never_make_a_second_session(db: Db) {
+    let options = AppOptions {
+        sandbox: SandboxConfig {
+            faults: Faults {
+                error_rate: 0.5,
+                ..Faults::default()
+            },
+            ..AppOptions::default().sandbox
+        },
+        ..AppOptions::default()
+    };
+    let Some(app) = spawn_app_with(db, options).await else {
+        return;
+    };
+    let mut created = Vec::new();
+    for i in 0..12 {
+        let body = checkout(&format!("chk_flaky_{i}"));
+        // A client retries 503s with the same key, as the contract asks.
+        let mut answer = None;
+        for _ in 0..20 {
+            let response = app.post_payment(&format!("key-flaky-{i}"), &body).await;
+            if response.status() != StatusCode::SERVICE_UNAVAILABLE {
+                answer = Some(response);
+                break;
+            }
+        }
+        let response = answer.expect("a 201 within 20 tries");
+        assert_eq!(response.status(), StatusCode::CREATED);
+        created.push(response.json::<Value>().await.unwrap());
+    }
+    assert_eq!(app.count("SELECT COUNT(*) FROM payments").await, 12);
+    for payment in &created {
+        let sessions = app.psp_sessions_for(payment["id"].as_str().unwrap()).await;
+        assert_eq!(sessions.len(), 1, "one PSP session per payment");
+        assert_eq!(
+            sessions[0]["token"].as_str(),
+            payment["redirect_url"].as_str().unwrap().rsplit('/').next()
+        );
+    }
+}
+
+db_test!(
+    the_same_key_and_body_replay_the_first_answer,
+    the_same_key_with_another_body_is_refused,
+    the_same_key_in_flight_gets_409,
+    a_checkout_in_flight_or_paid_takes_no_second_payment,
+    a_psp_outage_answers_503_and_the_retry_resumes,
+    psp_errors_after_the_effect_never_make_a_second_session,
+);

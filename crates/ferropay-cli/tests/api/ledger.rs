@@ -1,0 +1,167 @@
+//! The books after a mixed run: wallets equal what the sellers sold, `ferropay ledger verify`
+//! (the real binary) passes, the journal refuses UPDATE and DELETE, and tampering is caught.
+
+use std::process::Command;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::db_test;
+use crate::helpers::*;
+
+fn verify_with_cli(database_url: &str) -> (i32, Value) {
+    let output = Command::new(env!("CARGO_BIN_EXE_ferropay"))
+        .args(["ledger", "verify", "--database-url", database_url])
+        .env("FERROPAY_LOG", "warn")
+        .output()
+        .expect("run ferropay ledger verify");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&output.stderr));
+    });
+    (output.status.code().unwrap(), report)
+}
+
+async fn a_mixed_run_leaves_books_that_verify(db: Db) {
+    let Some(app) = spawn_app(db).await else {
+        return;
+    };
+    let cards = [
+        CARD_OK,
+        CARD_DECLINED,
+        CARD_OK,
+        CARD_NO_FUNDS,
+        CARD_OK,
+        CARD_REVIEW,
+    ];
+    let mut expected_a = 0;
+    let mut expected_c = 0;
+    for (i, card) in cards.iter().enumerate() {
+        let amount_a = 1000 + i as i64;
+        let body = json!({
+            "checkout_id": format!("chk_mixed_{i}"),
+            "buyer": {"id": "buyer_1"},
+            "currency": if i % 2 == 0 { "USD" } else { "EUR" },
+            "orders": [
+                {"order_id": "a", "seller_id": "seller_a", "amount": amount_a},
+                {"order_id": "c", "seller_id": "seller_c", "amount": 99}
+            ]
+        });
+        let response = app.post_payment(&format!("mixed-{i}"), &body).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let payment: Value = response.json().await.unwrap();
+        app.pay(&payment, card).await;
+        let end = if *card == CARD_DECLINED || *card == CARD_NO_FUNDS {
+            "failed"
+        } else {
+            "succeeded"
+        };
+        app.wait_for_status(payment["id"].as_str().unwrap(), end)
+            .await;
+        if end == "succeeded" && body["currency"] == "USD" {
+            expected_a += amount_a;
+            expected_c += 99;
+        }
+    }
+    assert_eq!(app.wallet_minor("seller_a", "USD").await, expected_a);
+    assert_eq!(app.wallet_minor("seller_c", "USD").await, expected_c);
+    assert_eq!(
+        app.wallet_minor("seller_a", "EUR").await,
+        1005,
+        "the review card was EUR"
+    );
+
+    let (code, report) = verify_with_cli(&app.db.url);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["transactions"], 4);
+    assert_eq!(report["balanced"], true);
+    assert_eq!(report["wallets_match"], true);
+    assert_eq!(report["chain_intact"], true);
+}
+
+async fn the_journal_is_append_only(db: Db) {
+    let Some(app) = spawn_app(db).await else {
+        return;
+    };
+    let payment = app.create_payment("chk_append_only").await;
+    app.pay(&payment, CARD_OK).await;
+    app.wait_for_status(payment["id"].as_str().unwrap(), "succeeded")
+        .await;
+    let pool = app.service().store.pool();
+    for statement in [
+        "UPDATE postings SET amount_minor = amount_minor + 1",
+        "DELETE FROM postings",
+        "UPDATE journal_transactions SET kind = 'x'",
+        "DELETE FROM journal_transactions",
+    ] {
+        let result = sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(pool)
+            .await;
+        let error = result.expect_err(statement).to_string();
+        assert!(error.contains("append-only"), "{statement}: {error}");
+    }
+    assert!(app.verify_ledger().await.ok());
+}
+
+async fn tampering_behind_our_back_is_reported(db: Db) {
+    let Some(app) = spawn_app(db).await else {
+        return;
+    };
+    for checkout_id in ["chk_t1", "chk_t2"] {
+        let payment = app.create_payment(checkout_id).await;
+        app.pay(&payment, CARD_OK).await;
+        app.wait_for_status(payment["id"].as_str().unwrap(), "succeeded")
+            .await;
+    }
+    // Someone with the database's owner rights lifts the guard and edits a posting.
+    let pool = app.service().store.pool();
+    let (disable, enable): (&[&str], &[&str]) = match db {
+        Db::Sqlite => (&["DROP TRIGGER postings_no_update"], &[]),
+        Db::Postgres => (
+            &["ALTER TABLE postings DISABLE TRIGGER postings_append_only"],
+            &["ALTER TABLE postings ENABLE TRIGGER postings_append_only"],
+        ),
+    };
+    for statement in disable {
+        sqlx::query(sqlx::AssertSqlSafe(*statement))
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+    sqlx::query(
+        "UPDATE postings SET amount_minor = amount_minor - 100 \
+         WHERE account = 'seller:seller_a' AND transaction_id = \
+         (SELECT id FROM journal_transactions WHERE seq = 1)",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    for statement in enable {
+        sqlx::query(sqlx::AssertSqlSafe(*statement))
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+    let first_id: String = {
+        use sqlx::Row;
+        sqlx::query("SELECT id FROM journal_transactions WHERE seq = 1")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+            .get("id")
+    };
+    let (code, report) = verify_with_cli(&app.db.url);
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(report["chain_intact"], false);
+    assert_eq!(report["balanced"], false);
+    assert_eq!(report["wallets_match"], false);
+    assert_eq!(
+        report["chain_breaks"][0]["transaction_id"],
+        first_id.as_str()
+    );
+}
+
+db_test!(
+    a_mixed_run_leaves_books_that_verify,
+    the_journal_is_append_only,
+    tampering_behind_our_back_is_reported,
+);
