@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use ferropay::payout::schedule::PayoutSchedule;
 use ferropay::secret::Secret;
 use ferropay::store::{DEFAULT_DATABASE_URL, Store};
 use ferropay_cli::serve::{self, PspChoice, ServeConfig};
@@ -80,6 +81,12 @@ struct ServeArgs {
     /// The platform's fee on each order, in basis points.
     #[arg(long, env = "FERROPAY_PLATFORM_FEE_BPS", default_value_t = 0)]
     platform_fee_bps: u32,
+    /// Pay sellers out daily at this UTC time (HH:MM); no scheduled payouts without it.
+    #[arg(long, env = "FERROPAY_PAYOUT_AT")]
+    payout_at: Option<String>,
+    /// The least available balance (minor units) a scheduled payout pays out.
+    #[arg(long, env = "FERROPAY_PAYOUT_MINIMUM_MINOR", default_value_t = 1)]
+    payout_minimum_minor: i64,
 }
 
 #[derive(Args)]
@@ -203,6 +210,16 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<ExitCode> {
             },
         },
     };
+    let payout_schedule = args
+        .payout_at
+        .as_deref()
+        .map(|at| {
+            Ok::<_, anyhow::Error>(PayoutSchedule {
+                at_minute_of_day: PayoutSchedule::parse_time(at)?,
+                minimum_minor: args.payout_minimum_minor,
+            })
+        })
+        .transpose()?;
     let running = serve::start(ServeConfig {
         listen: args.listen,
         database_url: args.database.database_url,
@@ -210,6 +227,7 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<ExitCode> {
         public_url: args.public_url,
         psp,
         platform_fee_bps: args.platform_fee_bps,
+        payout_schedule,
     })
     .await?;
     eprintln!(

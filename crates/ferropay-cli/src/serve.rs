@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use ferropay::payout::schedule::PayoutSchedule;
 use ferropay::psp::sandbox::{NAME as SANDBOX, SandboxConnector};
 use ferropay::secret::Secret;
 use ferropay::store::Store;
@@ -28,6 +29,8 @@ pub struct ServeConfig {
     pub public_url: Option<String>,
     pub psp: PspChoice,
     pub platform_fee_bps: u32,
+    /// Daily payouts to sellers, if any.
+    pub payout_schedule: Option<PayoutSchedule>,
 }
 
 #[derive(Clone, Debug)]
@@ -55,6 +58,7 @@ pub struct Running {
     pub sandbox: Option<SandboxHandle>,
     stop: oneshot::Sender<()>,
     server: JoinHandle<std::io::Result<()>>,
+    payout_schedule: Option<JoinHandle<()>>,
 }
 
 impl Running {
@@ -62,6 +66,9 @@ impl Running {
     pub async fn shutdown(self) {
         let _ = self.stop.send(());
         let _ = self.server.await;
+        if let Some(schedule) = self.payout_schedule {
+            schedule.abort();
+        }
         if let Some(sandbox) = self.sandbox {
             sandbox.shutdown();
         }
@@ -142,6 +149,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let server = tokio::spawn(ferropay_http::serve(listener, service.clone(), async {
         let _ = stopped.await;
     }));
+    let payout_schedule = config
+        .payout_schedule
+        .map(|schedule| ferropay::payout::schedule::spawn(service.clone(), schedule));
     tracing::info!(%addr, %public_url, database = service.store.backend().name(), "ferropay serving");
     Ok(Running {
         addr,
@@ -150,6 +160,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         sandbox,
         stop,
         server,
+        payout_schedule,
     })
 }
 

@@ -4,7 +4,7 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ferropay::Ferropay;
 use ferropay::secret::Secret;
@@ -28,6 +28,18 @@ impl FromRequestParts<Ferropay> for ApiKey {
             .ok_or(ApiError(ferropay::Error::Unauthorized))?;
         Ok(Self(service.authenticate(&secret).await?))
     }
+}
+
+/// The `Idempotency-Key` header's value, if any (its rules are checked by the use case).
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    headers
+        .get("Idempotency-Key")
+        .map(|value| {
+            value.to_str().map_err(|_| {
+                ApiError::invalid("Idempotency-Key", "must be visible ASCII characters")
+            })
+        })
+        .transpose()
 }
 
 /// A JSON body: both the raw value (for idempotency fingerprints) and its typed form.

@@ -23,7 +23,15 @@ pub fn router(service: Ferropay) -> Router {
     Router::new()
         .route("/v1/payments", post(routes::payments::create))
         .route("/v1/payments/{id}", get(routes::payments::show))
+        .route(
+            "/v1/payments/{id}/refunds",
+            post(routes::refunds::create).get(routes::refunds::list),
+        )
         .route("/v1/sellers/{seller_id}/wallet", get(routes::wallets::show))
+        .route(
+            "/v1/sellers/{seller_id}/payouts",
+            post(routes::payouts::create).get(routes::payouts::list),
+        )
         .route("/webhooks/psp/{psp}", post(routes::webhooks::receive))
         .route("/payments/{id}/status", get(routes::pages::payment_status))
         .route("/healthz", get(routes::health::healthz))

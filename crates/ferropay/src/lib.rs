@@ -1,7 +1,8 @@
 //! ferropay: the payment system of a marketplace, as a library.
 //!
 //! This crate owns the domain and its use cases: money, pay-in (payment events, orders and their
-//! state machine), the double-entry ledger, the sellers' wallets, PSP connectors, idempotency,
+//! state machine), refunds and payouts, the double-entry ledger, the sellers' wallets, PSP
+//! connectors, idempotency,
 //! the outbox, and storage on SQLite or PostgreSQL. It knows nothing of HTTP; `ferropay-http`
 //! maps requests onto [`Ferropay`]'s methods.
 
@@ -14,7 +15,9 @@ pub mod ledger;
 pub mod money;
 pub mod outbox;
 pub mod payin;
+pub mod payout;
 pub mod psp;
+pub mod refund;
 pub mod secret;
 pub mod service;
 pub mod store;

@@ -12,7 +12,9 @@ use crate::payin::create::{CreateOutcome, create_payment};
 use crate::payin::model::PaymentView;
 use crate::payin::repo::load_view;
 use crate::payin::request::{CreatePaymentInput, NewPayment};
+use crate::payout::{self, PayoutInput, PayoutView};
 use crate::psp::{Connector, WebhookError};
+use crate::refund::{self, RefundInput, RefundView};
 use crate::secret::Secret;
 use crate::store::Store;
 use crate::wallet::{self, WalletBalance};
@@ -123,4 +125,81 @@ impl Ferropay {
     pub async fn verify_ledger(&self) -> Result<VerifyReport> {
         verify(&self.store).await
     }
+
+    /// `POST /v1/payments/{id}/refunds`.
+    pub async fn create_refund(
+        &self,
+        api_key_id: &str,
+        idempotency_key: Option<&str>,
+        payment_id: &str,
+        body: &serde_json::Value,
+        input: RefundInput,
+    ) -> Result<CreateOutcome> {
+        let scope = KeyScope {
+            api_key_id: api_key_id.to_owned(),
+            key: idempotency::parse_key(idempotency_key)?,
+        };
+        let fingerprint =
+            idempotency::fingerprint(&serde_json::json!({"refund_of": payment_id, "body": body}));
+        refund::create(self, &scope, payment_id, &input, &fingerprint).await
+    }
+
+    pub async fn refunds(&self, payment_id: &str) -> Result<Vec<RefundView>> {
+        load_view(&self.store, payment_id).await?;
+        refund::list(&self.store, payment_id).await
+    }
+
+    /// `POST /v1/sellers/{seller_id}/payouts`.
+    pub async fn create_payout(
+        &self,
+        api_key_id: &str,
+        idempotency_key: Option<&str>,
+        seller_id: &str,
+        body: &serde_json::Value,
+        input: PayoutInput,
+    ) -> Result<CreateOutcome> {
+        let scope = KeyScope {
+            api_key_id: api_key_id.to_owned(),
+            key: idempotency::parse_key(idempotency_key)?,
+        };
+        let fingerprint =
+            idempotency::fingerprint(&serde_json::json!({"payout_to": seller_id, "body": body}));
+        payout::create(self, &scope, seller_id, &input, &fingerprint).await
+    }
+
+    pub async fn payouts(&self, seller_id: &str) -> Result<Vec<PayoutView>> {
+        payout::list(&self.store, seller_id).await
+    }
+
+    /// Makes an outbound call to the PSP for a refund or payout already recorded, retrying
+    /// passing failures with backoff in the background.
+    pub fn send_to_psp(&self, call: PspCall) {
+        let service = self.clone();
+        tokio::spawn(async move {
+            let mut backoff_ms = 100_u64;
+            for _attempt in 0..20 {
+                let result = match &call {
+                    PspCall::Refund(id) => refund::send(&service, id).await,
+                    PspCall::Payout(id) => payout::send(&service, id).await,
+                };
+                match result {
+                    Ok(()) => return,
+                    Err(error) => tracing::warn!(?call, %error, "PSP call failed; retrying"),
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(rand::random_range(
+                    0..=backoff_ms,
+                )))
+                .await;
+                backoff_ms = (backoff_ms * 2).min(30_000);
+            }
+            tracing::error!(?call, "PSP call gave up");
+        });
+    }
+}
+
+/// An outbound call to the PSP or payout provider, for a refund or payout by id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PspCall {
+    Refund(String),
+    Payout(String),
 }

@@ -129,6 +129,7 @@ pub struct TestApp {
 pub struct AppOptions {
     pub sandbox: SandboxConfig,
     pub psp_url: Option<String>,
+    pub platform_fee_bps: u32,
 }
 
 impl Default for AppOptions {
@@ -143,6 +144,7 @@ impl Default for AppOptions {
                 ..SandboxConfig::default()
             },
             psp_url: None,
+            platform_fee_bps: 0,
         }
     }
 }
@@ -170,7 +172,8 @@ pub async fn spawn_app_with(db: Db, options: AppOptions) -> Option<TestApp> {
         max_db_connections: 8,
         public_url: None,
         psp,
-        platform_fee_bps: 0,
+        platform_fee_bps: options.platform_fee_bps,
+        payout_schedule: None,
     })
     .await
     .expect("ferropay starts");
@@ -333,6 +336,97 @@ impl TestApp {
             .find(|b| b["currency"] == currency)
             .map(|b| b["amount"].as_i64().unwrap())
             .unwrap_or(0)
+    }
+
+    /// `POST` a keyed JSON body to `path` (refunds, payouts).
+    pub async fn post_keyed(&self, path: &str, key: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.base_url))
+            .bearer_auth(&self.api_key)
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    /// `GET` a JSON resource of the API.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base_url))
+            .bearer_auth(&self.api_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        response.json().await.unwrap()
+    }
+
+    /// The wallet's balance for `currency`: `(amount, available)`, zeros when none.
+    pub async fn wallet(&self, seller_id: &str, currency: &str) -> (i64, i64) {
+        let wallet = self
+            .get_json(&format!("/v1/sellers/{seller_id}/wallet"))
+            .await;
+        wallet["balances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["currency"] == currency)
+            .map(|b| {
+                (
+                    b["amount"].as_i64().unwrap(),
+                    b["available"].as_i64().unwrap(),
+                )
+            })
+            .unwrap_or((0, 0))
+    }
+
+    /// Polls `path` (a list under `data`) until the item `id` has `status`, for at most 10 s.
+    pub async fn wait_for_item(&self, path: &str, id: &str, status: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let list = self.get_json(path).await;
+            let item = list["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|i| i["id"] == id)
+                .cloned()
+                .unwrap_or_else(|| panic!("{id} not in {path}"));
+            if item["status"] == status {
+                return item;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id} still {} after 10 s",
+                item["status"]
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Creates and pays (4242) a checkout; answers the succeeded payment.
+    pub async fn paid_payment(&self, checkout_id: &str) -> Value {
+        let payment = self.create_payment(checkout_id).await;
+        self.pay(&payment, CARD_OK).await;
+        self.wait_for_status(payment["id"].as_str().unwrap(), "succeeded")
+            .await
+    }
+
+    /// The sum of all postings on `account` in `currency`.
+    pub async fn account_sum(&self, account: &str, currency: &str) -> i64 {
+        use sqlx::Row;
+        sqlx::query(
+            "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM postings \
+             WHERE account = $1 AND currency = $2",
+        )
+        .bind(account)
+        .bind(currency)
+        .fetch_one(self.service().store.pool())
+        .await
+        .unwrap()
+        .get::<i64, _>(0)
     }
 
     pub async fn verify_ledger(&self) -> VerifyReport {

@@ -8,4 +8,6 @@ mod bad_input;
 mod cards;
 mod idempotency;
 mod ledger;
+mod payouts;
+mod refunds;
 mod webhooks;

@@ -3,5 +3,7 @@
 pub mod health;
 pub mod pages;
 pub mod payments;
+pub mod payouts;
+pub mod refunds;
 pub mod wallets;
 pub mod webhooks;

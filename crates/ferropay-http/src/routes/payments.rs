@@ -4,10 +4,11 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use ferropay::Ferropay;
+use ferropay::payin::create::CreateOutcome;
 use ferropay::payin::request::CreatePaymentInput;
 
 use crate::error::{ApiError, json_response};
-use crate::extract::{ApiKey, JsonBody};
+use crate::extract::{ApiKey, JsonBody, idempotency_key};
 
 pub async fn create(
     State(service): State<Ferropay>,
@@ -15,15 +16,19 @@ pub async fn create(
     headers: HeaderMap,
     body: JsonBody<CreatePaymentInput>,
 ) -> Result<Response, ApiError> {
-    let idempotency_key = match headers.get("Idempotency-Key") {
-        None => None,
-        Some(value) => Some(value.to_str().map_err(|_| {
-            ApiError::invalid("Idempotency-Key", "must be visible ASCII characters")
-        })?),
-    };
     let outcome = service
-        .create_payment(&api_key_id, idempotency_key, &body.value, body.typed)
+        .create_payment(
+            &api_key_id,
+            idempotency_key(&headers)?,
+            &body.value,
+            body.typed,
+        )
         .await?;
+    Ok(outcome_response(outcome))
+}
+
+/// The answer of a keyed create, fresh or replayed (`Idempotent-Replayed: true`).
+pub fn outcome_response(outcome: CreateOutcome) -> Response {
     let status = StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = json_response(status, outcome.body);
     if outcome.replayed {
@@ -31,7 +36,7 @@ pub async fn create(
             .headers_mut()
             .insert("Idempotent-Replayed", HeaderValue::from_static("true"));
     }
-    Ok(response)
+    response
 }
 
 pub async fn show(

@@ -90,6 +90,19 @@ pub fn check_balanced(postings: &[Posting]) -> Result<()> {
     Ok(())
 }
 
+/// Locks the chain head for the rest of `tx` (PostgreSQL; SQLite's write transaction holds the
+/// database's write lock already) and answers its `(seq, hash)`. Every posting takes this lock,
+/// so holding it also freezes every wallet until `tx` ends.
+pub async fn lock_head(store: &Store, tx: &mut Tx) -> Result<(i64, String)> {
+    let head = sqlx::query(store.pick(
+        "SELECT seq, hash FROM ledger_head WHERE id = 1",
+        "SELECT seq, hash FROM ledger_head WHERE id = 1 FOR UPDATE",
+    ))
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok((head.try_get("seq")?, head.try_get("hash")?))
+}
+
 /// Posts a balanced journal transaction inside the caller's write transaction, extends the hash
 /// chain, and moves the wallets of the sellers it touches. Posting the same `source_ref` again
 /// writes nothing and answers [`PostOutcome::AlreadyPosted`].
@@ -98,14 +111,7 @@ pub async fn post(store: &Store, tx: &mut Tx, new: &NewJournalTransaction) -> Re
 
     // The chain head is the ledger's one serialization point: taking its lock first also makes
     // the source_ref check below race-free between instances.
-    let head = sqlx::query(store.pick(
-        "SELECT seq, hash FROM ledger_head WHERE id = 1",
-        "SELECT seq, hash FROM ledger_head WHERE id = 1 FOR UPDATE",
-    ))
-    .fetch_one(&mut **tx)
-    .await?;
-    let head_seq: i64 = head.try_get("seq")?;
-    let head_hash: String = head.try_get("hash")?;
+    let (head_seq, head_hash) = lock_head(store, tx).await?;
 
     if let Some(row) = sqlx::query("SELECT id FROM journal_transactions WHERE source_ref = $1")
         .bind(&new.source_ref)

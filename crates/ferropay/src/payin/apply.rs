@@ -15,6 +15,7 @@ use crate::ledger::{self, NewJournalTransaction, Posting, accounts};
 use crate::outbox;
 use crate::psp::{PaymentUpdate, PspEvent, PspEventKind};
 use crate::store::{Store, Tx};
+use crate::{payout, refund};
 
 /// What applying an event or update did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -35,6 +36,12 @@ pub enum ApplyResult {
     Duplicate,
     /// The event names a payment we do not have; it is recorded and acknowledged.
     UnknownPayment { reference: String },
+    /// A refund or payout was settled (or was already: `changed` false).
+    Settled {
+        reference: String,
+        outcome: &'static str,
+        changed: bool,
+    },
     /// An event type this version does not act on; recorded and acknowledged.
     Ignored,
 }
@@ -49,6 +56,9 @@ pub async fn apply_event(
     let mut tx = store.begin_write().await?;
     let reference = match &event.kind {
         PspEventKind::Payment(update) => Some(update.reference.as_str()),
+        PspEventKind::Refund(update) | PspEventKind::Payout(update) => {
+            Some(update.reference.as_str())
+        }
         PspEventKind::Other => None,
     };
     let first_time = sqlx::query(
@@ -70,6 +80,30 @@ pub async fn apply_event(
     let result = match &event.kind {
         PspEventKind::Payment(update) => {
             apply_update_in(store, &mut tx, psp, update, platform_fee_bps).await?
+        }
+        PspEventKind::Refund(update) => {
+            let settled = refund::settle_in(store, &mut tx, psp, update).await?;
+            ApplyResult::Settled {
+                reference: update.reference.clone(),
+                outcome: if update.succeeded {
+                    "refund_succeeded"
+                } else {
+                    "refund_failed"
+                },
+                changed: settled != refund::Settled::Unchanged,
+            }
+        }
+        PspEventKind::Payout(update) => {
+            let settled = payout::settle_in(store, &mut tx, update).await?;
+            ApplyResult::Settled {
+                reference: update.reference.clone(),
+                outcome: if update.succeeded {
+                    "payout_paid"
+                } else {
+                    "payout_failed"
+                },
+                changed: settled != payout::Settled::Unchanged,
+            }
         }
         PspEventKind::Other => ApplyResult::Ignored,
     };
@@ -212,7 +246,8 @@ async fn capture_transaction(
     platform_fee_bps: u32,
 ) -> Result<NewJournalTransaction> {
     let orders = sqlx::query(
-        "SELECT seller_id, amount_minor FROM payment_orders WHERE payment_id = $1 ORDER BY position",
+        "SELECT id, seller_id, amount_minor FROM payment_orders WHERE payment_id = $1 \
+         ORDER BY position",
     )
     .bind(payment_id)
     .fetch_all(&mut **tx)
@@ -227,6 +262,15 @@ async fn capture_transaction(
         let order_minor: i64 = order.try_get("amount_minor")?;
         let fee_minor = platform_fee_minor(order_minor, platform_fee_bps)?;
         fees_minor += fee_minor;
+        if fee_minor > 0 {
+            // Kept with the order, so that a refund returns exactly the fee that was taken.
+            let order_id: String = order.try_get("id")?;
+            sqlx::query("UPDATE payment_orders SET platform_fee_minor = $1 WHERE id = $2")
+                .bind(fee_minor)
+                .bind(&order_id)
+                .execute(&mut **tx)
+                .await?;
+        }
         if order_minor > fee_minor {
             let seller_id: String = order.try_get("seller_id")?;
             postings.push(Posting::new(

@@ -72,8 +72,52 @@ pub struct PspEvent {
 pub enum PspEventKind {
     /// A payment session moved: `payment.processing|succeeded|failed|expired`.
     Payment(PaymentUpdate),
-    /// A type this version does not act on (refunds, payouts: later); recorded and acknowledged.
+    /// A refund settled: `refund.succeeded|failed`.
+    Refund(SettlementUpdate),
+    /// A payout settled: `payout.paid|failed`.
+    Payout(SettlementUpdate),
+    /// A type this version does not act on; recorded and acknowledged.
     Other,
+}
+
+/// How a refund or payout that we asked for ended, as the PSP reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SettlementUpdate {
+    /// Our refund or payout id (the reference we sent).
+    pub reference: String,
+    pub succeeded: bool,
+    /// The PSP's id for the refund or payout.
+    pub psp_id: Option<String>,
+    pub amount_minor: Option<i64>,
+    pub currency: Option<String>,
+    pub failure_code: Option<String>,
+}
+
+/// A refund we ask the PSP to make.
+#[derive(Clone, Debug)]
+pub struct RefundRequest {
+    /// Our refund's id: the PSP idempotency key and the reference echoed in its webhook.
+    pub refund_id: String,
+    /// The refunded payment's session token at the PSP.
+    pub payment_token: String,
+    pub amount_minor: i64,
+    pub currency: String,
+}
+
+/// A payout we ask the payout provider to send to a seller.
+#[derive(Clone, Debug)]
+pub struct PayoutRequest {
+    /// Our payout's id: the idempotency key and the reference echoed in its webhook.
+    pub payout_id: String,
+    pub seller_id: String,
+    pub amount_minor: i64,
+    pub currency: String,
+}
+
+/// What the PSP answered when it accepted a refund or payout (settled later by webhook).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accepted {
+    pub psp_id: String,
 }
 
 /// What a PSP says about one payment, from a webhook or from polling its session.
@@ -121,6 +165,12 @@ pub trait Connector: Send + Sync {
 
     /// The session's current state, for the poller and for reconciliation.
     fn session_status<'a>(&'a self, token: &'a str) -> PspFuture<'a, PspSession>;
+
+    /// Asks for a refund of (part of) a captured payment. Idempotent on `refund_id`.
+    fn create_refund<'a>(&'a self, request: &'a RefundRequest) -> PspFuture<'a, Accepted>;
+
+    /// Asks the payout provider to send money to a seller. Idempotent on `payout_id`.
+    fn create_payout<'a>(&'a self, request: &'a PayoutRequest) -> PspFuture<'a, Accepted>;
 
     /// The header that carries this PSP's webhook signature.
     fn signature_header(&self) -> &'static str;

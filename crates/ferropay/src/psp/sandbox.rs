@@ -8,8 +8,9 @@ use serde_json::Value;
 
 use super::signature;
 use super::{
-    Connector, PaymentUpdate, PspError, PspEvent, PspEventKind, PspFuture, PspOutcome, PspSession,
-    PspSessionStatus, SessionRequest, WebhookError,
+    Accepted, Connector, PaymentUpdate, PayoutRequest, PspError, PspEvent, PspEventKind, PspFuture,
+    PspOutcome, PspSession, PspSessionStatus, RefundRequest, SessionRequest, SettlementUpdate,
+    WebhookError,
 };
 use crate::secret::Secret;
 
@@ -39,6 +40,17 @@ impl SandboxConnector {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<PspSession, PspError> {
+        let wire: WireSession = self.call(request, "session").await?;
+        Ok(wire.into())
+    }
+
+    /// Sends an authenticated call and reads its JSON answer, telling passing failures (no
+    /// answer, 5xx, 429, an unreadable body) from permanent ones (other 4xx).
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<T, PspError> {
         let response = request
             .bearer_auth(self.api_key.expose())
             .send()
@@ -58,9 +70,8 @@ impl SandboxConnector {
                 String::from_utf8_lossy(&body)
             )));
         }
-        let wire: WireSession = serde_json::from_slice(&body)
-            .map_err(|e| PspError::Retryable(format!("unreadable sandbox session: {e}")))?;
-        Ok(wire.into())
+        serde_json::from_slice(&body)
+            .map_err(|e| PspError::Retryable(format!("unreadable sandbox {what}: {e}")))
     }
 }
 
@@ -89,6 +100,37 @@ impl From<WireSession> for PspSession {
             currency: wire.currency,
             reference: wire.reference,
             failure_code: wire.failure_code,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct WireAccepted {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct WireSettlementData {
+    reference: String,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    amount: Option<i64>,
+    #[serde(default)]
+    currency: Option<String>,
+    #[serde(default)]
+    failure_code: Option<String>,
+}
+
+impl WireSettlementData {
+    fn into_update(self, succeeded: bool) -> SettlementUpdate {
+        SettlementUpdate {
+            reference: self.reference,
+            succeeded,
+            psp_id: self.id,
+            amount_minor: self.amount,
+            currency: self.currency,
+            failure_code: self.failure_code,
         }
     }
 }
@@ -148,6 +190,52 @@ impl Connector for SandboxConnector {
         })
     }
 
+    fn create_refund<'a>(&'a self, request: &'a RefundRequest) -> PspFuture<'a, Accepted> {
+        Box::pin(async move {
+            let body = serde_json::json!({
+                "payment_token": request.payment_token,
+                "amount": request.amount_minor,
+                "currency": request.currency,
+                "reference": request.refund_id,
+            });
+            let accepted: WireAccepted = self
+                .call(
+                    self.http
+                        .post(format!("{}/v1/refunds", self.base_url))
+                        .header("Idempotency-Key", &request.refund_id)
+                        .json(&body),
+                    "refund",
+                )
+                .await?;
+            Ok(Accepted {
+                psp_id: accepted.id,
+            })
+        })
+    }
+
+    fn create_payout<'a>(&'a self, request: &'a PayoutRequest) -> PspFuture<'a, Accepted> {
+        Box::pin(async move {
+            let body = serde_json::json!({
+                "amount": request.amount_minor,
+                "currency": request.currency,
+                "destination": request.seller_id,
+                "reference": request.payout_id,
+            });
+            let accepted: WireAccepted = self
+                .call(
+                    self.http
+                        .post(format!("{}/v1/payouts", self.base_url))
+                        .header("Idempotency-Key", &request.payout_id)
+                        .json(&body),
+                    "payout",
+                )
+                .await?;
+            Ok(Accepted {
+                psp_id: accepted.id,
+            })
+        })
+    }
+
     fn signature_header(&self) -> &'static str {
         "Sandbox-Signature"
     }
@@ -184,7 +272,20 @@ impl Connector for SandboxConnector {
                     failure_code: data.failure_code,
                 })
             }
-            None => PspEventKind::Other,
+            None => {
+                let settlement = |succeeded| -> Result<SettlementUpdate, WebhookError> {
+                    let data: WireSettlementData = serde_json::from_value(wire.data.clone())
+                        .map_err(|e| WebhookError::MalformedBody(format!("data: {e}")))?;
+                    Ok(data.into_update(succeeded))
+                };
+                match wire.event_type.as_str() {
+                    "refund.succeeded" => PspEventKind::Refund(settlement(true)?),
+                    "refund.failed" => PspEventKind::Refund(settlement(false)?),
+                    "payout.paid" => PspEventKind::Payout(settlement(true)?),
+                    "payout.failed" => PspEventKind::Payout(settlement(false)?),
+                    _ => PspEventKind::Other,
+                }
+            }
         };
         Ok(PspEvent {
             id: wire.id,
