@@ -20,6 +20,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The whole application's routes over one shared [`Ferropay`].
 pub fn router(service: Ferropay) -> Router {
+    routes::metrics::install();
     Router::new()
         .route("/v1/payments", post(routes::payments::create))
         .route("/v1/payments/{id}", get(routes::payments::show))
@@ -35,6 +36,7 @@ pub fn router(service: Ferropay) -> Router {
         .route("/webhooks/psp/{psp}", post(routes::webhooks::receive))
         .route("/payments/{id}/status", get(routes::pages::payment_status))
         .route("/healthz", get(routes::health::healthz))
+        .route("/metrics", get(routes::metrics::render))
         .fallback(routes::health::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(log_request))
@@ -62,6 +64,11 @@ async fn log_request(request: Request, next: Next) -> Response {
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("ferropay_http_requests_total", "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("ferropay_http_request_duration_seconds", "route" => route.clone())
+        .record(started.elapsed().as_secs_f64());
     tracing::info!(
         %method,
         route,

@@ -47,6 +47,19 @@ async fn card_4242_succeeds_and_books_the_sale(db: Db) {
     );
     // The PSP charged once.
     assert_eq!(app.psp_sessions_for(id).await.len(), 1);
+
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains(r#"ferropay_payments_total{status="succeeded"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"ferropay_ledger_transactions_total{kind="capture"} 1"#));
+    assert!(metrics.contains("ferropay_http_requests_total"));
 }
 
 async fn declined_cards_fail_and_post_nothing(db: Db) {

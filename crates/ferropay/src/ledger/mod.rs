@@ -185,6 +185,7 @@ pub async fn post(store: &Store, tx: &mut Tx, new: &NewJournalTransaction) -> Re
         .execute(&mut **tx)
         .await?;
 
+    metrics::counter!("ferropay_ledger_transactions_total", "kind" => new.kind).increment(1);
     Ok(PostOutcome::Posted {
         transaction_id,
         seq,

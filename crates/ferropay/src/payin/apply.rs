@@ -75,6 +75,7 @@ pub async fn apply_event(
     .rows_affected()
         == 1;
     if !first_time {
+        metrics::counter!("ferropay_webhook_events_total", "result" => "duplicate").increment(1);
         return Ok(ApplyResult::Duplicate);
     }
     let result = match &event.kind {
@@ -201,6 +202,8 @@ async fn apply_update_in(
     )
     .await?;
     tracing::info!(%payment_id, from = status.as_str(), to = transition.payment.as_str(), "payment moved");
+    metrics::counter!("ferropay_payments_total", "status" => transition.payment.as_str())
+        .increment(1);
     Ok(ApplyResult::Applied {
         payment_id,
         from: status,

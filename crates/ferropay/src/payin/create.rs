@@ -146,6 +146,7 @@ async fn insert_payment(
     }
     idempotency::mark_payment_created(&mut tx, scope, &payment_id).await?;
     tx.commit().await?;
+    metrics::counter!("ferropay_payments_total", "status" => "requires_payment").increment(1);
     Ok(payment_id)
 }
 
