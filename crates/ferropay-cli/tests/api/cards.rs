@@ -57,7 +57,10 @@ async fn card_4242_succeeds_and_books_the_sale(db: Db) {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains(r#"ferropay_payments_total{status="succeeded"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"ferropay_payments_total{status="succeeded"} 1"#),
+        "{metrics}"
+    );
     assert!(metrics.contains(r#"ferropay_ledger_transactions_total{kind="capture"} 1"#));
     assert!(metrics.contains("ferropay_http_requests_total"));
 }

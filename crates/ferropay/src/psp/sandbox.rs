@@ -75,6 +75,30 @@ impl SandboxConnector {
     }
 }
 
+impl SandboxConnector {
+    /// Asks for a refund or payout (`what`: `refunds`, `payouts`), keyed by our id; the PSP
+    /// accepts it now and settles it later by webhook.
+    async fn accept(
+        &self,
+        what: &'static str,
+        idempotency_key: &str,
+        body: Value,
+    ) -> Result<Accepted, PspError> {
+        let accepted: WireAccepted = self
+            .call(
+                self.http
+                    .post(format!("{}/v1/{what}", self.base_url))
+                    .header("Idempotency-Key", idempotency_key)
+                    .json(&body),
+                what,
+            )
+            .await?;
+        Ok(Accepted {
+            psp_id: accepted.id,
+        })
+    }
+}
+
 #[derive(Deserialize)]
 struct WireSession {
     token: String,
@@ -191,49 +215,23 @@ impl Connector for SandboxConnector {
     }
 
     fn create_refund<'a>(&'a self, request: &'a RefundRequest) -> PspFuture<'a, Accepted> {
-        Box::pin(async move {
-            let body = serde_json::json!({
-                "payment_token": request.payment_token,
-                "amount": request.amount_minor,
-                "currency": request.currency,
-                "reference": request.refund_id,
-            });
-            let accepted: WireAccepted = self
-                .call(
-                    self.http
-                        .post(format!("{}/v1/refunds", self.base_url))
-                        .header("Idempotency-Key", &request.refund_id)
-                        .json(&body),
-                    "refund",
-                )
-                .await?;
-            Ok(Accepted {
-                psp_id: accepted.id,
-            })
-        })
+        let body = serde_json::json!({
+            "payment_token": request.payment_token,
+            "amount": request.amount_minor,
+            "currency": request.currency,
+            "reference": request.refund_id,
+        });
+        Box::pin(self.accept("refunds", &request.refund_id, body))
     }
 
     fn create_payout<'a>(&'a self, request: &'a PayoutRequest) -> PspFuture<'a, Accepted> {
-        Box::pin(async move {
-            let body = serde_json::json!({
-                "amount": request.amount_minor,
-                "currency": request.currency,
-                "destination": request.seller_id,
-                "reference": request.payout_id,
-            });
-            let accepted: WireAccepted = self
-                .call(
-                    self.http
-                        .post(format!("{}/v1/payouts", self.base_url))
-                        .header("Idempotency-Key", &request.payout_id)
-                        .json(&body),
-                    "payout",
-                )
-                .await?;
-            Ok(Accepted {
-                psp_id: accepted.id,
-            })
-        })
+        let body = serde_json::json!({
+            "amount": request.amount_minor,
+            "currency": request.currency,
+            "destination": request.seller_id,
+            "reference": request.payout_id,
+        });
+        Box::pin(self.accept("payouts", &request.payout_id, body))
     }
 
     fn signature_header(&self) -> &'static str {
