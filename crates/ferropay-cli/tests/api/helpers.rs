@@ -7,6 +7,7 @@
 
 use std::time::{Duration, Instant};
 
+use ferropay::jobs::{JobsConfig, RetryPolicy};
 use ferropay::ledger::verify::VerifyReport;
 use ferropay::secret::Secret;
 use ferropay_cli::serve::{self, PspChoice, Running, ServeConfig};
@@ -129,6 +130,10 @@ pub struct TestApp {
 pub struct AppOptions {
     pub sandbox: SandboxConfig,
     pub psp_url: Option<String>,
+    /// The PSP API key ferropay sends to a `psp_url` PSP.
+    pub psp_api_key: String,
+    pub poll_after_ms: i64,
+    pub jobs: JobsConfig,
 }
 
 impl Default for AppOptions {
@@ -143,7 +148,24 @@ impl Default for AppOptions {
                 ..SandboxConfig::default()
             },
             psp_url: None,
+            psp_api_key: PSP_API_KEY.into(),
+            poll_after_ms: 60_000,
+            jobs: test_jobs_config(),
         }
+    }
+}
+
+/// The job queue as tests run it: quick retries and quick pick-up, so that background work
+/// shows within a test's patience.
+pub fn test_jobs_config() -> JobsConfig {
+    JobsConfig {
+        retry: RetryPolicy {
+            base_delay_ms: 50,
+            max_delay_ms: 1_000,
+            max_attempts: 20,
+        },
+        idle_poll_ms: 25,
+        ..JobsConfig::default()
     }
 }
 
@@ -160,7 +182,7 @@ pub async fn spawn_app_with(db: Db, options: AppOptions) -> Option<TestApp> {
         },
         Some(url) => PspChoice::Remote {
             url,
-            api_key: Secret::new(PSP_API_KEY),
+            api_key: Secret::new(options.psp_api_key),
             webhook_secret: Secret::new(WEBHOOK_SECRET),
         },
     };
@@ -171,6 +193,8 @@ pub async fn spawn_app_with(db: Db, options: AppOptions) -> Option<TestApp> {
         public_url: None,
         psp,
         platform_fee_bps: 0,
+        poll_after_ms: options.poll_after_ms,
+        jobs: options.jobs,
     })
     .await
     .expect("ferropay starts");

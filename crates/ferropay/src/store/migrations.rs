@@ -10,6 +10,8 @@ use super::dialect::{APPEND_ONLY_POSTGRES, APPEND_ONLY_SQLITE};
 use super::{Backend, Store, StoreError};
 
 const SCHEMA: &str = include_str!("../../migrations/0001_schema.sql");
+/// Version 3: the durable job queue and its dead letters (portable SQL).
+const JOBS: &str = include_str!("../../migrations/0003_jobs.sql");
 
 fn migrations(backend: Backend) -> Vec<Migration> {
     let append_only = match backend {
@@ -19,6 +21,7 @@ fn migrations(backend: Backend) -> Vec<Migration> {
     vec![
         migration(1, "schema", SCHEMA),
         migration(2, "append only ledger", append_only),
+        migration(3, "job queue", JOBS),
     ]
 }
 
