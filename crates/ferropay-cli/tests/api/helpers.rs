@@ -365,12 +365,7 @@ impl TestApp {
 
     /// Counts rows with a `SELECT COUNT(*) …` statement.
     pub async fn count(&self, sql: &'static str) -> i64 {
-        use sqlx::Row;
-        let row = sqlx::query(sql)
-            .fetch_one(self.service().store.pool())
-            .await
-            .expect("count");
-        row.try_get::<i64, _>(0).expect("count is an integer")
+        count_on(&self.service().store, sql).await
     }
 
     /// Sessions the sandbox PSP holds for a merchant reference (our payment id). Retries the
@@ -413,6 +408,49 @@ impl TestApp {
             .await
             .unwrap()
     }
+}
+
+/// Runs the real `ferropay` binary with `args`; answers its exit code, stdout and stderr.
+pub fn run_cli(args: &[&str]) -> (i32, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ferropay"))
+        .args(args)
+        .env("FERROPAY_LOG", "warn")
+        .output()
+        .expect("run ferropay");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A loopback address where nothing listens (yet): bound, then let go.
+pub fn parked_addr() -> std::net::SocketAddr {
+    let parked = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    parked.local_addr().unwrap()
+}
+
+/// Waits up to `limit` for `check` to hold, looking every 25 ms; panics with `what` if not.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Counts rows with a `SELECT COUNT(*) …` statement on `store`.
+pub async fn count_on(store: &ferropay::store::Store, sql: &'static str) -> i64 {
+    use sqlx::Row;
+    let row = sqlx::query(sql)
+        .fetch_one(store.pool())
+        .await
+        .expect("count");
+    row.try_get::<i64, _>(0).expect("count is an integer")
 }
 
 /// Unix seconds now.

@@ -6,6 +6,9 @@ mod helpers;
 
 mod bad_input;
 mod cards;
+mod dlq;
 mod idempotency;
+mod jobs;
 mod ledger;
+mod poller;
 mod webhooks;
