@@ -389,6 +389,27 @@ impl TestApp {
         panic!("the sandbox did not list sessions in 50 tries");
     }
 
+    /// A second ferropay instance on this app's database, registering at this app's sandbox
+    /// PSP (several stateless instances on one PostgreSQL, as in production).
+    pub async fn spawn_sibling(&self) -> Running {
+        serve::start(ServeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            database_url: self.db.url.clone(),
+            max_db_connections: 8,
+            public_url: None,
+            psp: PspChoice::Remote {
+                url: self.sandbox_url.clone(),
+                api_key: Secret::new(PSP_API_KEY),
+                webhook_secret: Secret::new(WEBHOOK_SECRET),
+            },
+            platform_fee_bps: 0,
+            poll_after_ms: 60_000,
+            jobs: test_jobs_config(),
+        })
+        .await
+        .expect("a second instance starts")
+    }
+
     /// Sends a webhook as the PSP would, signed with `secret` at `timestamp_s`.
     pub async fn send_webhook(
         &self,
@@ -396,8 +417,20 @@ impl TestApp {
         secret: &str,
         timestamp_s: i64,
     ) -> reqwest::Response {
+        self.send_webhook_to(&self.base_url, body, secret, timestamp_s)
+            .await
+    }
+
+    /// The same, to the instance at `base_url`.
+    pub async fn send_webhook_to(
+        &self,
+        base_url: &str,
+        body: &str,
+        secret: &str,
+        timestamp_s: i64,
+    ) -> reqwest::Response {
         self.http
-            .post(format!("{}/webhooks/psp/sandbox", self.base_url))
+            .post(format!("{base_url}/webhooks/psp/sandbox"))
             .header("Content-Type", "application/json")
             .header(
                 "Sandbox-Signature",
@@ -451,6 +484,26 @@ pub async fn count_on(store: &ferropay::store::Store, sql: &'static str) -> i64 
         .await
         .expect("count");
     row.try_get::<i64, _>(0).expect("count is an integer")
+}
+
+/// The body of a PSP webhook event `id` of type `kind` (`payment.succeeded`) about `payment`
+/// (a payment as the API shows it), as the sandbox would send it.
+pub fn payment_event(id: &str, kind: &str, payment: &Value) -> String {
+    json!({
+        "id": id,
+        "type": kind,
+        "created": now_s(),
+        "data": {
+            "token": payment["redirect_url"].as_str().unwrap().rsplit('/').next(),
+            "reference": payment["id"],
+            "psp_reference": format!("psp_{}", payment["id"].as_str().unwrap()),
+            "amount": payment["amount"],
+            "currency": payment["currency"],
+            "status": kind.trim_start_matches("payment."),
+            "failure_code": null
+        }
+    })
+    .to_string()
 }
 
 /// Unix seconds now.

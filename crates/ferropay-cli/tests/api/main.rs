@@ -8,6 +8,7 @@ mod bad_input;
 mod cards;
 mod dlq;
 mod idempotency;
+mod instances;
 mod jobs;
 mod ledger;
 mod poller;
