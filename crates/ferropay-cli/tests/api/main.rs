@@ -6,6 +6,7 @@ mod helpers;
 
 mod bad_input;
 mod cards;
+mod crash;
 mod dlq;
 mod idempotency;
 mod instances;
