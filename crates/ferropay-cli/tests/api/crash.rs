@@ -170,7 +170,7 @@ fn buyer_for(i: usize) -> Buyer {
 /// Payment `i`'s orders: one to one of five sellers, and every third a second seller.
 fn orders_for(i: usize) -> Vec<(String, i64)> {
     let mut orders = vec![(format!("seller_{}", i % 5), 100 + i as i64)];
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         orders.push(("seller_shared".to_owned(), 77));
     }
     orders
@@ -309,8 +309,8 @@ async fn payments_survive_crashes_faults_and_lost_webhooks(db: Db) {
         .timeout(Duration::from_secs(15))
         .build()
         .unwrap();
-    let ferropay_port = parked_addr().port();
-    let sandbox_addr = parked_addr();
+    let ferropay_port = fixed_port();
+    let sandbox_addr = format!("127.0.0.1:{}", fixed_port());
     let sandbox_url = format!("http://{sandbox_addr}");
     let log = std::env::temp_dir().join(format!("ferropay-crash-{}.log", uuid::Uuid::now_v7()));
 
@@ -323,7 +323,7 @@ async fn payments_survive_crashes_faults_and_lost_webhooks(db: Db) {
 
     let _sandbox = Process(
         Command::new(env!("CARGO_BIN_EXE_ferropay"))
-            .args(["sandbox-psp", "--listen", &sandbox_addr.to_string()])
+            .args(["sandbox-psp", "--listen", &sandbox_addr])
             .args([
                 "--webhook-url",
                 &format!("http://127.0.0.1:{ferropay_port}/webhooks/psp/sandbox"),

@@ -463,6 +463,24 @@ pub fn parked_addr() -> std::net::SocketAddr {
     parked.local_addr().unwrap()
 }
 
+/// A free loopback port below the kernel's ephemeral range, for a server that is killed and
+/// restarted on the same port: no client socket of another test can be handed that port while
+/// the server is down, as it could an ephemeral one.
+pub fn fixed_port() -> u16 {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let low = 10_000.min(ephemeral_low / 2);
+    for _ in 0..200 {
+        let port = rand::random_range(low..ephemeral_low);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    parked_addr().port()
+}
+
 /// Waits up to `limit` for `check` to hold, looking every 25 ms; panics with `what` if not.
 pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
 where

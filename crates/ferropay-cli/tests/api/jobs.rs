@@ -319,7 +319,7 @@ impl JobHandler for CountingHandler {
                 *entry += 1;
                 *entry
             };
-            if n % 3 == 0 && runs == 1 {
+            if n.is_multiple_of(3) && runs == 1 {
                 return Err(JobError::Retryable(
                     "first runs of every third job fail".into(),
                 ));
