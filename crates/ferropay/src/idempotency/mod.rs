@@ -10,9 +10,6 @@ use sqlx::Row;
 use crate::error::{Error, Result};
 use crate::store::{Store, Tx};
 
-/// The default for how old a claim must be to be taken as belonging to a request that died
-/// (ferropay passes its lease, `JobsConfig::lease_ms`, which bounds a request's work).
-pub const LOCK_TIMEOUT_MS: i64 = 30_000;
 /// How long keys are kept at least.
 pub const RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
 
@@ -86,7 +83,8 @@ pub fn fingerprint(canonical_body: &serde_json::Value) -> String {
 }
 
 /// Claims `scope` for a request with `fingerprint`, or says why not. A claim held for
-/// `lock_timeout_ms` or longer belongs to a request that died, and is taken over.
+/// `lock_timeout_ms` or longer belongs to a request that died, and is taken over: ferropay
+/// passes its lease (`JobsConfig::lease_ms`), which also bounds a live request's work.
 pub async fn claim(
     store: &Store,
     scope: &KeyScope,

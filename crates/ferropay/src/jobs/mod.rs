@@ -15,6 +15,9 @@
 //! Handlers must be idempotent: a job runs at least once, and more often when a worker dies
 //! between doing the work and recording it. Calls to the outside carry an idempotency key
 //! derived from the job's subject (the payment's id for a PSP session), never a fresh one.
+//!
+//! Leases are wall-clock times (`*_ms`) written by each instance; instances are assumed to keep
+//! their clocks within a small fraction of a lease of each other (NTP does, by far).
 
 pub mod dlq;
 mod queue;
