@@ -1,12 +1,14 @@
 //! The `ferropay` command line (CONTRACT.md, "CLI"): `serve`, `sandbox-psp`, `api-key create`,
-//! `ledger verify`. Every flag also reads `FERROPAY_<FLAG>`. Results go to stdout as JSON; logs
+//! `ledger verify`, `dlq list`, `dlq replay`. Every flag also reads `FERROPAY_<FLAG>`. Results go to stdout as JSON; logs
 //! go to stderr (`FERROPAY_LOG` sets the level, `FERROPAY_LOG_FORMAT=json` makes them JSON).
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use ferropay::jobs::{JobsConfig, RetryPolicy};
 use ferropay::payout::schedule::PayoutSchedule;
 use ferropay::secret::Secret;
 use ferropay::store::{DEFAULT_DATABASE_URL, Store};
@@ -36,6 +38,11 @@ enum Command {
     Ledger {
         #[command(subcommand)]
         command: LedgerCommand,
+    },
+    /// The dead-letter queue: jobs that failed for good or too often.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
     },
 }
 
@@ -87,6 +94,23 @@ struct ServeArgs {
     /// The least available balance (minor units) a scheduled payout pays out.
     #[arg(long, env = "FERROPAY_PAYOUT_MINIMUM_MINOR", default_value_t = 1)]
     payout_minimum_minor: i64,
+    /// Poll the PSP about a payment still pending this many seconds after its creation (and
+    /// again, less and less often, while it stays pending).
+    #[arg(long, env = "FERROPAY_POLL_AFTER_S", default_value_t = 60,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    poll_after_s: u32,
+    /// Most jobs (PSP calls) this instance runs at once; 0 runs no workers here.
+    #[arg(long, env = "FERROPAY_JOB_CONCURRENCY", default_value_t = 8)]
+    job_concurrency: usize,
+    /// A job, or a request holding its Idempotency-Key, still claimed after this many seconds
+    /// is taken to have died (a crashed instance) and its work is taken over.
+    #[arg(long, env = "FERROPAY_LEASE_S", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=3600))]
+    lease_s: u32,
+    /// A job that failed this many attempts moves to the dead-letter queue.
+    #[arg(long, env = "FERROPAY_JOB_MAX_ATTEMPTS", default_value_t = RetryPolicy::default().max_attempts,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    job_max_attempts: u32,
 }
 
 #[derive(Args)]
@@ -125,6 +149,16 @@ struct SandboxArgs {
     /// How long a session stays open before it expires, in seconds.
     #[arg(long, env = "FERROPAY_SESSION_TTL_S", default_value_t = 3600)]
     session_ttl_s: u64,
+    /// First webhook retry delay; it doubles on each retry.
+    #[arg(long, env = "FERROPAY_WEBHOOK_RETRY_BASE_MS", default_value_t = 500)]
+    webhook_retry_base_ms: u64,
+    /// Cap on one webhook retry delay.
+    #[arg(long, env = "FERROPAY_WEBHOOK_RETRY_MAX_MS", default_value_t = 60_000)]
+    webhook_retry_max_ms: u64,
+    /// A webhook is given up (lost) after this many delivery attempts.
+    #[arg(long, env = "FERROPAY_WEBHOOK_MAX_ATTEMPTS", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    webhook_max_attempts: u32,
 }
 
 #[derive(Subcommand)]
@@ -133,6 +167,23 @@ enum ApiKeyCommand {
     Create {
         #[arg(long, default_value = "default")]
         name: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Print the dead jobs as JSON lines (oldest death first), each with its last error.
+    List {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Put a dead job back on the queue, due now, with its attempts reset. Exit 1 when there is
+    /// no such job or it is not dead.
+    Replay {
+        /// The job's id, as `dlq list` prints it.
+        id: String,
         #[command(flatten)]
         database: DatabaseArgs,
     },
@@ -191,6 +242,32 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Command::Dlq {
+            command: DlqCommand::List { database },
+        } => {
+            let store = Store::open(&database.database_url, 1).await?;
+            let mut out = std::io::stdout().lock();
+            for job in ferropay::jobs::dlq::list(&store).await? {
+                writeln!(out, "{}", serde_json::to_string(&job)?)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dlq {
+            command: DlqCommand::Replay { id, database },
+        } => {
+            let store = Store::open(&database.database_url, 1).await?;
+            match ferropay::jobs::dlq::replay(&store, &id).await {
+                Ok(replayed) => {
+                    println!("{}", serde_json::to_string(&replayed)?);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(error @ (ferropay::Error::NotFound(_) | ferropay::Error::Conflict { .. })) => {
+                    eprintln!("ferropay: {error}");
+                    Ok(ExitCode::from(1))
+                }
+                Err(error) => Err(error.into()),
+            }
+        }
     }
 }
 
@@ -228,6 +305,16 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<ExitCode> {
         psp,
         platform_fee_bps: args.platform_fee_bps,
         payout_schedule,
+        poll_after_ms: i64::from(args.poll_after_s) * 1000,
+        jobs: JobsConfig {
+            lease_ms: i64::from(args.lease_s) * 1000,
+            concurrency: args.job_concurrency,
+            retry: RetryPolicy {
+                max_attempts: args.job_max_attempts,
+                ..RetryPolicy::default()
+            },
+            ..JobsConfig::default()
+        },
     })
     .await?;
     eprintln!(
@@ -276,6 +363,9 @@ async fn sandbox_command(args: SandboxArgs) -> anyhow::Result<ExitCode> {
             public_url: args.public_url,
             review_delay_ms: args.review_delay_s.saturating_mul(1000),
             session_ttl_ms: args.session_ttl_s.saturating_mul(1000),
+            webhook_retry_base_ms: args.webhook_retry_base_ms,
+            webhook_retry_max_ms: args.webhook_retry_max_ms,
+            webhook_max_attempts: args.webhook_max_attempts,
             faults: Faults {
                 latency_ms: args.latency_ms,
                 error_rate: args.error_rate,

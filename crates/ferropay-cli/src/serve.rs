@@ -1,11 +1,14 @@
 //! `ferropay serve`: binds the API, opens (and migrates) the database, wires the PSP connector —
-//! the in-process sandbox PSP with a generated key and webhook secret, or a PSP elsewhere — and
-//! serves until asked to stop.
+//! the in-process sandbox PSP with a generated key and webhook secret, or a PSP elsewhere —,
+//! starts the job workers, and serves until asked to stop.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use ferropay::jobs::JobsConfig;
+use ferropay::jobs::worker::Workers;
 use ferropay::payout::schedule::PayoutSchedule;
 use ferropay::psp::sandbox::{NAME as SANDBOX, SandboxConnector};
 use ferropay::secret::Secret;
@@ -19,6 +22,9 @@ use tokio::task::JoinHandle;
 /// How long one PSP call may take before it counts as a passing failure, in ms.
 pub const PSP_TIMEOUT_MS: u64 = 10_000;
 
+/// How long a stopping server lets running jobs finish before it abandons them to their leases.
+pub const JOBS_GRACE_MS: u64 = 5_000;
+
 /// Everything `serve` needs to start.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
@@ -31,6 +37,10 @@ pub struct ServeConfig {
     pub platform_fee_bps: u32,
     /// Daily payouts to sellers, if any.
     pub payout_schedule: Option<PayoutSchedule>,
+    /// A payment still pending this long after its creation is polled at the PSP.
+    pub poll_after_ms: i64,
+    /// Leases, retries and workers of the job queue; `concurrency: 0` runs no workers here.
+    pub jobs: JobsConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -56,18 +66,23 @@ pub struct Running {
     pub service: Ferropay,
     /// The in-process sandbox, if one runs.
     pub sandbox: Option<SandboxHandle>,
+    workers: Option<Workers>,
     stop: oneshot::Sender<()>,
     server: JoinHandle<std::io::Result<()>>,
     payout_schedule: Option<JoinHandle<()>>,
 }
 
 impl Running {
-    /// Stops serving (requests in flight finish), stops the sandbox, closes the database.
+    /// Stops serving (requests in flight finish), stops the workers (running jobs get a grace
+    /// period), stops the sandbox, closes the database.
     pub async fn shutdown(self) {
         let _ = self.stop.send(());
         let _ = self.server.await;
         if let Some(schedule) = self.payout_schedule {
             schedule.abort();
+        }
+        if let Some(workers) = self.workers {
+            workers.shutdown(Duration::from_millis(JOBS_GRACE_MS)).await;
         }
         if let Some(sandbox) = self.sandbox {
             sandbox.shutdown();
@@ -142,9 +157,18 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         FerropayConfig {
             public_url: public_url.clone(),
             platform_fee_bps: config.platform_fee_bps,
+            poll_after_ms: config.poll_after_ms,
+            jobs: config.jobs.clone(),
             ..FerropayConfig::default()
         },
     )?;
+    let workers = (config.jobs.concurrency > 0).then(|| {
+        Workers::spawn(
+            service.store.clone(),
+            service.job_registry(),
+            config.jobs.clone(),
+        )
+    });
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(ferropay_http::serve(listener, service.clone(), async {
         let _ = stopped.await;
@@ -158,6 +182,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         public_url,
         service,
         sandbox,
+        workers,
         stop,
         server,
         payout_schedule,

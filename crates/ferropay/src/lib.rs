@@ -2,15 +2,16 @@
 //!
 //! This crate owns the domain and its use cases: money, pay-in (payment events, orders and their
 //! state machine), refunds and payouts, the double-entry ledger, the sellers' wallets, PSP
-//! connectors, idempotency,
-//! the outbox, and storage on SQLite or PostgreSQL. It knows nothing of HTTP; `ferropay-http`
-//! maps requests onto [`Ferropay`]'s methods.
+//! connectors, idempotency, the durable job queue, the outbox, and storage on SQLite or
+//! PostgreSQL. It knows nothing of HTTP; `ferropay-http` maps requests onto [`Ferropay`]'s
+//! methods.
 
 pub mod api_keys;
 pub mod clock;
 pub mod error;
 pub mod idempotency;
 pub mod ids;
+pub mod jobs;
 pub mod ledger;
 pub mod money;
 pub mod outbox;

@@ -6,12 +6,14 @@ use crate::api_keys;
 use crate::clock::now_s;
 use crate::error::{Error, Result};
 use crate::idempotency::{self, KeyScope};
+use crate::jobs::{JobsConfig, Registry};
 use crate::ledger::verify::{VerifyReport, verify};
 use crate::payin::apply::{ApplyResult, apply_event};
 use crate::payin::create::{CreateOutcome, create_payment};
 use crate::payin::model::PaymentView;
 use crate::payin::repo::load_view;
 use crate::payin::request::{CreatePaymentInput, NewPayment};
+use crate::payin::{poll, register};
 use crate::payout::{self, PayoutInput, PayoutView};
 use crate::psp::{Connector, WebhookError};
 use crate::refund::{self, RefundInput, RefundView};
@@ -27,7 +29,16 @@ pub struct FerropayConfig {
     pub platform_fee_bps: u32,
     /// How many times one request tries to register a PSP session before answering 503.
     pub psp_register_attempts: u32,
+    /// A payment still pending this long after its creation is polled at the PSP (and again,
+    /// less and less often, while it stays pending).
+    pub poll_after_ms: i64,
+    /// The job queue: leases (which also bound how long a request may hold its
+    /// `Idempotency-Key`), retries, workers.
+    pub jobs: JobsConfig,
 }
+
+/// The default for `poll_after_ms`: long enough that the webhook has nearly always come first.
+pub const DEFAULT_POLL_AFTER_MS: i64 = 60_000;
 
 impl Default for FerropayConfig {
     fn default() -> Self {
@@ -35,6 +46,8 @@ impl Default for FerropayConfig {
             public_url: "http://127.0.0.1:8080".into(),
             platform_fee_bps: 0,
             psp_register_attempts: 3,
+            poll_after_ms: DEFAULT_POLL_AFTER_MS,
+            jobs: JobsConfig::default(),
         }
     }
 }
@@ -66,6 +79,12 @@ impl Ferropay {
     ) -> Result<Self> {
         if config.platform_fee_bps > 10_000 {
             return Err(Error::invalid("platform_fee_bps", "must be 0 to 10000"));
+        }
+        if config.poll_after_ms < 1 {
+            return Err(Error::invalid("poll_after_ms", "must be at least 1"));
+        }
+        if config.jobs.lease_ms < 100 {
+            return Err(Error::invalid("lease_ms", "must be at least 100"));
         }
         let mut config = config;
         config.public_url = config.public_url.trim_end_matches('/').to_owned();
@@ -171,35 +190,14 @@ impl Ferropay {
         payout::list(&self.store, seller_id).await
     }
 
-    /// Makes an outbound call to the PSP for a refund or payout already recorded, retrying
-    /// passing failures with backoff in the background.
-    pub fn send_to_psp(&self, call: PspCall) {
-        let service = self.clone();
-        tokio::spawn(async move {
-            let mut backoff_ms = 100_u64;
-            for _attempt in 0..20 {
-                let result = match &call {
-                    PspCall::Refund(id) => refund::send(&service, id).await,
-                    PspCall::Payout(id) => payout::send(&service, id).await,
-                };
-                match result {
-                    Ok(()) => return,
-                    Err(error) => tracing::warn!(?call, %error, "PSP call failed; retrying"),
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(rand::random_range(
-                    0..=backoff_ms,
-                )))
-                .await;
-                backoff_ms = (backoff_ms * 2).min(30_000);
-            }
-            tracing::error!(?call, "PSP call gave up");
-        });
+    /// The handlers of every job kind ferropay runs, for the workers.
+    pub fn job_registry(&self) -> Registry {
+        let mut registry = Registry::new();
+        registry
+            .register(register::KIND, register::handler(self))
+            .register(poll::KIND, poll::handler(self))
+            .register(refund::job::KIND, refund::job::handler(self))
+            .register(payout::job::KIND, payout::job::handler(self));
+        registry
     }
-}
-
-/// An outbound call to the PSP or payout provider, for a refund or payout by id.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PspCall {
-    Refund(String),
-    Payout(String),
 }

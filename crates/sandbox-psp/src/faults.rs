@@ -17,9 +17,9 @@ use crate::listener::ConnTag;
 pub struct Faults {
     /// Added to every `/v1/*` call.
     pub latency_ms: u64,
-    /// Share of `/v1/*` calls that fail: half are answered 500 before the effect, a quarter are
-    /// answered 500 after the effect took place, a quarter have the connection dropped after the
-    /// effect. A client must retry with its idempotency key.
+    /// Share of `/v1/*` calls that fail, in four equal parts: answered 500 before the effect,
+    /// connection dropped before the effect, answered 500 after the effect took place,
+    /// connection dropped after the effect. A client must retry with its idempotency key.
     pub error_rate: f64,
     /// Share of webhook events delivered twice (same event id).
     pub webhook_duplicate_rate: f64,
@@ -59,6 +59,7 @@ pub(crate) fn reorder_hold(faults: &Faults) -> Duration {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ApiFault {
     Error500Before,
+    DropBefore,
     Error500After,
     DropAfter,
 }
@@ -68,8 +69,10 @@ fn roll_api_fault(error_rate: f64) -> Option<ApiFault> {
         return None;
     }
     let which: f64 = rand::rng().random();
-    Some(if which < 0.5 {
+    Some(if which < 0.25 {
         ApiFault::Error500Before
+    } else if which < 0.5 {
+        ApiFault::DropBefore
     } else if which < 0.75 {
         ApiFault::Error500After
     } else {
@@ -93,6 +96,16 @@ pub(crate) async fn inject_api_faults(
     tracing::debug!(?fault, path = %request.uri().path(), "sandbox PSP: injecting an API fault");
     match fault {
         ApiFault::Error500Before => ApiError::injected().into_response(),
+        ApiFault::DropBefore => {
+            if let Some(ConnectInfo(connection)) =
+                request.extensions().get::<ConnectInfo<ConnTag>>()
+            {
+                // Nothing happened, and the client hears nothing either.
+                tracing::debug!(peer = %connection.peer(), "sandbox PSP: cutting the connection");
+                connection.cut();
+            }
+            ApiError::injected().into_response()
+        }
         ApiFault::Error500After => {
             let _effect = next.run(request).await;
             ApiError::injected().into_response()
@@ -124,19 +137,20 @@ mod tests {
     }
 
     #[test]
-    fn api_fault_split_is_roughly_half_quarter_quarter() {
-        let mut counts = [0u32; 3];
+    fn api_faults_split_in_four_quarters() {
+        let mut counts = [0u32; 4];
         for _ in 0..4_000 {
             match roll_api_fault(1.0) {
                 Some(ApiFault::Error500Before) => counts[0] += 1,
-                Some(ApiFault::Error500After) => counts[1] += 1,
-                Some(ApiFault::DropAfter) => counts[2] += 1,
+                Some(ApiFault::DropBefore) => counts[1] += 1,
+                Some(ApiFault::Error500After) => counts[2] += 1,
+                Some(ApiFault::DropAfter) => counts[3] += 1,
                 None => panic!("error_rate 1.0 must always fail"),
             }
         }
-        assert!((1_700..2_300).contains(&counts[0]), "{counts:?}");
-        assert!((800..1_200).contains(&counts[1]), "{counts:?}");
-        assert!((800..1_200).contains(&counts[2]), "{counts:?}");
+        for count in counts {
+            assert!((800..1_200).contains(&count), "{counts:?}");
+        }
         assert_eq!(roll_api_fault(0.0), None);
     }
 }

@@ -55,8 +55,10 @@
 //!   until `webhook_max_attempts`. An empty `webhook_url` sends nothing. Deliveries run in
 //!   background tasks, never in a handler.
 //! - **Faults** ([`Faults`]) apply to `/v1/*` calls and to webhook delivery, never to the hosted
-//!   page. Latency is added before the call; a failure is decided per call. A dropped connection is a real one: the TCP connection is cut after the effect, before
-//!   any byte of the answer is written. A duplicated webhook is delivered again, with the same id,
+//!   page. Latency is added before the call; a failure is decided per call, one of four alike:
+//!   a 500 before the effect, a dropped connection before it, a 500 after the effect took place,
+//!   a dropped connection after it. A dropped connection is a real one: the TCP connection is
+//!   cut before any byte of the answer is written. A duplicated webhook is delivered again, with the same id,
 //!   once the first delivery got its 2xx. A reordered event is held 0..=1000 ms before its first
 //!   attempt. Events are always created in causal order (`processing` before `succeeded`).
 //! - **Secrets.** `SandboxConfig`'s `Debug` hides the API key and the webhook secret; nothing

@@ -7,6 +7,7 @@
 
 use std::time::{Duration, Instant};
 
+use ferropay::jobs::{JobsConfig, RetryPolicy};
 use ferropay::ledger::verify::VerifyReport;
 use ferropay::secret::Secret;
 use ferropay_cli::serve::{self, PspChoice, Running, ServeConfig};
@@ -130,6 +131,10 @@ pub struct AppOptions {
     pub sandbox: SandboxConfig,
     pub psp_url: Option<String>,
     pub platform_fee_bps: u32,
+    /// The PSP API key ferropay sends to a `psp_url` PSP.
+    pub psp_api_key: String,
+    pub poll_after_ms: i64,
+    pub jobs: JobsConfig,
 }
 
 impl Default for AppOptions {
@@ -145,7 +150,24 @@ impl Default for AppOptions {
             },
             psp_url: None,
             platform_fee_bps: 0,
+            psp_api_key: PSP_API_KEY.into(),
+            poll_after_ms: 60_000,
+            jobs: test_jobs_config(),
         }
+    }
+}
+
+/// The job queue as tests run it: quick retries and quick pick-up, so that background work
+/// shows within a test's patience.
+pub fn test_jobs_config() -> JobsConfig {
+    JobsConfig {
+        retry: RetryPolicy {
+            base_delay_ms: 50,
+            max_delay_ms: 1_000,
+            max_attempts: 20,
+        },
+        idle_poll_ms: 25,
+        ..JobsConfig::default()
     }
 }
 
@@ -162,7 +184,7 @@ pub async fn spawn_app_with(db: Db, options: AppOptions) -> Option<TestApp> {
         },
         Some(url) => PspChoice::Remote {
             url,
-            api_key: Secret::new(PSP_API_KEY),
+            api_key: Secret::new(options.psp_api_key),
             webhook_secret: Secret::new(WEBHOOK_SECRET),
         },
     };
@@ -174,6 +196,8 @@ pub async fn spawn_app_with(db: Db, options: AppOptions) -> Option<TestApp> {
         psp,
         platform_fee_bps: options.platform_fee_bps,
         payout_schedule: None,
+        poll_after_ms: options.poll_after_ms,
+        jobs: options.jobs,
     })
     .await
     .expect("ferropay starts");
@@ -435,12 +459,7 @@ impl TestApp {
 
     /// Counts rows with a `SELECT COUNT(*) …` statement.
     pub async fn count(&self, sql: &'static str) -> i64 {
-        use sqlx::Row;
-        let row = sqlx::query(sql)
-            .fetch_one(self.service().store.pool())
-            .await
-            .expect("count");
-        row.try_get::<i64, _>(0).expect("count is an integer")
+        count_on(&self.service().store, sql).await
     }
 
     /// Sessions the sandbox PSP holds for a merchant reference (our payment id). Retries the
@@ -464,6 +483,28 @@ impl TestApp {
         panic!("the sandbox did not list sessions in 50 tries");
     }
 
+    /// A second ferropay instance on this app's database, registering at this app's sandbox
+    /// PSP (several stateless instances on one PostgreSQL, as in production).
+    pub async fn spawn_sibling(&self) -> Running {
+        serve::start(ServeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            database_url: self.db.url.clone(),
+            max_db_connections: 8,
+            public_url: None,
+            psp: PspChoice::Remote {
+                url: self.sandbox_url.clone(),
+                api_key: Secret::new(PSP_API_KEY),
+                webhook_secret: Secret::new(WEBHOOK_SECRET),
+            },
+            platform_fee_bps: 0,
+            payout_schedule: None,
+            poll_after_ms: 60_000,
+            jobs: test_jobs_config(),
+        })
+        .await
+        .expect("a second instance starts")
+    }
+
     /// Sends a webhook as the PSP would, signed with `secret` at `timestamp_s`.
     pub async fn send_webhook(
         &self,
@@ -471,8 +512,20 @@ impl TestApp {
         secret: &str,
         timestamp_s: i64,
     ) -> reqwest::Response {
+        self.send_webhook_to(&self.base_url, body, secret, timestamp_s)
+            .await
+    }
+
+    /// The same, to the instance at `base_url`.
+    pub async fn send_webhook_to(
+        &self,
+        base_url: &str,
+        body: &str,
+        secret: &str,
+        timestamp_s: i64,
+    ) -> reqwest::Response {
         self.http
-            .post(format!("{}/webhooks/psp/sandbox", self.base_url))
+            .post(format!("{base_url}/webhooks/psp/sandbox"))
             .header("Content-Type", "application/json")
             .header(
                 "Sandbox-Signature",
@@ -483,6 +536,87 @@ impl TestApp {
             .await
             .unwrap()
     }
+}
+
+/// Runs the real `ferropay` binary with `args`; answers its exit code, stdout and stderr.
+pub fn run_cli(args: &[&str]) -> (i32, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ferropay"))
+        .args(args)
+        .env("FERROPAY_LOG", "warn")
+        .output()
+        .expect("run ferropay");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A loopback address where nothing listens (yet): bound, then let go.
+pub fn parked_addr() -> std::net::SocketAddr {
+    let parked = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    parked.local_addr().unwrap()
+}
+
+/// A free loopback port below the kernel's ephemeral range, for a server that is killed and
+/// restarted on the same port: no client socket of another test can be handed that port while
+/// the server is down, as it could an ephemeral one.
+pub fn fixed_port() -> u16 {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let low = 10_000.min(ephemeral_low / 2);
+    for _ in 0..200 {
+        let port = rand::random_range(low..ephemeral_low);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    parked_addr().port()
+}
+
+/// Waits up to `limit` for `check` to hold, looking every 25 ms; panics with `what` if not.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Counts rows with a `SELECT COUNT(*) …` statement on `store`.
+pub async fn count_on(store: &ferropay::store::Store, sql: &'static str) -> i64 {
+    use sqlx::Row;
+    let row = sqlx::query(sql)
+        .fetch_one(store.pool())
+        .await
+        .expect("count");
+    row.try_get::<i64, _>(0).expect("count is an integer")
+}
+
+/// The body of a PSP webhook event `id` of type `kind` (`payment.succeeded`) about `payment`
+/// (a payment as the API shows it), as the sandbox would send it.
+pub fn payment_event(id: &str, kind: &str, payment: &Value) -> String {
+    json!({
+        "id": id,
+        "type": kind,
+        "created": now_s(),
+        "data": {
+            "token": payment["redirect_url"].as_str().unwrap().rsplit('/').next(),
+            "reference": payment["id"],
+            "psp_reference": format!("psp_{}", payment["id"].as_str().unwrap()),
+            "amount": payment["amount"],
+            "currency": payment["currency"],
+            "status": kind.trim_start_matches("payment."),
+            "failure_code": null
+        }
+    })
+    .to_string()
 }
 
 /// Unix seconds now.

@@ -158,6 +158,64 @@ async fn a_psp_outage_answers_503_and_the_retry_resumes(db: Db) {
     sandbox.shutdown();
 }
 
+async fn after_a_503_a_worker_registers_the_payment_in_the_background(db: Db) {
+    let psp_addr = parked_addr();
+    let options = AppOptions {
+        psp_url: Some(format!("http://{psp_addr}")),
+        ..AppOptions::default()
+    };
+    let Some(mut app) = spawn_app_with(db, options).await else {
+        return;
+    };
+    let body = checkout("chk_background");
+    let down = app.post_payment("key-background", &body).await;
+    assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(down.headers()["Retry-After"], "1");
+    let payment_id: String = {
+        use sqlx::Row;
+        sqlx::query("SELECT id FROM payments")
+            .fetch_one(app.service().store.pool())
+            .await
+            .unwrap()
+            .get("id")
+    };
+    let queued = app
+        .count(
+            "SELECT COUNT(*) FROM jobs WHERE kind = 'payin.register_session' AND status = 'queued'",
+        )
+        .await;
+    assert_eq!(queued, 1, "the registration is left on the queue");
+
+    // The PSP comes back; nobody retries the request, yet a worker registers the payment.
+    let sandbox = sandbox_psp::spawn(
+        tokio::net::TcpListener::bind(psp_addr).await.unwrap(),
+        SandboxConfig {
+            webhook_url: format!("{}/webhooks/psp/sandbox", app.base_url),
+            ..AppOptions::default().sandbox
+        },
+    )
+    .await
+    .unwrap();
+    app.sandbox_url = sandbox.base_url.clone();
+    eventually(
+        std::time::Duration::from_secs(10),
+        "a worker registers the payment",
+        || async { app.get_payment(&payment_id).await["redirect_url"].is_string() },
+    )
+    .await;
+    let registered = app.get_payment(&payment_id).await;
+    assert_eq!(registered["orders"][0]["status"], "executing");
+
+    // The checkout's retry answers with that session: one at the PSP.
+    let up = app.post_payment("key-background", &body).await;
+    assert_eq!(up.status(), StatusCode::CREATED);
+    let payment: Value = up.json().await.unwrap();
+    assert_eq!(payment["id"], payment_id.as_str());
+    assert_eq!(payment["redirect_url"], registered["redirect_url"]);
+    assert_eq!(app.psp_sessions_for(&payment_id).await.len(), 1);
+    sandbox.shutdown();
+}
+
 async fn psp_errors_after_the_effect_never_make_a_second_session(db: Db) {
     let options = AppOptions {
         sandbox: SandboxConfig {
@@ -205,5 +263,6 @@ db_test!(
     the_same_key_in_flight_gets_409,
     a_checkout_in_flight_or_paid_takes_no_second_payment,
     a_psp_outage_answers_503_and_the_retry_resumes,
+    after_a_503_a_worker_registers_the_payment_in_the_background,
     psp_errors_after_the_effect_never_make_a_second_session,
 );

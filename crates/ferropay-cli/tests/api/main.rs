@@ -6,8 +6,13 @@ mod helpers;
 
 mod bad_input;
 mod cards;
+mod crash;
+mod dlq;
 mod idempotency;
+mod instances;
+mod jobs;
 mod ledger;
 mod payouts;
+mod poller;
 mod refunds;
 mod webhooks;

@@ -10,8 +10,6 @@ use sqlx::Row;
 use crate::error::{Error, Result};
 use crate::store::{Store, Tx};
 
-/// A claim older than this is taken to belong to a request that died, and may be taken over.
-pub const LOCK_TIMEOUT_MS: i64 = 60_000;
 /// How long keys are kept at least.
 pub const RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
 
@@ -84,12 +82,15 @@ pub fn fingerprint(canonical_body: &serde_json::Value) -> String {
     hex::encode(Sha256::digest(canonical_body.to_string().as_bytes()))
 }
 
-/// Claims `scope` for a request with `fingerprint`, or says why not.
+/// Claims `scope` for a request with `fingerprint`, or says why not. A claim held for
+/// `lock_timeout_ms` or longer belongs to a request that died, and is taken over: ferropay
+/// passes its lease (`JobsConfig::lease_ms`), which also bounds a live request's work.
 pub async fn claim(
     store: &Store,
     scope: &KeyScope,
     fingerprint: &str,
     now_ms: i64,
+    lock_timeout_ms: i64,
 ) -> Result<Claim> {
     let mut tx = store.begin_write().await?;
     let inserted = sqlx::query(
@@ -136,7 +137,7 @@ pub async fn claim(
         return Ok(Claim::Replay { status, body });
     }
     let locked_at_ms: Option<i64> = row.try_get("locked_at_ms")?;
-    if locked_at_ms.is_some_and(|at| now_ms - at < LOCK_TIMEOUT_MS) {
+    if locked_at_ms.is_some_and(|at| now_ms - at < lock_timeout_ms) {
         return Err(Error::conflict(
             "idempotency_key_in_use",
             "a request with this Idempotency-Key is still being processed; retry later",

@@ -11,6 +11,7 @@ use super::repo::lock_payment;
 use super::state::{Transition, on_psp_outcome};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
+use crate::jobs;
 use crate::ledger::{self, NewJournalTransaction, Posting, accounts};
 use crate::outbox;
 use crate::psp::{PaymentUpdate, PspEvent, PspEventKind};
@@ -172,6 +173,10 @@ async fn apply_update_in(
     };
     let now = now_ms();
     write_transition(tx, &payment_id, &transition, update, now).await?;
+    if transition.payment.is_final() {
+        // The poller has nothing left to ask about this payment.
+        jobs::cancel_queued(tx, super::poll::KIND, &payment_id).await?;
+    }
     if transition.capture {
         let capture = capture_transaction(
             tx,

@@ -1,26 +1,32 @@
-//! `POST /v1/payments`, pay-in steps 2–4: store the payment event and its orders, register the
-//! hosted-page session at the PSP with the payment's id as idempotency key, store the token, and
-//! answer with the redirect URL.
+//! `POST /v1/payments`, pay-in steps 2–4: store the payment event and its orders (with the jobs
+//! that register its PSP session and poll it later), run the registration inline, and answer
+//! with the redirect URL.
 //!
 //! The request moves through recovery points saved with its idempotency key: a request that dies
 //! or meets a passing PSP failure leaves its key released at the last point reached, and a retry
-//! with the same key resumes there. Because the PSP's idempotency key is the payment's id, a
-//! resumed request gets the session already registered, never a second one (I5).
+//! with the same key resumes there. The registration is a queued job ([`super::register`]): when
+//! the PSP keeps failing within the request, the answer is 503 and a worker goes on trying in the
+//! background; a retried request finds the session registered, or runs the job again. Because
+//! the PSP's idempotency key is the payment's id, no path ever makes a second session (I5).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::Row;
 
-use super::model::OrderStatus;
+use super::model::{OrderStatus, PaymentStatus};
 use super::repo::{load_view_on, lock_payment};
 use super::request::NewPayment;
+use super::{poll, register};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::idempotency::{self, Claim, KeyScope, RecoveryPoint};
 use crate::ids::new_id;
-use crate::psp::{PspError, PspSession, SessionRequest};
+use crate::jobs::{self, ClaimedJob, JobError};
 use crate::service::Ferropay;
 use crate::store::is_unique_violation;
+
+/// How often a request that finds its registration running in another worker looks again.
+const WAIT_STEP_MS: u64 = 50;
 
 /// The answer to a create request: fresh, or replayed from the idempotency key.
 #[derive(Clone, Debug)]
@@ -38,7 +44,9 @@ pub async fn create_payment(
     fingerprint: &str,
 ) -> Result<CreateOutcome> {
     let store = &service.store;
-    let (point, payment_id) = match idempotency::claim(store, scope, fingerprint, now_ms()).await? {
+    let lock_timeout_ms = service.config.jobs.lease_ms;
+    let claim = idempotency::claim(store, scope, fingerprint, now_ms(), lock_timeout_ms).await?;
+    let (point, payment_id) = match claim {
         Claim::Replay { status, body } => {
             return Ok(CreateOutcome {
                 status,
@@ -66,26 +74,24 @@ pub async fn create_payment(
         }
     };
 
-    let session = match register_session(service, &payment_id).await {
-        Ok(session) => session,
-        Err(PspError::Retryable(message)) => {
-            tracing::warn!(%payment_id, %message, "PSP registration failed; the key is released for a retry");
-            idempotency::release(store, scope).await?;
-            return Err(Error::PspUnavailable {
-                message,
-                retry_after_s: 1,
-            });
-        }
-        Err(PspError::Permanent(message)) => {
-            tracing::error!(%payment_id, %message, "PSP refused the session");
-            return fail_for_good(service, scope, &payment_id, message).await;
-        }
+    let answered = match register_inline(service, &payment_id).await {
+        Ok(rejection) => answer(service, scope, &payment_id, rejection).await,
+        Err(error) => Err(error),
     };
-    store_session(service, scope, &payment_id, &session).await
+    if let Err(error) = &answered {
+        if matches!(error, Error::PspUnavailable { .. }) {
+            tracing::warn!(%payment_id, %error, "PSP registration failed; the key is released for a retry");
+        }
+        // Not final: a retry with the same key resumes from `payment_created`.
+        if let Err(release) = idempotency::release(store, scope).await {
+            tracing::warn!(%payment_id, error = %release, "could not release the idempotency key; it expires with its lock");
+        }
+    }
+    answered
 }
 
 /// Step 2: the payment event and its orders, `requires_payment` / `not_started`, in one
-/// transaction with the key's move to `payment_created`.
+/// transaction with its registration and poll jobs and the key's move to `payment_created`.
 async fn insert_payment(
     service: &Ferropay,
     scope: &KeyScope,
@@ -144,140 +150,158 @@ async fn insert_payment(
         .execute(&mut *tx)
         .await?;
     }
+    // The PSP calls the payment will need are queued with it: they happen even if this
+    // request dies right after the commit.
+    register::enqueue(&mut tx, &payment_id, now).await?;
+    poll::enqueue(&mut tx, &payment_id, now + service.config.poll_after_ms).await?;
     idempotency::mark_payment_created(&mut tx, scope, &payment_id).await?;
     tx.commit().await?;
     metrics::counter!("ferropay_payments_total", "status" => "requires_payment").increment(1);
     Ok(payment_id)
 }
 
-/// Step 3: register the session, retrying passing failures a few times within the request.
-async fn register_session(service: &Ferropay, payment_id: &str) -> Result<PspSession, PspError> {
-    let row = sqlx::query("SELECT amount_minor, currency, return_url FROM payments WHERE id = $1")
-        .bind(payment_id)
-        .fetch_one(service.store.pool())
-        .await
-        .map_err(|e| PspError::Retryable(format!("reading the payment: {e}")))?;
-    let request = SessionRequest {
-        idempotency_key: payment_id.to_owned(),
-        amount_minor: row.try_get("amount_minor").map_err(db_retryable)?,
-        currency: row.try_get("currency").map_err(db_retryable)?,
-        reference: payment_id.to_owned(),
-        return_url: row
-            .try_get::<Option<String>, _>("return_url")
-            .map_err(db_retryable)?
-            .unwrap_or_default(),
-    };
-    let attempts = service.config.psp_register_attempts.max(1);
-    let mut backoff_ms = 50_u64;
-    let mut attempt = 1;
+/// Step 3, inline: claims the payment's registration job and runs it now, with a few quick
+/// retries of passing failures, all within the lease. `Ok(Some(message))` when the PSP refused
+/// the session for good. When the job is running in another worker, waits for it within the
+/// same budget. A passing failure leaves the job queued for the workers and answers
+/// `PspUnavailable`.
+async fn register_inline(service: &Ferropay, payment_id: &str) -> Result<Option<String>> {
+    let config = &service.config.jobs;
+    let deadline = Instant::now() + Duration::from_millis(config.run_timeout_ms());
     loop {
-        match service.connector.register_session(&request).await {
-            Ok(session) => return Ok(session),
-            Err(PspError::Retryable(message)) if attempt < attempts => {
-                tracing::info!(%payment_id, attempt, %message, "retrying PSP registration");
-                // Full jitter: anywhere up to the current backoff.
-                let sleep_ms = rand::random_range(0..=backoff_ms);
-                tokio::time::sleep(Duration::from_millis(sleep_ms)).await;
-                backoff_ms = (backoff_ms * 4).min(2_000);
-                attempt += 1;
-            }
-            Err(error) => return Err(error),
+        if registration_settled(service, payment_id).await? {
+            return Ok(None);
         }
+        if let Some(job) =
+            jobs::claim_by_key(&service.store, register::KIND, payment_id, config).await?
+        {
+            return run_claimed(service, payment_id, &job, deadline).await;
+        }
+        if jobs::status_of(&service.store, register::KIND, payment_id)
+            .await?
+            .is_none()
+        {
+            // A payment from before the job queue: give it its job now.
+            let mut tx = service.store.begin_write().await?;
+            register::enqueue(&mut tx, payment_id, now_ms()).await?;
+            tx.commit().await?;
+            continue;
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::PspUnavailable {
+                message: "the PSP session is being registered by a worker".into(),
+                retry_after_s: 1,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(WAIT_STEP_MS)).await;
     }
 }
 
-fn db_retryable(error: sqlx::Error) -> PspError {
-    PspError::Retryable(format!("reading the payment: {error}"))
+/// Whether the payment has its session, or no longer waits for one.
+async fn registration_settled(service: &Ferropay, payment_id: &str) -> Result<bool> {
+    let row = sqlx::query("SELECT status, psp_token FROM payments WHERE id = $1")
+        .bind(payment_id)
+        .fetch_optional(service.store.pool())
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("payment `{payment_id}`")))?;
+    let status: String = row.try_get("status")?;
+    let token: Option<String> = row.try_get("psp_token")?;
+    Ok(token.is_some() || status != PaymentStatus::RequiresPayment.as_str())
 }
 
-/// Step 4: store the token before anyone can see the hosted page, and save the answer.
-async fn store_session(
+/// Runs the claimed registration job within `deadline`, retrying passing failures with full
+/// jitter, and records its outcome on the queue.
+async fn run_claimed(
+    service: &Ferropay,
+    payment_id: &str,
+    job: &ClaimedJob,
+    deadline: Instant,
+) -> Result<Option<String>> {
+    let config = &service.config.jobs;
+    let attempts = service.config.psp_register_attempts.max(1);
+    let mut backoff_ms = 50_u64;
+    let mut last_error = String::from("no attempt fitted in the time allowed");
+    for attempt in 1..=attempts {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match tokio::time::timeout(left, register::register_once(service, payment_id)).await {
+            Ok(Ok(())) => {
+                jobs::complete(service.store.pool(), job).await?;
+                return Ok(None);
+            }
+            Ok(Err(JobError::Permanent(message))) => {
+                jobs::fail(
+                    &service.store,
+                    job,
+                    &JobError::Permanent(message.clone()),
+                    config,
+                )
+                .await?;
+                return Ok(Some(message));
+            }
+            Ok(Err(JobError::Retryable(message))) => last_error = message,
+            Err(_) => {
+                last_error = "the PSP did not answer in time".into();
+                break;
+            }
+        }
+        if attempt < attempts {
+            tracing::info!(%payment_id, attempt, %last_error, "retrying PSP registration");
+            // Full jitter: anywhere up to the current backoff.
+            let sleep_ms = rand::random_range(0..=backoff_ms);
+            tokio::time::sleep(Duration::from_millis(sleep_ms)).await;
+            backoff_ms = (backoff_ms * 4).min(2_000);
+        }
+    }
+    // Back on the queue: the workers go on from here with the queue's backoff.
+    jobs::fail(
+        &service.store,
+        job,
+        &JobError::Retryable(last_error.clone()),
+        config,
+    )
+    .await?;
+    Err(Error::PspUnavailable {
+        message: last_error,
+        retry_after_s: 1,
+    })
+}
+
+/// Step 4's answer, from the payment as it stands, saved as the key's final answer: 201 with the
+/// redirect URL once the session is registered; 502 once the PSP refused it for good.
+async fn answer(
     service: &Ferropay,
     scope: &KeyScope,
     payment_id: &str,
-    session: &PspSession,
+    rejection: Option<String>,
 ) -> Result<CreateOutcome> {
     let mut tx = service.store.begin_write().await?;
     let row = lock_payment(&service.store, &mut tx, payment_id)
         .await?
         .ok_or_else(|| Error::NotFound(format!("payment `{payment_id}`")))?;
-    let amount_minor: i64 = row.try_get("amount_minor")?;
-    let currency: String = row.try_get("currency")?;
-    if session.amount_minor != amount_minor
-        || session.currency != currency
-        || session.reference != payment_id
-    {
-        return Err(Error::Internal(format!(
-            "the PSP's session {} does not match payment {payment_id}",
-            session.token
-        )));
-    }
-    let now = now_ms();
-    sqlx::query(
-        "UPDATE payments SET psp_token = $1, psp_url = $2, \
-         psp_reference = COALESCE(psp_reference, $3), updated_at_ms = $4 WHERE id = $5",
-    )
-    .bind(&session.token)
-    .bind(&session.url)
-    .bind(session.psp_reference.as_deref())
-    .bind(now)
-    .bind(payment_id)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "UPDATE payment_orders SET status = $1, updated_at_ms = $2 \
-         WHERE payment_id = $3 AND status = $4",
-    )
-    .bind(OrderStatus::Executing.as_str())
-    .bind(now)
-    .bind(payment_id)
-    .bind(OrderStatus::NotStarted.as_str())
-    .execute(&mut *tx)
-    .await?;
+    let status: String = row.try_get("status")?;
     let view = load_view_on(&mut tx, payment_id).await?;
-    let body = serde_json::to_string(&view).map_err(|e| Error::Internal(e.to_string()))?;
-    idempotency::finish(&mut tx, scope, 201, &body).await?;
+    let (http_status, body) = if view.redirect_url.is_some() {
+        let body = serde_json::to_string(&view).map_err(|e| Error::Internal(e.to_string()))?;
+        (201, body)
+    } else if status == PaymentStatus::Failed.as_str()
+        && view.failure_code.as_deref() == Some("psp_rejected")
+    {
+        let error = Error::PspRejected(
+            rejection.unwrap_or_else(|| "the PSP refused to register the payment".into()),
+        );
+        (error.status(), error.to_body().to_string())
+    } else {
+        return Err(Error::Internal(format!(
+            "payment {payment_id} is {status} without a PSP session"
+        )));
+    };
+    idempotency::finish(&mut tx, scope, http_status, &body).await?;
     tx.commit().await?;
     Ok(CreateOutcome {
-        status: 201,
-        body,
-        replayed: false,
-    })
-}
-
-/// The PSP refused the session for good: the payment fails, and that answer is final for the key.
-async fn fail_for_good(
-    service: &Ferropay,
-    scope: &KeyScope,
-    payment_id: &str,
-    message: String,
-) -> Result<CreateOutcome> {
-    let error = Error::PspRejected(message);
-    let body = error.to_body().to_string();
-    let now = now_ms();
-    let mut tx = service.store.begin_write().await?;
-    lock_payment(&service.store, &mut tx, payment_id).await?;
-    sqlx::query(
-        "UPDATE payments SET status = 'failed', failure_code = 'psp_rejected', updated_at_ms = $1 \
-         WHERE id = $2 AND status = 'requires_payment'",
-    )
-    .bind(now)
-    .bind(payment_id)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "UPDATE payment_orders SET status = $1, updated_at_ms = $2 WHERE payment_id = $3 \
-         AND status IN ('not_started', 'executing')",
-    )
-    .bind(OrderStatus::Failed.as_str())
-    .bind(now)
-    .bind(payment_id)
-    .execute(&mut *tx)
-    .await?;
-    idempotency::finish(&mut tx, scope, error.status(), &body).await?;
-    tx.commit().await?;
-    Ok(CreateOutcome {
-        status: error.status(),
+        status: http_status,
         body,
         replayed: false,
     })

@@ -5,12 +5,16 @@
 //! - [`request`]: a new payment as the checkout asks for it, parsed and validated;
 //! - [`state`]: the one transition function (pure);
 //! - [`create`]: `POST /v1/payments`, with idempotency and recovery points;
+//! - [`register`]: the PSP session's registration, as a job (run inline by `create`);
 //! - [`apply`]: applying a PSP outcome in one database transaction;
+//! - [`poll`]: the pending-payment poller, as a job;
 //! - [`repo`]: reading payments back.
 
 pub mod apply;
 pub mod create;
 pub mod model;
+pub mod poll;
+pub mod register;
 pub mod repo;
 pub mod request;
 pub mod state;

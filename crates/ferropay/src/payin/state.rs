@@ -56,6 +56,8 @@ pub fn rank(status: PaymentStatus) -> u8 {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     const OUTCOMES: [PspOutcome; 4] = [
@@ -112,6 +114,93 @@ mod tests {
                 _ => PaymentStatus::RequiresPayment,
             };
             assert_eq!(status, expected, "{seq:?}");
+        }
+    }
+
+    fn any_outcome() -> impl Strategy<Value = PspOutcome> {
+        proptest::sample::select(OUTCOMES.to_vec())
+    }
+
+    fn any_status() -> impl Strategy<Value = PaymentStatus> {
+        proptest::sample::select(PaymentStatus::ALL.to_vec())
+    }
+
+    /// What a PSP really sends for one payment: maybe `processing`, then at most one decisive
+    /// outcome.
+    fn psp_stream() -> impl Strategy<Value = Vec<PspOutcome>> {
+        let decisive = proptest::option::of(proptest::sample::select(vec![
+            PspOutcome::Succeeded,
+            PspOutcome::Failed,
+            PspOutcome::Expired,
+        ]));
+        (any::<bool>(), decisive).prop_map(|(processing, decisive)| {
+            let mut events = Vec::new();
+            if processing {
+                events.push(PspOutcome::Processing);
+            }
+            events.extend(decisive);
+            events
+        })
+    }
+
+    /// The stream as it arrives: every event delivered one to three times, in any order.
+    fn delivered(
+        stream: Vec<PspOutcome>,
+    ) -> impl Strategy<Value = (Vec<PspOutcome>, Vec<PspOutcome>)> {
+        let copies = proptest::collection::vec(1..=3_usize, stream.len());
+        (Just(stream), copies).prop_flat_map(|(stream, copies)| {
+            let deliveries: Vec<PspOutcome> = stream
+                .iter()
+                .zip(&copies)
+                .flat_map(|(event, n)| std::iter::repeat_n(*event, *n))
+                .collect();
+            (Just(stream), Just(deliveries).prop_shuffle())
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// From any status, no sequence of outcomes moves it backwards, and money is captured
+        /// at most once, only on the move from an open status into `succeeded`.
+        #[test]
+        fn no_sequence_goes_backwards_or_captures_twice(
+            start in any_status(),
+            outcomes in proptest::collection::vec(any_outcome(), 0..40),
+        ) {
+            let mut status = start;
+            let mut captures = 0;
+            for outcome in outcomes {
+                if let Some(t) = on_psp_outcome(status, outcome) {
+                    prop_assert!(rank(t.payment) > rank(status), "{status:?} -> {:?}", t.payment);
+                    if t.capture {
+                        prop_assert!(!status.is_final());
+                        prop_assert_eq!(t.payment, PaymentStatus::Succeeded);
+                    }
+                    captures += u32::from(t.capture);
+                    status = t.payment;
+                }
+            }
+            prop_assert!(captures <= 1);
+            prop_assert!(rank(status) >= rank(start));
+        }
+
+        /// Duplicated and reordered deliveries of what a PSP sends end where the PSP ended,
+        /// with one capture exactly when it succeeded.
+        #[test]
+        fn duplicated_and_reordered_deliveries_converge(
+            (stream, deliveries) in psp_stream().prop_flat_map(delivered),
+        ) {
+            let (status, captures) = run(&deliveries);
+            let expected = match stream.last() {
+                Some(PspOutcome::Succeeded) => PaymentStatus::Succeeded,
+                Some(PspOutcome::Failed) => PaymentStatus::Failed,
+                Some(PspOutcome::Expired) => PaymentStatus::Expired,
+                Some(PspOutcome::Processing) => PaymentStatus::Processing,
+                None => PaymentStatus::RequiresPayment,
+            };
+            prop_assert_eq!(status, expected, "{:?}", deliveries);
+            prop_assert_eq!(captures, u32::from(expected == PaymentStatus::Succeeded));
         }
     }
 

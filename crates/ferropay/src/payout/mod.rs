@@ -7,6 +7,7 @@
 //! Signs, with debits positive: at send `seller +X, payouts_in_transit -X`; when paid
 //! `payouts_in_transit +X, bank -X`; when failed `payouts_in_transit +X, seller -X`.
 
+pub mod job;
 pub mod schedule;
 
 use serde::{Deserialize, Serialize};
@@ -21,7 +22,7 @@ use crate::money::{AmountMinor, Currency};
 use crate::outbox;
 use crate::payin::create::CreateOutcome;
 use crate::psp::{PayoutRequest, PspError, SettlementUpdate};
-use crate::service::{Ferropay, PspCall};
+use crate::service::Ferropay;
 use crate::store::{Store, Tx};
 use crate::wallet;
 
@@ -63,8 +64,14 @@ pub async fn create(
         AmountMinor::parse(amount).map_err(|e| Error::invalid("amount", e.to_string()))?;
     }
     let store = &service.store;
-    if let Claim::Replay { status, body } =
-        idempotency::claim(store, scope, fingerprint, now_ms()).await?
+    if let Claim::Replay { status, body } = idempotency::claim(
+        store,
+        scope,
+        fingerprint,
+        now_ms(),
+        service.config.jobs.lease_ms,
+    )
+    .await?
     {
         return Ok(CreateOutcome {
             status,
@@ -78,18 +85,15 @@ pub async fn create(
         let body = serde_json::to_string(&view).map_err(|e| Error::Internal(e.to_string()))?;
         idempotency::finish(&mut tx, scope, 201, &body).await?;
         tx.commit().await?;
-        Ok::<_, Error>((view, body))
+        Ok::<_, Error>(body)
     }
     .await;
     match sent {
-        Ok((view, body)) => {
-            service.send_to_psp(PspCall::Payout(view.id));
-            Ok(CreateOutcome {
-                status: 201,
-                body,
-                replayed: false,
-            })
-        }
+        Ok(body) => Ok(CreateOutcome {
+            status: 201,
+            body,
+            replayed: false,
+        }),
         Err(error) => {
             idempotency::forget(store, scope).await?;
             Err(error)
@@ -142,6 +146,7 @@ pub(crate) async fn send_in(
         },
     )
     .await?;
+    job::enqueue(tx, &payout_id, now).await?;
     let view = load_on(tx, &payout_id).await?;
     outbox::enqueue(
         tx,
@@ -154,7 +159,7 @@ pub(crate) async fn send_in(
     Ok(view)
 }
 
-/// Calls the payout provider for a pending payout (a queue job; safe to run again: the provider
+/// Calls the payout provider for a pending payout (the [`job`]'s work; safe to run again: the provider
 /// dedupes on the payout's id). A permanent refusal fails the payout and reverses it.
 pub async fn send(service: &Ferropay, payout_id: &str) -> Result<(), PspError> {
     let store = &service.store;

@@ -5,6 +5,8 @@
 //! the seller's account (and the platform's fee share) back to `psp_receivable`; on failure no
 //! balance changes and the refund says why.
 
+pub mod job;
+
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
@@ -19,7 +21,7 @@ use crate::payin::create::CreateOutcome;
 use crate::payin::model::{OrderStatus, PaymentStatus};
 use crate::payin::repo::lock_payment;
 use crate::psp::{PspError, RefundRequest, SettlementUpdate};
-use crate::service::{Ferropay, PspCall};
+use crate::service::Ferropay;
 use crate::store::{Store, Tx};
 use crate::wallet;
 
@@ -60,8 +62,14 @@ pub async fn create(
     if let Some(amount) = input.amount {
         AmountMinor::parse(amount).map_err(|e| Error::invalid("amount", e.to_string()))?;
     }
-    if let Claim::Replay { status, body } =
-        idempotency::claim(store, scope, fingerprint, now_ms()).await?
+    if let Claim::Replay { status, body } = idempotency::claim(
+        store,
+        scope,
+        fingerprint,
+        now_ms(),
+        service.config.jobs.lease_ms,
+    )
+    .await?
     {
         return Ok(CreateOutcome {
             status,
@@ -183,6 +191,7 @@ async fn insert(
     .bind(now)
     .execute(&mut *tx)
     .await?;
+    job::enqueue(&mut tx, &refund_id, now).await?;
     let view = load_on(&mut tx, &refund_id).await?;
     outbox::enqueue(
         &mut tx,
@@ -195,7 +204,6 @@ async fn insert(
     let body = serde_json::to_string(&view).map_err(|e| Error::Internal(e.to_string()))?;
     idempotency::finish(&mut tx, scope, 201, &body).await?;
     tx.commit().await?;
-    service.send_to_psp(PspCall::Refund(refund_id.clone()));
     Ok(CreateOutcome {
         status: 201,
         body,
@@ -203,7 +211,7 @@ async fn insert(
     })
 }
 
-/// Sends a pending refund to the PSP (a queue job; safe to run again: the PSP dedupes on the
+/// Sends a pending refund to the PSP (the [`job`]'s work; safe to run again: the PSP dedupes on the
 /// refund's id). A permanent refusal fails the refund, which releases its hold.
 pub async fn send(service: &Ferropay, refund_id: &str) -> Result<(), PspError> {
     let store = &service.store;

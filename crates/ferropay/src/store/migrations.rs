@@ -11,6 +11,8 @@ use super::{Backend, Store, StoreError};
 
 const SCHEMA: &str = include_str!("../../migrations/0001_schema.sql");
 const REFUNDS_PAYOUTS: &str = include_str!("../../migrations/0005_refunds_payouts.sql");
+/// Version 3: the durable job queue and its dead letters (portable SQL).
+const JOBS: &str = include_str!("../../migrations/0003_jobs.sql");
 
 fn migrations(backend: Backend) -> Vec<Migration> {
     let append_only = match backend {
@@ -20,6 +22,7 @@ fn migrations(backend: Backend) -> Vec<Migration> {
     vec![
         migration(1, "schema", SCHEMA),
         migration(2, "append only ledger", append_only),
+        migration(3, "job queue", JOBS),
         migration(5, "refunds and payouts", REFUNDS_PAYOUTS),
     ]
 }

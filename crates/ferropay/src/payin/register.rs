@@ -1,0 +1,174 @@
+//! Pay-in step 3 as a job (`payin.register_session`): register the payment's hosted-page session
+//! at the PSP with the payment's id as the PSP's idempotency key, and store the token (step 4).
+//!
+//! The job is enqueued with the payment, in the same transaction. `POST /v1/payments` runs it
+//! inline (see [`super::create`]); when the PSP keeps failing, the request answers 503 and the
+//! job stays queued, so a worker keeps registering in the background. However often it runs —
+//! inline, by a worker, after a crash — the PSP sees one idempotency key and makes one session.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use sqlx::Row;
+
+use super::model::OrderStatus;
+use super::repo::lock_payment;
+use crate::clock::now_ms;
+use crate::error::{Error, Result};
+use crate::jobs::{self, ClaimedJob, JobError, JobFuture, JobHandler, JobOutcome};
+use crate::psp::{PspError, PspSession, SessionRequest};
+use crate::service::Ferropay;
+use crate::store::Tx;
+
+/// The job kind.
+pub const KIND: &str = "payin.register_session";
+
+/// Queues the registration of `payment_id` inside the transaction that creates the payment.
+pub(crate) async fn enqueue(tx: &mut Tx, payment_id: &str, now_ms: i64) -> Result<()> {
+    jobs::enqueue(
+        tx,
+        KIND,
+        &json!({ "payment_id": payment_id }),
+        payment_id,
+        now_ms,
+    )
+    .await?;
+    Ok(())
+}
+
+/// The payment's id from a job's payload.
+pub(crate) fn payment_id_of(job: &ClaimedJob) -> Result<&str, JobError> {
+    job.payload["payment_id"]
+        .as_str()
+        .ok_or_else(|| JobError::Permanent("the payload has no `payment_id`".into()))
+}
+
+/// The worker's handler.
+pub struct RegisterSession(pub Ferropay);
+
+impl JobHandler for RegisterSession {
+    fn run<'a>(&'a self, job: &'a ClaimedJob) -> JobFuture<'a> {
+        Box::pin(async move {
+            register_once(&self.0, payment_id_of(job)?).await?;
+            Ok(JobOutcome::Done)
+        })
+    }
+}
+
+/// Wraps the handler for the registry.
+pub(crate) fn handler(service: &Ferropay) -> Arc<dyn JobHandler> {
+    Arc::new(RegisterSession(service.clone()))
+}
+
+/// One attempt. `Ok` when the payment has its session (now or from an earlier run) or no longer
+/// waits for one. A permanent refusal by the PSP fails the payment before it is returned.
+pub(crate) async fn register_once(service: &Ferropay, payment_id: &str) -> Result<(), JobError> {
+    let row = sqlx::query(
+        "SELECT status, psp_token, amount_minor, currency, return_url FROM payments WHERE id = $1",
+    )
+    .bind(payment_id)
+    .fetch_optional(service.store.pool())
+    .await?
+    .ok_or_else(|| JobError::Permanent(format!("no payment `{payment_id}`")))?;
+    let status: String = row.try_get("status")?;
+    let token: Option<String> = row.try_get("psp_token")?;
+    if token.is_some() || status != "requires_payment" {
+        return Ok(());
+    }
+    let request = SessionRequest {
+        idempotency_key: payment_id.to_owned(),
+        amount_minor: row.try_get("amount_minor")?,
+        currency: row.try_get("currency")?,
+        reference: payment_id.to_owned(),
+        return_url: row
+            .try_get::<Option<String>, _>("return_url")?
+            .unwrap_or_default(),
+    };
+    match service.connector.register_session(&request).await {
+        Ok(session) => Ok(store_session(service, payment_id, &session).await?),
+        Err(PspError::Permanent(message)) => {
+            tracing::error!(%payment_id, %message, "the PSP refused the session");
+            reject_payment(service, payment_id).await?;
+            Err(JobError::Permanent(message))
+        }
+        Err(PspError::Retryable(message)) => {
+            tracing::info!(%payment_id, %message, "PSP registration failed; will retry");
+            Err(JobError::Retryable(message))
+        }
+    }
+}
+
+/// Step 4: the token and hosted-page URL, stored before anyone can see the page; the orders
+/// move to `executing`.
+async fn store_session(service: &Ferropay, payment_id: &str, session: &PspSession) -> Result<()> {
+    let mut tx = service.store.begin_write().await?;
+    let row = lock_payment(&service.store, &mut tx, payment_id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("payment `{payment_id}`")))?;
+    let amount_minor: i64 = row.try_get("amount_minor")?;
+    let currency: String = row.try_get("currency")?;
+    if session.amount_minor != amount_minor
+        || session.currency != currency
+        || session.reference != payment_id
+    {
+        return Err(Error::Internal(format!(
+            "the PSP's session {} does not match payment {payment_id}",
+            session.token
+        )));
+    }
+    let now = now_ms();
+    sqlx::query(
+        "UPDATE payments SET psp_token = $1, psp_url = $2, \
+         psp_reference = COALESCE(psp_reference, $3), updated_at_ms = $4 WHERE id = $5",
+    )
+    .bind(&session.token)
+    .bind(&session.url)
+    .bind(session.psp_reference.as_deref())
+    .bind(now)
+    .bind(payment_id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE payment_orders SET status = $1, updated_at_ms = $2 \
+         WHERE payment_id = $3 AND status = $4",
+    )
+    .bind(OrderStatus::Executing.as_str())
+    .bind(now)
+    .bind(payment_id)
+    .bind(OrderStatus::NotStarted.as_str())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The PSP refused the session for good: the payment fails (`psp_rejected`), and with it the
+/// checkout is free for a new payment. Its poll is no longer needed.
+async fn reject_payment(service: &Ferropay, payment_id: &str) -> Result<()> {
+    let now = now_ms();
+    let mut tx = service.store.begin_write().await?;
+    lock_payment(&service.store, &mut tx, payment_id).await?;
+    let moved = sqlx::query(
+        "UPDATE payments SET status = 'failed', failure_code = 'psp_rejected', updated_at_ms = $1 \
+         WHERE id = $2 AND status = 'requires_payment' AND psp_token IS NULL",
+    )
+    .bind(now)
+    .bind(payment_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if moved == 1 {
+        sqlx::query(
+            "UPDATE payment_orders SET status = $1, updated_at_ms = $2 WHERE payment_id = $3 \
+             AND status IN ('not_started', 'executing')",
+        )
+        .bind(OrderStatus::Failed.as_str())
+        .bind(now)
+        .bind(payment_id)
+        .execute(&mut *tx)
+        .await?;
+        jobs::cancel_queued(&mut tx, super::poll::KIND, payment_id).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! The state machine on a real database: generated sequences of PSP events — duplicated,
+//! reordered, contradicting one another, some as signed webhooks (deduplicated by event id),
+//! some as the poller's answers — are applied with the real `apply_event` / `apply_update`
+//! against SQLite. After every delivery the payment's status is the pure state machine's, it
+//! never moves backwards, and the ledger holds at most one capture; at the end the sellers'
+//! wallets hold exactly what a success owes them and `ledger verify` passes.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ferropay::payin::apply::{apply_event, apply_update};
+use ferropay::payin::model::PaymentStatus;
+use ferropay::payin::state::{on_psp_outcome, rank};
+use ferropay::psp::{PaymentUpdate, PspEvent, PspEventKind, PspOutcome};
+use ferropay::store::Store;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use sqlx::Row;
+
+const PSP: &str = "sandbox";
+
+/// One delivery: which event of the case's pool, and whether it came as a webhook or a poll.
+#[derive(Clone, Debug)]
+struct Delivery {
+    event: usize,
+    via_poll: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Case {
+    /// The distinct events the PSP "sent" (by index: `evt_{case}_{index}`).
+    events: Vec<PspOutcome>,
+    deliveries: Vec<Delivery>,
+    /// Each order's amount, one seller each.
+    orders_minor: Vec<i64>,
+}
+
+fn any_case() -> impl Strategy<Value = Case> {
+    let outcome = proptest::sample::select(vec![
+        PspOutcome::Processing,
+        PspOutcome::Succeeded,
+        PspOutcome::Failed,
+        PspOutcome::Expired,
+    ]);
+    (
+        proptest::collection::vec(outcome, 1..5),
+        proptest::collection::vec(1..=100_000_i64, 1..4),
+    )
+        .prop_flat_map(|(events, orders_minor)| {
+            let delivery = (0..events.len(), any::<bool>())
+                .prop_map(|(event, via_poll)| Delivery { event, via_poll });
+            (
+                Just(events),
+                proptest::collection::vec(delivery, 1..12),
+                Just(orders_minor),
+            )
+        })
+        .prop_map(|(events, deliveries, orders_minor)| Case {
+            events,
+            deliveries,
+            orders_minor,
+        })
+}
+
+/// A payment as `POST /v1/payments` leaves it once registered: `requires_payment`, its orders
+/// `executing`, one seller per order.
+async fn insert_payment(store: &Store, case_no: usize, orders_minor: &[i64]) -> String {
+    let payment_id = format!("pay_case_{case_no}");
+    let total: i64 = orders_minor.iter().sum();
+    let mut tx = store.begin_write().await.unwrap();
+    sqlx::query(
+        "INSERT INTO payments (id, checkout_id, buyer_id, currency, amount_minor, status, psp, \
+         psp_token, created_at_ms, updated_at_ms) \
+         VALUES ($1, $2, 'buyer', 'EUR', $3, 'requires_payment', $4, $5, 0, 0)",
+    )
+    .bind(&payment_id)
+    .bind(format!("chk_{case_no}"))
+    .bind(total)
+    .bind(PSP)
+    .bind(format!("tok_{case_no}"))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    for (position, amount_minor) in orders_minor.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO payment_orders (id, payment_id, position, order_id, seller_id, \
+             amount_minor, status, created_at_ms, updated_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'executing', 0, 0)",
+        )
+        .bind(format!("po_{case_no}_{position}"))
+        .bind(&payment_id)
+        .bind(position as i64)
+        .bind(format!("ord_{position}"))
+        .bind(seller(case_no, position))
+        .bind(*amount_minor)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    payment_id
+}
+
+fn seller(case_no: usize, position: usize) -> String {
+    format!("seller_{case_no}_{position}")
+}
+
+fn update(payment_id: &str, outcome: PspOutcome, total: i64) -> PaymentUpdate {
+    PaymentUpdate {
+        reference: payment_id.to_owned(),
+        outcome,
+        psp_reference: Some(format!("psp_{payment_id}")),
+        amount_minor: Some(total),
+        currency: Some("EUR".into()),
+        failure_code: (outcome == PspOutcome::Failed).then(|| "card_declined".into()),
+    }
+}
+
+async fn status_and_captures(store: &Store, payment_id: &str) -> (PaymentStatus, i64) {
+    let status: String = sqlx::query("SELECT status FROM payments WHERE id = $1")
+        .bind(payment_id)
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+        .get("status");
+    let captures: i64 = sqlx::query(
+        "SELECT COUNT(*) AS n FROM journal_transactions WHERE payment_id = $1 AND kind = 'capture'",
+    )
+    .bind(payment_id)
+    .fetch_one(store.pool())
+    .await
+    .unwrap()
+    .get("n");
+    (PaymentStatus::parse(&status).unwrap(), captures)
+}
+
+async fn check(store: &Store, case_no: usize, case: Case) -> Result<(), TestCaseError> {
+    let payment_id = insert_payment(store, case_no, &case.orders_minor).await;
+    let total: i64 = case.orders_minor.iter().sum();
+    // The oracle: the pure state machine over the same deliveries.
+    let mut expected = PaymentStatus::RequiresPayment;
+    for delivery in &case.deliveries {
+        let outcome = case.events[delivery.event];
+        let update = update(&payment_id, outcome, total);
+        if delivery.via_poll {
+            apply_update(store, PSP, &update, 0).await.unwrap();
+        } else {
+            let event = PspEvent {
+                id: format!("evt_{case_no}_{}", delivery.event),
+                event_type: format!("payment.{outcome:?}").to_lowercase(),
+                created_s: 0,
+                kind: PspEventKind::Payment(update),
+            };
+            apply_event(store, PSP, &event, 0).await.unwrap();
+        }
+        let before = expected;
+        if let Some(transition) = on_psp_outcome(expected, outcome) {
+            expected = transition.payment;
+        }
+        let (status, captures) = status_and_captures(store, &payment_id).await;
+        prop_assert!(
+            rank(status) >= rank(before),
+            "{before:?} went back to {status:?}"
+        );
+        prop_assert_eq!(status, expected);
+        prop_assert_eq!(captures, i64::from(status == PaymentStatus::Succeeded));
+    }
+    for (position, amount_minor) in case.orders_minor.iter().enumerate() {
+        let wallet = ferropay::wallet::balances(store, &seller(case_no, position))
+            .await
+            .unwrap();
+        let held: i64 = wallet.iter().map(|b| b.amount).sum();
+        let owed = if expected == PaymentStatus::Succeeded {
+            *amount_minor
+        } else {
+            0
+        };
+        prop_assert_eq!(held, owed);
+    }
+    Ok(())
+}
+
+#[test]
+fn generated_event_sequences_apply_like_the_pure_state_machine() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = std::env::temp_dir().join(format!("ferropay-prop-{}", uuid::Uuid::now_v7()));
+    let url = format!("sqlite://{}/ferropay.db", dir.display());
+    let store = runtime.block_on(Store::open(&url, 2)).unwrap();
+    let case_no = AtomicUsize::new(0);
+    // Bounded so that it stays quick: each case writes a payment and up to a dozen events.
+    let mut runner = TestRunner::new(Config {
+        cases: 128,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let result = runner.run(&any_case(), |case| {
+        let n = case_no.fetch_add(1, Ordering::SeqCst);
+        runtime.block_on(check(&store, n, case))
+    });
+    let report = runtime
+        .block_on(ferropay::ledger::verify::verify(&store))
+        .unwrap();
+    runtime.block_on(store.close());
+    let _ = std::fs::remove_dir_all(&dir);
+    result.unwrap();
+    assert!(report.ok(), "{report:?}");
+}
