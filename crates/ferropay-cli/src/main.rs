@@ -44,6 +44,32 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Pay-outs to sellers.
+    Payout {
+        #[command(subcommand)]
+        command: PayoutCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PayoutCommand {
+    /// Pay a seller now: records the payout and moves it out of the seller's wallet; a running
+    /// `ferropay serve` sends it to the payout provider. Prints the payout as JSON. Exit 1 when
+    /// it would overdraw the wallet.
+    Create {
+        #[arg(long)]
+        seller_id: String,
+        #[arg(long)]
+        currency: String,
+        /// Minor units; all that is available when absent.
+        #[arg(long)]
+        amount: Option<i64>,
+        /// Makes a retried command safe: the same key pays once (default: a fresh key).
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -241,6 +267,50 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::Payout {
+            command:
+                PayoutCommand::Create {
+                    seller_id,
+                    currency,
+                    amount,
+                    idempotency_key,
+                    database,
+                },
+        } => {
+            let store = Store::open(&database.database_url, 1).await?;
+            let key = idempotency_key.unwrap_or_else(|| ferropay::ids::new_id("cli"));
+            let scope = ferropay::idempotency::KeyScope {
+                api_key_id: "system:cli".into(),
+                key,
+            };
+            let input = ferropay::payout::PayoutInput { currency, amount };
+            let fingerprint = ferropay::idempotency::fingerprint(&serde_json::json!({
+                "seller_id": seller_id, "currency": input.currency, "amount": input.amount,
+            }));
+            let lease_ms = ferropay::jobs::JobsConfig::default().lease_ms;
+            match ferropay::payout::create(
+                &store,
+                lease_ms,
+                &scope,
+                &seller_id,
+                &input,
+                &fingerprint,
+            )
+            .await
+            {
+                Ok(outcome) => {
+                    println!("{}", outcome.body);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(
+                    error @ (ferropay::Error::Invalid { .. } | ferropay::Error::Conflict { .. }),
+                ) => {
+                    println!("{}", error.to_body());
+                    Ok(ExitCode::from(1))
+                }
+                Err(error) => Err(error.into()),
+            }
         }
         Command::Dlq {
             command: DlqCommand::List { database },

@@ -183,7 +183,15 @@ impl Ferropay {
         };
         let fingerprint =
             idempotency::fingerprint(&serde_json::json!({"payout_to": seller_id, "body": body}));
-        payout::create(self, &scope, seller_id, &input, &fingerprint).await
+        payout::create(
+            &self.store,
+            self.config.jobs.lease_ms,
+            &scope,
+            seller_id,
+            &input,
+            &fingerprint,
+        )
+        .await
     }
 
     pub async fn payouts(&self, seller_id: &str) -> Result<Vec<PayoutView>> {

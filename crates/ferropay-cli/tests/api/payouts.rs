@@ -196,7 +196,70 @@ async fn the_schedule_pays_each_wallet_once_a_day(db: Db) {
     assert!(app.verify_ledger().await.ok());
 }
 
+async fn the_cli_pays_a_seller_now(db: Db) {
+    let Some(app) = spawn_app(db).await else {
+        return;
+    };
+    app.paid_payment("chk_cli_payout").await;
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_ferropay"))
+            .args(args)
+            .args(["--database-url", &app.db.url])
+            .env("FERROPAY_LOG", "warn")
+            .output()
+            .expect("run ferropay payout create");
+        let body: Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
+        (output.status.code().unwrap(), body)
+    };
+    let (code, created) = run(&[
+        "payout",
+        "create",
+        "--seller-id",
+        "seller_b",
+        "--currency",
+        "USD",
+        "--idempotency-key",
+        "cli-1",
+    ]);
+    assert_eq!(code, 0, "{created}");
+    assert_eq!(created["amount"], 250);
+    let (code, again) = run(&[
+        "payout",
+        "create",
+        "--seller-id",
+        "seller_b",
+        "--currency",
+        "USD",
+        "--idempotency-key",
+        "cli-1",
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(again["id"], created["id"], "the same key pays once");
+    let (code, refused) = run(&[
+        "payout",
+        "create",
+        "--seller-id",
+        "seller_b",
+        "--currency",
+        "USD",
+        "--amount",
+        "1",
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(refused["error"]["code"], "insufficient_balance");
+    // The running server's workers send it.
+    app.wait_for_item(
+        &payouts_path("seller_b"),
+        created["id"].as_str().unwrap(),
+        "paid",
+    )
+    .await;
+    assert_eq!(app.wallet("seller_b", "USD").await, (0, 0));
+    assert!(app.verify_ledger().await.ok());
+}
+
 db_test!(
+    the_cli_pays_a_seller_now,
     a_payout_is_paid,
     a_failed_payout_is_reversed,
     a_payout_that_would_overdraw_is_refused,

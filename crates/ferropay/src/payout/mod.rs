@@ -50,9 +50,12 @@ pub struct PayoutView {
     pub updated_at: String,
 }
 
-/// Creates (or replays) a payout to `seller_id`.
+/// Creates (or replays) a payout to `seller_id`. `lock_timeout_ms` is how long a request may
+/// hold its idempotency key (the job lease). Needs only the database: the payout provider is
+/// called by a worker, so the CLI can pay a seller now through a running ferropay.
 pub async fn create(
-    service: &Ferropay,
+    store: &Store,
+    lock_timeout_ms: i64,
     scope: &KeyScope,
     seller_id: &str,
     input: &PayoutInput,
@@ -63,15 +66,8 @@ pub async fn create(
     if let Some(amount) = input.amount {
         AmountMinor::parse(amount).map_err(|e| Error::invalid("amount", e.to_string()))?;
     }
-    let store = &service.store;
-    if let Claim::Replay { status, body } = idempotency::claim(
-        store,
-        scope,
-        fingerprint,
-        now_ms(),
-        service.config.jobs.lease_ms,
-    )
-    .await?
+    if let Claim::Replay { status, body } =
+        idempotency::claim(store, scope, fingerprint, now_ms(), lock_timeout_ms).await?
     {
         return Ok(CreateOutcome {
             status,
@@ -81,7 +77,7 @@ pub async fn create(
     }
     let sent = async {
         let mut tx = store.begin_write().await?;
-        let view = send_in(service, &mut tx, seller_id, currency, input.amount).await?;
+        let view = send_in(store, &mut tx, seller_id, currency, input.amount).await?;
         let body = serde_json::to_string(&view).map_err(|e| Error::Internal(e.to_string()))?;
         idempotency::finish(&mut tx, scope, 201, &body).await?;
         tx.commit().await?;
@@ -104,13 +100,12 @@ pub async fn create(
 /// Records a payout of `amount_minor` (or all that is available) inside `tx` and moves it out
 /// of the seller's account; refused with `insufficient_balance` when it would overdraw.
 pub(crate) async fn send_in(
-    service: &Ferropay,
+    store: &Store,
     tx: &mut Tx,
     seller_id: &str,
     currency: Currency,
     amount_minor: Option<i64>,
 ) -> Result<PayoutView> {
-    let store = &service.store;
     let available_minor = wallet::lock_available(store, tx, seller_id, currency.code()).await?;
     let amount_minor = amount_minor.unwrap_or(available_minor);
     if amount_minor <= 0 || amount_minor > available_minor {

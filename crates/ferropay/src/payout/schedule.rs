@@ -82,7 +82,16 @@ pub async fn run_once(
         let fingerprint = idempotency::fingerprint(
             &serde_json::json!({"date": date, "seller_id": seller_id, "currency": currency}),
         );
-        match super::create(service, &scope, &seller_id, &input, &fingerprint).await {
+        match super::create(
+            &service.store,
+            service.config.jobs.lease_ms,
+            &scope,
+            &seller_id,
+            &input,
+            &fingerprint,
+        )
+        .await
+        {
             Ok(outcome) if !outcome.replayed => {
                 paid.push(
                     serde_json::from_str(&outcome.body)
