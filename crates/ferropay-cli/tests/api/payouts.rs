@@ -258,7 +258,61 @@ async fn the_cli_pays_a_seller_now(db: Db) {
     assert!(app.verify_ledger().await.ok());
 }
 
+async fn lost_webhooks_delay_refunds_and_payouts_but_never_lose_them(db: Db) {
+    let mut options = AppOptions::default();
+    // Every webhook is lost: only asking the PSP can settle anything.
+    options.sandbox.faults.webhook_drop_rate = 1.0;
+    options.sandbox.webhook_max_attempts = 1;
+    options.poll_after_ms = 200;
+    let Some(app) = spawn_app_with(db, options).await else {
+        return;
+    };
+    let payment = app.create_payment("chk_lost").await;
+    app.pay(&payment, CARD_OK).await;
+    app.wait_for_status(payment["id"].as_str().unwrap(), "succeeded")
+        .await;
+
+    let refunds = format!("/v1/payments/{}/refunds", payment["id"].as_str().unwrap());
+    let refund: Value = app
+        .post_keyed(
+            &refunds,
+            "lost-r",
+            &json!({"order_id": "ord_1", "amount": 300}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let payout: Value = payout(&app, "seller_b", "lost-p", json!({"currency": "USD"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    app.wait_for_item(&refunds, refund["id"].as_str().unwrap(), "succeeded")
+        .await;
+    app.wait_for_item(
+        &payouts_path("seller_b"),
+        payout["id"].as_str().unwrap(),
+        "paid",
+    )
+    .await;
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM webhook_events").await,
+        0,
+        "no webhook came"
+    );
+    assert_eq!(app.wallet("seller_a", "USD").await, (1200, 1200));
+    assert_eq!(app.wallet("seller_b", "USD").await, (0, 0));
+    let report = app.verify_ledger().await;
+    assert!(report.ok());
+    assert_eq!(
+        report.transactions, 4,
+        "capture, refund, payout sent, payout paid"
+    );
+}
+
 db_test!(
+    lost_webhooks_delay_refunds_and_payouts_but_never_lose_them,
     the_cli_pays_a_seller_now,
     a_payout_is_paid,
     a_failed_payout_is_reversed,

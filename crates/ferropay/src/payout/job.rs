@@ -1,12 +1,16 @@
-//! The payout's call to the payout provider as a durable job (`payout.send`), enqueued in the transaction
-//! that records the payout, so that a crash between the two loses nothing.
+//! The payout's work with the payout provider as a durable job (`payout.send`), enqueued in the
+//! transaction that records the payout, so that a crash between the two loses nothing. The job
+//! asks for the payout, then, while it is in flight, asks the provider where it stands, so that
+//! a lost `payout.*` webhook delays a payout but never leaves it in flight for good.
 
 use std::sync::Arc;
 
 use serde_json::json;
+use sqlx::Row;
 
 use crate::error::Result;
 use crate::jobs::{self, ClaimedJob, JobError, JobFuture, JobHandler, JobOutcome};
+use crate::refund::job::follow_up;
 use crate::service::Ferropay;
 use crate::store::Tx;
 
@@ -29,11 +33,38 @@ struct SendPayout(Ferropay);
 impl JobHandler for SendPayout {
     fn run<'a>(&'a self, job: &'a ClaimedJob) -> JobFuture<'a> {
         Box::pin(async move {
+            let service = &self.0;
             let payout_id = job.payload["payout_id"]
                 .as_str()
                 .ok_or_else(|| JobError::Permanent("the payload has no `payout_id`".into()))?;
-            super::send(&self.0, payout_id).await?;
-            Ok(JobOutcome::Done)
+            let row = sqlx::query(
+                "SELECT status, psp_payout_id, created_at_ms FROM payouts WHERE id = $1",
+            )
+            .bind(payout_id)
+            .fetch_optional(service.store.pool())
+            .await?
+            .ok_or_else(|| JobError::Permanent(format!("no payout {payout_id}")))?;
+            let status: String = row.try_get("status")?;
+            let psp_payout_id: Option<String> = row.try_get("psp_payout_id")?;
+            let created_at_ms: i64 = row.try_get("created_at_ms")?;
+            if !matches!(status.as_str(), "pending" | "in_transit") {
+                return Ok(JobOutcome::Done);
+            }
+            let Some(psp_payout_id) = psp_payout_id else {
+                super::send(service, payout_id).await?;
+                return Ok(follow_up(service, created_at_ms));
+            };
+            match service.connector.payout_status(&psp_payout_id).await? {
+                None => Ok(follow_up(service, created_at_ms)),
+                Some(mut update) => {
+                    update.reference = payout_id.to_owned();
+                    let mut tx = service.store.begin_write().await?;
+                    super::settle_in(&service.store, &mut tx, &update).await?;
+                    tx.commit().await?;
+                    tracing::info!(%payout_id, "payout settled by polling the provider");
+                    Ok(JobOutcome::Done)
+                }
+            }
         })
     }
 }

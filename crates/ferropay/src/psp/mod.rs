@@ -172,6 +172,12 @@ pub trait Connector: Send + Sync {
     /// Asks the payout provider to send money to a seller. Idempotent on `payout_id`.
     fn create_payout<'a>(&'a self, request: &'a PayoutRequest) -> PspFuture<'a, Accepted>;
 
+    /// Where a refund stands at the PSP (by the PSP's refund id): `None` while it is pending.
+    fn refund_status<'a>(&'a self, psp_id: &'a str) -> PspFuture<'a, Option<SettlementUpdate>>;
+
+    /// Where a payout stands at the provider (by its payout id): `None` while it is in flight.
+    fn payout_status<'a>(&'a self, psp_id: &'a str) -> PspFuture<'a, Option<SettlementUpdate>>;
+
     /// The header that carries this PSP's webhook signature.
     fn signature_header(&self) -> &'static str;
 

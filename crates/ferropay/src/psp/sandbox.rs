@@ -99,6 +99,38 @@ impl SandboxConnector {
     }
 }
 
+impl SandboxConnector {
+    /// A refund's or payout's state (`what`: `refunds`, `payouts`); `None` while not settled.
+    async fn settlement(
+        &self,
+        what: &'static str,
+        psp_id: &str,
+        success: &str,
+    ) -> Result<Option<SettlementUpdate>, PspError> {
+        let wire: WireSettlement = self
+            .call(
+                self.http
+                    .get(format!("{}/v1/{what}/{psp_id}", self.base_url)),
+                what,
+            )
+            .await?;
+        let succeeded = match wire.status.as_str() {
+            "failed" => false,
+            status if status == success => true,
+            _ => return Ok(None),
+        };
+        Ok(Some(wire.data.into_update(succeeded)))
+    }
+}
+
+/// A refund or payout as the sandbox shows it.
+#[derive(Deserialize)]
+struct WireSettlement {
+    status: String,
+    #[serde(flatten)]
+    data: WireSettlementData,
+}
+
 #[derive(Deserialize)]
 struct WireSession {
     token: String,
@@ -232,6 +264,14 @@ impl Connector for SandboxConnector {
             "reference": request.payout_id,
         });
         Box::pin(self.accept("payouts", &request.payout_id, body))
+    }
+
+    fn refund_status<'a>(&'a self, psp_id: &'a str) -> PspFuture<'a, Option<SettlementUpdate>> {
+        Box::pin(self.settlement("refunds", psp_id, "succeeded"))
+    }
+
+    fn payout_status<'a>(&'a self, psp_id: &'a str) -> PspFuture<'a, Option<SettlementUpdate>> {
+        Box::pin(self.settlement("payouts", psp_id, "paid"))
     }
 
     fn signature_header(&self) -> &'static str {

@@ -1,10 +1,14 @@
-//! The refund's call to the PSP as a durable job (`refund.send`), enqueued in the transaction
-//! that records the refund, so that a crash between the two loses nothing.
+//! The refund's work with the PSP as a durable job (`refund.send`), enqueued in the transaction
+//! that records the refund, so that a crash between the two loses nothing. The job asks for the
+//! refund, then, while the refund stays pending, asks the PSP where it stands, so that a lost
+//! `refund.*` webhook delays a refund but never leaves it pending for good.
 
 use std::sync::Arc;
 
 use serde_json::json;
+use sqlx::Row;
 
+use crate::clock::now_ms;
 use crate::error::Result;
 use crate::jobs::{self, ClaimedJob, JobError, JobFuture, JobHandler, JobOutcome};
 use crate::service::Ferropay;
@@ -29,12 +33,52 @@ struct SendRefund(Ferropay);
 impl JobHandler for SendRefund {
     fn run<'a>(&'a self, job: &'a ClaimedJob) -> JobFuture<'a> {
         Box::pin(async move {
+            let service = &self.0;
             let refund_id = job.payload["refund_id"]
                 .as_str()
                 .ok_or_else(|| JobError::Permanent("the payload has no `refund_id`".into()))?;
-            super::send(&self.0, refund_id).await?;
-            Ok(JobOutcome::Done)
+            let row = sqlx::query(
+                "SELECT status, psp_refund_id, created_at_ms FROM refunds WHERE id = $1",
+            )
+            .bind(refund_id)
+            .fetch_optional(service.store.pool())
+            .await?
+            .ok_or_else(|| JobError::Permanent(format!("no refund {refund_id}")))?;
+            let status: String = row.try_get("status")?;
+            let psp_refund_id: Option<String> = row.try_get("psp_refund_id")?;
+            let created_at_ms: i64 = row.try_get("created_at_ms")?;
+            if status != "pending" {
+                return Ok(JobOutcome::Done);
+            }
+            let Some(psp_refund_id) = psp_refund_id else {
+                super::send(service, refund_id).await?;
+                return Ok(follow_up(service, created_at_ms));
+            };
+            match service.connector.refund_status(&psp_refund_id).await? {
+                None => Ok(follow_up(service, created_at_ms)),
+                Some(mut update) => {
+                    update.reference = refund_id.to_owned();
+                    let mut tx = service.store.begin_write().await?;
+                    super::settle_in(&service.store, &mut tx, service.connector.name(), &update)
+                        .await?;
+                    tx.commit().await?;
+                    tracing::info!(%refund_id, "refund settled by polling the PSP");
+                    Ok(JobOutcome::Done)
+                }
+            }
         })
+    }
+}
+
+/// Comes back later to ask again, at the poller's pace: a webhook normally settles it first.
+pub(crate) fn follow_up(service: &Ferropay, created_at_ms: i64) -> JobOutcome {
+    let now = now_ms();
+    let age_ms = now.saturating_sub(created_at_ms);
+    let wait_ms = (age_ms / 2)
+        .max(service.config.poll_after_ms)
+        .min(crate::payin::poll::MAX_POLL_INTERVAL_MS);
+    JobOutcome::RunAgainAt {
+        due_at_ms: now + wait_ms,
     }
 }
 
