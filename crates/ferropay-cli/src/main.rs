@@ -1,5 +1,5 @@
 //! The `ferropay` command line (CONTRACT.md, "CLI"): `serve`, `sandbox-psp`, `api-key create`,
-//! `ledger verify`. Every flag also reads `FERROPAY_<FLAG>`. Results go to stdout as JSON; logs
+//! `ledger verify`, `bench`. Every flag also reads `FERROPAY_<FLAG>`. Results go to stdout as JSON; logs
 //! go to stderr (`FERROPAY_LOG` sets the level, `FERROPAY_LOG_FORMAT=json` makes them JSON).
 
 use std::net::SocketAddr;
@@ -35,6 +35,11 @@ enum Command {
     Ledger {
         #[command(subcommand)]
         command: LedgerCommand,
+    },
+    /// Measure throughput and latency on this machine (BENCHMARKS.md).
+    Bench {
+        #[command(subcommand)]
+        command: ferropay_cli::bench::BenchCommand,
     },
 }
 
@@ -143,7 +148,14 @@ enum LedgerCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // A bench logs warnings only, unless FERROPAY_LOG says otherwise: a line per request would
+    // flood the terminal and be part of what is measured.
+    let bench = matches!(cli.command, Command::Bench { .. });
+    init_logging(if bench {
+        "warn,sqlx=error"
+    } else {
+        "info,sqlx=warn"
+    });
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -172,6 +184,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string(&key)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Bench { command } => ferropay_cli::bench::run(command).await,
         Command::Ledger {
             command: LedgerCommand::Verify { database },
         } => {
@@ -277,10 +290,10 @@ async fn sandbox_command(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn init_logging() {
+fn init_logging(default_filter: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("FERROPAY_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let filter =
+        EnvFilter::try_from_env("FERROPAY_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
