@@ -10,8 +10,8 @@
 //! scheduled start, so a stall counts against every payment it delays (no coordinated omission).
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -82,7 +82,13 @@ enum Mode {
 impl Mode {
     fn of(args: &PaymentsArgs) -> anyhow::Result<Self> {
         match (args.rate, args.duration_s, args.concurrency, args.count) {
-            (Some(rate), Some(duration_s), None, None) => Ok(Self::Open { rate, duration_s }),
+            (Some(rate), Some(duration_s), None, None) => {
+                anyhow::ensure!(
+                    rate * duration_s <= 10_000_000,
+                    "--rate × --duration-s is at most 10,000,000 payments"
+                );
+                Ok(Self::Open { rate, duration_s })
+            }
             (None, None, Some(concurrency), Some(count)) => Ok(Self::Closed { concurrency, count }),
             _ => anyhow::bail!("give either --rate and --duration-s, or --concurrency and --count"),
         }
@@ -98,6 +104,8 @@ impl Mode {
 
 /// One payment's timings, all from its scheduled start.
 struct Sample {
+    /// When its request actually left: the load generator's own lag.
+    start_lag: Duration,
     /// `POST /v1/payments` answered 201.
     created: Duration,
     /// The buyer's form post answered 303.
@@ -111,6 +119,56 @@ enum Failure {
     Create(String),
     Pay(String),
     NotSettled,
+}
+
+/// Every payment's outcome, folded in as it ends (memory does not grow with the count).
+struct Tally {
+    start_lag: Latency,
+    created: Latency,
+    paid: Latency,
+    settled: Latency,
+    last_settled_at: Instant,
+    create_failed: u64,
+    pay_failed: u64,
+    not_settled: u64,
+    first_error: Option<String>,
+}
+
+impl Tally {
+    fn new(started: Instant) -> Self {
+        Self {
+            start_lag: Latency::default(),
+            created: Latency::default(),
+            paid: Latency::default(),
+            settled: Latency::default(),
+            last_settled_at: started,
+            create_failed: 0,
+            pay_failed: 0,
+            not_settled: 0,
+            first_error: None,
+        }
+    }
+
+    fn add(&mut self, outcome: Result<Sample, Failure>) {
+        match outcome {
+            Ok(sample) => {
+                self.start_lag.record(sample.start_lag);
+                self.created.record(sample.created);
+                self.paid.record(sample.paid);
+                self.settled.record(sample.settled);
+                self.last_settled_at = self.last_settled_at.max(sample.settled_at);
+            }
+            Err(Failure::Create(why)) => {
+                self.create_failed += 1;
+                self.first_error.get_or_insert(why);
+            }
+            Err(Failure::Pay(why)) => {
+                self.pay_failed += 1;
+                self.first_error.get_or_insert(why);
+            }
+            Err(Failure::NotSettled) => self.not_settled += 1,
+        }
+    }
 }
 
 /// Everything one payment needs.
@@ -232,45 +290,36 @@ pub async fn run(args: PaymentsArgs) -> anyhow::Result<ExitCode> {
 
     machine.load_starts();
     let started = Instant::now();
-    let outcomes = match mode {
+    let tally = Arc::new(Mutex::new(Tally::new(started)));
+    match mode {
         Mode::Closed { concurrency, count } => {
-            closed_loop(&flow, concurrency, count, started + load_budget).await?
+            closed_loop(&flow, &tally, concurrency, count, started + load_budget).await?
         }
         Mode::Open { rate, .. } => {
-            open_loop(&flow, rate, count, args.max_in_flight, started).await?
+            open_loop(&flow, &tally, rate, count, args.max_in_flight, started).await?
         }
-    };
+    }
     machine.load_ends();
     let waits = match sampler {
         Some(sampler) => Some(sampler.finish().await),
         None => None,
     };
-
-    let mut created = Latency::default();
-    let mut paid = Latency::default();
-    let mut settled = Latency::default();
-    let mut last_settled_at = started;
-    let (mut create_failed, mut pay_failed, mut not_settled) = (0_u64, 0_u64, 0_u64);
-    let mut first_error: Option<String> = None;
-    for outcome in outcomes {
-        match outcome {
-            Ok(sample) => {
-                created.record(sample.created);
-                paid.record(sample.paid);
-                settled.record(sample.settled);
-                last_settled_at = last_settled_at.max(sample.settled_at);
-            }
-            Err(Failure::Create(why)) => {
-                create_failed += 1;
-                first_error.get_or_insert(why);
-            }
-            Err(Failure::Pay(why)) => {
-                pay_failed += 1;
-                first_error.get_or_insert(why);
-            }
-            Err(Failure::NotSettled) => not_settled += 1,
-        }
-    }
+    let Ok(tally) = Arc::try_unwrap(tally) else {
+        anyhow::bail!("a payment task outlived the run");
+    };
+    let Tally {
+        start_lag,
+        created,
+        paid,
+        settled,
+        last_settled_at,
+        create_failed,
+        pay_failed,
+        not_settled,
+        first_error,
+    } = tally
+        .into_inner()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let settled_count = settled.count();
     let elapsed = last_settled_at - started;
     let per_s = per_second(settled_count, elapsed);
@@ -321,6 +370,9 @@ pub async fn run(args: PaymentsArgs) -> anyhow::Result<ExitCode> {
     println!("{}", created.line("POST /v1/payments answered 201"));
     println!("{}", paid.line("buyer's form post answered 303"));
     println!("{}", settled.line("succeeded in the ledger"));
+    if matches!(mode, Mode::Open { .. }) {
+        println!("{}", start_lag.line("(the generator's own start lag)"));
+    }
     if let Some(waits) = &waits {
         println!("  {:<14} {}", "postgres waits", waits.describe());
     }
@@ -351,6 +403,7 @@ pub async fn run(args: PaymentsArgs) -> anyhow::Result<ExitCode> {
         "post_payments_latency": created.json(),
         "paid_latency": paid.json(),
         "settled_latency": settled.json(),
+        "start_lag": start_lag.json(),
         "settlement_watch": watch_stats.json(args.poll_ms),
         "reference": reference.json(per_s),
         "postgres_waits": waits.as_ref().map(|w| w.json()),
@@ -394,63 +447,78 @@ async fn start_server(database_url: &str, max_db_connections: u32) -> anyhow::Re
 /// or the deadline passes.
 async fn closed_loop(
     flow: &Arc<Flow>,
+    tally: &Arc<Mutex<Tally>>,
     concurrency: u64,
     count: u64,
     deadline: Instant,
-) -> anyhow::Result<Vec<Result<Sample, Failure>>> {
+) -> anyhow::Result<()> {
     let next = Arc::new(AtomicU64::new(0));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..concurrency.min(count) {
-        let (flow, next) = (flow.clone(), next.clone());
+        let (flow, tally, next) = (flow.clone(), tally.clone(), next.clone());
         workers.spawn(async move {
-            let mut outcomes = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= count || Instant::now() >= deadline {
                     break;
                 }
-                outcomes.push(flow.one_payment(i, Instant::now()).await);
+                let outcome = flow.one_payment(i, Instant::now()).await;
+                lock(&tally).add(outcome);
             }
-            outcomes
         });
     }
-    let mut outcomes = Vec::new();
     while let Some(worker) = workers.join_next().await {
-        outcomes.extend(worker.context("a bench worker")?);
+        worker.context("a bench worker")?;
     }
-    Ok(outcomes)
+    Ok(())
 }
 
-/// Starts payment `i` at `started + i/rate`, each in its own task, at most `max_in_flight` at
-/// once; the schedule does not wait for earlier payments.
+/// Starts payment `i` at `started + i/rate`, each in its own task; the schedule does not wait
+/// for earlier payments, unless `max_in_flight` of them are still running.
 async fn open_loop(
     flow: &Arc<Flow>,
+    tally: &Arc<Mutex<Tally>>,
     rate: u64,
     count: u64,
     max_in_flight: u64,
     started: Instant,
-) -> anyhow::Result<Vec<Result<Sample, Failure>>> {
+) -> anyhow::Result<()> {
     let in_flight = Arc::new(Semaphore::new(usize::try_from(max_in_flight)?));
-    let mut tasks = Vec::with_capacity(usize::try_from(count)?);
+    let mut tasks = tokio::task::JoinSet::new();
     for i in 0..count {
         let scheduled = started + Duration::from_nanos(i * 1_000_000_000 / rate);
         tokio::time::sleep_until(scheduled.into()).await;
-        let (flow, in_flight) = (flow.clone(), in_flight.clone());
-        tasks.push(tokio::spawn(async move {
-            let _permit = in_flight.acquire_owned().await;
-            flow.one_payment(i, scheduled).await
-        }));
+        // At the bound, the schedule waits here; the payments it delays still count their
+        // latency from their scheduled start.
+        let permit = in_flight.clone().acquire_owned().await?;
+        let (flow, tally) = (flow.clone(), tally.clone());
+        tasks.spawn(async move {
+            let _permit = permit;
+            let outcome = flow.one_payment(i, scheduled).await;
+            lock(&tally).add(outcome);
+        });
+        // Reap the finished ones as we go, so that the set holds only what is in flight.
+        while let Some(finished) = tasks.try_join_next() {
+            finished.context("a payment task")?;
+        }
     }
-    let mut outcomes = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        outcomes.push(task.await.context("a payment task")?);
+    while let Some(finished) = tasks.join_next().await {
+        finished.context("a payment task")?;
     }
-    Ok(outcomes)
+    Ok(())
+}
+
+fn lock(tally: &Mutex<Tally>) -> MutexGuard<'_, Tally> {
+    // A panic cannot leave a tally half-added in a way that matters: take it as it is.
+    tally
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Flow {
     /// Creates payment `i`, pays it, and waits for its capture; times from `scheduled`.
     async fn one_payment(&self, i: u64, scheduled: Instant) -> Result<Sample, Failure> {
+        let start_lag = scheduled.elapsed();
         let body = json!({
             "checkout_id": format!("chk_{}_{i}", self.run_id),
             "buyer": {"id": format!("buyer_{}", i % 10_000)},
@@ -520,6 +588,7 @@ impl Flow {
         let paid = scheduled.elapsed();
         match tokio::time::timeout(self.settle_timeout, settled_signal).await {
             Ok(Ok(settled_at)) => Ok(Sample {
+                start_lag,
                 created,
                 paid,
                 settled: settled_at.saturating_duration_since(scheduled),
