@@ -69,8 +69,8 @@ pub struct PaymentsArgs {
     /// How often the settlement watcher polls the journal, in ms.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub poll_ms: u64,
-    /// Closed loop: no payment starts after this long, in seconds, whatever is left of --count.
-    #[arg(long, default_value_t = 300)]
+    /// No payment starts after this long, in seconds, whatever is left to start.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub max_duration_s: u64,
 }
 
@@ -86,6 +86,11 @@ impl Mode {
                 anyhow::ensure!(
                     rate * duration_s <= 10_000_000,
                     "--rate × --duration-s is at most 10,000,000 payments"
+                );
+                anyhow::ensure!(
+                    duration_s < args.max_duration_s,
+                    "--duration-s must be below --max-duration-s ({} s), which bounds the whole load",
+                    args.max_duration_s
                 );
                 Ok(Self::Open { rate, duration_s })
             }
@@ -264,10 +269,7 @@ pub async fn run(args: PaymentsArgs) -> anyhow::Result<ExitCode> {
     };
 
     let settle_timeout = Duration::from_secs(args.settle_timeout_s);
-    let load_budget = match mode {
-        Mode::Open { duration_s, .. } => Duration::from_secs(duration_s),
-        Mode::Closed { .. } => Duration::from_secs(args.max_duration_s),
-    };
+    let load_budget = Duration::from_secs(args.max_duration_s);
     // The watcher outlives every payment: the load, then a payment's own bounds.
     let watch_budget =
         load_budget + settle_timeout + Duration::from_secs(3 * REQUEST_TIMEOUT_S + 10);
@@ -296,7 +298,11 @@ pub async fn run(args: PaymentsArgs) -> anyhow::Result<ExitCode> {
             closed_loop(&flow, &tally, concurrency, count, started + load_budget).await?
         }
         Mode::Open { rate, .. } => {
-            open_loop(&flow, &tally, rate, count, args.max_in_flight, started).await?
+            let bound = OpenBound {
+                max_in_flight: args.max_in_flight,
+                deadline: started + load_budget,
+            };
+            open_loop(&flow, &tally, rate, count, bound, started).await?
         }
     }
     machine.load_ends();
@@ -321,6 +327,9 @@ pub async fn run(args: PaymentsArgs) -> anyhow::Result<ExitCode> {
         .into_inner()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let settled_count = settled.count();
+    // Payments that --max-duration-s kept from starting.
+    let not_started =
+        count.saturating_sub(settled_count + create_failed + pay_failed + not_settled);
     let elapsed = last_settled_at - started;
     let per_s = per_second(settled_count, elapsed);
 
@@ -347,7 +356,7 @@ pub async fn run(args: PaymentsArgs) -> anyhow::Result<ExitCode> {
             (
                 "payments",
                 format!(
-                    "{settled_count} of {count} settled in {:.2} s; {create_failed} create failed, {pay_failed} pay failed, {not_settled} not settled within {} s",
+                    "{settled_count} of {count} settled in {:.2} s; {create_failed} create failed, {pay_failed} pay failed, {not_settled} not settled within {} s, {not_started} not started within --max-duration-s",
                     elapsed.as_secs_f64(),
                     args.settle_timeout_s
                 ),
@@ -397,6 +406,7 @@ pub async fn run(args: PaymentsArgs) -> anyhow::Result<ExitCode> {
         "create_failed": create_failed,
         "pay_failed": pay_failed,
         "not_settled": not_settled,
+        "not_started": not_started,
         "succeeded_in_db": succeeded_in_db,
         "elapsed_s": elapsed.as_secs_f64(),
         "settled_per_s": per_s,
@@ -480,13 +490,16 @@ async fn open_loop(
     tally: &Arc<Mutex<Tally>>,
     rate: u64,
     count: u64,
-    max_in_flight: u64,
+    bound: OpenBound,
     started: Instant,
 ) -> anyhow::Result<()> {
-    let in_flight = Arc::new(Semaphore::new(usize::try_from(max_in_flight)?));
+    let in_flight = Arc::new(Semaphore::new(usize::try_from(bound.max_in_flight)?));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..count {
         let scheduled = started + Duration::from_nanos(i * 1_000_000_000 / rate);
+        if scheduled.max(Instant::now()) >= bound.deadline {
+            break;
+        }
         tokio::time::sleep_until(scheduled.into()).await;
         // At the bound, the schedule waits here; the payments it delays still count their
         // latency from their scheduled start.
@@ -506,6 +519,12 @@ async fn open_loop(
         finished.context("a payment task")?;
     }
     Ok(())
+}
+
+/// What holds the open loop back: payments in flight, and the time it may take to start them.
+struct OpenBound {
+    max_in_flight: u64,
+    deadline: Instant,
 }
 
 fn lock(tally: &Mutex<Tally>) -> MutexGuard<'_, Tally> {
