@@ -1,6 +1,6 @@
 //! The `ferropay` command line (CONTRACT.md, "CLI"): `serve`, `sandbox-psp`, `api-key create`,
-//! `ledger verify`, `dlq list`, `dlq replay`. Every flag also reads `FERROPAY_<FLAG>`. Results go to stdout as JSON; logs
-//! go to stderr (`FERROPAY_LOG` sets the level, `FERROPAY_LOG_FORMAT=json` makes them JSON).
+//! `ledger verify`, `dlq list`, `dlq replay`, `payout create`, `bench`. Every flag also reads
+//! `FERROPAY_<FLAG>`. Results go to stdout as JSON; logs go to stderr (`FERROPAY_LOG` sets the level, `FERROPAY_LOG_FORMAT=json` makes them JSON).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -48,6 +48,11 @@ enum Command {
     Payout {
         #[command(subcommand)]
         command: PayoutCommand,
+    },
+    /// Measure throughput and latency on this machine (BENCHMARKS.md).
+    Bench {
+        #[command(subcommand)]
+        command: ferropay_cli::bench::BenchCommand,
     },
 }
 
@@ -227,7 +232,14 @@ enum LedgerCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // A bench logs warnings only, unless FERROPAY_LOG says otherwise: a line per request would
+    // flood the terminal and be part of what is measured.
+    let bench = matches!(cli.command, Command::Bench { .. });
+    init_logging(if bench {
+        "warn,sqlx=error"
+    } else {
+        "info,sqlx=warn"
+    });
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -256,6 +268,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string(&key)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Bench { command } => ferropay_cli::bench::run(command).await,
         Command::Ledger {
             command: LedgerCommand::Verify { database },
         } => {
@@ -455,10 +468,10 @@ async fn sandbox_command(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn init_logging() {
+fn init_logging(default_filter: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("FERROPAY_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let filter =
+        EnvFilter::try_from_env("FERROPAY_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod bad_input;
+mod bench;
 mod cards;
 mod crash;
 mod dlq;

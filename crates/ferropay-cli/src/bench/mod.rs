@@ -1,0 +1,30 @@
+//! `ferropay bench`: how fast ferropay goes on this machine, measured against a real server and
+//! a real database, with the machine's own reference beside it. One file per benchmark; the
+//! setup, reference and report helpers are shared. BENCHMARKS.md says how to run and read them.
+
+mod ledger;
+mod payments;
+mod pgbench;
+mod report;
+mod settlements;
+mod setup;
+mod waits;
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// The whole pay-in flow: create, pay on the hosted page, settle by webhook in the ledger.
+    Payments(payments::PaymentsArgs),
+    /// Balanced journal transactions through `ledger::post`, to many accounts or one hot one.
+    Ledger(ledger::LedgerArgs),
+}
+
+pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        BenchCommand::Payments(args) => payments::run(args).await,
+        BenchCommand::Ledger(args) => ledger::run(args).await,
+    }
+}
