@@ -9,6 +9,7 @@ use crate::idempotency::IdempotencyRecords;
 use crate::payouts::Payout;
 use crate::refunds::Refund;
 use crate::sessions::Session;
+use crate::settlements::{Chargeback, SettlementFaults};
 
 #[derive(Default)]
 pub(crate) struct Store {
@@ -26,6 +27,10 @@ pub(crate) struct Store {
     /// By id.
     pub(crate) payouts: HashMap<String, Payout>,
     pub(crate) idempotency: IdempotencyRecords,
+    /// Injected by `POST /v1/test/chargebacks`, in creation order.
+    pub(crate) chargebacks: Vec<Chargeback>,
+    /// Injected by `POST /v1/test/settlement_faults`.
+    pub(crate) settlement_faults: SettlementFaults,
 }
 
 impl Store {

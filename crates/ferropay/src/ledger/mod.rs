@@ -173,9 +173,10 @@ pub async fn post(store: &Store, tx: &mut Tx, new: &NewJournalTransaction) -> Re
         }
     }
 
-    sqlx::query("UPDATE ledger_head SET seq = $1, hash = $2 WHERE id = 1")
+    sqlx::query("UPDATE ledger_head SET seq = $1, hash = $2, transaction_id = $3 WHERE id = 1")
         .bind(seq)
         .bind(&hash)
+        .bind(&transaction_id)
         .execute(&mut **tx)
         .await?;
 

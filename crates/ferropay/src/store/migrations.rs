@@ -10,6 +10,7 @@ use super::dialect::{APPEND_ONLY_POSTGRES, APPEND_ONLY_SQLITE};
 use super::{Backend, Store, StoreError};
 
 const SCHEMA: &str = include_str!("../../migrations/0001_schema.sql");
+const RECONCILIATION: &str = include_str!("../../migrations/0004_reconciliation.sql");
 
 fn migrations(backend: Backend) -> Vec<Migration> {
     let append_only = match backend {
@@ -19,6 +20,7 @@ fn migrations(backend: Backend) -> Vec<Migration> {
     vec![
         migration(1, "schema", SCHEMA),
         migration(2, "append only ledger", append_only),
+        migration(4, "reconciliation", RECONCILIATION),
     ]
 }
 
