@@ -19,12 +19,13 @@ CREATE TABLE reconciliation_runs (
 );
 CREATE INDEX reconciliation_runs_started ON reconciliation_runs (started_at_ms);
 
--- A line (or a missing line) that did not match the books. `dedupe_key` makes a break found
--- again by a later run of the same file the same break, not a new one.
+-- A line (or a missing line) that did not match the books. The id is derived from `dedupe_key`
+-- (kind and what it is about), so a break found again by a later run of the same file is the
+-- same break, not a new one.
 CREATE TABLE reconciliation_breaks (
     id                 TEXT PRIMARY KEY,
     run_id             TEXT NOT NULL REFERENCES reconciliation_runs (id),
-    dedupe_key         TEXT NOT NULL UNIQUE,
+    dedupe_key         TEXT NOT NULL,
     kind               TEXT NOT NULL,
     psp_reference      TEXT,
     merchant_reference TEXT,

@@ -2,7 +2,8 @@
 //!
 //! This crate owns the domain and its use cases: money, pay-in (payment events, orders and their
 //! state machine), the double-entry ledger, the sellers' wallets, PSP connectors, idempotency,
-//! the outbox, and storage on SQLite or PostgreSQL. It knows nothing of HTTP; `ferropay-http`
+//! the outbox, reconciliation against the PSP's settlement files, and storage on SQLite or
+//! PostgreSQL. It knows nothing of HTTP; `ferropay-http`
 //! maps requests onto [`Ferropay`]'s methods.
 
 pub mod api_keys;
@@ -15,6 +16,7 @@ pub mod money;
 pub mod outbox;
 pub mod payin;
 pub mod psp;
+pub mod reconcile;
 pub mod secret;
 pub mod service;
 pub mod store;

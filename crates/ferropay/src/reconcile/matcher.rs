@@ -1,0 +1,564 @@
+//! Matching one chunk of settlement lines against the books, in a few statements per chunk
+//! rather than per line: the payments the lines name (with their capture), the refunds and
+//! chargebacks posted under the lines' references, and what earlier lines and runs matched.
+//! Then every line is classified, and one write transaction stores the matches, the breaks and
+//! the payouts to the bank.
+//!
+//! A line is matched to a ledger source reference (`capture:{payment_id}` for a payment,
+//! `refund:{merchant_reference}`, `chargeback:{psp_reference}`, and for a payout the posting this
+//! run makes). `reconciliation_matches` remembers each reference with the last run that read
+//! it, so a second line for it in the same run is a `duplicate_line`, while the same line read
+//! again by a later run is simply matched again.
+
+use std::collections::{HashMap, HashSet};
+
+use sqlx::Row;
+
+use super::breaks::{self, BreakKind, FoundBreak};
+use super::heal::{self, Unposted};
+use super::line::{LineType, ReadLine, SettlementLine};
+use super::run::{RunState, posted_amount};
+use super::{PostingSummary, sql};
+use crate::clock::now_ms;
+use crate::error::Result;
+use crate::ledger::{self, NewJournalTransaction, PostOutcome, Posting, accounts};
+use crate::store::Store;
+
+/// A payment named by a line, with its capture if the ledger has one.
+#[derive(Clone, Debug)]
+struct PaymentRow {
+    id: String,
+    psp_reference: Option<String>,
+    psp_token: Option<String>,
+    amount_minor: i64,
+    currency: String,
+    capture_id: Option<String>,
+}
+
+/// What the ledger's receivable moved by under one source reference.
+struct Posted {
+    currency: String,
+    receivable_minor: i64,
+}
+
+/// Rows per multi-row INSERT of matches (5 parameters each).
+const MATCH_ROWS: usize = 1_000;
+
+pub(super) async fn process(state: &mut RunState<'_>, lines: Vec<ReadLine>) -> Result<()> {
+    let reconciler = state.reconciler;
+    let store = &reconciler.store;
+    let psp = reconciler.psp.as_str();
+    state.lines += lines.len() as u64;
+
+    // The payments the lines name: by our id (the merchant reference), else by PSP reference.
+    let payment_lines: Vec<&SettlementLine> = lines
+        .iter()
+        .filter_map(|read| match read {
+            ReadLine::Line(line) if line.kind == LineType::Payment => Some(line),
+            _ => None,
+        })
+        .collect();
+    let ids: Vec<&str> = unique(payment_lines.iter().map(|l| l.merchant_reference.as_str()));
+    let mut payments: HashMap<String, PaymentRow> = load_payments(store, "id", &ids)
+        .await?
+        .into_iter()
+        .map(|row| (row.id.clone(), row))
+        .collect();
+    let unknown: Vec<&str> = unique(
+        payment_lines
+            .iter()
+            .filter(|l| !payments.contains_key(&l.merchant_reference))
+            .map(|l| l.psp_reference.as_str()),
+    );
+    let mut by_psp_reference: HashMap<String, String> = HashMap::new();
+    for row in load_payments(store, "psp_reference", &unknown).await? {
+        if let Some(psp_reference) = &row.psp_reference {
+            by_psp_reference.insert(psp_reference.clone(), row.id.clone());
+        }
+        payments.insert(row.id.clone(), row);
+    }
+    let payment_of = |payments: &HashMap<String, PaymentRow>, line: &SettlementLine| {
+        if payments.contains_key(&line.merchant_reference) {
+            Some(line.merchant_reference.clone())
+        } else {
+            by_psp_reference.get(&line.psp_reference).cloned()
+        }
+    };
+
+    // Payments the PSP took but the ledger lacks: ask the PSP and apply its answer.
+    let mut heal_details: HashMap<String, String> = HashMap::new();
+    for line in &payment_lines {
+        let Some(id) = payment_of(&payments, line) else {
+            continue;
+        };
+        let row = &payments[&id];
+        if row.capture_id.is_some() || heal_details.contains_key(&id) {
+            continue;
+        }
+        let detail = match &reconciler.connector {
+            Some(connector) => {
+                let unposted = Unposted {
+                    payment_id: &row.id,
+                    psp_token: row.psp_token.as_deref(),
+                    psp_reference: &line.psp_reference,
+                };
+                heal::heal(
+                    store,
+                    connector.as_ref(),
+                    reconciler.platform_fee_bps,
+                    &unposted,
+                )
+                .await
+            }
+            None => "no PSP is configured to ask (ferropay reconcile --psp-url …)".to_owned(),
+        };
+        heal_details.insert(id, detail);
+    }
+    if !heal_details.is_empty() {
+        let asked: Vec<&str> = heal_details.keys().map(String::as_str).collect();
+        for row in load_payments(store, "id", &asked).await? {
+            payments.insert(row.id.clone(), row);
+        }
+    }
+
+    // Refunds and chargebacks as the ledger has them.
+    let other_refs: Vec<String> = lines
+        .iter()
+        .filter_map(|read| match read {
+            ReadLine::Line(line) => ledger_ref(line),
+            ReadLine::Malformed { .. } => None,
+        })
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let posted = load_posted(store, &accounts::psp_receivable(psp), &other_refs).await?;
+
+    // Each line's match reference, and what earlier chunks and runs matched.
+    let match_refs: Vec<Option<String>> = lines
+        .iter()
+        .map(|read| match read {
+            ReadLine::Line(line) => Some(match_ref(line, psp, payment_of(&payments, line))),
+            ReadLine::Malformed { .. } => None,
+        })
+        .collect();
+    let lookup: Vec<&str> = unique(match_refs.iter().flatten().map(String::as_str));
+    let seen_by = load_matches(store, &lookup).await?;
+
+    let mut seen_in_chunk: HashSet<&str> = HashSet::new();
+    let mut new_matches: Vec<(&str, &str)> = Vec::new();
+    let mut found: Vec<FoundBreak> = Vec::new();
+    let mut payouts: Vec<&SettlementLine> = Vec::new();
+    for (read, match_ref) in lines.iter().zip(&match_refs) {
+        let (line, match_ref) = match (read, match_ref) {
+            (ReadLine::Line(line), Some(match_ref)) => (line, match_ref.as_str()),
+            (
+                ReadLine::Malformed {
+                    line_no,
+                    psp_reference,
+                    merchant_reference,
+                    reason,
+                },
+                _,
+            ) => {
+                let mut malformed = FoundBreak::new(
+                    BreakKind::MalformedLine,
+                    &format!("{psp_reference}:{merchant_reference}:{line_no}:{reason}"),
+                    format!("line {line_no}: {reason}"),
+                );
+                malformed.line_no = Some(*line_no);
+                malformed.psp_reference = Some(psp_reference.clone()).filter(|r| !r.is_empty());
+                malformed.merchant_reference =
+                    Some(merchant_reference.clone()).filter(|r| !r.is_empty());
+                found.push(malformed);
+                continue;
+            }
+            (ReadLine::Line(_), None) => unreachable!("every well-formed line has a reference"),
+        };
+        state.add_fee(&line.batch, &line.currency, line.fee_minor)?;
+        if matches!(line.kind, LineType::Payment | LineType::Refund) {
+            state.dated(line.created_at_ms);
+        }
+
+        let repeated = seen_in_chunk.contains(match_ref)
+            || seen_by.get(match_ref).is_some_and(|run| *run == state.run_id);
+        if repeated {
+            let mut duplicate = about(
+                BreakKind::DuplicateLine,
+                match_ref,
+                line,
+                format!(
+                    "line {} repeats a {} already read ({match_ref})",
+                    line.line_no,
+                    line.kind.as_str()
+                ),
+            );
+            duplicate.actual_amount = Some(line.gross_minor);
+            found.push(duplicate);
+            continue;
+        }
+        seen_in_chunk.insert(match_ref);
+        new_matches.push((match_ref, line.psp_reference.as_str()));
+
+        let verdict = match line.kind {
+            LineType::Payment => {
+                let payment = payment_of(&payments, line).map(|id| &payments[&id]);
+                judge_payment(line, match_ref, payment, &heal_details)
+            }
+            LineType::Refund | LineType::Chargeback => {
+                judge_posted(line, match_ref, posted.get(match_ref))
+            }
+            LineType::PayoutToBank => {
+                payouts.push(line);
+                Vec::new()
+            }
+            LineType::Fee => Vec::new(),
+        };
+        if verdict.iter().all(|b| b.auto_healed) {
+            state.matched += 1;
+        }
+        found.extend(verdict);
+    }
+
+    let mut tx = store.begin_write().await?;
+    for rows in new_matches.chunks(MATCH_ROWS) {
+        let mut statement = String::from(
+            "INSERT INTO reconciliation_matches \
+             (match_ref, psp_reference, first_run_id, last_run_id, matched_at_ms) VALUES ",
+        );
+        sql::push_value_rows(&mut statement, rows.len(), 5);
+        statement.push_str(
+            " ON CONFLICT (match_ref) DO UPDATE SET last_run_id = excluded.last_run_id",
+        );
+        let now = now_ms();
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+        for (match_ref, psp_reference) in rows {
+            query = query
+                .bind(*match_ref)
+                .bind(*psp_reference)
+                .bind(state.run_id.as_str())
+                .bind(state.run_id.as_str())
+                .bind(now);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    for line in payouts {
+        if let Some(mismatch) = post_payout(state, &mut tx, line).await? {
+            state.matched -= 1;
+            found.push(mismatch);
+        }
+    }
+    for one in &found {
+        state.found(one);
+    }
+    state.breaks_new += breaks::insert(&mut tx, &state.run_id, &found).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The distinct values, in first-seen order.
+fn unique<'a>(values: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut seen = HashSet::new();
+    values.filter(|value| seen.insert(*value)).collect()
+}
+
+/// The source reference a refund or chargeback line is posted under in our ledger.
+fn ledger_ref(line: &SettlementLine) -> Option<String> {
+    match line.kind {
+        LineType::Refund => Some(format!("refund:{}", line.merchant_reference)),
+        LineType::Chargeback => Some(format!("chargeback:{}", line.psp_reference)),
+        LineType::Payment | LineType::Fee | LineType::PayoutToBank => None,
+    }
+}
+
+/// What a line is matched to: see the module's header.
+fn match_ref(line: &SettlementLine, psp: &str, payment_id: Option<String>) -> String {
+    match line.kind {
+        LineType::Payment => match payment_id {
+            Some(id) => format!("capture:{id}"),
+            None => format!("unknown_payment:{psp}:{}", line.psp_reference),
+        },
+        LineType::Refund | LineType::Chargeback => ledger_ref(line).unwrap_or_default(),
+        LineType::PayoutToBank => payout_source_ref(psp, &line.psp_reference),
+        LineType::Fee => format!("settlement_fee_line:{psp}:{}", line.psp_reference),
+    }
+}
+
+fn payout_source_ref(psp: &str, psp_reference: &str) -> String {
+    format!("settlement_payout:{psp}:{psp_reference}")
+}
+
+/// A break about `line`, with its references filled in.
+fn about(kind: BreakKind, subject: &str, line: &SettlementLine, detail: String) -> FoundBreak {
+    let mut found = FoundBreak::new(kind, subject, detail);
+    found.psp_reference = Some(line.psp_reference.clone());
+    found.merchant_reference = Some(line.merchant_reference.clone()).filter(|r| !r.is_empty());
+    found.line_no = Some(line.line_no);
+    found.currency = Some(line.currency.clone());
+    found
+}
+
+/// A payment line against our payment: unknown, not captured (healed or not), or captured
+/// with another currency or amount.
+fn judge_payment(
+    line: &SettlementLine,
+    match_ref: &str,
+    payment: Option<&PaymentRow>,
+    heal_details: &HashMap<String, String>,
+) -> Vec<FoundBreak> {
+    let Some(payment) = payment else {
+        return vec![about(
+            BreakKind::UnknownReference,
+            match_ref,
+            line,
+            format!(
+                "no payment has merchant reference {} or PSP reference {}",
+                line.merchant_reference, line.psp_reference
+            ),
+        )];
+    };
+    if let Some(ours) = &payment.psp_reference
+        && *ours != line.psp_reference
+    {
+        return vec![about(
+            BreakKind::UnknownReference,
+            &format!("{match_ref}:{}", line.psp_reference),
+            line,
+            format!(
+                "payment {} is known to the PSP as {ours}, not {}",
+                payment.id, line.psp_reference
+            ),
+        )];
+    }
+    let mut verdict = Vec::new();
+    let asked = heal_details.get(&payment.id);
+    if payment.capture_id.is_none() {
+        let mut missing = about(
+            BreakKind::MissingInLedger,
+            match_ref,
+            line,
+            format!(
+                "the PSP settled payment {} but the ledger has no capture: {}",
+                payment.id,
+                asked.map_or("not asked", String::as_str)
+            ),
+        );
+        missing.expected_amount = Some(payment.amount_minor);
+        missing.actual_amount = Some(line.gross_minor);
+        return vec![missing];
+    }
+    if let Some(detail) = asked {
+        let mut healed = about(
+            BreakKind::MissingInLedger,
+            match_ref,
+            line,
+            format!("the ledger had no capture of {}; {detail}", payment.id),
+        );
+        healed.auto_healed = true;
+        healed.actual_amount = Some(line.gross_minor);
+        verdict.push(healed);
+    }
+    if payment.currency != line.currency {
+        let mut mismatch = about(
+            BreakKind::CurrencyMismatch,
+            match_ref,
+            line,
+            format!(
+                "payment {} is in {}, the file says {}",
+                payment.id, payment.currency, line.currency
+            ),
+        );
+        mismatch.expected_amount = Some(payment.amount_minor);
+        mismatch.actual_amount = Some(line.gross_minor);
+        verdict.push(mismatch);
+    } else if payment.amount_minor != line.gross_minor {
+        let mut mismatch = about(
+            BreakKind::AmountMismatch,
+            match_ref,
+            line,
+            format!(
+                "payment {} is {} {}, the file says {}",
+                payment.id, payment.amount_minor, payment.currency, line.gross_minor
+            ),
+        );
+        mismatch.expected_amount = Some(payment.amount_minor);
+        mismatch.actual_amount = Some(line.gross_minor);
+        verdict.push(mismatch);
+    }
+    verdict
+}
+
+/// A refund or chargeback line against what our ledger posted under its reference.
+fn judge_posted(line: &SettlementLine, match_ref: &str, posted: Option<&Posted>) -> Vec<FoundBreak> {
+    let Some(posted) = posted else {
+        let mut missing = about(
+            BreakKind::MissingInLedger,
+            match_ref,
+            line,
+            format!(
+                "the PSP settled a {} that the ledger has not posted ({match_ref})",
+                line.kind.as_str()
+            ),
+        );
+        missing.actual_amount = Some(line.gross_minor);
+        return vec![missing];
+    };
+    let kind = if posted.currency != line.currency {
+        BreakKind::CurrencyMismatch
+    } else if posted.receivable_minor != line.gross_minor {
+        BreakKind::AmountMismatch
+    } else {
+        return Vec::new();
+    };
+    let mut mismatch = about(
+        kind,
+        match_ref,
+        line,
+        format!(
+            "{match_ref} moved the receivable by {} {}, the file says {} {}",
+            posted.receivable_minor, posted.currency, line.gross_minor, line.currency
+        ),
+    );
+    mismatch.expected_amount = Some(posted.receivable_minor);
+    mismatch.actual_amount = Some(line.gross_minor);
+    vec![mismatch]
+}
+
+/// Posts a payout to our bank once: debit `bank` with what left the PSP balance (`-gross`),
+/// credit `psp_receivable:{psp}`. Posted before with another amount: an `amount_mismatch`.
+async fn post_payout(
+    state: &mut RunState<'_>,
+    tx: &mut crate::store::Tx,
+    line: &SettlementLine,
+) -> Result<Option<FoundBreak>> {
+    let psp = state.reconciler.psp.clone();
+    let source_ref = payout_source_ref(&psp, &line.psp_reference);
+    if line.gross_minor == 0 {
+        return Ok(None);
+    }
+    let paid_minor = -line.gross_minor;
+    let posting = NewJournalTransaction {
+        source_ref: source_ref.clone(),
+        kind: "bank_settlement",
+        payment_id: None,
+        postings: vec![
+            Posting::new(accounts::BANK, line.currency.clone(), paid_minor),
+            Posting::new(
+                accounts::psp_receivable(&psp),
+                line.currency.clone(),
+                -paid_minor,
+            ),
+        ],
+    };
+    let (outcome, mismatch) = match ledger::post(&state.reconciler.store, tx, &posting).await? {
+        PostOutcome::Posted { .. } => ("posted", None),
+        PostOutcome::AlreadyPosted { transaction_id } => {
+            let before = posted_amount(tx, &transaction_id, accounts::BANK).await?;
+            let mismatch = (before != paid_minor).then(|| {
+                let mut mismatch = about(
+                    BreakKind::AmountMismatch,
+                    &format!("{source_ref}:{paid_minor}"),
+                    line,
+                    format!("payout {} was posted as {before}, the file says {paid_minor}", line.psp_reference),
+                );
+                mismatch.expected_amount = Some(before);
+                mismatch.actual_amount = Some(paid_minor);
+                mismatch
+            });
+            ("already_posted", mismatch)
+        }
+    };
+    state.posted(PostingSummary {
+        source_ref,
+        kind: "bank_settlement",
+        currency: line.currency.clone(),
+        amount: paid_minor,
+        outcome,
+    });
+    Ok(mismatch)
+}
+
+async fn load_payments(store: &Store, column: &str, values: &[&str]) -> Result<Vec<PaymentRow>> {
+    if values.is_empty() {
+        return Ok(Vec::new());
+    }
+    let prefix = format!(
+        "SELECT p.id, p.psp_reference, p.psp_token, p.amount_minor, p.currency, \
+                j.id AS capture_id \
+         FROM payments p LEFT JOIN journal_transactions j ON j.source_ref = ('capture:' || p.id) \
+         WHERE p.{column} IN "
+    );
+    let statement = sql::in_list(&prefix, 1, values.len(), "");
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+    for value in values {
+        query = query.bind(*value);
+    }
+    let rows = query.fetch_all(store.pool()).await?;
+    rows.iter()
+        .map(|row| {
+            Ok(PaymentRow {
+                id: row.try_get("id")?,
+                psp_reference: row.try_get("psp_reference")?,
+                psp_token: row.try_get("psp_token")?,
+                amount_minor: row.try_get("amount_minor")?,
+                currency: row.try_get("currency")?,
+                capture_id: row.try_get("capture_id")?,
+            })
+        })
+        .collect()
+}
+
+async fn load_posted(
+    store: &Store,
+    receivable: &str,
+    source_refs: &[String],
+) -> Result<HashMap<String, Posted>> {
+    if source_refs.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let statement = sql::in_list(
+        "SELECT j.source_ref, p.currency, CAST(SUM(p.amount_minor) AS BIGINT) AS receivable_minor \
+         FROM journal_transactions j \
+         JOIN postings p ON p.transaction_id = j.id AND p.account = $1 \
+         WHERE j.source_ref IN ",
+        2,
+        source_refs.len(),
+        " GROUP BY j.source_ref, p.currency",
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(statement)).bind(receivable);
+    for source_ref in source_refs {
+        query = query.bind(source_ref.as_str());
+    }
+    let mut posted = HashMap::new();
+    for row in query.fetch_all(store.pool()).await? {
+        posted.insert(
+            row.try_get("source_ref")?,
+            Posted {
+                currency: row.try_get("currency")?,
+                receivable_minor: row.try_get("receivable_minor")?,
+            },
+        );
+    }
+    Ok(posted)
+}
+
+/// Match reference → the last run that matched it.
+async fn load_matches(store: &Store, match_refs: &[&str]) -> Result<HashMap<String, String>> {
+    if match_refs.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let statement = sql::in_list(
+        "SELECT match_ref, last_run_id FROM reconciliation_matches WHERE match_ref IN ",
+        1,
+        match_refs.len(),
+        "",
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+    for match_ref in match_refs {
+        query = query.bind(*match_ref);
+    }
+    let mut seen = HashMap::new();
+    for row in query.fetch_all(store.pool()).await? {
+        seen.insert(row.try_get("match_ref")?, row.try_get("last_run_id")?);
+    }
+    Ok(seen)
+}
