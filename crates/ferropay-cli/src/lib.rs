@@ -1,5 +1,7 @@
 //! The `ferropay` binary's library half: assembling a running server from its settings (the API,
 //! the webhooks, the pages, and the in-process sandbox PSP unless another PSP is configured).
-//! `main.rs` parses the command line; black-box tests call [`serve::start`] directly.
+//! `main.rs` parses the command line; black-box tests call [`serve::start`] directly. Also the
+//! progress bar that long commands draw on a terminal.
 
+pub mod progress;
 pub mod serve;

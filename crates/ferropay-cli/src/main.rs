@@ -1,12 +1,16 @@
 //! The `ferropay` command line (CONTRACT.md, "CLI"): `serve`, `sandbox-psp`, `api-key create`,
-//! `ledger verify`. Every flag also reads `FERROPAY_<FLAG>`. Results go to stdout as JSON; logs
+//! `ledger verify`, `reconcile`, `bench`. Every flag also reads `FERROPAY_<FLAG>`. Results go to stdout as JSON; logs
 //! go to stderr (`FERROPAY_LOG` sets the level, `FERROPAY_LOG_FORMAT=json` makes them JSON).
+
+mod bench;
+mod reconcile;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use ferropay::reconcile::schedule::TimeOfDay;
 use ferropay::secret::Secret;
 use ferropay::store::{DEFAULT_DATABASE_URL, Store};
 use ferropay_cli::serve::{self, PspChoice, ServeConfig};
@@ -36,13 +40,20 @@ enum Command {
         #[command(subcommand)]
         command: LedgerCommand,
     },
+    /// Reconcile a PSP settlement file against the books; list and resolve breaks.
+    Reconcile(reconcile::ReconcileArgs),
+    /// Benchmarks that print their setup and figures.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
 }
 
 #[derive(Args, Clone)]
-struct DatabaseArgs {
+pub(crate) struct DatabaseArgs {
     /// sqlite://PATH or postgres://…
     #[arg(long, env = "FERROPAY_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
-    database_url: String,
+    pub(crate) database_url: String,
 }
 
 #[derive(Args)]
@@ -80,6 +91,21 @@ struct ServeArgs {
     /// The platform's fee on each order, in basis points.
     #[arg(long, env = "FERROPAY_PLATFORM_FEE_BPS", default_value_t = 0)]
     platform_fee_bps: u32,
+    /// When (HH:MM, UTC) to fetch the previous day's settlement file from the PSP and reconcile
+    /// it, every day; `off` never does.
+    #[arg(long, env = "FERROPAY_RECONCILE_AT", default_value = "02:00", value_parser = parse_reconcile_at)]
+    reconcile_at: Reconcile,
+}
+
+/// `--reconcile-at`: a time of day, or off.
+#[derive(Clone, Copy, Debug)]
+struct Reconcile(Option<TimeOfDay>);
+
+fn parse_reconcile_at(text: &str) -> Result<Reconcile, String> {
+    if text == "off" {
+        return Ok(Reconcile(None));
+    }
+    text.parse().map(|at| Reconcile(Some(at)))
 }
 
 #[derive(Args)]
@@ -172,6 +198,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string(&key)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Reconcile(args) => reconcile::run(args).await,
+        Command::Bench { command } => bench::run(command).await,
         Command::Ledger {
             command: LedgerCommand::Verify { database },
         } => {
@@ -210,6 +238,7 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<ExitCode> {
         public_url: args.public_url,
         psp,
         platform_fee_bps: args.platform_fee_bps,
+        reconcile_at: args.reconcile_at.0,
     })
     .await?;
     eprintln!(

@@ -1,12 +1,13 @@
 //! `ferropay serve`: binds the API, opens (and migrates) the database, wires the PSP connector —
-//! the in-process sandbox PSP with a generated key and webhook secret, or a PSP elsewhere — and
-//! serves until asked to stop.
+//! the in-process sandbox PSP with a generated key and webhook secret, or a PSP elsewhere —
+//! schedules the nightly reconciliation, and serves until asked to stop.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
 use ferropay::psp::sandbox::{NAME as SANDBOX, SandboxConnector};
+use ferropay::reconcile::schedule::{self, TimeOfDay};
 use ferropay::secret::Secret;
 use ferropay::store::Store;
 use ferropay::{Ferropay, FerropayConfig};
@@ -28,6 +29,8 @@ pub struct ServeConfig {
     pub public_url: Option<String>,
     pub psp: PspChoice,
     pub platform_fee_bps: u32,
+    /// When (UTC) to fetch and reconcile the previous day's settlement file; `None`: never.
+    pub reconcile_at: Option<TimeOfDay>,
 }
 
 #[derive(Clone, Debug)]
@@ -55,12 +58,16 @@ pub struct Running {
     pub sandbox: Option<SandboxHandle>,
     stop: oneshot::Sender<()>,
     server: JoinHandle<std::io::Result<()>>,
+    nightly: Option<JoinHandle<()>>,
 }
 
 impl Running {
     /// Stops serving (requests in flight finish), stops the sandbox, closes the database.
     pub async fn shutdown(self) {
         let _ = self.stop.send(());
+        if let Some(nightly) = self.nightly {
+            nightly.abort();
+        }
         let _ = self.server.await;
         if let Some(sandbox) = self.sandbox {
             sandbox.shutdown();
@@ -143,6 +150,13 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         let _ = stopped.await;
     }));
     tracing::info!(%addr, %public_url, database = service.store.backend().name(), "ferropay serving");
+    let nightly = config.reconcile_at.map(|at| {
+        tokio::spawn(schedule::run_nightly(
+            service.reconciler(),
+            at,
+            std::env::temp_dir(),
+        ))
+    });
     Ok(Running {
         addr,
         public_url,
@@ -150,6 +164,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         sandbox,
         stop,
         server,
+        nightly,
     })
 }
 

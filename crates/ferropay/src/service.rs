@@ -13,6 +13,7 @@ use crate::payin::model::PaymentView;
 use crate::payin::repo::load_view;
 use crate::payin::request::{CreatePaymentInput, NewPayment};
 use crate::psp::{Connector, WebhookError};
+use crate::reconcile::Reconciler;
 use crate::secret::Secret;
 use crate::store::Store;
 use crate::wallet::{self, WalletBalance};
@@ -122,5 +123,15 @@ impl Ferropay {
 
     pub async fn verify_ledger(&self) -> Result<VerifyReport> {
         verify(&self.store).await
+    }
+
+    /// Reconciliation against this service's PSP, which it asks about payments the ledger lacks.
+    pub fn reconciler(&self) -> Reconciler {
+        Reconciler {
+            store: self.store.clone(),
+            psp: self.connector.name().to_owned(),
+            connector: Some(self.connector.clone()),
+            platform_fee_bps: self.config.platform_fee_bps,
+        }
     }
 }

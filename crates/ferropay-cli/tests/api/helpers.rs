@@ -171,6 +171,7 @@ pub async fn spawn_app_with(db: Db, options: AppOptions) -> Option<TestApp> {
         public_url: None,
         psp,
         platform_fee_bps: 0,
+        reconcile_at: None,
     })
     .await
     .expect("ferropay starts");

@@ -3,5 +3,6 @@
 pub mod health;
 pub mod pages;
 pub mod payments;
+pub mod reconciliation;
 pub mod wallets;
 pub mod webhooks;

@@ -6,6 +6,7 @@
 //! so a wallet cannot drift from its account (I4).
 
 pub mod accounts;
+mod batch;
 mod hash;
 pub mod verify;
 
@@ -18,6 +19,8 @@ use crate::error::{Error, Result};
 use crate::ids::new_id;
 use crate::store::{Store, Tx};
 use crate::wallet;
+
+pub use batch::post_batch;
 
 /// One line of a journal transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]

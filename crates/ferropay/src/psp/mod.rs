@@ -126,16 +126,12 @@ pub trait Connector: Send + Sync {
 
     /// The sessions registered with our merchant reference (our payment id), oldest first: how
     /// reconciliation finds a payment whose token we never stored.
-    fn sessions_by_reference<'a>(&'a self, reference: &'a str)
-    -> PspFuture<'a, Vec<PspSession>>;
+    fn sessions_by_reference<'a>(&'a self, reference: &'a str) -> PspFuture<'a, Vec<PspSession>>;
 
     /// Downloads the settlement file of one UTC day into `destination` (created or truncated),
     /// streamed chunk by chunk so memory does not grow with the file. Answers the bytes written.
-    fn settlement_file<'a>(
-        &'a self,
-        date: time::Date,
-        destination: &'a Path,
-    ) -> PspFuture<'a, u64>;
+    fn settlement_file<'a>(&'a self, date: time::Date, destination: &'a Path)
+    -> PspFuture<'a, u64>;
 
     /// The header that carries this PSP's webhook signature.
     fn signature_header(&self) -> &'static str;

@@ -210,10 +210,7 @@ impl Connector for SandboxConnector {
         })
     }
 
-    fn sessions_by_reference<'a>(
-        &'a self,
-        reference: &'a str,
-    ) -> PspFuture<'a, Vec<PspSession>> {
+    fn sessions_by_reference<'a>(&'a self, reference: &'a str) -> PspFuture<'a, Vec<PspSession>> {
         Box::pin(async move {
             let body = self
                 .send_raw(

@@ -228,9 +228,9 @@ pub async fn list(store: &Store, filter: BreakFilter, limit: u32) -> Result<Vec<
         BreakFilter::Open => {
             format!("{SELECT_BREAK} WHERE status = 'open' ORDER BY created_at_ms, id LIMIT $1")
         }
-        BreakFilter::Resolved => format!(
-            "{SELECT_BREAK} WHERE status = 'resolved' ORDER BY created_at_ms, id LIMIT $1"
-        ),
+        BreakFilter::Resolved => {
+            format!("{SELECT_BREAK} WHERE status = 'resolved' ORDER BY created_at_ms, id LIMIT $1")
+        }
     };
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(i64::from(limit))

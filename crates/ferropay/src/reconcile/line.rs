@@ -137,8 +137,8 @@ impl Columns {
         }
         let text = |i: usize| -> Result<&str, String> {
             let bytes = record.get(self.0[i]).unwrap_or(b"");
-            let text = std::str::from_utf8(bytes)
-                .map_err(|_| format!("`{}` is not UTF-8", COLUMNS[i]))?;
+            let text =
+                std::str::from_utf8(bytes).map_err(|_| format!("`{}` is not UTF-8", COLUMNS[i]))?;
             if text.len() > TEXT_MAX_BYTES {
                 return Err(format!(
                     "`{}` is longer than {TEXT_MAX_BYTES} bytes",

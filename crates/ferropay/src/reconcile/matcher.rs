@@ -180,7 +180,9 @@ pub(super) async fn process(state: &mut RunState<'_>, lines: Vec<ReadLine>) -> R
         }
 
         let repeated = seen_in_chunk.contains(match_ref)
-            || seen_by.get(match_ref).is_some_and(|run| *run == state.run_id);
+            || seen_by
+                .get(match_ref)
+                .is_some_and(|run| *run == state.run_id);
         if repeated {
             let mut duplicate = about(
                 BreakKind::DuplicateLine,
@@ -226,9 +228,8 @@ pub(super) async fn process(state: &mut RunState<'_>, lines: Vec<ReadLine>) -> R
              (match_ref, psp_reference, first_run_id, last_run_id, matched_at_ms) VALUES ",
         );
         sql::push_value_rows(&mut statement, rows.len(), 5);
-        statement.push_str(
-            " ON CONFLICT (match_ref) DO UPDATE SET last_run_id = excluded.last_run_id",
-        );
+        statement
+            .push_str(" ON CONFLICT (match_ref) DO UPDATE SET last_run_id = excluded.last_run_id");
         let now = now_ms();
         let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
         for (match_ref, psp_reference) in rows {
@@ -388,7 +389,11 @@ fn judge_payment(
 }
 
 /// A refund or chargeback line against what our ledger posted under its reference.
-fn judge_posted(line: &SettlementLine, match_ref: &str, posted: Option<&Posted>) -> Vec<FoundBreak> {
+fn judge_posted(
+    line: &SettlementLine,
+    match_ref: &str,
+    posted: Option<&Posted>,
+) -> Vec<FoundBreak> {
     let Some(posted) = posted else {
         let mut missing = about(
             BreakKind::MissingInLedger,
@@ -458,7 +463,10 @@ async fn post_payout(
                     BreakKind::AmountMismatch,
                     &format!("{source_ref}:{paid_minor}"),
                     line,
-                    format!("payout {} was posted as {before}, the file says {paid_minor}", line.psp_reference),
+                    format!(
+                        "payout {} was posted as {before}, the file says {paid_minor}",
+                        line.psp_reference
+                    ),
                 );
                 mismatch.expected_amount = Some(before);
                 mismatch.actual_amount = Some(paid_minor);

@@ -9,7 +9,8 @@
 //! - [`heal`]: asking the PSP about a payment the ledger lacks, and applying its answer;
 //! - [`breaks`]: the kinds of break, storing, listing and resolving them;
 //! - [`run`]: one run from start to report: the fees, the missing-in-file check, the run row;
-//! - [`schedule`]: the nightly run inside `serve`.
+//! - [`schedule`]: the nightly run inside `serve`;
+//! - [`bench_data`]: seeded payments and their file, for `ferropay bench reconcile`.
 //!
 //! What is posted is what the file says: the fees of its lines (per batch and currency: debit
 //! `psp_fees:{psp}`, credit `psp_receivable:{psp}`) and each `payout_to_bank` line (debit `bank`,
@@ -17,6 +18,7 @@
 //! file again posts nothing. What remains on `psp_receivable:{psp}` after a clean day is zero;
 //! otherwise it is the sum the breaks explain.
 
+pub mod bench_data;
 pub mod breaks;
 mod heal;
 pub mod line;
@@ -147,14 +149,7 @@ impl Reconciler {
             Ok(bytes) => {
                 tracing::info!(%date, bytes, "settlement file fetched");
                 let options = RunOptions { date: Some(date) };
-                run::execute(
-                    self,
-                    path.clone(),
-                    format!("psp:{date}"),
-                    &options,
-                    &|_| {},
-                )
-                .await
+                run::execute(self, path.clone(), format!("psp:{date}"), &options, &|_| {}).await
             }
             Err(error) => Err(Error::PspUnavailable {
                 message: format!("fetching the settlement file of {date}: {error}"),

@@ -10,7 +10,7 @@ use sqlx::Row;
 
 use super::breaks::{self, BreakKind, FoundBreak};
 use super::{
-    Progress, ReconcileReport, Reconciler, REPORT_LIST_MAX, RunOptions, Window, matcher, reader,
+    Progress, REPORT_LIST_MAX, ReconcileReport, Reconciler, RunOptions, Window, matcher, reader,
 };
 use crate::clock::{now_ms, rfc3339_from_ms};
 use crate::error::{Error, Result};
@@ -271,10 +271,7 @@ pub(super) async fn posted_amount(tx: &mut Tx, transaction_id: &str, account: &s
 /// Captures and refunds posted in the file's day(s) that no line of any run matched: each is a
 /// `missing_in_file` break. The window ends when the run started, so a payment captured while
 /// the file was on its way is not blamed on it.
-async fn missing_in_file(
-    state: &mut RunState<'_>,
-    options: &RunOptions,
-) -> Result<Option<Window>> {
+async fn missing_in_file(state: &mut RunState<'_>, options: &RunOptions) -> Result<Option<Window>> {
     let (from_ms, to_ms) = match (options.date, state.dated_ms) {
         (Some(date), _) => {
             let from_ms = date.midnight().assume_utc().unix_timestamp() * 1_000;

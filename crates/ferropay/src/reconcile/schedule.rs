@@ -37,6 +37,31 @@ impl FromStr for TimeOfDay {
     }
 }
 
+/// A settlement day written `YYYY-MM-DD`.
+pub fn parse_date(text: &str) -> Result<time::Date, String> {
+    let bad = || format!("`{text}` is not a date written YYYY-MM-DD");
+    let mut parts = text.split('-');
+    let (Some(year), Some(month), Some(day), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    if year.len() != 4 || month.len() != 2 || day.len() != 2 {
+        return Err(bad());
+    }
+    let digits = |part: &str| -> Result<u16, String> {
+        if part.bytes().all(|b| b.is_ascii_digit()) {
+            part.parse().map_err(|_| bad())
+        } else {
+            Err(bad())
+        }
+    };
+    let month = time::Month::try_from(u8::try_from(digits(month)?).map_err(|_| bad())?)
+        .map_err(|_| bad())?;
+    let day = u8::try_from(digits(day)?).map_err(|_| bad())?;
+    time::Date::from_calendar_date(i32::from(digits(year)?), month, day).map_err(|_| bad())
+}
+
 /// The first moment at `at` strictly after `now`.
 pub fn next_run(now: OffsetDateTime, at: TimeOfDay) -> OffsetDateTime {
     let time = Time::from_hms(at.hour, at.minute, 0).expect("checked when parsed");
@@ -113,6 +138,25 @@ mod tests {
         );
         for bad in ["2:30", "24:00", "12:60", "1230", "", "ab:cd", "12:3"] {
             assert!(bad.parse::<TimeOfDay>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dates_parse_strictly() {
+        assert_eq!(
+            parse_date("2026-11-24"),
+            Ok(Date::from_calendar_date(2026, Month::November, 24).unwrap())
+        );
+        for bad in [
+            "2026-11-31",
+            "2026-13-01",
+            "26-11-24",
+            "2026-1-24",
+            "2026-11-24-1",
+            "+026-11-24",
+            "",
+        ] {
+            assert!(parse_date(bad).is_err(), "{bad}");
         }
     }
 
