@@ -1,6 +1,7 @@
 -- Reconciliation against the PSP's settlement files (DESIGN.md, "Reconciliation"), portable
--- between SQLite and PostgreSQL. Also: the ledger head remembers its transaction's id, so that
--- `ledger verify` can name the newest transaction when it was deleted behind our back.
+-- between SQLite and PostgreSQL. Also: the ledger head and each journal transaction remember
+-- the id of the transaction before them, so that `ledger verify` can name a transaction that was
+-- deleted behind our back (the hash chain shows that one is gone, not which).
 
 -- One run over one settlement file.
 CREATE TABLE reconciliation_runs (
@@ -57,3 +58,4 @@ CREATE TABLE reconciliation_matches (
 CREATE INDEX journal_transactions_kind_created ON journal_transactions (kind, created_at_ms);
 
 ALTER TABLE ledger_head ADD COLUMN transaction_id TEXT;
+ALTER TABLE journal_transactions ADD COLUMN prev_transaction_id TEXT;

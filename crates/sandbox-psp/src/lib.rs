@@ -16,6 +16,7 @@
 //! | `GET /v1/settlements/{YYYY-MM-DD}.csv` | that UTC day's settlement file (CSV, below) |
 //! | `POST /v1/test/settlement_faults`, `DELETE …` | test hook: make settlement files wrong on purpose |
 //! | `POST /v1/test/chargebacks` | test hook: a chargeback on a succeeded payment |
+//! | `POST /v1/test/lost_webhooks` | test hook: never send webhooks about these merchant references |
 //!
 //! # Decisions beyond the contract
 //!
@@ -94,6 +95,11 @@
 //!   psp_reference, amount?}` (default: the whole payment; 400 if the payment has not succeeded or
 //!   the amount exceeds it, 404 if unknown) records a chargeback dated now, 201 with its id. It
 //!   appears in the settlement file only; no webhook is sent.
+//! - **Lost webhooks** (test hook, Bearer): `POST /v1/test/lost_webhooks` with `{"references":
+//!   [merchant reference…]}` (at most 1,000 in all) adds to the references whose webhook events
+//!   are never sent from then on, as if every delivery were lost; answers the whole list. The
+//!   sessions move as usual, so the payment shows in the settlement file and in
+//!   `GET /v1/payment_sessions`.
 //! - **Secrets.** `SandboxConfig`'s `Debug` hides the API key and the webhook secret; nothing
 //!   logs them, nor card numbers.
 //! - **Lifetime.** [`spawn`] serves in background tasks; dropping the [`SandboxHandle`] leaves it
@@ -331,6 +337,7 @@ fn routes(app: AppState) -> Router {
             post(settlements::set_faults).delete(settlements::clear_faults),
         )
         .route("/test/chargebacks", post(settlements::create_chargeback))
+        .route("/test/lost_webhooks", post(settlements::lose_webhooks))
         .fallback(api::not_found)
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),

@@ -1,7 +1,8 @@
 //! Settlement files (`GET /v1/settlements/{YYYY-MM-DD}.csv`): what the PSP did with the
 //! merchant's money on one UTC day, one CSV line per movement, and what it paid to the bank.
-//! Also the test hooks that make a file wrong on purpose (`/v1/test/settlement_faults`) and
-//! that inject chargebacks (`POST /v1/test/chargebacks`).
+//! Also the test hooks that make a file wrong on purpose (`/v1/test/settlement_faults`), that
+//! inject chargebacks (`POST /v1/test/chargebacks`), and that lose a payment's webhooks so that
+//! only reconciliation can find it (`POST /v1/test/lost_webhooks`).
 //!
 //! Lines, in this order: payments (by the time they succeeded), succeeded refunds (by the time
 //! they settled), chargebacks (by the time they were injected), the injected unknown lines, then
@@ -364,6 +365,26 @@ pub(crate) async fn clear_faults(State(app): State<AppState>) -> Json<Value> {
     let mut store = app.store();
     store.settlement_faults = SettlementFaults::default();
     Json(store.settlement_faults.to_json())
+}
+
+/// `POST /v1/test/lost_webhooks` `{"references": [merchant reference…]}`: from now on, no
+/// webhook about these references is sent (as if every delivery were lost). Answers the list.
+pub(crate) async fn lose_webhooks(
+    State(app): State<AppState>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let body = json_object(&body)?;
+    let references = references(&body, "references")?;
+    let mut store = app.store();
+    if store.lost_webhook_references.len() + references.len() > FAULTS_MAX {
+        return Err(ApiError::invalid_field(format!(
+            "at most {FAULTS_MAX} references may lose their webhooks"
+        )));
+    }
+    store.lost_webhook_references.extend(references);
+    let mut listed: Vec<&String> = store.lost_webhook_references.iter().collect();
+    listed.sort();
+    Ok(Json(json!({ "references": listed })))
 }
 
 /// `POST /v1/test/chargebacks` `{payment_token | psp_reference, amount?}`: the buyer's bank took

@@ -8,4 +8,5 @@ mod bad_input;
 mod cards;
 mod idempotency;
 mod ledger;
+mod reconciliation;
 mod webhooks;

@@ -15,7 +15,7 @@ use crate::ids::new_id;
 use crate::store::{Store, Tx};
 use crate::wallet;
 
-/// Rows per INSERT: journal rows have 8 parameters, postings 5, both far under the limits.
+/// Rows per INSERT: journal rows have 9 parameters, postings 5, both far under the limits.
 const ROWS_PER_INSERT: usize = 500;
 
 /// Posts `batch` in order inside the caller's write transaction; transactions whose source
@@ -29,13 +29,14 @@ pub async fn post_batch(
         check_balanced(&new.postings)?;
     }
     let head = sqlx::query(store.pick(
-        "SELECT seq, hash FROM ledger_head WHERE id = 1",
-        "SELECT seq, hash FROM ledger_head WHERE id = 1 FOR UPDATE",
+        "SELECT seq, hash, transaction_id FROM ledger_head WHERE id = 1",
+        "SELECT seq, hash, transaction_id FROM ledger_head WHERE id = 1 FOR UPDATE",
     ))
     .fetch_one(&mut **tx)
     .await?;
     let mut seq: i64 = head.try_get("seq")?;
     let mut prev_hash: String = head.try_get("hash")?;
+    let mut prev_id: Option<String> = head.try_get("transaction_id")?;
 
     let mut taken: HashSet<String> = HashSet::new();
     for refs in batch.chunks(ROWS_PER_INSERT) {
@@ -61,6 +62,7 @@ pub async fn post_batch(
         seq: i64,
         hash: String,
         prev_hash: String,
+        prev_id: Option<String>,
     }
     let mut rows: Vec<(Planned, &NewJournalTransaction)> = Vec::with_capacity(batch.len());
     for new in batch {
@@ -80,6 +82,7 @@ pub async fn post_batch(
             postings: &new.postings,
         });
         let row = Planned {
+            prev_id: std::mem::replace(&mut prev_id, Some(id.clone())),
             id,
             seq,
             prev_hash: std::mem::replace(&mut prev_hash, hash.clone()),
@@ -95,9 +98,10 @@ pub async fn post_batch(
     for chunk in rows.chunks(ROWS_PER_INSERT) {
         let mut sql = String::from(
             "INSERT INTO journal_transactions \
-             (id, seq, source_ref, kind, payment_id, created_at_ms, prev_hash, hash) VALUES ",
+             (id, seq, source_ref, kind, payment_id, created_at_ms, prev_hash, hash, \
+              prev_transaction_id) VALUES ",
         );
-        values(&mut sql, chunk.len(), 8);
+        values(&mut sql, chunk.len(), 9);
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (row, new) in chunk {
             query = query
@@ -108,7 +112,8 @@ pub async fn post_batch(
                 .bind(new.payment_id.as_deref())
                 .bind(created_at_ms)
                 .bind(row.prev_hash.as_str())
-                .bind(row.hash.as_str());
+                .bind(row.hash.as_str())
+                .bind(row.prev_id.as_deref());
         }
         query.execute(&mut **tx).await?;
     }

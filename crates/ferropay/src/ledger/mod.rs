@@ -102,13 +102,14 @@ pub async fn post(store: &Store, tx: &mut Tx, new: &NewJournalTransaction) -> Re
     // The chain head is the ledger's one serialization point: taking its lock first also makes
     // the source_ref check below race-free between instances.
     let head = sqlx::query(store.pick(
-        "SELECT seq, hash FROM ledger_head WHERE id = 1",
-        "SELECT seq, hash FROM ledger_head WHERE id = 1 FOR UPDATE",
+        "SELECT seq, hash, transaction_id FROM ledger_head WHERE id = 1",
+        "SELECT seq, hash, transaction_id FROM ledger_head WHERE id = 1 FOR UPDATE",
     ))
     .fetch_one(&mut **tx)
     .await?;
     let head_seq: i64 = head.try_get("seq")?;
     let head_hash: String = head.try_get("hash")?;
+    let head_transaction_id: Option<String> = head.try_get("transaction_id")?;
 
     if let Some(row) = sqlx::query("SELECT id FROM journal_transactions WHERE source_ref = $1")
         .bind(&new.source_ref)
@@ -136,8 +137,9 @@ pub async fn post(store: &Store, tx: &mut Tx, new: &NewJournalTransaction) -> Re
 
     sqlx::query(
         "INSERT INTO journal_transactions \
-         (id, seq, source_ref, kind, payment_id, created_at_ms, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+         (id, seq, source_ref, kind, payment_id, created_at_ms, prev_hash, hash, \
+          prev_transaction_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(&transaction_id)
     .bind(seq)
@@ -147,6 +149,7 @@ pub async fn post(store: &Store, tx: &mut Tx, new: &NewJournalTransaction) -> Re
     .bind(created_at_ms)
     .bind(&head_hash)
     .bind(&hash)
+    .bind(head_transaction_id.as_deref())
     .execute(&mut **tx)
     .await?;
 

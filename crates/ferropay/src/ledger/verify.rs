@@ -82,6 +82,8 @@ struct ReadTransaction {
     created_at_ms: i64,
     prev_hash: String,
     hash: String,
+    /// Recorded beside the chain (not hashed): names a predecessor that was deleted.
+    prev_transaction_id: Option<String>,
     postings: Vec<Posting>,
 }
 
@@ -93,7 +95,7 @@ async fn walk_journal(
     // A LEFT JOIN, so a transaction whose postings were all deleted still shows up (and fails).
     let mut rows = sqlx::query(
         "SELECT t.id, t.seq, t.source_ref, t.kind, t.payment_id, t.created_at_ms, t.prev_hash, \
-                t.hash, p.line_no, p.account, p.currency, p.amount_minor \
+                t.hash, t.prev_transaction_id, p.line_no, p.account, p.currency, p.amount_minor \
          FROM journal_transactions t LEFT JOIN postings p ON p.transaction_id = t.id \
          ORDER BY t.seq, p.line_no",
     )
@@ -123,6 +125,7 @@ async fn walk_journal(
                 created_at_ms: row.try_get("created_at_ms")?,
                 prev_hash: row.try_get("prev_hash")?,
                 hash: row.try_get("hash")?,
+                prev_transaction_id: row.try_get("prev_transaction_id")?,
                 postings: Vec::new(),
             });
         }
@@ -195,23 +198,29 @@ fn check_transaction(
         postings: &transaction.postings,
     });
     let mut problems = Vec::new();
-    if transaction.seq != *expected_seq {
-        problems.push(if transaction.seq > *expected_seq {
-            format!(
-                "sequence {} where {} was expected: transaction(s) {}..={} before it were deleted",
-                transaction.seq,
-                expected_seq,
-                expected_seq,
-                transaction.seq - 1
-            )
-        } else {
-            format!(
-                "sequence {} where {} was expected: sequence numbers were changed",
-                transaction.seq, expected_seq
-            )
-        });
+    let deleted_before = transaction.seq > *expected_seq;
+    if deleted_before {
+        // The chain says that something is gone; the successor's note says which one.
+        report.chain_intact = false;
+        if report.chain_breaks.len() < MAX_LISTED {
+            report.chain_breaks.push(ChainBreak {
+                transaction_id: transaction.prev_transaction_id.clone().unwrap_or_default(),
+                seq: transaction.seq - 1,
+                problem: format!(
+                    "deleted: sequence {}..={} is missing before transaction {}",
+                    expected_seq,
+                    transaction.seq - 1,
+                    transaction.id
+                ),
+            });
+        }
+    } else if transaction.seq != *expected_seq {
+        problems.push(format!(
+            "sequence {} where {} was expected: sequence numbers were changed",
+            transaction.seq, expected_seq
+        ));
     }
-    if transaction.prev_hash != *expected_prev {
+    if transaction.prev_hash != *expected_prev && !deleted_before {
         problems.push("its previous-hash does not match the transaction before it".to_owned());
     }
     if recomputed != transaction.hash {
