@@ -12,7 +12,7 @@ use super::{NewJournalTransaction, accounts, check_balanced};
 use crate::clock::now_ms;
 use crate::error::Result;
 use crate::ids::new_id;
-use crate::store::{Store, Tx};
+use crate::store::{Store, Tx, sql};
 use crate::wallet;
 
 /// Rows per INSERT: journal rows have 9 parameters, postings 5, both far under the limits.
@@ -40,14 +40,14 @@ pub async fn post_batch(
 
     let mut taken: HashSet<String> = HashSet::new();
     for refs in batch.chunks(ROWS_PER_INSERT) {
-        let mut sql =
-            String::from("SELECT source_ref FROM journal_transactions WHERE source_ref IN (");
-        for i in 1..=refs.len() {
-            sql.push_str(if i == 1 { "$" } else { ", $" });
-            sql.push_str(&i.to_string());
-        }
-        sql.push(')');
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let statement = sql::in_list(
+            store.backend(),
+            "SELECT source_ref FROM journal_transactions WHERE source_ref IN ",
+            1,
+            refs.len(),
+            "",
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
         for new in refs {
             query = query.bind(new.source_ref.as_str());
         }
@@ -82,7 +82,7 @@ pub async fn post_batch(
             postings: &new.postings,
         });
         let row = Planned {
-            prev_id: std::mem::replace(&mut prev_id, Some(id.clone())),
+            prev_id: prev_id.replace(id.clone()),
             id,
             seq,
             prev_hash: std::mem::replace(&mut prev_hash, hash.clone()),
@@ -101,7 +101,7 @@ pub async fn post_batch(
              (id, seq, source_ref, kind, payment_id, created_at_ms, prev_hash, hash, \
               prev_transaction_id) VALUES ",
         );
-        values(&mut sql, chunk.len(), 9);
+        sql::push_value_rows(&mut sql, store.backend(), chunk.len(), 9);
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (row, new) in chunk {
             query = query
@@ -132,7 +132,7 @@ pub async fn post_batch(
         let mut sql = String::from(
             "INSERT INTO postings (transaction_id, line_no, account, currency, amount_minor) VALUES ",
         );
-        values(&mut sql, chunk.len(), 5);
+        sql::push_value_rows(&mut sql, store.backend(), chunk.len(), 5);
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (transaction_id, line_no, posting) in chunk {
             query = query
@@ -164,19 +164,4 @@ pub async fn post_batch(
         .execute(&mut **tx)
         .await?;
     Ok(rows.len() as u64)
-}
-
-/// Appends `($1, …), (…), …`: `rows` rows of `columns` numbered parameters.
-fn values(sql: &mut String, rows: usize, columns: usize) {
-    for row in 0..rows {
-        sql.push_str(if row == 0 { "(" } else { ", (" });
-        for column in 0..columns {
-            if column > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('$');
-            sql.push_str(&(row * columns + column + 1).to_string());
-        }
-        sql.push(')');
-    }
 }

@@ -12,7 +12,7 @@ use super::line::COLUMNS;
 use crate::clock::{now_ms, rfc3339_from_ms};
 use crate::error::Result;
 use crate::ledger::{self, NewJournalTransaction, Posting, accounts};
-use crate::store::{Backend, Store};
+use crate::store::{Backend, Store, sql};
 
 /// Payments per write transaction while seeding.
 const SEED_CHUNK: u64 = 2_000;
@@ -64,7 +64,7 @@ pub async fn seed_captured(
                  amount_minor, status, psp, psp_token, psp_url, psp_reference, return_url, \
                  failure_code, created_at_ms, updated_at_ms) VALUES ",
             );
-            super::sql::push_value_rows(&mut sql, chunk.len(), 15);
+            sql::push_value_rows(&mut sql, store.backend(), chunk.len(), 15);
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for payment in chunk {
                 query = query
@@ -90,7 +90,7 @@ pub async fn seed_captured(
                 "INSERT INTO payment_orders (id, payment_id, position, order_id, seller_id, \
                  amount_minor, status, created_at_ms, updated_at_ms) VALUES ",
             );
-            super::sql::push_value_rows(&mut sql, chunk.len(), 9);
+            sql::push_value_rows(&mut sql, store.backend(), chunk.len(), 9);
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for payment in chunk {
                 query = query

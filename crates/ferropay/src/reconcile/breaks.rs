@@ -10,7 +10,7 @@ use sqlx::Row;
 
 use crate::clock::{now_ms, rfc3339_from_ms};
 use crate::error::{Error, Result};
-use crate::store::{Store, Tx};
+use crate::store::{Backend, Store, Tx, sql};
 
 /// The kinds of break (DESIGN.md, "Reconciliation").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -116,7 +116,12 @@ const INSERT_ROWS: usize = 500;
 
 /// Stores `found` within the run's transaction. A break already stored (same id) is left as it
 /// is, resolved or not. Answers how many were new.
-pub(crate) async fn insert(tx: &mut Tx, run_id: &str, found: &[FoundBreak]) -> Result<u64> {
+pub(crate) async fn insert(
+    backend: Backend,
+    tx: &mut Tx,
+    run_id: &str,
+    found: &[FoundBreak],
+) -> Result<u64> {
     let now = now_ms();
     let mut inserted = 0;
     for rows in found.chunks(INSERT_ROWS) {
@@ -125,7 +130,7 @@ pub(crate) async fn insert(tx: &mut Tx, run_id: &str, found: &[FoundBreak]) -> R
              merchant_reference, line_no, currency, expected_minor, actual_minor, detail, \
              auto_healed, status, resolution, resolved_at_ms, created_at_ms) VALUES ",
         );
-        super::sql::push_value_rows(&mut sql, rows.len(), 16);
+        sql::push_value_rows(&mut sql, backend, rows.len(), 16);
         sql.push_str(" ON CONFLICT (id) DO NOTHING");
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for found in rows {

@@ -14,15 +14,15 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::Row;
 
+use super::PostingSummary;
 use super::breaks::{self, BreakKind, FoundBreak};
 use super::heal::{self, Unposted};
 use super::line::{LineType, ReadLine, SettlementLine};
 use super::run::{RunState, posted_amount};
-use super::{PostingSummary, sql};
 use crate::clock::now_ms;
 use crate::error::Result;
 use crate::ledger::{self, NewJournalTransaction, PostOutcome, Posting, accounts};
-use crate::store::Store;
+use crate::store::{Store, sql};
 
 /// A payment named by a line, with its capture if the ledger has one.
 #[derive(Clone, Debug)]
@@ -227,7 +227,7 @@ pub(super) async fn process(state: &mut RunState<'_>, lines: Vec<ReadLine>) -> R
             "INSERT INTO reconciliation_matches \
              (match_ref, psp_reference, first_run_id, last_run_id, matched_at_ms) VALUES ",
         );
-        sql::push_value_rows(&mut statement, rows.len(), 5);
+        sql::push_value_rows(&mut statement, store.backend(), rows.len(), 5);
         statement
             .push_str(" ON CONFLICT (match_ref) DO UPDATE SET last_run_id = excluded.last_run_id");
         let now = now_ms();
@@ -251,7 +251,7 @@ pub(super) async fn process(state: &mut RunState<'_>, lines: Vec<ReadLine>) -> R
     for one in &found {
         state.found(one);
     }
-    state.breaks_new += breaks::insert(&mut tx, &state.run_id, &found).await?;
+    state.breaks_new += breaks::insert(store.backend(), &mut tx, &state.run_id, &found).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -495,7 +495,7 @@ async fn load_payments(store: &Store, column: &str, values: &[&str]) -> Result<V
          FROM payments p LEFT JOIN journal_transactions j ON j.source_ref = ('capture:' || p.id) \
          WHERE p.{column} IN "
     );
-    let statement = sql::in_list(&prefix, 1, values.len(), "");
+    let statement = sql::in_list(store.backend(), &prefix, 1, values.len(), "");
     let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
     for value in values {
         query = query.bind(*value);
@@ -523,11 +523,16 @@ async fn load_posted(
     if source_refs.is_empty() {
         return Ok(HashMap::new());
     }
-    let statement = sql::in_list(
+    let mut prefix = String::from(
         "SELECT j.source_ref, p.currency, CAST(SUM(p.amount_minor) AS BIGINT) AS receivable_minor \
          FROM journal_transactions j \
-         JOIN postings p ON p.transaction_id = j.id AND p.account = $1 \
-         WHERE j.source_ref IN ",
+         JOIN postings p ON p.transaction_id = j.id AND p.account = ",
+    );
+    sql::push_param(&mut prefix, store.backend(), 1);
+    prefix.push_str(" WHERE j.source_ref IN ");
+    let statement = sql::in_list(
+        store.backend(),
+        &prefix,
         2,
         source_refs.len(),
         " GROUP BY j.source_ref, p.currency",
@@ -555,6 +560,7 @@ async fn load_matches(store: &Store, match_refs: &[&str]) -> Result<HashMap<Stri
         return Ok(HashMap::new());
     }
     let statement = sql::in_list(
+        store.backend(),
         "SELECT match_ref, last_run_id FROM reconciliation_matches WHERE match_ref IN ",
         1,
         match_refs.len(),

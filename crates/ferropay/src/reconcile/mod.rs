@@ -26,7 +26,6 @@ mod matcher;
 mod reader;
 mod run;
 pub mod schedule;
-mod sql;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

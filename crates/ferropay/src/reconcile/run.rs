@@ -250,7 +250,7 @@ async fn post_fees(state: &mut RunState<'_>) -> Result<()> {
     for mismatch in &found {
         state.found(mismatch);
     }
-    state.breaks_new += breaks::insert(&mut tx, &state.run_id, &found).await?;
+    state.breaks_new += breaks::insert(store.backend(), &mut tx, &state.run_id, &found).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -330,7 +330,7 @@ async fn missing_in_file(state: &mut RunState<'_>, options: &RunOptions) -> Resu
             state.found(missing);
         }
         let mut tx = store.begin_write().await?;
-        state.breaks_new += breaks::insert(&mut tx, &state.run_id, &found).await?;
+        state.breaks_new += breaks::insert(store.backend(), &mut tx, &state.run_id, &found).await?;
         tx.commit().await?;
         if (rows.len() as i64) < MISSING_PAGE {
             break;
