@@ -46,12 +46,23 @@ pub(crate) fn in_list(
 
 /// Appends `(p1, …, p_columns), (…), …` for `rows` rows, numbered from 1.
 pub(crate) fn push_value_rows(sql: &mut String, backend: Backend, rows: usize, columns: usize) {
+    push_value_rows_from(sql, backend, 1, rows, columns);
+}
+
+/// The same, numbered from `first`.
+pub(crate) fn push_value_rows_from(
+    sql: &mut String,
+    backend: Backend,
+    first: usize,
+    rows: usize,
+    columns: usize,
+) {
     for row in 0..rows {
         if row > 0 {
             sql.push_str(", ");
         }
         sql.push('(');
-        push_params(sql, backend, row * columns + 1, columns);
+        push_params(sql, backend, first + row * columns, columns);
         sql.push(')');
     }
 }
