@@ -54,8 +54,10 @@ CREATE TABLE reconciliation_matches (
     matched_at_ms BIGINT NOT NULL
 );
 
--- "Captured that day and absent from the file" reads captures by kind and time.
-CREATE INDEX journal_transactions_kind_created ON journal_transactions (kind, created_at_ms);
+-- "Captured that day and absent from the file" reads captures by kind and time, and needs
+-- nothing but their source reference to look for a match.
+CREATE INDEX journal_transactions_kind_created
+    ON journal_transactions (kind, created_at_ms, source_ref);
 
 ALTER TABLE ledger_head ADD COLUMN transaction_id TEXT;
 ALTER TABLE journal_transactions ADD COLUMN prev_transaction_id TEXT;

@@ -14,11 +14,11 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::Row;
 
-use super::PostingSummary;
 use super::breaks::{self, BreakKind, FoundBreak};
 use super::heal::{self, Unposted};
 use super::line::{LineType, ReadLine, SettlementLine};
 use super::run::{RunState, posted_amount};
+use super::{PostingSummary, Reconciler};
 use crate::clock::now_ms;
 use crate::error::Result;
 use crate::ledger::{self, NewJournalTransaction, PostOutcome, Posting, accounts};
@@ -44,11 +44,50 @@ struct Posted {
 /// Rows per multi-row INSERT of matches (2 parameters each).
 const MATCH_ROWS: usize = 1_000;
 
-pub(super) async fn process(state: &mut RunState<'_>, lines: Vec<ReadLine>) -> Result<()> {
-    let reconciler = state.reconciler;
+/// A chunk with everything the books say about it, read (and healed) but not yet judged.
+pub(super) struct Prepared {
+    lines: Vec<ReadLine>,
+    screened: HashMap<usize, Flagged>,
+    payments: HashMap<String, PaymentRow>,
+    by_psp_reference: HashMap<String, String>,
+    heal_details: HashMap<String, String>,
+    posted: HashMap<String, Posted>,
+    match_refs: Vec<Option<String>>,
+    /// Match reference → the last run that matched it, as the database said.
+    seen_by: HashMap<String, String>,
+}
+
+impl Prepared {
+    /// The payment a payment line names: a clean line's is its merchant reference.
+    fn payment_of(&self, index: usize, line: &SettlementLine) -> Option<String> {
+        payment_of(&self.screened, &self.by_psp_reference, index, line)
+    }
+}
+
+fn payment_of(
+    screened: &HashMap<usize, Flagged>,
+    by_psp_reference: &HashMap<String, String>,
+    index: usize,
+    line: &SettlementLine,
+) -> Option<String> {
+    match screened.get(&index) {
+        None => Some(line.merchant_reference.clone()),
+        Some(flagged) => match &flagged.payment {
+            Some(row) => Some(row.id.clone()),
+            None => by_psp_reference.get(&line.psp_reference).cloned(),
+        },
+    }
+}
+
+/// Reads what the books say about a chunk (and heals what the PSP can tell). It writes
+/// nothing of its own, so it may run while the previous chunk is being applied.
+pub(super) async fn prepare(
+    reconciler: &Reconciler,
+    run_id: &str,
+    lines: Vec<ReadLine>,
+) -> Result<Prepared> {
     let store = &reconciler.store;
     let psp = reconciler.psp.as_str();
-    state.lines += lines.len() as u64;
 
     // The payments the lines name, screened in the database: only the lines that are not a
     // clean match (unknown, not captured, another amount, currency or PSP reference, or read
@@ -61,7 +100,7 @@ pub(super) async fn process(state: &mut RunState<'_>, lines: Vec<ReadLine>) -> R
             _ => None,
         })
         .collect();
-    let screened = screen_payments(store, &state.run_id, &payment_lines).await?;
+    let screened = screen_payments(store, run_id, &payment_lines).await?;
     let mut payments: HashMap<String, PaymentRow> = HashMap::new();
     let mut seen_by: HashMap<String, String> = HashMap::new();
     for flagged in screened.values() {
@@ -86,16 +125,8 @@ pub(super) async fn process(state: &mut RunState<'_>, lines: Vec<ReadLine>) -> R
         }
         payments.insert(row.id.clone(), row);
     }
-    // A clean line's payment is the one its merchant reference names.
-    let payment_of = |index: usize, line: &SettlementLine| -> Option<String> {
-        match screened.get(&index) {
-            None => Some(line.merchant_reference.clone()),
-            Some(flagged) => match &flagged.payment {
-                Some(row) => Some(row.id.clone()),
-                None => by_psp_reference.get(&line.psp_reference).cloned(),
-            },
-        }
-    };
+    let payment_of =
+        |index: usize, line: &SettlementLine| payment_of(&screened, &by_psp_reference, index, line);
 
     // Payments the PSP took but the ledger lacks: ask the PSP and apply its answer.
     let mut heal_details: HashMap<String, String> = HashMap::new();
@@ -174,12 +205,45 @@ pub(super) async fn process(state: &mut RunState<'_>, lines: Vec<ReadLine>) -> R
         },
     ));
     seen_by.extend(load_matches(store, &lookup).await?);
+    drop(payment_lines);
+    Ok(Prepared {
+        lines,
+        screened,
+        payments,
+        by_psp_reference,
+        heal_details,
+        posted,
+        match_refs,
+        seen_by,
+    })
+}
+
+/// Judges a prepared chunk and writes, in one transaction, its matches, its breaks and its
+/// payouts to the bank. `previous` holds the previous chunk's match references, which its
+/// preparation may not have seen committed. Answers this chunk's match references.
+pub(super) async fn apply(
+    state: &mut RunState<'_>,
+    prepared: Prepared,
+    previous: &HashSet<String>,
+) -> Result<HashSet<String>> {
+    let store = &state.reconciler.store;
+    let Prepared {
+        lines,
+        screened,
+        payments,
+        heal_details,
+        posted,
+        match_refs,
+        seen_by,
+        ..
+    } = &prepared;
+    state.lines += lines.len() as u64;
 
     let mut seen_in_chunk: HashSet<&str> = HashSet::new();
     let mut new_matches: Vec<(&str, &str)> = Vec::new();
     let mut found: Vec<FoundBreak> = Vec::new();
     let mut payouts: Vec<&SettlementLine> = Vec::new();
-    for (index, (read, match_ref)) in lines.iter().zip(&match_refs).enumerate() {
+    for (index, (read, match_ref)) in lines.iter().zip(match_refs).enumerate() {
         let (line, match_ref) = match (read, match_ref) {
             (ReadLine::Line(line), Some(match_ref)) => (line, match_ref.as_str()),
             (
@@ -211,6 +275,7 @@ pub(super) async fn process(state: &mut RunState<'_>, lines: Vec<ReadLine>) -> R
         }
 
         let repeated = seen_in_chunk.contains(match_ref)
+            || previous.contains(match_ref)
             || seen_by
                 .get(match_ref)
                 .is_some_and(|run| *run == state.run_id);
@@ -235,8 +300,8 @@ pub(super) async fn process(state: &mut RunState<'_>, lines: Vec<ReadLine>) -> R
         let verdict = match line.kind {
             LineType::Payment if !screened.contains_key(&index) => Vec::new(),
             LineType::Payment => {
-                let payment = payment_of(index, line).map(|id| &payments[&id]);
-                judge_payment(line, match_ref, payment, &heal_details)
+                let payment = prepared.payment_of(index, line).map(|id| &payments[&id]);
+                judge_payment(line, match_ref, payment, heal_details)
             }
             LineType::Refund | LineType::Chargeback => {
                 judge_posted(line, match_ref, posted.get(match_ref))
@@ -294,7 +359,7 @@ pub(super) async fn process(state: &mut RunState<'_>, lines: Vec<ReadLine>) -> R
     }
     state.breaks_new += breaks::insert(store.backend(), &mut tx, &state.run_id, &found).await?;
     tx.commit().await?;
-    Ok(())
+    Ok(seen_in_chunk.into_iter().map(str::to_owned).collect())
 }
 
 /// The distinct values, in first-seen order.

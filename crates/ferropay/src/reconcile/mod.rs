@@ -40,7 +40,7 @@ use crate::store::Store;
 pub use breaks::{BreakFilter, BreakKind, BreakView, FoundBreak};
 
 /// Lines matched per round of queries and per write transaction.
-pub const CHUNK_LINES: usize = 1_000;
+pub const CHUNK_LINES: usize = 2_000;
 
 /// At most this many breaks and postings are listed in a report; all are stored and counted.
 pub const REPORT_LIST_MAX: usize = 1_000;

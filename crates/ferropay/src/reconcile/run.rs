@@ -2,10 +2,11 @@
 //! the matcher, then post the fees per batch and currency, then look for captures of the
 //! file's day(s) that the file lacks, and close the run row with its counts (or its error).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::time::Instant;
 
+use futures_util::TryStreamExt;
 use sqlx::Row;
 
 use super::breaks::{self, BreakKind, FoundBreak};
@@ -16,12 +17,12 @@ use crate::clock::{now_ms, rfc3339_from_ms};
 use crate::error::{Error, Result};
 use crate::ids::new_id;
 use crate::ledger::{self, NewJournalTransaction, PostOutcome, Posting, accounts};
-use crate::store::Tx;
+use crate::store::{Tx, sql};
 
 const DAY_MS: i64 = 86_400_000;
 
-/// Breaks looked up and stored per round of the missing-in-file check.
-const MISSING_PAGE: i64 = 500;
+/// Breaks described and stored per round of the missing-in-file check.
+const MISSING_PAGE: usize = 500;
 
 /// What a run has found so far. Memory: counters, at most [`REPORT_LIST_MAX`] listed breaks
 /// and postings, and one fee sum per (batch, currency).
@@ -177,14 +178,44 @@ async fn drive(
     options: &RunOptions,
     progress: &(dyn Fn(Progress) + Send + Sync),
 ) -> Result<Option<Window>> {
+    // Two chunks in flight: while one is judged and written, the next is read from the
+    // database (on another connection), so the two cores both work.
     let mut chunks = reader::spawn(path, super::CHUNK_LINES);
-    while let Some(chunk) = chunks.recv().await {
-        let chunk = chunk.map_err(|reason| Error::invalid("file", reason))?;
-        matcher::process(state, chunk.lines).await?;
-        progress(Progress {
-            lines: state.lines,
-            bytes: chunk.bytes_read,
-        });
+    let reconciler = state.reconciler;
+    let run_id = state.run_id.clone();
+    let mut in_hand: Option<(matcher::Prepared, u64)> = None;
+    let mut previous = HashSet::new();
+    loop {
+        let next = match chunks.recv().await {
+            Some(chunk) => Some(chunk.map_err(|reason| Error::invalid("file", reason))?),
+            None => None,
+        };
+        let bytes_read = next.as_ref().map(|chunk| chunk.bytes_read);
+        let prepare_next = async {
+            match next {
+                Some(chunk) => matcher::prepare(reconciler, &run_id, chunk.lines)
+                    .await
+                    .map(Some),
+                None => Ok(None),
+            }
+        };
+        let prepared = match in_hand.take() {
+            Some((prepared, bytes)) => {
+                let (applied, next) =
+                    tokio::join!(matcher::apply(state, prepared, &previous), prepare_next);
+                previous = applied?;
+                progress(Progress {
+                    lines: state.lines,
+                    bytes,
+                });
+                next?
+            }
+            None => prepare_next.await?,
+        };
+        match (prepared, bytes_read) {
+            (Some(prepared), Some(bytes)) => in_hand = Some((prepared, bytes)),
+            _ => break,
+        }
     }
     post_fees(state).await?;
     missing_in_file(state, options).await
@@ -270,7 +301,8 @@ pub(super) async fn posted_amount(tx: &mut Tx, transaction_id: &str, account: &s
 
 /// Captures and refunds posted in the file's day(s) that no line of any run matched: each is a
 /// `missing_in_file` break. The window ends when the run started, so a payment captured while
-/// the file was on its way is not blamed on it.
+/// the file was on its way is not blamed on it. The captures are streamed (an index-only scan
+/// and one lookup each); the few that are missing are described and stored a page at a time.
 async fn missing_in_file(state: &mut RunState<'_>, options: &RunOptions) -> Result<Option<Window>> {
     let (from_ms, to_ms) = match (options.date, state.dated_ms) {
         (Some(date), _) => {
@@ -285,54 +317,33 @@ async fn missing_in_file(state: &mut RunState<'_>, options: &RunOptions) -> Resu
     };
     let to_ms = to_ms.min(state.started_at_ms);
     let store = &state.reconciler.store;
-    let receivable = accounts::psp_receivable(&state.reconciler.psp);
-    let mut after_seq = 0_i64;
+    let mut unmatched = sqlx::query(
+        "SELECT j.source_ref FROM journal_transactions j \
+         WHERE j.kind IN ('capture', 'refund') AND j.created_at_ms >= $1 \
+           AND j.created_at_ms < $2 \
+           AND NOT EXISTS (SELECT 1 FROM reconciliation_matches m \
+                           WHERE m.match_ref = j.source_ref)",
+    )
+    .bind(from_ms)
+    .bind(to_ms)
+    .fetch(store.pool());
+    let mut page: Vec<String> = Vec::with_capacity(MISSING_PAGE);
     loop {
-        let rows = sqlx::query(
-            "SELECT j.seq, j.source_ref, j.payment_id, pm.psp_reference, p.currency, \
-                    CAST(SUM(p.amount_minor) AS BIGINT) AS amount_minor \
-             FROM journal_transactions j \
-             JOIN postings p ON p.transaction_id = j.id AND p.account = $1 \
-             LEFT JOIN reconciliation_matches m ON m.match_ref = j.source_ref \
-             LEFT JOIN payments pm ON pm.id = j.payment_id \
-             WHERE j.kind IN ('capture', 'refund') AND j.created_at_ms >= $2 \
-               AND j.created_at_ms < $3 AND m.match_ref IS NULL AND j.seq > $4 \
-             GROUP BY j.seq, j.source_ref, j.payment_id, pm.psp_reference, p.currency \
-             ORDER BY j.seq LIMIT $5",
-        )
-        .bind(&receivable)
-        .bind(from_ms)
-        .bind(to_ms)
-        .bind(after_seq)
-        .bind(MISSING_PAGE)
-        .fetch_all(store.pool())
-        .await?;
-        let Some(last) = rows.last() else {
-            break;
-        };
-        after_seq = last.try_get("seq")?;
-        let mut found = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let source_ref: String = row.try_get("source_ref")?;
-            let amount_minor: i64 = row.try_get("amount_minor")?;
-            let mut missing = FoundBreak::new(
-                BreakKind::MissingInFile,
-                &source_ref,
-                format!("{source_ref} is in the ledger but not in the settlement file"),
-            );
-            missing.psp_reference = row.try_get("psp_reference")?;
-            missing.merchant_reference = row.try_get("payment_id")?;
-            missing.currency = Some(row.try_get("currency")?);
-            missing.expected_amount = Some(amount_minor);
-            found.push(missing);
+        let next = unmatched.try_next().await?;
+        if let Some(row) = &next {
+            page.push(row.try_get("source_ref")?);
         }
-        for missing in &found {
-            state.found(missing);
+        if page.len() == MISSING_PAGE || (next.is_none() && !page.is_empty()) {
+            let found = describe_missing(state, &std::mem::take(&mut page)).await?;
+            for missing in &found {
+                state.found(missing);
+            }
+            let mut tx = store.begin_write().await?;
+            state.breaks_new +=
+                breaks::insert(store.backend(), &mut tx, &state.run_id, &found).await?;
+            tx.commit().await?;
         }
-        let mut tx = store.begin_write().await?;
-        state.breaks_new += breaks::insert(store.backend(), &mut tx, &state.run_id, &found).await?;
-        tx.commit().await?;
-        if (rows.len() as i64) < MISSING_PAGE {
+        if next.is_none() {
             break;
         }
     }
@@ -340,4 +351,51 @@ async fn missing_in_file(state: &mut RunState<'_>, options: &RunOptions) -> Resu
         from: rfc3339_from_ms(from_ms),
         to: rfc3339_from_ms(to_ms),
     }))
+}
+
+/// `missing_in_file` breaks for unmatched ledger source references: this PSP's only (those with
+/// a posting on its receivable), with the amount and the PSP reference the ledger knows.
+async fn describe_missing(state: &RunState<'_>, source_refs: &[String]) -> Result<Vec<FoundBreak>> {
+    let store = &state.reconciler.store;
+    let backend = store.backend();
+    let mut prefix = String::from(
+        "SELECT j.source_ref, j.payment_id, pm.psp_reference, p.currency, \
+                CAST(SUM(p.amount_minor) AS BIGINT) AS amount_minor \
+         FROM journal_transactions j \
+         JOIN postings p ON p.transaction_id = j.id AND p.account = ",
+    );
+    sql::push_param(&mut prefix, backend, 1);
+    prefix.push_str(
+        " LEFT JOIN payments pm ON pm.id = j.payment_id \
+         WHERE j.source_ref IN ",
+    );
+    let statement = sql::in_list(
+        backend,
+        &prefix,
+        2,
+        source_refs.len(),
+        " GROUP BY j.seq, j.source_ref, j.payment_id, pm.psp_reference, p.currency \
+         ORDER BY j.seq",
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(statement))
+        .bind(accounts::psp_receivable(&state.reconciler.psp));
+    for source_ref in source_refs {
+        query = query.bind(source_ref.as_str());
+    }
+    let mut found = Vec::with_capacity(source_refs.len());
+    for row in query.fetch_all(store.pool()).await? {
+        let source_ref: String = row.try_get("source_ref")?;
+        let amount_minor: i64 = row.try_get("amount_minor")?;
+        let mut missing = FoundBreak::new(
+            BreakKind::MissingInFile,
+            &source_ref,
+            format!("{source_ref} is in the ledger but not in the settlement file"),
+        );
+        missing.psp_reference = row.try_get("psp_reference")?;
+        missing.merchant_reference = row.try_get("payment_id")?;
+        missing.currency = Some(row.try_get("currency")?);
+        missing.expected_amount = Some(amount_minor);
+        found.push(missing);
+    }
+    Ok(found)
 }
