@@ -145,6 +145,11 @@ impl Columns {
                     COLUMNS[i]
                 ));
             }
+            // References are visible text; a control character is a broken file (and the unit
+            // separator delimits lists sent to PostgreSQL).
+            if text.chars().any(char::is_control) {
+                return Err(format!("`{}` holds a control character", COLUMNS[i]));
+            }
             Ok(text)
         };
         let amount = |i: usize| -> Result<i64, String> {
@@ -294,6 +299,7 @@ mod tests {
             (6, "80", "gross - fee"),
             (1, "", "merchant_reference"),
             (7, "99999999999999999999", "net"),
+            (1, "pay\u{1f}1", "control character"),
         ] {
             match with(index, value) {
                 ReadLine::Malformed {

@@ -22,7 +22,7 @@ use super::{PostingSummary, Reconciler};
 use crate::clock::now_ms;
 use crate::error::Result;
 use crate::ledger::{self, NewJournalTransaction, PostOutcome, Posting, accounts};
-use crate::store::{Store, sql};
+use crate::store::{Backend, Store, sql};
 
 /// A payment named by a line, with its capture if the ledger has one.
 #[derive(Clone, Debug)]
@@ -319,34 +319,8 @@ pub(super) async fn apply(
     }
 
     let mut tx = store.begin_write().await?;
-    let backend = store.backend();
     for rows in new_matches.chunks(MATCH_ROWS) {
-        // The run and the time once, the references as a VALUES list: two parameters a row.
-        let mut statement = String::from(
-            "INSERT INTO reconciliation_matches \
-             (match_ref, psp_reference, first_run_id, last_run_id, matched_at_ms) SELECT column1, \
-             column2, ",
-        );
-        sql::push_param(&mut statement, backend, 1);
-        statement.push_str(", ");
-        sql::push_param(&mut statement, backend, 2);
-        statement.push_str(", ");
-        sql::push_param(&mut statement, backend, 3);
-        statement.push_str(" FROM (VALUES ");
-        sql::push_value_rows_from(&mut statement, backend, 4, rows.len(), 2);
-        // `WHERE true` keeps SQLite from reading ON CONFLICT as a join's ON.
-        statement.push_str(
-            ") AS v WHERE true ON CONFLICT (match_ref) DO UPDATE \
-             SET last_run_id = excluded.last_run_id",
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(statement))
-            .bind(state.run_id.as_str())
-            .bind(state.run_id.as_str())
-            .bind(now_ms());
-        for (match_ref, psp_reference) in rows {
-            query = query.bind(*match_ref).bind(*psp_reference);
-        }
-        query.execute(&mut *tx).await?;
+        upsert_matches(store, &mut tx, &state.run_id, rows).await?;
     }
     for line in payouts {
         if let Some(mismatch) = post_payout(state, &mut tx, line).await? {
@@ -360,6 +334,53 @@ pub(super) async fn apply(
     state.breaks_new += breaks::insert(store.backend(), &mut tx, &state.run_id, &found).await?;
     tx.commit().await?;
     Ok(seen_in_chunk.into_iter().map(str::to_owned).collect())
+}
+
+/// Records that `rows` (match reference, PSP reference) were matched by `run_id`.
+async fn upsert_matches(
+    store: &Store,
+    tx: &mut crate::store::Tx,
+    run_id: &str,
+    rows: &[(&str, &str)],
+) -> Result<()> {
+    let backend = store.backend();
+    let query = match backend {
+        Backend::Postgres => sqlx::query(
+            "INSERT INTO reconciliation_matches \
+             (match_ref, psp_reference, first_run_id, last_run_id, matched_at_ms) \
+             SELECT v.r, v.p, $3, $3, $4 \
+             FROM unnest(string_to_array($1, chr(31)), string_to_array($2, chr(31))) AS v (r, p) \
+             ON CONFLICT (match_ref) DO UPDATE SET last_run_id = excluded.last_run_id",
+        )
+        .bind(joined(rows.iter().map(|(match_ref, _)| *match_ref)))
+        .bind(joined(rows.iter().map(|(_, psp_reference)| *psp_reference)))
+        .bind(run_id)
+        .bind(now_ms()),
+        Backend::Sqlite => {
+            // The run and the time once, the references as a VALUES list: two parameters a row.
+            let mut statement = String::from(
+                "INSERT INTO reconciliation_matches \
+                 (match_ref, psp_reference, first_run_id, last_run_id, matched_at_ms) \
+                 SELECT column1, column2, ?, ?, ? FROM (VALUES ",
+            );
+            sql::push_value_rows(&mut statement, backend, rows.len(), 2);
+            // `WHERE true` keeps SQLite from reading ON CONFLICT as a join's ON.
+            statement.push_str(
+                ") AS v WHERE true ON CONFLICT (match_ref) DO UPDATE \
+                 SET last_run_id = excluded.last_run_id",
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(statement))
+                .bind(run_id)
+                .bind(run_id)
+                .bind(now_ms());
+            for (match_ref, psp_reference) in rows {
+                query = query.bind(*match_ref).bind(*psp_reference);
+            }
+            query
+        }
+    };
+    query.execute(&mut **tx).await?;
+    Ok(())
 }
 
 /// The distinct values, in first-seen order.
@@ -612,6 +633,9 @@ async fn screen_payments(
         return Ok(flagged);
     }
     let backend = store.backend();
+    if backend == Backend::Postgres {
+        return screen_payments_postgres(store, run_id, payment_lines).await;
+    }
     let mut statement = String::from("WITH l (n, id, psp_ref, gross, currency) AS (VALUES ");
     sql::push_value_rows(&mut statement, backend, payment_lines.len(), 5);
     statement.push_str(
@@ -635,27 +659,103 @@ async fn screen_payments(
     }
     for row in query.bind(run_id).fetch_all(store.pool()).await? {
         let index: i64 = row.try_get("n")?;
-        let id: Option<String> = row.try_get("id")?;
-        let payment = match id {
-            None => None,
-            Some(id) => Some(PaymentRow {
-                id,
-                psp_reference: row.try_get("psp_reference")?,
-                psp_token: row.try_get("psp_token")?,
-                amount_minor: row.try_get("amount_minor")?,
-                currency: row.try_get("currency")?,
-                capture_id: row.try_get("capture_ref")?,
-            }),
-        };
-        flagged.insert(
-            index as usize,
-            Flagged {
-                payment,
-                last_run_id: row.try_get("last_run_id")?,
-            },
-        );
+        flagged.insert(index as usize, flagged_from(&row)?);
     }
     Ok(flagged)
+}
+
+/// The unit separator: lists go to PostgreSQL as one text parameter each, split there
+/// (`string_to_array`), because sqlx's `Any` driver cannot bind arrays. Lines holding a control
+/// character are malformed, so it never occurs inside a value.
+const SEPARATOR: char = '\u{1f}';
+
+fn joined<'a>(values: impl Iterator<Item = &'a str>) -> String {
+    let mut out = String::new();
+    for (i, value) in values.enumerate() {
+        if i > 0 {
+            out.push(SEPARATOR);
+        }
+        out.push_str(value);
+    }
+    out
+}
+
+/// [`screen_payments`] on PostgreSQL: the lines as arrays (a statement of constant size, planned
+/// once), each looked up through its index. A join of a VALUES list would be planned afresh each
+/// time and hash whole tables; `LIMIT 1` keeps the planner from flattening the `LATERAL` lookups
+/// into such joins (measured: ten times faster on 2,000 lines against 100,000 payments).
+async fn screen_payments_postgres(
+    store: &Store,
+    run_id: &str,
+    payment_lines: &[(usize, &SettlementLine)],
+) -> Result<HashMap<usize, Flagged>> {
+    let grosses: Vec<String> = payment_lines
+        .iter()
+        .map(|(_, line)| line.gross_minor.to_string())
+        .collect();
+    let rows = sqlx::query(
+        "SELECT l.n, p.id, p.psp_reference, p.psp_token, p.amount_minor, p.currency, \
+                j.source_ref AS capture_ref, m.last_run_id \
+         FROM unnest(string_to_array($1, chr(31)), string_to_array($2, chr(31)), \
+                     string_to_array($3, chr(31))::bigint[], string_to_array($4, chr(31))) \
+              WITH ORDINALITY AS l (id, psp_ref, gross, currency, n) \
+         LEFT JOIN LATERAL (SELECT id, psp_reference, psp_token, amount_minor, currency \
+                            FROM payments WHERE payments.id = l.id LIMIT 1) p ON true \
+         LEFT JOIN LATERAL (SELECT source_ref FROM journal_transactions \
+                            WHERE source_ref = 'capture:' || l.id LIMIT 1) j ON true \
+         LEFT JOIN LATERAL (SELECT last_run_id FROM reconciliation_matches \
+                            WHERE match_ref = 'capture:' || l.id LIMIT 1) m ON true \
+         WHERE p.id IS NULL OR j.source_ref IS NULL OR p.amount_minor <> l.gross \
+            OR p.currency <> l.currency OR p.psp_reference <> l.psp_ref \
+            OR m.last_run_id = $5",
+    )
+    .bind(joined(
+        payment_lines
+            .iter()
+            .map(|(_, l)| l.merchant_reference.as_str()),
+    ))
+    .bind(joined(
+        payment_lines.iter().map(|(_, l)| l.psp_reference.as_str()),
+    ))
+    .bind(joined(grosses.iter().map(String::as_str)))
+    .bind(joined(
+        payment_lines.iter().map(|(_, l)| l.currency.as_str()),
+    ))
+    .bind(run_id)
+    .fetch_all(store.pool())
+    .await?;
+    let mut flagged = HashMap::new();
+    for row in rows {
+        // ORDINALITY counts from 1.
+        let ordinal: i64 = row.try_get("n")?;
+        let Some((index, _)) = usize::try_from(ordinal - 1)
+            .ok()
+            .and_then(|at| payment_lines.get(at))
+        else {
+            return Err(crate::Error::Internal(format!("screening row {ordinal}")));
+        };
+        flagged.insert(*index, flagged_from(&row)?);
+    }
+    Ok(flagged)
+}
+
+fn flagged_from(row: &sqlx::any::AnyRow) -> Result<Flagged> {
+    let id: Option<String> = row.try_get("id")?;
+    let payment = match id {
+        None => None,
+        Some(id) => Some(PaymentRow {
+            id,
+            psp_reference: row.try_get("psp_reference")?,
+            psp_token: row.try_get("psp_token")?,
+            amount_minor: row.try_get("amount_minor")?,
+            currency: row.try_get("currency")?,
+            capture_id: row.try_get("capture_ref")?,
+        }),
+    };
+    Ok(Flagged {
+        payment,
+        last_run_id: row.try_get("last_run_id")?,
+    })
 }
 
 async fn load_payments(store: &Store, column: &str, values: &[&str]) -> Result<Vec<PaymentRow>> {
