@@ -1,6 +1,9 @@
 //! The `ferropay` command line (CONTRACT.md, "CLI"): `serve`, `sandbox-psp`, `api-key create`,
-//! `ledger verify`, `dlq list`, `dlq replay`, `payout create`, `bench`. Every flag also reads
-//! `FERROPAY_<FLAG>`. Results go to stdout as JSON; logs go to stderr (`FERROPAY_LOG` sets the level, `FERROPAY_LOG_FORMAT=json` makes them JSON).
+//! `ledger verify`, `reconcile`, `dlq list`, `dlq replay`, `payout create`, `bench`. Every flag
+//! also reads `FERROPAY_<FLAG>`. Results go to stdout as JSON; logs go to stderr (`FERROPAY_LOG`
+//! sets the level, `FERROPAY_LOG_FORMAT=json` makes them JSON).
+
+mod reconcile;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -10,6 +13,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use ferropay::jobs::{JobsConfig, RetryPolicy};
 use ferropay::payout::schedule::PayoutSchedule;
+use ferropay::reconcile::schedule::TimeOfDay;
 use ferropay::secret::Secret;
 use ferropay::store::{DEFAULT_DATABASE_URL, Store};
 use ferropay_cli::serve::{self, PspChoice, ServeConfig};
@@ -49,6 +53,8 @@ enum Command {
         #[command(subcommand)]
         command: PayoutCommand,
     },
+    /// Reconcile a PSP settlement file against the books; list and resolve breaks.
+    Reconcile(reconcile::ReconcileArgs),
     /// Measure throughput and latency on this machine (BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
@@ -78,10 +84,10 @@ enum PayoutCommand {
 }
 
 #[derive(Args, Clone)]
-struct DatabaseArgs {
+pub(crate) struct DatabaseArgs {
     /// sqlite://PATH or postgres://…
     #[arg(long, env = "FERROPAY_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
-    database_url: String,
+    pub(crate) database_url: String,
 }
 
 #[derive(Args)]
@@ -142,6 +148,21 @@ struct ServeArgs {
     #[arg(long, env = "FERROPAY_JOB_MAX_ATTEMPTS", default_value_t = RetryPolicy::default().max_attempts,
           value_parser = clap::value_parser!(u32).range(1..))]
     job_max_attempts: u32,
+    /// When (HH:MM, UTC) to fetch the previous day's settlement file from the PSP and reconcile
+    /// it, every day; `off` never does.
+    #[arg(long, env = "FERROPAY_RECONCILE_AT", default_value = "02:00", value_parser = parse_reconcile_at)]
+    reconcile_at: Reconcile,
+}
+
+/// `--reconcile-at`: a time of day, or off.
+#[derive(Clone, Copy, Debug)]
+struct Reconcile(Option<TimeOfDay>);
+
+fn parse_reconcile_at(text: &str) -> Result<Reconcile, String> {
+    if text == "off" {
+        return Ok(Reconcile(None));
+    }
+    text.parse().map(|at| Reconcile(Some(at)))
 }
 
 #[derive(Args)]
@@ -268,6 +289,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string(&key)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Reconcile(args) => reconcile::run(args).await,
         Command::Bench { command } => ferropay_cli::bench::run(command).await,
         Command::Ledger {
             command: LedgerCommand::Verify { database },
@@ -398,6 +420,7 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<ExitCode> {
             },
             ..JobsConfig::default()
         },
+        reconcile_at: args.reconcile_at.0,
     })
     .await?;
     eprintln!(

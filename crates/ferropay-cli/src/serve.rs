@@ -1,6 +1,7 @@
 //! `ferropay serve`: binds the API, opens (and migrates) the database, wires the PSP connector —
 //! the in-process sandbox PSP with a generated key and webhook secret, or a PSP elsewhere —,
-//! starts the job workers, and serves until asked to stop.
+//! starts the job workers, schedules the nightly reconciliation and the payouts, and serves
+//! until asked to stop.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use ferropay::jobs::JobsConfig;
 use ferropay::jobs::worker::Workers;
 use ferropay::payout::schedule::PayoutSchedule;
 use ferropay::psp::sandbox::{NAME as SANDBOX, SandboxConnector};
+use ferropay::reconcile::schedule::{self, TimeOfDay};
 use ferropay::secret::Secret;
 use ferropay::store::Store;
 use ferropay::{Ferropay, FerropayConfig};
@@ -41,6 +43,8 @@ pub struct ServeConfig {
     pub poll_after_ms: i64,
     /// Leases, retries and workers of the job queue; `concurrency: 0` runs no workers here.
     pub jobs: JobsConfig,
+    /// When (UTC) to fetch and reconcile the previous day's settlement file; `None`: never.
+    pub reconcile_at: Option<TimeOfDay>,
 }
 
 #[derive(Clone, Debug)]
@@ -70,6 +74,7 @@ pub struct Running {
     stop: oneshot::Sender<()>,
     server: JoinHandle<std::io::Result<()>>,
     payout_schedule: Option<JoinHandle<()>>,
+    nightly: Option<JoinHandle<()>>,
 }
 
 impl Running {
@@ -77,6 +82,9 @@ impl Running {
     /// period), stops the sandbox, closes the database.
     pub async fn shutdown(self) {
         let _ = self.stop.send(());
+        if let Some(nightly) = self.nightly {
+            nightly.abort();
+        }
         let _ = self.server.await;
         if let Some(schedule) = self.payout_schedule {
             schedule.abort();
@@ -177,6 +185,13 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         .payout_schedule
         .map(|schedule| ferropay::payout::schedule::spawn(service.clone(), schedule));
     tracing::info!(%addr, %public_url, database = service.store.backend().name(), "ferropay serving");
+    let nightly = config.reconcile_at.map(|at| {
+        tokio::spawn(schedule::run_nightly(
+            service.reconciler(),
+            at,
+            std::env::temp_dir(),
+        ))
+    });
     Ok(Running {
         addr,
         public_url,
@@ -186,6 +201,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         stop,
         server,
         payout_schedule,
+        nightly,
     })
 }
 

@@ -1,6 +1,6 @@
-//! ferropay's HTTP face: the axum router for the pay-in API, the PSP webhooks, the buyer's
-//! status page and health. Handlers only translate HTTP to [`ferropay::Ferropay`]'s use cases
-//! and their errors back to the contract's JSON errors.
+//! ferropay's HTTP face: the axum router for the pay-in API, reconciliation for operators, the
+//! PSP webhooks, the buyer's status page and health. Handlers only translate HTTP to
+//! [`ferropay::Ferropay`]'s use cases and their errors back to the contract's JSON errors.
 
 pub mod error;
 pub mod extract;
@@ -33,6 +33,15 @@ pub fn router(service: Ferropay) -> Router {
             "/v1/sellers/{seller_id}/payouts",
             post(routes::payouts::create).get(routes::payouts::list),
         )
+        .route(
+            "/v1/reconciliation/breaks",
+            get(routes::reconciliation::list_breaks),
+        )
+        .route(
+            "/v1/reconciliation/breaks/{id}/resolve",
+            post(routes::reconciliation::resolve_break),
+        )
+        .route("/v1/reconciliation/runs", post(routes::reconciliation::run))
         .route("/webhooks/psp/{psp}", post(routes::webhooks::receive))
         .route("/payments/{id}/status", get(routes::pages::payment_status))
         .route("/healthz", get(routes::health::healthz))

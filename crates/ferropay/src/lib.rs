@@ -2,9 +2,9 @@
 //!
 //! This crate owns the domain and its use cases: money, pay-in (payment events, orders and their
 //! state machine), refunds and payouts, the double-entry ledger, the sellers' wallets, PSP
-//! connectors, idempotency, the durable job queue, the outbox, and storage on SQLite or
-//! PostgreSQL. It knows nothing of HTTP; `ferropay-http` maps requests onto [`Ferropay`]'s
-//! methods.
+//! connectors, idempotency, the durable job queue, the outbox, reconciliation against the PSP's
+//! settlement files, and storage on SQLite or PostgreSQL. It knows nothing of HTTP;
+//! `ferropay-http` maps requests onto [`Ferropay`]'s methods.
 
 pub mod api_keys;
 pub mod clock;
@@ -18,6 +18,7 @@ pub mod outbox;
 pub mod payin;
 pub mod payout;
 pub mod psp;
+pub mod reconcile;
 pub mod refund;
 pub mod secret;
 pub mod service;

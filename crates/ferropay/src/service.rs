@@ -16,6 +16,7 @@ use crate::payin::request::{CreatePaymentInput, NewPayment};
 use crate::payin::{poll, register};
 use crate::payout::{self, PayoutInput, PayoutView};
 use crate::psp::{Connector, WebhookError};
+use crate::reconcile::Reconciler;
 use crate::refund::{self, RefundInput, RefundView};
 use crate::secret::Secret;
 use crate::store::Store;
@@ -207,5 +208,15 @@ impl Ferropay {
             .register(refund::job::KIND, refund::job::handler(self))
             .register(payout::job::KIND, payout::job::handler(self));
         registry
+    }
+
+    /// Reconciliation against this service's PSP, which it asks about payments the ledger lacks.
+    pub fn reconciler(&self) -> Reconciler {
+        Reconciler {
+            store: self.store.clone(),
+            psp: self.connector.name().to_owned(),
+            connector: Some(self.connector.clone()),
+            platform_fee_bps: self.config.platform_fee_bps,
+        }
     }
 }

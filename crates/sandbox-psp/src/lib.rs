@@ -13,6 +13,10 @@
 //! | `POST /v1/payouts`, `GET /v1/payouts/{id}` | payouts to sellers, settled later by webhook |
 //! | `GET /pay/{token}`, `POST /pay/{token}` | the hosted payment page |
 //! | `POST /pay/{token}/challenge` | the 3-D Secure challenge |
+//! | `GET /v1/settlements/{YYYY-MM-DD}.csv` | that UTC day's settlement file (CSV, below) |
+//! | `POST /v1/test/settlement_faults`, `DELETE …` | test hook: make settlement files wrong on purpose |
+//! | `POST /v1/test/chargebacks` | test hook: a chargeback on a succeeded payment |
+//! | `POST /v1/test/lost_webhooks` | test hook: never send webhooks about these merchant references |
 //!
 //! # Decisions beyond the contract
 //!
@@ -61,6 +65,43 @@
 //!   cut before any byte of the answer is written. A duplicated webhook is delivered again, with the same id,
 //!   once the first delivery got its 2xx. A reordered event is held 0..=1000 ms before its first
 //!   attempt. Events are always created in causal order (`processing` before `succeeded`).
+//! - **Settlement files** (`GET /v1/settlements/{YYYY-MM-DD}.csv`, Bearer; `text/csv`; 400 for a
+//!   date that is not a real `YYYY-MM-DD`): header
+//!   `psp_reference,merchant_reference,type,created_at,currency,gross,fee,net,batch`, then one
+//!   line per payment that succeeded that UTC day (`psp_reference` the session's, `merchant_reference`
+//!   the merchant's reference), per refund that settled as succeeded that day (`psp_reference` the
+//!   refund id `re_…`, `merchant_reference` the merchant's refund reference), per chargeback
+//!   injected that day (`cb_…`, the payment's merchant reference), and one `payout_to_bank` line
+//!   per currency (`po_YYYYMMDD_CUR`, empty merchant reference, created at 23:59:59). Amounts are
+//!   signed minor units from the merchant balance's point of view: payments positive, refunds and
+//!   chargebacks negative, and the payout takes the day's net to the bank, so it is
+//!   `-(sum of the other lines' net)` and a file's nets sum to zero per currency (no payout line
+//!   when that sum is zero). `gross - fee = net` on every line. Fees: a payment pays
+//!   `settlement_fee_bps` basis points of its gross (default 290 = 2.9 %), rounded half up to a
+//!   whole minor unit in integer arithmetic, plus `settlement_fee_fixed_minor` (default 30) in
+//!   its own currency; a refund pays none (and the payment's fee is not given back); a chargeback
+//!   pays `chargeback_fee_minor` (default 1500). `created_at` is RFC 3339 UTC to the second;
+//!   `batch` is `stl_YYYYMMDD`. Fields with a comma or quote are quoted as RFC 4180 says. A file
+//!   asked for during its day holds what happened so far.
+//! - **Settlement faults** (test hook, Bearer, no `Idempotency-Key`):
+//!   `POST /v1/test/settlement_faults` with `{"missing": [ref…], "duplicated": [ref…],
+//!   "amount_changed": [ref…], "currency_changed": [ref…], "unknown_lines": N}` (all optional;
+//!   a `ref` is a line's `psp_reference` or `merchant_reference`; at most 1,000 each) replaces the
+//!   discrepancies written into every settlement file from then on: a missing line is left out, a
+//!   duplicated one is written twice, a changed amount is 100 minor units more (gross and net), a
+//!   changed currency is EUR for USD and USD for any other, and each unknown line is a USD 1234
+//!   payment for a reference nobody registered (ids fixed when the faults are set, dated at the
+//!   start of the day asked for). The payout line adds up the lines as written. The answer echoes
+//!   the faults with the unknown lines' references. `DELETE` clears them.
+//! - **Chargebacks** (test hook, Bearer): `POST /v1/test/chargebacks` with `{payment_token |
+//!   psp_reference, amount?}` (default: the whole payment; 400 if the payment has not succeeded or
+//!   the amount exceeds it, 404 if unknown) records a chargeback dated now, 201 with its id. It
+//!   appears in the settlement file only; no webhook is sent.
+//! - **Lost webhooks** (test hook, Bearer): `POST /v1/test/lost_webhooks` with `{"references":
+//!   [merchant reference…]}` (at most 1,000 in all) adds to the references whose webhook events
+//!   are never sent from then on, as if every delivery were lost; answers the whole list. The
+//!   sessions move as usual, so the payment shows in the settlement file and in
+//!   `GET /v1/payment_sessions`.
 //! - **Secrets.** `SandboxConfig`'s `Debug` hides the API key and the webhook secret; nothing
 //!   logs them, nor card numbers.
 //! - **Lifetime.** [`spawn`] serves in background tasks; dropping the [`SandboxHandle`] leaves it
@@ -80,6 +121,7 @@ mod payouts;
 mod refunds;
 mod request;
 mod sessions;
+mod settlements;
 mod store;
 mod webhooks;
 
@@ -93,6 +135,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use faults::Faults;
+pub use settlements::HEADER as SETTLEMENT_HEADER;
 pub use webhooks::sign;
 
 use crate::background::Background;
@@ -123,6 +166,12 @@ pub struct SandboxConfig {
     pub webhook_retry_max_ms: u64,
     /// A webhook delivery gives up after this many attempts (at least 1 is made).
     pub webhook_max_attempts: u32,
+    /// The PSP's fee on each payment in its settlement file, in basis points of the gross.
+    pub settlement_fee_bps: u32,
+    /// The fixed part of the fee on each payment, in minor units of the payment's currency.
+    pub settlement_fee_fixed_minor: i64,
+    /// The fee on each chargeback, in minor units of its currency.
+    pub chargeback_fee_minor: i64,
     /// Injected faults.
     pub faults: Faults,
 }
@@ -140,6 +189,9 @@ impl Default for SandboxConfig {
             webhook_retry_base_ms: 500,
             webhook_retry_max_ms: 60_000,
             webhook_max_attempts: 50,
+            settlement_fee_bps: 290,
+            settlement_fee_fixed_minor: 30,
+            chargeback_fee_minor: 1_500,
             faults: Faults::default(),
         }
     }
@@ -159,6 +211,12 @@ impl fmt::Debug for SandboxConfig {
             .field("webhook_retry_base_ms", &self.webhook_retry_base_ms)
             .field("webhook_retry_max_ms", &self.webhook_retry_max_ms)
             .field("webhook_max_attempts", &self.webhook_max_attempts)
+            .field("settlement_fee_bps", &self.settlement_fee_bps)
+            .field(
+                "settlement_fee_fixed_minor",
+                &self.settlement_fee_fixed_minor,
+            )
+            .field("chargeback_fee_minor", &self.chargeback_fee_minor)
             .field("faults", &self.faults)
             .finish()
     }
@@ -275,6 +333,13 @@ fn routes(app: AppState) -> Router {
         .route("/refunds/{id}", get(refunds::get))
         .route("/payouts", post(payouts::create))
         .route("/payouts/{id}", get(payouts::get))
+        .route("/settlements/{file}", get(settlements::file))
+        .route(
+            "/test/settlement_faults",
+            post(settlements::set_faults).delete(settlements::clear_faults),
+        )
+        .route("/test/chargebacks", post(settlements::create_chargeback))
+        .route("/test/lost_webhooks", post(settlements::lose_webhooks))
         .fallback(api::not_found)
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),

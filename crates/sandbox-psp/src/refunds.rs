@@ -39,17 +39,19 @@ impl RefundStatus {
 
 #[derive(Debug, Clone)]
 pub(crate) struct Refund {
-    id: String,
+    pub(crate) id: String,
     /// The refunded payment's session token and PSP reference.
     payment_token: String,
     psp_reference: String,
-    amount: i64,
-    currency: String,
+    pub(crate) amount: i64,
+    pub(crate) currency: String,
     /// The merchant's refund id.
-    reference: String,
-    status: RefundStatus,
+    pub(crate) reference: String,
+    pub(crate) status: RefundStatus,
     failure_code: Option<&'static str>,
     created_unix_s: i64,
+    /// When it settled (unix s): the day whose settlement file carries a succeeded refund.
+    pub(crate) settled_unix_s: Option<i64>,
 }
 
 impl Refund {
@@ -140,6 +142,7 @@ pub(crate) async fn create(
         status: RefundStatus::Pending,
         failure_code: None,
         created_unix_s: unix_now_s(),
+        settled_unix_s: None,
     };
     let answer = refund.to_json();
     store.refunds.insert(refund.id.clone(), refund.clone());
@@ -201,6 +204,7 @@ async fn settle(app: AppState, id: String) {
             RefundStatus::Succeeded
         };
         refund.failure_code = failure_code;
+        refund.settled_unix_s = Some(unix_now_s());
         refund.event()
     };
     webhooks::emit(&app, vec![event]);

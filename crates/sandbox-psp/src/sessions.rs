@@ -55,6 +55,8 @@ pub(crate) struct Session {
     pub(crate) card_last4: Option<String>,
     /// Sum of the succeeded refunds, minor units.
     pub(crate) amount_refunded: i64,
+    /// When the payment succeeded (unix s): the day whose settlement file carries it.
+    pub(crate) succeeded_unix_s: Option<i64>,
 }
 
 impl Session {
@@ -102,6 +104,9 @@ impl Session {
         self.status = status;
         self.failure_code = failure_code;
         self.challenge_pending = false;
+        if status == SessionStatus::Succeeded {
+            self.succeeded_unix_s = Some(unix_now_s());
+        }
         self.event(kind)
     }
 }
@@ -146,6 +151,7 @@ pub(crate) fn open(store: &mut Store, app: &App, new: NewSession) -> Session {
         challenge_pending: false,
         card_last4: None,
         amount_refunded: 0,
+        succeeded_unix_s: None,
     };
     let deadline = Instant::now()
         .checked_add(Duration::from_millis(ttl_ms))

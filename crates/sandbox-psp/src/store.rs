@@ -1,7 +1,7 @@
 //! The sandbox's whole state, in memory behind one mutex (see `App::store`): sessions and their
 //! indexes, refunds, payouts, idempotency records. Handlers lock it for a few statements.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use tokio::time::Instant;
 
@@ -9,6 +9,7 @@ use crate::idempotency::IdempotencyRecords;
 use crate::payouts::Payout;
 use crate::refunds::Refund;
 use crate::sessions::Session;
+use crate::settlements::{Chargeback, SettlementFaults};
 
 #[derive(Default)]
 pub(crate) struct Store {
@@ -26,6 +27,12 @@ pub(crate) struct Store {
     /// By id.
     pub(crate) payouts: HashMap<String, Payout>,
     pub(crate) idempotency: IdempotencyRecords,
+    /// Injected by `POST /v1/test/chargebacks`, in creation order.
+    pub(crate) chargebacks: Vec<Chargeback>,
+    /// Injected by `POST /v1/test/settlement_faults`.
+    pub(crate) settlement_faults: SettlementFaults,
+    /// Merchant references whose webhooks are never sent (`POST /v1/test/lost_webhooks`).
+    pub(crate) lost_webhook_references: HashSet<String>,
 }
 
 impl Store {

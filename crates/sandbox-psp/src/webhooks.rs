@@ -36,15 +36,23 @@ pub(crate) struct Event {
     id: String,
     kind: &'static str,
     body: Bytes,
+    /// The merchant reference in `data.reference`, for the lost-webhooks test hook.
+    reference: Option<String>,
 }
 
 impl Event {
     /// `{"id": "evt_…", "type": kind, "created": unix_s, "data": data}`.
     pub(crate) fn new(kind: &'static str, data: Value) -> Self {
         let id = new_id("evt_");
+        let reference = data["reference"].as_str().map(str::to_owned);
         let envelope = json!({"id": id, "type": kind, "created": unix_now_s(), "data": data});
         let body = Bytes::from(envelope.to_string());
-        Self { id, kind, body }
+        Self {
+            id,
+            kind,
+            body,
+            reference,
+        }
     }
 }
 
@@ -55,6 +63,14 @@ pub(crate) fn emit(app: &AppState, events: Vec<Event>) {
     }
     let faults = &app.config.faults;
     for event in events {
+        let lost = event
+            .reference
+            .as_ref()
+            .is_some_and(|reference| app.store().lost_webhook_references.contains(reference));
+        if lost {
+            tracing::debug!(id = %event.id, kind = event.kind, "sandbox PSP: losing a webhook on request");
+            continue;
+        }
         let plan = DeliveryPlan {
             hold: reorder_hold(faults),
             drop_first_attempt: chance(faults.webhook_drop_rate),

@@ -865,3 +865,198 @@ async fn shutdown_stops_serving() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+// ---------------------------------------------------------------- settlement files
+
+/// Today's UTC date as `YYYY-MM-DD` (civil-from-days, as in the sandbox's clock).
+fn today() -> String {
+    let days = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 86_400) as i64;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+impl Harness {
+    /// Today's settlement file as (header, rows of fields).
+    async fn settlement(&self) -> (String, Vec<Vec<String>>) {
+        let response = self
+            .client
+            .get(self.url(&format!("/v1/settlements/{}.csv", today())))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/csv")
+        );
+        let text = response.text().await.unwrap();
+        let mut lines = text.lines();
+        let header = lines.next().unwrap().to_owned();
+        let rows = lines
+            .map(|line| line.split(',').map(str::to_owned).collect())
+            .collect();
+        (header, rows)
+    }
+}
+
+fn amount(row: &[String], column: usize) -> i64 {
+    row[column].parse().unwrap()
+}
+
+#[tokio::test]
+async fn settlement_files_list_the_day_with_fees_and_the_payout() {
+    let h = start(|_| {}).await;
+    let paid = h.new_session("pay_settled").await;
+    let _ = h.pay(&token_of(&paid), CARD_OK).await;
+    let charged_back = h.new_session("pay_charged_back").await;
+    let _ = h.pay(&token_of(&charged_back), CARD_OK).await;
+    let declined = h.new_session("pay_declined").await;
+    let _ = h.pay(&token_of(&declined), "4000 0000 0000 0002").await;
+    let refund = json!({"payment_token": token_of(&paid), "amount": 1000, "currency": "USD",
+        "reference": "ref_settled"});
+    let refund: Value = h
+        .post_json("/v1/refunds", Some("r-settled"), &refund)
+        .await
+        .json()
+        .await
+        .unwrap();
+    h.hooks
+        .wait_for(refund["id"].as_str().unwrap(), "refund.succeeded")
+        .await;
+    let chargeback = h
+        .post_json(
+            "/v1/test/chargebacks",
+            None,
+            &json!({"psp_reference": charged_back["psp_reference"], "amount": 700}),
+        )
+        .await;
+    assert_eq!(chargeback.status(), StatusCode::CREATED);
+
+    let (header, rows) = h.settlement().await;
+    assert_eq!(header, sandbox_psp::SETTLEMENT_HEADER);
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    let kinds: Vec<&str> = rows.iter().map(|r| r[2].as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "payment",
+            "payment",
+            "refund",
+            "chargeback",
+            "payout_to_bank"
+        ]
+    );
+    // 1750 at 2.9 % + 30: 50.75 rounds to 51, so the fee is 81.
+    let payment = rows.iter().find(|r| r[1] == "pay_settled").unwrap();
+    assert_eq!(payment[0], paid["psp_reference"].as_str().unwrap());
+    assert_eq!((amount(payment, 5), amount(payment, 6)), (1750, 81));
+    assert!(payment[3].starts_with(&today()));
+    assert_eq!(rows[2][1], "ref_settled");
+    assert_eq!((amount(&rows[2], 5), amount(&rows[2], 6)), (-1000, 0));
+    assert_eq!((amount(&rows[3], 5), amount(&rows[3], 6)), (-700, 1500));
+    for row in &rows {
+        assert_eq!(amount(row, 5) - amount(row, 6), amount(row, 7), "{row:?}");
+        assert_eq!(row[4], "USD");
+        assert_eq!(row[8], format!("stl_{}", today().replace('-', "")));
+    }
+    // The payout takes the day's net to the bank: the nets sum to zero.
+    let payout = &rows[4];
+    assert_eq!(amount(payout, 7), -(1669 + 1669 - 1000 - 2200));
+    assert_eq!(rows.iter().map(|r| amount(r, 7)).sum::<i64>(), 0);
+
+    // Wrong on purpose: each discrepancy kind.
+    let faults = h
+        .post_json(
+            "/v1/test/settlement_faults",
+            None,
+            &json!({
+                "missing": ["pay_charged_back"],
+                "duplicated": [paid["psp_reference"]],
+                "amount_changed": ["ref_settled"],
+                "unknown_lines": 1,
+            }),
+        )
+        .await;
+    assert_eq!(faults.status(), StatusCode::OK);
+    let faults: Value = faults.json().await.unwrap();
+    let unknown = faults["unknown_lines"][0]["merchant_reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, rows) = h.settlement().await;
+    let references: Vec<&str> = rows.iter().map(|r| r[1].as_str()).collect();
+    assert_eq!(
+        references,
+        [
+            "pay_settled",
+            "pay_settled",
+            "ref_settled",
+            unknown.as_str(),
+            ""
+        ],
+        "the charged-back payment and its chargeback are missing"
+    );
+    assert_eq!(amount(&rows[2], 5), -900);
+    assert_eq!(rows.iter().map(|r| amount(r, 7)).sum::<i64>(), 0);
+    let changed = h
+        .post_json(
+            "/v1/test/settlement_faults",
+            None,
+            &json!({"currency_changed": ["pay_settled"]}),
+        )
+        .await;
+    assert_eq!(changed.status(), StatusCode::OK);
+    let (_, rows) = h.settlement().await;
+    let settled = rows.iter().find(|r| r[1] == "pay_settled").unwrap();
+    assert_eq!(settled[4], "EUR");
+    assert_eq!(rows.iter().filter(|r| r[2] == "payout_to_bank").count(), 2);
+
+    let cleared = h
+        .client
+        .delete(h.url("/v1/test/settlement_faults"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cleared.status(), StatusCode::OK);
+    assert_eq!(h.settlement().await.1.len(), 5);
+
+    // Bad input and no key.
+    let (status, body) = h.get_json("/v1/settlements/2025-02-30.csv").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let bad = h
+        .post_json("/v1/test/settlement_faults", None, &json!({"missing": "x"}))
+        .await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let not_succeeded = h
+        .post_json(
+            "/v1/test/chargebacks",
+            None,
+            &json!({"payment_token": token_of(&declined)}),
+        )
+        .await;
+    assert_eq!(not_succeeded.status(), StatusCode::BAD_REQUEST);
+    let anonymous = h
+        .client
+        .get(h.url(&format!("/v1/settlements/{}.csv", today())))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    h.sandbox.shutdown();
+}

@@ -5,6 +5,7 @@
 mod ledger;
 mod payments;
 mod pgbench;
+mod reconcile;
 mod report;
 mod settlements;
 mod setup;
@@ -20,11 +21,15 @@ pub enum BenchCommand {
     Payments(payments::PaymentsArgs),
     /// Balanced journal transactions through `ledger::post`, to many accounts or one hot one.
     Ledger(ledger::LedgerArgs),
+    /// Reconcile a generated settlement file against as many seeded payments: lines per
+    /// second and peak resident memory.
+    Reconcile(reconcile::Args),
 }
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Payments(args) => payments::run(args).await,
         BenchCommand::Ledger(args) => ledger::run(args).await,
+        BenchCommand::Reconcile(args) => reconcile::run(args).await,
     }
 }

@@ -452,6 +452,7 @@ async fn start_server(database_url: &str, max_db_connections: u32) -> anyhow::Re
         payout_schedule: None,
         poll_after_ms: ferropay::service::DEFAULT_POLL_AFTER_MS,
         jobs: ferropay::jobs::JobsConfig::default(),
+        reconcile_at: None,
     })
     .await
 }

@@ -198,6 +198,7 @@ pub async fn spawn_app_with(db: Db, options: AppOptions) -> Option<TestApp> {
         payout_schedule: None,
         poll_after_ms: options.poll_after_ms,
         jobs: options.jobs,
+        reconcile_at: None,
     })
     .await
     .expect("ferropay starts");
@@ -500,6 +501,7 @@ impl TestApp {
             payout_schedule: None,
             poll_after_ms: 60_000,
             jobs: test_jobs_config(),
+            reconcile_at: None,
         })
         .await
         .expect("a second instance starts")

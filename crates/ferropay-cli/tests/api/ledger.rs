@@ -160,8 +160,154 @@ async fn tampering_behind_our_back_is_reported(db: Db) {
     );
 }
 
+/// Lifts the append-only guard (as someone with the database owner's rights could), runs
+/// `statements`, and puts the guard back where the database allows.
+async fn behind_our_back(app: &TestApp, db: Db, statements: &[String]) {
+    let pool = app.service().store.pool();
+    let (disable, enable): (&[&str], &[&str]) = match db {
+        Db::Sqlite => (
+            &[
+                "DROP TRIGGER IF EXISTS postings_no_update",
+                "DROP TRIGGER IF EXISTS postings_no_delete",
+                "DROP TRIGGER IF EXISTS journal_transactions_no_update",
+                "DROP TRIGGER IF EXISTS journal_transactions_no_delete",
+            ],
+            &[],
+        ),
+        Db::Postgres => (
+            &[
+                "ALTER TABLE postings DISABLE TRIGGER postings_append_only",
+                "ALTER TABLE journal_transactions DISABLE TRIGGER journal_transactions_append_only",
+            ],
+            &[
+                "ALTER TABLE postings ENABLE TRIGGER postings_append_only",
+                "ALTER TABLE journal_transactions ENABLE TRIGGER journal_transactions_append_only",
+            ],
+        ),
+    };
+    let all = disable
+        .iter()
+        .map(|s| s.to_string())
+        .chain(statements.iter().cloned())
+        .chain(enable.iter().map(|s| s.to_string()));
+    for statement in all {
+        sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
+            .execute(pool)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+}
+
+/// The id of the journal transaction with sequence number `seq`.
+async fn transaction_at(app: &TestApp, seq: i64) -> String {
+    use sqlx::Row;
+    sqlx::query("SELECT id FROM journal_transactions WHERE seq = $1")
+        .bind(seq)
+        .fetch_one(app.service().store.pool())
+        .await
+        .unwrap()
+        .get("id")
+}
+
+/// `ledger verify` exits 1 and names `transaction_id` among its chain breaks.
+fn assert_reported(database_url: &str, transaction_id: &str, problem: &str) {
+    let (code, report) = verify_with_cli(database_url);
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(report["chain_intact"], false);
+    let named = report["chain_breaks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["transaction_id"] == transaction_id);
+    let named = named.unwrap_or_else(|| panic!("{transaction_id} not named: {report:#}"));
+    assert!(
+        named["problem"].as_str().unwrap().contains(problem),
+        "{problem}: {named}"
+    );
+}
+
+async fn deleted_and_changed_journal_rows_are_each_reported(db: Db) {
+    let Some(app) = spawn_app(db).await else {
+        return;
+    };
+    for i in 0..5 {
+        let payment = app.create_payment(&format!("chk_tamper_{i}")).await;
+        app.pay(&payment, CARD_OK).await;
+        app.wait_for_status(payment["id"].as_str().unwrap(), "succeeded")
+            .await;
+    }
+    let ids = [
+        transaction_at(&app, 1).await,
+        transaction_at(&app, 2).await,
+        transaction_at(&app, 3).await,
+        transaction_at(&app, 4).await,
+        transaction_at(&app, 5).await,
+    ];
+    assert_eq!(verify_with_cli(&app.db.url).0, 0);
+
+    // A journal transaction's row changed: its hash no longer covers it.
+    behind_our_back(
+        &app,
+        db,
+        &[format!(
+            "UPDATE journal_transactions SET created_at_ms = created_at_ms + 1 WHERE id = '{}'",
+            ids[0]
+        )],
+    )
+    .await;
+    assert_reported(&app.db.url, &ids[0], "do not match its hash");
+
+    // One posting deleted.
+    behind_our_back(
+        &app,
+        db,
+        &[format!(
+            "DELETE FROM postings WHERE transaction_id = '{}' AND line_no = 2",
+            ids[1]
+        )],
+    )
+    .await;
+    assert_reported(&app.db.url, &ids[1], "do not match its hash");
+    assert_eq!(verify_with_cli(&app.db.url).1["balanced"], false);
+
+    // A whole transaction deleted from the middle, postings and row.
+    behind_our_back(
+        &app,
+        db,
+        &[
+            format!("DELETE FROM postings WHERE transaction_id = '{}'", ids[2]),
+            format!("DELETE FROM journal_transactions WHERE id = '{}'", ids[2]),
+        ],
+    )
+    .await;
+    assert_reported(&app.db.url, &ids[2], "deleted");
+
+    // The newest transaction deleted: only the chain's head remembers it.
+    behind_our_back(
+        &app,
+        db,
+        &[
+            format!("DELETE FROM postings WHERE transaction_id = '{}'", ids[4]),
+            format!("DELETE FROM journal_transactions WHERE id = '{}'", ids[4]),
+        ],
+    )
+    .await;
+    assert_reported(&app.db.url, &ids[4], "newest were deleted");
+    // Transaction 4 itself is intact and is not blamed.
+    let (_, report) = verify_with_cli(&app.db.url);
+    assert!(
+        !report["chain_breaks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["transaction_id"] == ids[3].as_str()),
+        "{report:#}"
+    );
+}
+
 db_test!(
     a_mixed_run_leaves_books_that_verify,
     the_journal_is_append_only,
     tampering_behind_our_back_is_reported,
+    deleted_and_changed_journal_rows_are_each_reported,
 );

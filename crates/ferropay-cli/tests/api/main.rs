@@ -15,5 +15,6 @@ mod jobs;
 mod ledger;
 mod payouts;
 mod poller;
+mod reconciliation;
 mod refunds;
 mod webhooks;

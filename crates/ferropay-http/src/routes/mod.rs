@@ -5,6 +5,7 @@ pub mod metrics;
 pub mod pages;
 pub mod payments;
 pub mod payouts;
+pub mod reconciliation;
 pub mod refunds;
 pub mod wallets;
 pub mod webhooks;

@@ -6,6 +6,7 @@
 //! so a wallet cannot drift from its account (I4).
 
 pub mod accounts;
+mod batch;
 mod hash;
 pub mod verify;
 
@@ -18,6 +19,8 @@ use crate::error::{Error, Result};
 use crate::ids::new_id;
 use crate::store::{Store, Tx};
 use crate::wallet;
+
+pub use batch::post_batch;
 
 /// One line of a journal transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,17 +93,29 @@ pub fn check_balanced(postings: &[Posting]) -> Result<()> {
     Ok(())
 }
 
+/// The end of the hash chain: the last transaction's sequence number, hash and id.
+#[derive(Clone, Debug)]
+pub struct ChainHead {
+    pub seq: i64,
+    pub hash: String,
+    pub transaction_id: Option<String>,
+}
+
 /// Locks the chain head for the rest of `tx` (PostgreSQL; SQLite's write transaction holds the
-/// database's write lock already) and answers its `(seq, hash)`. Every posting takes this lock,
-/// so holding it also freezes every wallet until `tx` ends.
-pub async fn lock_head(store: &Store, tx: &mut Tx) -> Result<(i64, String)> {
+/// database's write lock already) and answers it. Every posting takes this lock, so holding it
+/// also freezes every wallet until `tx` ends.
+pub async fn lock_head(store: &Store, tx: &mut Tx) -> Result<ChainHead> {
     let head = sqlx::query(store.pick(
-        "SELECT seq, hash FROM ledger_head WHERE id = 1",
-        "SELECT seq, hash FROM ledger_head WHERE id = 1 FOR UPDATE",
+        "SELECT seq, hash, transaction_id FROM ledger_head WHERE id = 1",
+        "SELECT seq, hash, transaction_id FROM ledger_head WHERE id = 1 FOR UPDATE",
     ))
     .fetch_one(&mut **tx)
     .await?;
-    Ok((head.try_get("seq")?, head.try_get("hash")?))
+    Ok(ChainHead {
+        seq: head.try_get("seq")?,
+        hash: head.try_get("hash")?,
+        transaction_id: head.try_get("transaction_id")?,
+    })
 }
 
 /// Posts a balanced journal transaction inside the caller's write transaction, extends the hash
@@ -111,7 +126,11 @@ pub async fn post(store: &Store, tx: &mut Tx, new: &NewJournalTransaction) -> Re
 
     // The chain head is the ledger's one serialization point: taking its lock first also makes
     // the source_ref check below race-free between instances.
-    let (head_seq, head_hash) = lock_head(store, tx).await?;
+    let ChainHead {
+        seq: head_seq,
+        hash: head_hash,
+        transaction_id: head_transaction_id,
+    } = lock_head(store, tx).await?;
 
     if let Some(row) = sqlx::query("SELECT id FROM journal_transactions WHERE source_ref = $1")
         .bind(&new.source_ref)
@@ -139,8 +158,9 @@ pub async fn post(store: &Store, tx: &mut Tx, new: &NewJournalTransaction) -> Re
 
     sqlx::query(
         "INSERT INTO journal_transactions \
-         (id, seq, source_ref, kind, payment_id, created_at_ms, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+         (id, seq, source_ref, kind, payment_id, created_at_ms, prev_hash, hash, \
+          prev_transaction_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(&transaction_id)
     .bind(seq)
@@ -150,6 +170,7 @@ pub async fn post(store: &Store, tx: &mut Tx, new: &NewJournalTransaction) -> Re
     .bind(created_at_ms)
     .bind(&head_hash)
     .bind(&hash)
+    .bind(head_transaction_id.as_deref())
     .execute(&mut **tx)
     .await?;
 
@@ -179,9 +200,10 @@ pub async fn post(store: &Store, tx: &mut Tx, new: &NewJournalTransaction) -> Re
         }
     }
 
-    sqlx::query("UPDATE ledger_head SET seq = $1, hash = $2 WHERE id = 1")
+    sqlx::query("UPDATE ledger_head SET seq = $1, hash = $2, transaction_id = $3 WHERE id = 1")
         .bind(seq)
         .bind(&hash)
+        .bind(&transaction_id)
         .execute(&mut **tx)
         .await?;
 

@@ -66,8 +66,8 @@ pub async fn verify(store: &Store) -> Result<VerifyReport> {
         chain_breaks: Vec::new(),
     };
     let mut seller_sums: BTreeMap<(String, String), i64> = BTreeMap::new();
-    walk_journal(store, &mut report, &mut seller_sums).await?;
-    check_head(store, &mut report).await?;
+    let last_hash = walk_journal(store, &mut report, &mut seller_sums).await?;
+    check_head(store, &mut report, &last_hash).await?;
     check_wallets(store, &mut report, seller_sums).await?;
     Ok(report)
 }
@@ -82,6 +82,8 @@ struct ReadTransaction {
     created_at_ms: i64,
     prev_hash: String,
     hash: String,
+    /// Recorded beside the chain (not hashed): names a predecessor that was deleted.
+    prev_transaction_id: Option<String>,
     postings: Vec<Posting>,
 }
 
@@ -89,11 +91,11 @@ async fn walk_journal(
     store: &Store,
     report: &mut VerifyReport,
     seller_sums: &mut BTreeMap<(String, String), i64>,
-) -> Result<()> {
+) -> Result<String> {
     // A LEFT JOIN, so a transaction whose postings were all deleted still shows up (and fails).
     let mut rows = sqlx::query(
         "SELECT t.id, t.seq, t.source_ref, t.kind, t.payment_id, t.created_at_ms, t.prev_hash, \
-                t.hash, p.line_no, p.account, p.currency, p.amount_minor \
+                t.hash, t.prev_transaction_id, p.line_no, p.account, p.currency, p.amount_minor \
          FROM journal_transactions t LEFT JOIN postings p ON p.transaction_id = t.id \
          ORDER BY t.seq, p.line_no",
     )
@@ -123,6 +125,7 @@ async fn walk_journal(
                 created_at_ms: row.try_get("created_at_ms")?,
                 prev_hash: row.try_get("prev_hash")?,
                 hash: row.try_get("hash")?,
+                prev_transaction_id: row.try_get("prev_transaction_id")?,
                 postings: Vec::new(),
             });
         }
@@ -144,7 +147,8 @@ async fn walk_journal(
             &mut expected_seq,
         );
     }
-    Ok(())
+    // The hash of the last transaction read (the genesis hash for an empty journal).
+    Ok(expected_prev)
 }
 
 pub(crate) const GENESIS_HASH: &str =
@@ -194,13 +198,29 @@ fn check_transaction(
         postings: &transaction.postings,
     });
     let mut problems = Vec::new();
-    if transaction.seq != *expected_seq {
+    let deleted_before = transaction.seq > *expected_seq;
+    if deleted_before {
+        // The chain says that something is gone; the successor's note says which one.
+        report.chain_intact = false;
+        if report.chain_breaks.len() < MAX_LISTED {
+            report.chain_breaks.push(ChainBreak {
+                transaction_id: transaction.prev_transaction_id.clone().unwrap_or_default(),
+                seq: transaction.seq - 1,
+                problem: format!(
+                    "deleted: sequence {}..={} is missing before transaction {}",
+                    expected_seq,
+                    transaction.seq - 1,
+                    transaction.id
+                ),
+            });
+        }
+    } else if transaction.seq != *expected_seq {
         problems.push(format!(
-            "sequence {} where {} was expected: a transaction is missing before it",
+            "sequence {} where {} was expected: sequence numbers were changed",
             transaction.seq, expected_seq
         ));
     }
-    if transaction.prev_hash != *expected_prev {
+    if transaction.prev_hash != *expected_prev && !deleted_before {
         problems.push("its previous-hash does not match the transaction before it".to_owned());
     }
     if recomputed != transaction.hash {
@@ -221,21 +241,33 @@ fn check_transaction(
     *expected_seq = transaction.seq + 1;
 }
 
-/// The head must point at the last transaction read; otherwise the newest ones were deleted.
-async fn check_head(store: &Store, report: &mut VerifyReport) -> Result<()> {
-    let head = sqlx::query("SELECT seq FROM ledger_head WHERE id = 1")
+/// The head must point at the last transaction read: same sequence, same hash. Otherwise the
+/// newest transactions were deleted (the head names the newest one's id) or the chain's end was
+/// rewritten.
+async fn check_head(store: &Store, report: &mut VerifyReport, last_hash: &str) -> Result<()> {
+    let head = sqlx::query("SELECT seq, hash, transaction_id FROM ledger_head WHERE id = 1")
         .fetch_one(store.pool())
         .await?;
     let head_seq: i64 = head.try_get("seq")?;
+    let head_hash: String = head.try_get("hash")?;
+    let head_transaction_id: Option<String> = head.try_get("transaction_id")?;
+    let mut problems = Vec::new();
     if head_seq != report.transactions {
+        problems.push(format!(
+            "the chain head is at sequence {head_seq} but {} transactions were read: the \
+             newest were deleted",
+            report.transactions
+        ));
+    }
+    if head_hash != last_hash {
+        problems.push("the chain head's hash is not the last transaction's hash".to_owned());
+    }
+    if !problems.is_empty() {
         report.chain_intact = false;
         report.chain_breaks.push(ChainBreak {
-            transaction_id: String::new(),
+            transaction_id: head_transaction_id.unwrap_or_default(),
             seq: head_seq,
-            problem: format!(
-                "the chain head is at sequence {head_seq} but {} transactions were read",
-                report.transactions
-            ),
+            problem: problems.join("; "),
         });
     }
     if report.totals_by_currency.values().any(|total| *total != 0) {

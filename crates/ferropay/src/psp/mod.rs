@@ -1,11 +1,13 @@
 //! PSP integration: the one trait that every PSP connector implements (register a hosted-page
-//! session, ask a session's status, verify and parse a webhook), and the types they speak.
+//! session, ask a session's status or find sessions by our reference, verify and parse a
+//! webhook, fetch a day's settlement file), and the types they speak.
 //! The sandbox connector is in [`sandbox`]; webhook signatures in [`signature`].
 
 pub mod sandbox;
 pub mod signature;
 
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
 
 use serde::Deserialize;
@@ -177,6 +179,14 @@ pub trait Connector: Send + Sync {
 
     /// Where a payout stands at the provider (by its payout id): `None` while it is in flight.
     fn payout_status<'a>(&'a self, psp_id: &'a str) -> PspFuture<'a, Option<SettlementUpdate>>;
+    /// The sessions registered with our merchant reference (our payment id), oldest first: how
+    /// reconciliation finds a payment whose token we never stored.
+    fn sessions_by_reference<'a>(&'a self, reference: &'a str) -> PspFuture<'a, Vec<PspSession>>;
+
+    /// Downloads the settlement file of one UTC day into `destination` (created or truncated),
+    /// streamed chunk by chunk so memory does not grow with the file. Answers the bytes written.
+    fn settlement_file<'a>(&'a self, date: time::Date, destination: &'a Path)
+    -> PspFuture<'a, u64>;
 
     /// The header that carries this PSP's webhook signature.
     fn signature_header(&self) -> &'static str;

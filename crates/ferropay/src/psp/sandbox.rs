@@ -1,7 +1,11 @@
 //! The connector to the sandbox PSP (or any PSP that speaks the contract's sandbox API): hosted
-//! sessions over HTTP with idempotency keys, and webhooks signed with `Sandbox-Signature`.
+//! sessions over HTTP with idempotency keys, webhooks signed with `Sandbox-Signature`, and the
+//! daily settlement file (`GET /v1/settlements/{YYYY-MM-DD}.csv`).
 
+use std::path::Path;
 use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -44,13 +48,20 @@ impl SandboxConnector {
         Ok(wire.into())
     }
 
-    /// Sends an authenticated call and reads its JSON answer, telling passing failures (no
-    /// answer, 5xx, 429, an unreadable body) from permanent ones (other 4xx).
+    /// Sends an authenticated call and reads its JSON answer.
     async fn call<T: serde::de::DeserializeOwned>(
         &self,
         request: reqwest::RequestBuilder,
         what: &str,
     ) -> Result<T, PspError> {
+        let body = self.send_raw(request).await?;
+        serde_json::from_slice(&body)
+            .map_err(|e| PspError::Retryable(format!("unreadable sandbox {what}: {e}")))
+    }
+
+    /// Sends `request` with our key; answers the body of a 2xx, or the failure told apart by
+    /// whether a retry can help (no answer, 5xx, 429: yes; other 4xx: no).
+    async fn send_raw(&self, request: reqwest::RequestBuilder) -> Result<Vec<u8>, PspError> {
         let response = request
             .bearer_auth(self.api_key.expose())
             .send()
@@ -70,9 +81,59 @@ impl SandboxConnector {
                 String::from_utf8_lossy(&body)
             )));
         }
-        serde_json::from_slice(&body)
-            .map_err(|e| PspError::Retryable(format!("unreadable sandbox {what}: {e}")))
+        Ok(body.to_vec())
     }
+
+    async fn download(&self, date: time::Date, destination: &Path) -> Result<u64, PspError> {
+        let url = format!(
+            "{}/v1/settlements/{:04}-{:02}-{:02}.csv",
+            self.base_url,
+            date.year(),
+            u8::from(date.month()),
+            date.day()
+        );
+        let mut response = self
+            .http
+            .get(url)
+            .bearer_auth(self.api_key.expose())
+            .timeout(Duration::from_millis(SETTLEMENT_TIMEOUT_MS))
+            .send()
+            .await
+            .map_err(|e| PspError::Retryable(format!("sandbox unreachable: {e}")))?;
+        let status = response.status();
+        if status.is_server_error() || status.as_u16() == 429 {
+            return Err(PspError::Retryable(format!("sandbox answered {status}")));
+        }
+        if !status.is_success() {
+            return Err(PspError::Permanent(format!(
+                "sandbox answered {status} for the settlement file of {date}"
+            )));
+        }
+        let local = |e: std::io::Error| {
+            PspError::Permanent(format!("writing {}: {e}", destination.display()))
+        };
+        let mut file = tokio::fs::File::create(destination).await.map_err(local)?;
+        let mut written: u64 = 0;
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| PspError::Retryable(format!("settlement file cut off: {e}")))?
+        {
+            file.write_all(&chunk).await.map_err(local)?;
+            written += chunk.len() as u64;
+        }
+        file.flush().await.map_err(local)?;
+        file.sync_all().await.map_err(local)?;
+        Ok(written)
+    }
+}
+
+/// A settlement file may be large: its download gets this long, not the API calls' timeout.
+const SETTLEMENT_TIMEOUT_MS: u64 = 15 * 60 * 1_000;
+
+#[derive(Deserialize)]
+struct WireSessionList {
+    data: Vec<WireSession>,
 }
 
 impl SandboxConnector {
@@ -272,6 +333,29 @@ impl Connector for SandboxConnector {
 
     fn payout_status<'a>(&'a self, psp_id: &'a str) -> PspFuture<'a, Option<SettlementUpdate>> {
         Box::pin(self.settlement("payouts", psp_id, "paid"))
+    }
+
+    fn sessions_by_reference<'a>(&'a self, reference: &'a str) -> PspFuture<'a, Vec<PspSession>> {
+        Box::pin(async move {
+            let body = self
+                .send_raw(
+                    self.http
+                        .get(format!("{}/v1/payment_sessions", self.base_url))
+                        .query(&[("reference", reference)]),
+                )
+                .await?;
+            let list: WireSessionList = serde_json::from_slice(&body)
+                .map_err(|e| PspError::Retryable(format!("unreadable session list: {e}")))?;
+            Ok(list.data.into_iter().map(PspSession::from).collect())
+        })
+    }
+
+    fn settlement_file<'a>(
+        &'a self,
+        date: time::Date,
+        destination: &'a Path,
+    ) -> PspFuture<'a, u64> {
+        Box::pin(self.download(date, destination))
     }
 
     fn signature_header(&self) -> &'static str {

@@ -13,6 +13,7 @@ const SCHEMA: &str = include_str!("../../migrations/0001_schema.sql");
 const REFUNDS_PAYOUTS: &str = include_str!("../../migrations/0005_refunds_payouts.sql");
 /// Version 3: the durable job queue and its dead letters (portable SQL).
 const JOBS: &str = include_str!("../../migrations/0003_jobs.sql");
+const RECONCILIATION: &str = include_str!("../../migrations/0004_reconciliation.sql");
 
 fn migrations(backend: Backend) -> Vec<Migration> {
     let append_only = match backend {
@@ -23,6 +24,7 @@ fn migrations(backend: Backend) -> Vec<Migration> {
         migration(1, "schema", SCHEMA),
         migration(2, "append only ledger", append_only),
         migration(3, "job queue", JOBS),
+        migration(4, "reconciliation", RECONCILIATION),
         migration(5, "refunds and payouts", REFUNDS_PAYOUTS),
     ]
 }

@@ -2,10 +2,12 @@
 //! URL at run time through sqlx's `Any` driver, and the migrations that run on start.
 //!
 //! Every column is an integer or text (what `Any` carries): money in `*_minor` (`i64`), time in
-//! `*_ms` since the epoch. The few places where the dialects truly differ live in [`dialect`].
+//! `*_ms` since the epoch. The few places where the dialects truly differ live in [`dialect`];
+//! statements with many parameters are written by [`sql`].
 
 pub mod dialect;
 mod migrations;
+pub(crate) mod sql;
 
 use std::path::Path;
 use std::time::Duration;

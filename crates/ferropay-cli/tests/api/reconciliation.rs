@@ -1,0 +1,554 @@
+//! Reconciliation against the sandbox PSP's settlement file: a day of mixed payments with every
+//! discrepancy kind injected, each reported as its kind; a payment whose webhooks were all lost
+//! is found, healed through the PSP and captured once; fees and the payout to the bank are
+//! posted once and the books balance; a second run changes nothing; operators list and resolve
+//! breaks through the CLI and the API.
+
+use std::process::Command;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::Row;
+
+use crate::db_test;
+use crate::helpers::*;
+
+/// Today's UTC date, `YYYY-MM-DD`: the settlement day of the payments a test makes.
+fn today() -> String {
+    let date = time::OffsetDateTime::now_utc().date();
+    format!(
+        "{:04}-{:02}-{:02}",
+        date.year(),
+        u8::from(date.month()),
+        date.day()
+    )
+}
+
+/// Runs the real binary with `args`; answers its exit code and stdout.
+fn ferropay(args: &[&str]) -> (i32, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_ferropay"))
+        .args(args)
+        .env("FERROPAY_LOG", "warn")
+        .output()
+        .expect("run ferropay");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.code().is_some(),
+        "killed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if output.status.code() == Some(2) {
+        panic!(
+            "ferropay {args:?} could not run: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    (output.status.code().unwrap(), stdout)
+}
+
+impl TestApp {
+    /// `POST` to one of the sandbox's test hooks.
+    async fn sandbox_hook(&self, path: &str, body: Value) -> Value {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.sandbox_url))
+            .bearer_auth(PSP_API_KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        response.json().await.unwrap()
+    }
+
+    /// Today's settlement file from the sandbox, saved beside the test's database.
+    async fn fetch_settlement_file(&self) -> (std::path::PathBuf, Vec<Vec<String>>) {
+        let response = self
+            .http
+            .get(format!(
+                "{}/v1/settlements/{}.csv",
+                self.sandbox_url,
+                today()
+            ))
+            .bearer_auth(PSP_API_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let text = response.text().await.unwrap();
+        let path = std::env::temp_dir().join(format!(
+            "ferropay-settlement-{}.csv",
+            uuid::Uuid::now_v7().simple()
+        ));
+        std::fs::write(&path, &text).unwrap();
+        let rows = text
+            .lines()
+            .skip(1)
+            .map(|line| line.split(',').map(str::to_owned).collect())
+            .collect();
+        (path, rows)
+    }
+
+    /// The sum of the postings on `account` in `currency`.
+    async fn account_minor(&self, account: &str, currency: &str) -> i64 {
+        sqlx::query(
+            "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) AS total FROM postings \
+             WHERE account = $1 AND currency = $2",
+        )
+        .bind(account)
+        .bind(currency)
+        .fetch_one(self.service().store.pool())
+        .await
+        .unwrap()
+        .get("total")
+    }
+
+    /// Every account's balance, for comparing the books before and after.
+    async fn balances(&self) -> Vec<(String, String, i64)> {
+        sqlx::query(
+            "SELECT account, currency, CAST(SUM(amount_minor) AS BIGINT) AS total FROM postings \
+             GROUP BY account, currency ORDER BY account, currency",
+        )
+        .fetch_all(self.service().store.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get("account"), row.get("currency"), row.get("total")))
+        .collect()
+    }
+
+    /// A paid payment: created, paid with `card`, and waited for until `status`.
+    async fn paid(&self, checkout_id: &str, card: &str, status: &str) -> Value {
+        let payment = self.create_payment(checkout_id).await;
+        self.pay(&payment, card).await;
+        self.wait_for_status(payment["id"].as_str().unwrap(), status)
+            .await;
+        payment
+    }
+
+    fn reconcile_with_cli(&self, file: &std::path::Path) -> Value {
+        let (code, stdout) = ferropay(&[
+            "reconcile",
+            "--file",
+            file.to_str().unwrap(),
+            "--database-url",
+            &self.db.url,
+            "--psp-url",
+            &self.sandbox_url,
+            "--psp-api-key",
+            PSP_API_KEY,
+        ]);
+        assert_eq!(code, 0, "{stdout}");
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    }
+}
+
+/// The breaks of `report` of one kind.
+fn of_kind<'a>(report: &'a Value, kind: &str) -> Vec<&'a Value> {
+    report["breaks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["kind"] == kind)
+        .collect()
+}
+
+fn id_of(payment: &Value) -> &str {
+    payment["id"].as_str().unwrap()
+}
+
+async fn every_discrepancy_is_reported_as_its_kind_and_a_lost_payment_is_healed(db: Db) {
+    let Some(app) = spawn_app(db).await else {
+        return;
+    };
+    let matched = app.paid("chk_rec_ok", CARD_OK, "succeeded").await;
+    let left_out = app.paid("chk_rec_missing", CARD_OK, "succeeded").await;
+    let changed = app.paid("chk_rec_amount", CARD_OK, "succeeded").await;
+    let doubled = app.paid("chk_rec_duplicate", CARD_OK, "succeeded").await;
+    let other_currency = app.paid("chk_rec_currency", CARD_OK, "succeeded").await;
+    let declined = app.paid("chk_rec_declined", CARD_DECLINED, "failed").await;
+    // Every webhook about this one is lost: only reconciliation can find that it was paid.
+    let lost = app.create_payment("chk_rec_lost").await;
+    app.sandbox_hook(
+        "/v1/test/lost_webhooks",
+        json!({"references": [id_of(&lost)]}),
+    )
+    .await;
+    app.pay(&lost, CARD_OK).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        app.get_payment(id_of(&lost)).await["status"],
+        "requires_payment"
+    );
+    let transactions_before = app.verify_ledger().await.transactions;
+    assert_eq!(transactions_before, 5);
+
+    let faults = app
+        .sandbox_hook(
+            "/v1/test/settlement_faults",
+            json!({
+                "missing": [id_of(&left_out)],
+                "amount_changed": [id_of(&changed)],
+                "duplicated": [id_of(&doubled)],
+                "currency_changed": [id_of(&other_currency)],
+                "unknown_lines": 1,
+            }),
+        )
+        .await;
+    let stranger = faults["unknown_lines"][0]["merchant_reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (file, rows) = app.fetch_settlement_file().await;
+    // ok, amount, duplicate ×2, currency, lost, unknown, and a payout per currency (USD, EUR).
+    assert_eq!(rows.len(), 9, "{rows:?}");
+    assert!(!rows.iter().any(|r| r[1] == id_of(&declined)));
+
+    let report = app.reconcile_with_cli(&file);
+    assert_eq!(report["lines"], 9, "{report:#}");
+    // ok, the first of the duplicates, the healed one, and the two payouts.
+    assert_eq!(report["matched"], 5, "{report:#}");
+    assert_eq!(report["breaks_found"], 6, "{report:#}");
+    for (kind, merchant_reference) in [
+        ("missing_in_file", id_of(&left_out)),
+        ("amount_mismatch", id_of(&changed)),
+        ("duplicate_line", id_of(&doubled)),
+        ("currency_mismatch", id_of(&other_currency)),
+        ("unknown_reference", stranger.as_str()),
+        ("missing_in_ledger", id_of(&lost)),
+    ] {
+        let found = of_kind(&report, kind);
+        assert_eq!(found.len(), 1, "{kind}: {report:#}");
+        assert_eq!(found[0]["merchant_reference"], merchant_reference, "{kind}");
+        assert!(found[0]["psp_reference"].is_string(), "{kind}");
+        assert_eq!(
+            found[0]["auto_healed"],
+            kind == "missing_in_ledger",
+            "{kind}"
+        );
+    }
+    let amount = &of_kind(&report, "amount_mismatch")[0];
+    assert_eq!(
+        (
+            amount["expected_amount"].as_i64(),
+            amount["actual_amount"].as_i64()
+        ),
+        (Some(1750), Some(1850))
+    );
+    assert_eq!(report["auto_healed"], 1);
+
+    // The lost payment is healed: succeeded, captured exactly once, the seller credited.
+    assert_eq!(app.get_payment(id_of(&lost)).await["status"], "succeeded");
+    let captures =
+        sqlx::query("SELECT COUNT(*) AS n FROM journal_transactions WHERE source_ref = $1")
+            .bind(format!("capture:{}", id_of(&lost)))
+            .fetch_one(app.service().store.pool())
+            .await
+            .unwrap()
+            .get::<i64, _>("n");
+    assert_eq!(captures, 1);
+    assert_eq!(app.wallet_minor("seller_a", "USD").await, 6 * 1500);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM journal_transactions WHERE kind = 'capture'")
+            .await,
+        6
+    );
+
+    // What was posted is what the file says: its fees, and its payouts to the bank.
+    let fees_usd: i64 = rows
+        .iter()
+        .filter(|r| r[4] == "USD")
+        .map(|r| r[6].parse::<i64>().unwrap())
+        .sum();
+    assert_eq!(app.account_minor("psp_fees:sandbox", "USD").await, fees_usd);
+    let payout = |currency: &str| -> i64 {
+        rows.iter()
+            .find(|r| r[2] == "payout_to_bank" && r[4] == currency)
+            .map(|r| -r[5].parse::<i64>().unwrap())
+            .unwrap()
+    };
+    assert_eq!(app.account_minor("bank", "USD").await, payout("USD"));
+    assert_eq!(app.account_minor("bank", "EUR").await, payout("EUR"));
+    // The receivable keeps exactly what the breaks explain, in USD: the left-out payment (1750
+    // still owed), the stranger's 1234 and the duplicate's 1750 paid out but never captured,
+    // the extra 100, and the payment the file moved to EUR (paid out in EUR instead).
+    assert_eq!(
+        app.account_minor("psp_receivable:sandbox", "USD").await,
+        1750 - 1234 - 1750 - 100 + 1750
+    );
+    assert_eq!(
+        app.account_minor("psp_receivable:sandbox", "EUR").await,
+        -1750
+    );
+    let (code, verify) = ferropay(&["ledger", "verify", "--database-url", &app.db.url]);
+    assert_eq!(code, 0, "{verify}");
+
+    // The same file again changes nothing: no posting, no balance, no new break.
+    let journal = app.verify_ledger().await.transactions;
+    let balances = app.balances().await;
+    let stored_breaks = app
+        .count("SELECT COUNT(*) FROM reconciliation_breaks")
+        .await;
+    assert_eq!(stored_breaks, 6);
+    let again = app.reconcile_with_cli(&file);
+    assert_eq!(app.verify_ledger().await.transactions, journal);
+    assert_eq!(app.balances().await, balances);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM reconciliation_breaks")
+            .await,
+        stored_breaks
+    );
+    assert_eq!(again["breaks_new"], 0, "{again:#}");
+    assert_eq!(again["matched"], 5, "{again:#}");
+    assert!(
+        of_kind(&again, "missing_in_ledger").is_empty(),
+        "healed before"
+    );
+    assert_eq!(of_kind(&again, "duplicate_line").len(), 1);
+    assert!(
+        again["postings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["outcome"] == "already_posted"),
+        "{again:#}"
+    );
+    std::fs::remove_file(file).unwrap();
+
+    // Operators: five open breaks (the healed one is resolved), through the CLI and the API.
+    let (code, listed) = ferropay(&[
+        "reconcile",
+        "breaks",
+        "--open",
+        "--database-url",
+        &app.db.url,
+    ]);
+    assert_eq!(code, 0);
+    let open: Vec<Value> = listed
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(open.len(), 5, "{listed}");
+    assert!(open.iter().all(|b| b["status"] == "open"));
+    let listed: Value = app
+        .http
+        .get(format!(
+            "{}/v1/reconciliation/breaks?status=open",
+            app.base_url
+        ))
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["data"].as_array().unwrap().len(), 5);
+    let all: Value = app
+        .http
+        .get(format!("{}/v1/reconciliation/breaks", app.base_url))
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let healed: Vec<&Value> = all["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["auto_healed"] == true)
+        .collect();
+    assert_eq!(healed.len(), 1);
+    assert_eq!(healed[0]["status"], "resolved");
+
+    let first = open[0]["id"].as_str().unwrap();
+    let resolve = |id: &str, body: Value| {
+        app.http
+            .post(format!(
+                "{}/v1/reconciliation/breaks/{id}/resolve",
+                app.base_url
+            ))
+            .bearer_auth(&app.api_key)
+            .json(&body)
+            .send()
+    };
+    let resolved = resolve(first, json!({"reason": "PSP confirmed by email"}))
+        .await
+        .unwrap();
+    assert_eq!(resolved.status(), StatusCode::OK);
+    let resolved: Value = resolved.json().await.unwrap();
+    assert_eq!(resolved["status"], "resolved");
+    assert_eq!(resolved["resolution"], "PSP confirmed by email");
+    let twice = resolve(first, json!({"reason": "again"})).await.unwrap();
+    assert_eq!(twice.status(), StatusCode::CONFLICT);
+    let empty = resolve(open[1]["id"].as_str().unwrap(), json!({"reason": " "}))
+        .await
+        .unwrap();
+    assert_eq!(empty.status(), StatusCode::BAD_REQUEST);
+    let body: Value = empty.json().await.unwrap();
+    assert_eq!(body["error"]["field"], "reason");
+    let unknown = resolve("brk_nope", json!({"reason": "x"})).await.unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let anonymous = app
+        .http
+        .get(format!("{}/v1/reconciliation/breaks", app.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+
+    let second = open[1]["id"].as_str().unwrap();
+    let (code, stdout) = ferropay(&[
+        "reconcile",
+        "resolve",
+        second,
+        "--reason",
+        "booked by hand",
+        "--database-url",
+        &app.db.url,
+    ]);
+    assert_eq!(code, 0, "{stdout}");
+    let (code, _) = ferropay(&[
+        "reconcile",
+        "resolve",
+        second,
+        "--reason",
+        "again",
+        "--database-url",
+        &app.db.url,
+    ]);
+    assert_eq!(code, 1, "resolved already");
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM reconciliation_breaks WHERE status = 'open'")
+            .await,
+        3
+    );
+    // The payment that agreed with the file is in no break at all.
+    let (_, listed) = ferropay(&["reconcile", "breaks", "--database-url", &app.db.url]);
+    assert_eq!(listed.lines().count(), 6);
+    assert!(!listed.contains(id_of(&matched)), "{listed}");
+}
+
+async fn a_clean_day_settles_to_the_bank_once_and_the_books_balance(db: Db) {
+    let Some(app) = spawn_app(db).await else {
+        return;
+    };
+    for i in 0..3 {
+        app.paid(&format!("chk_clean_{i}"), CARD_OK, "succeeded")
+            .await;
+    }
+    app.paid("chk_clean_declined", CARD_NO_FUNDS, "failed")
+        .await;
+
+    // The nightly path: ferropay fetches the day's file from the PSP itself.
+    let run = |body: Value| {
+        app.http
+            .post(format!("{}/v1/reconciliation/runs", app.base_url))
+            .bearer_auth(&app.api_key)
+            .json(&body)
+            .send()
+    };
+    let response = run(json!({"date": today()})).await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let report: Value = response.json().await.unwrap();
+    assert_eq!(report["lines"], 4, "{report:#}");
+    assert_eq!(report["matched"], 4, "{report:#}");
+    assert_eq!(report["breaks_found"], 0, "{report:#}");
+    assert!(report["source"].as_str().unwrap().starts_with("psp:"));
+
+    // 1750 at 2.9 % + 30 is a fee of 81 (50.75 rounds up to 51).
+    assert_eq!(app.account_minor("psp_fees:sandbox", "USD").await, 3 * 81);
+    assert_eq!(app.account_minor("bank", "USD").await, 3 * (1750 - 81));
+    assert_eq!(app.account_minor("psp_receivable:sandbox", "USD").await, 0);
+    let report = app.verify_ledger().await;
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(
+        report.transactions,
+        3 + 2,
+        "three captures, the fees, the payout"
+    );
+
+    let balances = app.balances().await;
+    let again: Value = run(json!({"date": today()}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["matched"], 4);
+    assert_eq!(app.balances().await, balances);
+    assert_eq!(app.verify_ledger().await.transactions, 5);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM reconciliation_runs WHERE status = 'completed'")
+            .await,
+        2
+    );
+
+    for (body, field) in [
+        (json!({"date": "2026-02-30"}), "date"),
+        (json!({}), "date"),
+        (json!({"date": today(), "extra": 1}), "extra"),
+    ] {
+        let refused = run(body).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+        let error: Value = refused.json().await.unwrap();
+        assert_eq!(error["error"]["field"], field);
+    }
+}
+
+async fn a_file_that_is_not_a_settlement_file_is_refused(db: Db) {
+    let Some(app) = spawn_app(db).await else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("ferropay-bad-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let not_settlement = dir.join("orders.csv");
+    std::fs::write(&not_settlement, "order,amount\n1,2\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_ferropay"))
+        .args([
+            "reconcile",
+            "--file",
+            not_settlement.to_str().unwrap(),
+            "--database-url",
+            &app.db.url,
+        ])
+        .env("FERROPAY_LOG", "warn")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("psp_reference"));
+
+    // Malformed lines are breaks of their own; the run goes on.
+    let malformed = dir.join("malformed.csv");
+    std::fs::write(
+        &malformed,
+        format!(
+            "{}\npsp_1,pay_1,payment,{}T10:00:00Z,USD,17.50,0,17.50,b\npsp_2,pay_2,payment,{}T10:00:00Z,USD,100,10,80,b\n",
+            sandbox_psp::SETTLEMENT_HEADER,
+            today(),
+            today()
+        ),
+    )
+    .unwrap();
+    let report = app.reconcile_with_cli(&malformed);
+    assert_eq!(report["lines"], 2);
+    assert_eq!(report["matched"], 0);
+    let found = of_kind(&report, "malformed_line");
+    assert_eq!(found.len(), 2, "{report:#}");
+    assert!(found[0]["detail"].as_str().unwrap().contains("gross"));
+    assert!(found[1]["detail"].as_str().unwrap().contains("gross - fee"));
+    assert_eq!(app.verify_ledger().await.transactions, 0);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+db_test!(
+    every_discrepancy_is_reported_as_its_kind_and_a_lost_payment_is_healed,
+    a_clean_day_settles_to_the_bank_once_and_the_books_balance,
+    a_file_that_is_not_a_settlement_file_is_refused,
+);

@@ -1,0 +1,107 @@
+//! Auto-healing a `missing_in_ledger` line: the file says the PSP took a payment that our books
+//! lack (its webhook was lost, the poller has not run). Ask the PSP for the session — by the
+//! token we stored, or by our merchant reference when we never stored one — and apply what it
+//! says through the same path as a webhook (`payin::apply::apply_update`: statuses, capture
+//! posting, outbox, in one transaction). Whether that healed it is read back from the ledger.
+
+use std::time::Duration;
+
+use crate::payin::apply::{ApplyResult, apply_update};
+use crate::psp::{Connector, PspError, PspSession, PspSessionStatus};
+use crate::store::Store;
+
+/// Tries per PSP call when it fails for a passing reason.
+const PSP_ATTEMPTS: u32 = 3;
+/// The pause before the next try grows by this much each time.
+const PSP_BACKOFF_MS: u64 = 200;
+
+/// What reconciliation knows of a payment the file names but the ledger has not captured.
+pub(crate) struct Unposted<'a> {
+    pub payment_id: &'a str,
+    pub psp_token: Option<&'a str>,
+    /// The line's PSP reference: picks the session when several carry our reference.
+    pub psp_reference: &'a str,
+}
+
+/// Answers what was done, for the break's detail. The caller checks the ledger afterwards.
+pub(crate) async fn heal(
+    store: &Store,
+    connector: &dyn Connector,
+    platform_fee_bps: u32,
+    payment: &Unposted<'_>,
+) -> String {
+    let session = match find_session(connector, payment).await {
+        Ok(Some(session)) => session,
+        Ok(None) => return "the PSP has no session with our reference".to_owned(),
+        Err(error) => return format!("asking the PSP failed: {error}"),
+    };
+    let Some(update) = session.as_update() else {
+        return "the PSP says the session is still open".to_owned();
+    };
+    match apply_update(store, connector.name(), &update, platform_fee_bps).await {
+        Ok(ApplyResult::Applied { from, to, .. }) => format!(
+            "asked the PSP: the session is {}; the payment moved from {} to {}",
+            session_status(&session),
+            from.as_str(),
+            to.as_str()
+        ),
+        Ok(ApplyResult::Unchanged { status, .. }) => format!(
+            "asked the PSP: the session is {}, which does not move a {} payment",
+            session_status(&session),
+            status.as_str()
+        ),
+        Ok(other) => format!("asked the PSP; applying its answer did nothing: {other:?}"),
+        Err(error) => format!("the PSP's answer could not be applied: {error}"),
+    }
+}
+
+fn session_status(session: &PspSession) -> &'static str {
+    match session.status {
+        PspSessionStatus::Open => "open",
+        PspSessionStatus::Processing => "processing",
+        PspSessionStatus::Succeeded => "succeeded",
+        PspSessionStatus::Failed => "failed",
+        PspSessionStatus::Expired => "expired",
+    }
+}
+
+async fn find_session(
+    connector: &dyn Connector,
+    payment: &Unposted<'_>,
+) -> Result<Option<PspSession>, PspError> {
+    if let Some(token) = payment.psp_token {
+        return with_retries(|| connector.session_status(token))
+            .await
+            .map(Some);
+    }
+    let sessions = with_retries(|| connector.sessions_by_reference(payment.payment_id)).await?;
+    // The session the file names, else one that took the money, else the newest.
+    let pick = sessions
+        .iter()
+        .position(|s| s.psp_reference.as_deref() == Some(payment.psp_reference))
+        .or_else(|| {
+            sessions
+                .iter()
+                .position(|s| s.status == PspSessionStatus::Succeeded)
+        })
+        .or_else(|| sessions.len().checked_sub(1));
+    Ok(pick.map(|index| sessions[index].clone()))
+}
+
+async fn with_retries<'a, T, F>(call: F) -> Result<T, PspError>
+where
+    F: Fn() -> crate::psp::PspFuture<'a, T>,
+{
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(PspError::Retryable(reason)) if attempt < PSP_ATTEMPTS => {
+                tracing::debug!(%reason, attempt, "reconciliation: PSP call failed, retrying");
+                tokio::time::sleep(Duration::from_millis(PSP_BACKOFF_MS * u64::from(attempt)))
+                    .await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}

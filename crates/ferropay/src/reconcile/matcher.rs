@@ -1,0 +1,851 @@
+//! Matching one chunk of settlement lines against the books, in a few statements per chunk
+//! rather than per line: the payments the lines name (with their capture), the refunds and
+//! chargebacks posted under the lines' references, and what earlier lines and runs matched.
+//! Then every line is classified, and one write transaction stores the matches, the breaks and
+//! the payouts to the bank.
+//!
+//! A line is matched to a ledger source reference (`capture:{payment_id}` for a payment,
+//! `refund:{merchant_reference}`, `chargeback:{psp_reference}`, and for a payout the posting this
+//! run makes). `reconciliation_matches` remembers each reference with the last run that read
+//! it, so a second line for it in the same run is a `duplicate_line`, while the same line read
+//! again by a later run is simply matched again.
+
+use std::collections::{HashMap, HashSet};
+
+use sqlx::Row;
+
+use super::breaks::{self, BreakKind, FoundBreak};
+use super::heal::{self, Unposted};
+use super::line::{LineType, ReadLine, SettlementLine};
+use super::run::{RunState, posted_amount};
+use super::{PostingSummary, Reconciler};
+use crate::clock::now_ms;
+use crate::error::Result;
+use crate::ledger::{self, NewJournalTransaction, PostOutcome, Posting, accounts};
+use crate::store::{Backend, Store, sql};
+
+/// A payment named by a line, with its capture if the ledger has one.
+#[derive(Clone, Debug)]
+struct PaymentRow {
+    id: String,
+    psp_reference: Option<String>,
+    psp_token: Option<String>,
+    amount_minor: i64,
+    currency: String,
+    capture_id: Option<String>,
+}
+
+/// What the ledger's receivable moved by under one source reference.
+struct Posted {
+    currency: String,
+    receivable_minor: i64,
+}
+
+/// Rows per multi-row INSERT of matches (2 parameters each).
+const MATCH_ROWS: usize = 1_000;
+
+/// A chunk with everything the books say about it, read (and healed) but not yet judged.
+pub(super) struct Prepared {
+    lines: Vec<ReadLine>,
+    screened: HashMap<usize, Flagged>,
+    payments: HashMap<String, PaymentRow>,
+    by_psp_reference: HashMap<String, String>,
+    heal_details: HashMap<String, String>,
+    posted: HashMap<String, Posted>,
+    match_refs: Vec<Option<String>>,
+    /// Match reference → the last run that matched it, as the database said.
+    seen_by: HashMap<String, String>,
+}
+
+impl Prepared {
+    /// The payment a payment line names: a clean line's is its merchant reference.
+    fn payment_of(&self, index: usize, line: &SettlementLine) -> Option<String> {
+        payment_of(&self.screened, &self.by_psp_reference, index, line)
+    }
+}
+
+fn payment_of(
+    screened: &HashMap<usize, Flagged>,
+    by_psp_reference: &HashMap<String, String>,
+    index: usize,
+    line: &SettlementLine,
+) -> Option<String> {
+    match screened.get(&index) {
+        None => Some(line.merchant_reference.clone()),
+        Some(flagged) => match &flagged.payment {
+            Some(row) => Some(row.id.clone()),
+            None => by_psp_reference.get(&line.psp_reference).cloned(),
+        },
+    }
+}
+
+/// Reads what the books say about a chunk (and heals what the PSP can tell). It writes
+/// nothing of its own, so it may run while the previous chunk is being applied.
+pub(super) async fn prepare(
+    reconciler: &Reconciler,
+    run_id: &str,
+    lines: Vec<ReadLine>,
+) -> Result<Prepared> {
+    let store = &reconciler.store;
+    let psp = reconciler.psp.as_str();
+
+    // The payments the lines name, screened in the database: only the lines that are not a
+    // clean match (unknown, not captured, another amount, currency or PSP reference, or read
+    // already in this run) come back, with what the books say.
+    let payment_lines: Vec<(usize, &SettlementLine)> = lines
+        .iter()
+        .enumerate()
+        .filter_map(|(index, read)| match read {
+            ReadLine::Line(line) if line.kind == LineType::Payment => Some((index, line)),
+            _ => None,
+        })
+        .collect();
+    let screened = screen_payments(store, run_id, &payment_lines).await?;
+    let mut payments: HashMap<String, PaymentRow> = HashMap::new();
+    let mut seen_by: HashMap<String, String> = HashMap::new();
+    for flagged in screened.values() {
+        if let Some(row) = &flagged.payment {
+            if let Some(run) = &flagged.last_run_id {
+                seen_by.insert(format!("capture:{}", row.id), run.clone());
+            }
+            payments.insert(row.id.clone(), row.clone());
+        }
+    }
+    // Not found by our id: by the PSP's reference.
+    let unknown: Vec<&str> = unique(payment_lines.iter().filter_map(|(index, line)| {
+        screened
+            .get(index)
+            .is_some_and(|flagged| flagged.payment.is_none())
+            .then_some(line.psp_reference.as_str())
+    }));
+    let mut by_psp_reference: HashMap<String, String> = HashMap::new();
+    for row in load_payments(store, "psp_reference", &unknown).await? {
+        if let Some(psp_reference) = &row.psp_reference {
+            by_psp_reference.insert(psp_reference.clone(), row.id.clone());
+        }
+        payments.insert(row.id.clone(), row);
+    }
+    let payment_of =
+        |index: usize, line: &SettlementLine| payment_of(&screened, &by_psp_reference, index, line);
+
+    // Payments the PSP took but the ledger lacks: ask the PSP and apply its answer.
+    let mut heal_details: HashMap<String, String> = HashMap::new();
+    for (index, line) in &payment_lines {
+        if !screened.contains_key(index) {
+            continue;
+        }
+        let Some(id) = payment_of(*index, line) else {
+            continue;
+        };
+        let row = &payments[&id];
+        if row.capture_id.is_some() || heal_details.contains_key(&id) {
+            continue;
+        }
+        let detail = match &reconciler.connector {
+            Some(connector) => {
+                let unposted = Unposted {
+                    payment_id: &row.id,
+                    psp_token: row.psp_token.as_deref(),
+                    psp_reference: &line.psp_reference,
+                };
+                heal::heal(
+                    store,
+                    connector.as_ref(),
+                    reconciler.platform_fee_bps,
+                    &unposted,
+                )
+                .await
+            }
+            None => "no PSP is configured to ask (ferropay reconcile --psp-url …)".to_owned(),
+        };
+        heal_details.insert(id, detail);
+    }
+    if !heal_details.is_empty() {
+        let asked: Vec<&str> = heal_details.keys().map(String::as_str).collect();
+        for row in load_payments(store, "id", &asked).await? {
+            payments.insert(row.id.clone(), row);
+        }
+    }
+
+    // Refunds and chargebacks as the ledger has them.
+    let other_refs: Vec<String> = lines
+        .iter()
+        .filter_map(|read| match read {
+            ReadLine::Line(line) => ledger_ref(line),
+            ReadLine::Malformed { .. } => None,
+        })
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let posted = load_posted(store, &accounts::psp_receivable(psp), &other_refs).await?;
+
+    // Each line's match reference, and what earlier chunks and runs matched (for payments
+    // found by our id the screening said so already).
+    let match_refs: Vec<Option<String>> = lines
+        .iter()
+        .enumerate()
+        .map(|(index, read)| match read {
+            ReadLine::Line(line) => Some(match_ref(line, psp, payment_of(index, line))),
+            ReadLine::Malformed { .. } => None,
+        })
+        .collect();
+    let lookup: Vec<&str> = unique(lines.iter().zip(&match_refs).enumerate().filter_map(
+        |(index, (read, match_ref))| {
+            match read {
+                ReadLine::Line(line)
+                    if line.kind != LineType::Payment
+                        || screened
+                            .get(&index)
+                            .is_some_and(|flagged| flagged.payment.is_none()) =>
+                {
+                    match_ref.as_deref()
+                }
+                _ => None,
+            }
+        },
+    ));
+    seen_by.extend(load_matches(store, &lookup).await?);
+    drop(payment_lines);
+    Ok(Prepared {
+        lines,
+        screened,
+        payments,
+        by_psp_reference,
+        heal_details,
+        posted,
+        match_refs,
+        seen_by,
+    })
+}
+
+/// Judges a prepared chunk and writes, in one transaction, its matches, its breaks and its
+/// payouts to the bank. `previous` holds the previous chunk's match references, which its
+/// preparation may not have seen committed. Answers this chunk's match references.
+pub(super) async fn apply(
+    state: &mut RunState<'_>,
+    prepared: Prepared,
+    previous: &HashSet<String>,
+) -> Result<HashSet<String>> {
+    let store = &state.reconciler.store;
+    let Prepared {
+        lines,
+        screened,
+        payments,
+        heal_details,
+        posted,
+        match_refs,
+        seen_by,
+        ..
+    } = &prepared;
+    state.lines += lines.len() as u64;
+
+    let mut seen_in_chunk: HashSet<&str> = HashSet::new();
+    let mut new_matches: Vec<(&str, &str)> = Vec::new();
+    let mut found: Vec<FoundBreak> = Vec::new();
+    let mut payouts: Vec<&SettlementLine> = Vec::new();
+    for (index, (read, match_ref)) in lines.iter().zip(match_refs).enumerate() {
+        let (line, match_ref) = match (read, match_ref) {
+            (ReadLine::Line(line), Some(match_ref)) => (line, match_ref.as_str()),
+            (
+                ReadLine::Malformed {
+                    line_no,
+                    psp_reference,
+                    merchant_reference,
+                    reason,
+                },
+                _,
+            ) => {
+                let mut malformed = FoundBreak::new(
+                    BreakKind::MalformedLine,
+                    &format!("{psp_reference}:{merchant_reference}:{line_no}:{reason}"),
+                    format!("line {line_no}: {reason}"),
+                );
+                malformed.line_no = Some(*line_no);
+                malformed.psp_reference = Some(psp_reference.clone()).filter(|r| !r.is_empty());
+                malformed.merchant_reference =
+                    Some(merchant_reference.clone()).filter(|r| !r.is_empty());
+                found.push(malformed);
+                continue;
+            }
+            (ReadLine::Line(_), None) => unreachable!("every well-formed line has a reference"),
+        };
+        state.add_fee(&line.batch, &line.currency, line.fee_minor)?;
+        if matches!(line.kind, LineType::Payment | LineType::Refund) {
+            state.dated(line.created_at_ms);
+        }
+
+        let repeated = seen_in_chunk.contains(match_ref)
+            || previous.contains(match_ref)
+            || seen_by
+                .get(match_ref)
+                .is_some_and(|run| *run == state.run_id);
+        if repeated {
+            let mut duplicate = about(
+                BreakKind::DuplicateLine,
+                match_ref,
+                line,
+                format!(
+                    "line {} repeats a {} already read ({match_ref})",
+                    line.line_no,
+                    line.kind.as_str()
+                ),
+            );
+            duplicate.actual_amount = Some(line.gross_minor);
+            found.push(duplicate);
+            continue;
+        }
+        seen_in_chunk.insert(match_ref);
+        new_matches.push((match_ref, line.psp_reference.as_str()));
+
+        let verdict = match line.kind {
+            LineType::Payment if !screened.contains_key(&index) => Vec::new(),
+            LineType::Payment => {
+                let payment = prepared.payment_of(index, line).map(|id| &payments[&id]);
+                judge_payment(line, match_ref, payment, heal_details)
+            }
+            LineType::Refund | LineType::Chargeback => {
+                judge_posted(line, match_ref, posted.get(match_ref))
+            }
+            LineType::PayoutToBank => {
+                payouts.push(line);
+                Vec::new()
+            }
+            LineType::Fee => Vec::new(),
+        };
+        if verdict.iter().all(|b| b.auto_healed) {
+            state.matched += 1;
+        }
+        found.extend(verdict);
+    }
+
+    let mut tx = store.begin_write().await?;
+    for rows in new_matches.chunks(MATCH_ROWS) {
+        upsert_matches(store, &mut tx, &state.run_id, rows).await?;
+    }
+    for line in payouts {
+        if let Some(mismatch) = post_payout(state, &mut tx, line).await? {
+            state.matched -= 1;
+            found.push(mismatch);
+        }
+    }
+    for one in &found {
+        state.found(one);
+    }
+    state.breaks_new += breaks::insert(store.backend(), &mut tx, &state.run_id, &found).await?;
+    tx.commit().await?;
+    Ok(seen_in_chunk.into_iter().map(str::to_owned).collect())
+}
+
+/// Records that `rows` (match reference, PSP reference) were matched by `run_id`.
+async fn upsert_matches(
+    store: &Store,
+    tx: &mut crate::store::Tx,
+    run_id: &str,
+    rows: &[(&str, &str)],
+) -> Result<()> {
+    let backend = store.backend();
+    let query = match backend {
+        Backend::Postgres => sqlx::query(
+            "INSERT INTO reconciliation_matches \
+             (match_ref, psp_reference, first_run_id, last_run_id, matched_at_ms) \
+             SELECT v.r, v.p, $3, $3, $4 \
+             FROM unnest(string_to_array($1, chr(31)), string_to_array($2, chr(31))) AS v (r, p) \
+             ON CONFLICT (match_ref) DO UPDATE SET last_run_id = excluded.last_run_id",
+        )
+        .bind(joined(rows.iter().map(|(match_ref, _)| *match_ref)))
+        .bind(joined(rows.iter().map(|(_, psp_reference)| *psp_reference)))
+        .bind(run_id)
+        .bind(now_ms()),
+        Backend::Sqlite => {
+            // The run and the time once, the references as a VALUES list: two parameters a row.
+            let mut statement = String::from(
+                "INSERT INTO reconciliation_matches \
+                 (match_ref, psp_reference, first_run_id, last_run_id, matched_at_ms) \
+                 SELECT column1, column2, ?, ?, ? FROM (VALUES ",
+            );
+            sql::push_value_rows(&mut statement, backend, rows.len(), 2);
+            // `WHERE true` keeps SQLite from reading ON CONFLICT as a join's ON.
+            statement.push_str(
+                ") AS v WHERE true ON CONFLICT (match_ref) DO UPDATE \
+                 SET last_run_id = excluded.last_run_id",
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(statement))
+                .bind(run_id)
+                .bind(run_id)
+                .bind(now_ms());
+            for (match_ref, psp_reference) in rows {
+                query = query.bind(*match_ref).bind(*psp_reference);
+            }
+            query
+        }
+    };
+    query.execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// The distinct values, in first-seen order.
+fn unique<'a>(values: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut seen = HashSet::new();
+    values.filter(|value| seen.insert(*value)).collect()
+}
+
+/// The source reference a refund or chargeback line is posted under in our ledger.
+fn ledger_ref(line: &SettlementLine) -> Option<String> {
+    match line.kind {
+        LineType::Refund => Some(format!("refund:{}", line.merchant_reference)),
+        LineType::Chargeback => Some(format!("chargeback:{}", line.psp_reference)),
+        LineType::Payment | LineType::Fee | LineType::PayoutToBank => None,
+    }
+}
+
+/// What a line is matched to: see the module's header.
+fn match_ref(line: &SettlementLine, psp: &str, payment_id: Option<String>) -> String {
+    match line.kind {
+        LineType::Payment => match payment_id {
+            Some(id) => format!("capture:{id}"),
+            None => format!("unknown_payment:{psp}:{}", line.psp_reference),
+        },
+        LineType::Refund | LineType::Chargeback => ledger_ref(line).unwrap_or_default(),
+        LineType::PayoutToBank => payout_source_ref(psp, &line.psp_reference),
+        LineType::Fee => format!("settlement_fee_line:{psp}:{}", line.psp_reference),
+    }
+}
+
+fn payout_source_ref(psp: &str, psp_reference: &str) -> String {
+    format!("settlement_payout:{psp}:{psp_reference}")
+}
+
+/// A break about `line`, with its references filled in.
+fn about(kind: BreakKind, subject: &str, line: &SettlementLine, detail: String) -> FoundBreak {
+    let mut found = FoundBreak::new(kind, subject, detail);
+    found.psp_reference = Some(line.psp_reference.clone());
+    found.merchant_reference = Some(line.merchant_reference.clone()).filter(|r| !r.is_empty());
+    found.line_no = Some(line.line_no);
+    found.currency = Some(line.currency.clone());
+    found
+}
+
+/// A payment line against our payment: unknown, not captured (healed or not), or captured
+/// with another currency or amount.
+fn judge_payment(
+    line: &SettlementLine,
+    match_ref: &str,
+    payment: Option<&PaymentRow>,
+    heal_details: &HashMap<String, String>,
+) -> Vec<FoundBreak> {
+    let Some(payment) = payment else {
+        return vec![about(
+            BreakKind::UnknownReference,
+            match_ref,
+            line,
+            format!(
+                "no payment has merchant reference {} or PSP reference {}",
+                line.merchant_reference, line.psp_reference
+            ),
+        )];
+    };
+    if let Some(ours) = &payment.psp_reference
+        && *ours != line.psp_reference
+    {
+        return vec![about(
+            BreakKind::UnknownReference,
+            &format!("{match_ref}:{}", line.psp_reference),
+            line,
+            format!(
+                "payment {} is known to the PSP as {ours}, not {}",
+                payment.id, line.psp_reference
+            ),
+        )];
+    }
+    let mut verdict = Vec::new();
+    let asked = heal_details.get(&payment.id);
+    if payment.capture_id.is_none() {
+        let mut missing = about(
+            BreakKind::MissingInLedger,
+            match_ref,
+            line,
+            format!(
+                "the PSP settled payment {} but the ledger has no capture: {}",
+                payment.id,
+                asked.map_or("not asked", String::as_str)
+            ),
+        );
+        missing.expected_amount = Some(payment.amount_minor);
+        missing.actual_amount = Some(line.gross_minor);
+        return vec![missing];
+    }
+    if let Some(detail) = asked {
+        let mut healed = about(
+            BreakKind::MissingInLedger,
+            match_ref,
+            line,
+            format!("the ledger had no capture of {}; {detail}", payment.id),
+        );
+        healed.auto_healed = true;
+        healed.actual_amount = Some(line.gross_minor);
+        verdict.push(healed);
+    }
+    if payment.currency != line.currency {
+        let mut mismatch = about(
+            BreakKind::CurrencyMismatch,
+            match_ref,
+            line,
+            format!(
+                "payment {} is in {}, the file says {}",
+                payment.id, payment.currency, line.currency
+            ),
+        );
+        mismatch.expected_amount = Some(payment.amount_minor);
+        mismatch.actual_amount = Some(line.gross_minor);
+        verdict.push(mismatch);
+    } else if payment.amount_minor != line.gross_minor {
+        let mut mismatch = about(
+            BreakKind::AmountMismatch,
+            match_ref,
+            line,
+            format!(
+                "payment {} is {} {}, the file says {}",
+                payment.id, payment.amount_minor, payment.currency, line.gross_minor
+            ),
+        );
+        mismatch.expected_amount = Some(payment.amount_minor);
+        mismatch.actual_amount = Some(line.gross_minor);
+        verdict.push(mismatch);
+    }
+    verdict
+}
+
+/// A refund or chargeback line against what our ledger posted under its reference.
+fn judge_posted(
+    line: &SettlementLine,
+    match_ref: &str,
+    posted: Option<&Posted>,
+) -> Vec<FoundBreak> {
+    let Some(posted) = posted else {
+        let mut missing = about(
+            BreakKind::MissingInLedger,
+            match_ref,
+            line,
+            format!(
+                "the PSP settled a {} that the ledger has not posted ({match_ref})",
+                line.kind.as_str()
+            ),
+        );
+        missing.actual_amount = Some(line.gross_minor);
+        return vec![missing];
+    };
+    let kind = if posted.currency != line.currency {
+        BreakKind::CurrencyMismatch
+    } else if posted.receivable_minor != line.gross_minor {
+        BreakKind::AmountMismatch
+    } else {
+        return Vec::new();
+    };
+    let mut mismatch = about(
+        kind,
+        match_ref,
+        line,
+        format!(
+            "{match_ref} moved the receivable by {} {}, the file says {} {}",
+            posted.receivable_minor, posted.currency, line.gross_minor, line.currency
+        ),
+    );
+    mismatch.expected_amount = Some(posted.receivable_minor);
+    mismatch.actual_amount = Some(line.gross_minor);
+    vec![mismatch]
+}
+
+/// Posts a payout to our bank once: debit `bank` with what left the PSP balance (`-gross`),
+/// credit `psp_receivable:{psp}`. Posted before with another amount: an `amount_mismatch`.
+async fn post_payout(
+    state: &mut RunState<'_>,
+    tx: &mut crate::store::Tx,
+    line: &SettlementLine,
+) -> Result<Option<FoundBreak>> {
+    let psp = state.reconciler.psp.clone();
+    let source_ref = payout_source_ref(&psp, &line.psp_reference);
+    if line.gross_minor == 0 {
+        return Ok(None);
+    }
+    let paid_minor = -line.gross_minor;
+    let posting = NewJournalTransaction {
+        source_ref: source_ref.clone(),
+        kind: "bank_settlement",
+        payment_id: None,
+        postings: vec![
+            Posting::new(accounts::BANK, line.currency.clone(), paid_minor),
+            Posting::new(
+                accounts::psp_receivable(&psp),
+                line.currency.clone(),
+                -paid_minor,
+            ),
+        ],
+    };
+    let (outcome, mismatch) = match ledger::post(&state.reconciler.store, tx, &posting).await? {
+        PostOutcome::Posted { .. } => ("posted", None),
+        PostOutcome::AlreadyPosted { transaction_id } => {
+            let before = posted_amount(tx, &transaction_id, accounts::BANK).await?;
+            let mismatch = (before != paid_minor).then(|| {
+                let mut mismatch = about(
+                    BreakKind::AmountMismatch,
+                    &format!("{source_ref}:{paid_minor}"),
+                    line,
+                    format!(
+                        "payout {} was posted as {before}, the file says {paid_minor}",
+                        line.psp_reference
+                    ),
+                );
+                mismatch.expected_amount = Some(before);
+                mismatch.actual_amount = Some(paid_minor);
+                mismatch
+            });
+            ("already_posted", mismatch)
+        }
+    };
+    state.posted(PostingSummary {
+        source_ref,
+        kind: "bank_settlement",
+        currency: line.currency.clone(),
+        amount: paid_minor,
+        outcome,
+    });
+    Ok(mismatch)
+}
+
+/// A payment line the screening flagged, with what the books say of it.
+struct Flagged {
+    /// `None`: no payment has the line's merchant reference as its id.
+    payment: Option<PaymentRow>,
+    /// The last run that matched `capture:{merchant reference}`.
+    last_run_id: Option<String>,
+}
+
+/// Payment lines whose payment (by our id) is unknown, not captured, of another amount,
+/// currency or PSP reference, or matched already in this run; keyed by index in the chunk.
+/// A clean line costs the database a few index lookups and the driver nothing.
+async fn screen_payments(
+    store: &Store,
+    run_id: &str,
+    payment_lines: &[(usize, &SettlementLine)],
+) -> Result<HashMap<usize, Flagged>> {
+    let mut flagged = HashMap::new();
+    if payment_lines.is_empty() {
+        return Ok(flagged);
+    }
+    let backend = store.backend();
+    if backend == Backend::Postgres {
+        return screen_payments_postgres(store, run_id, payment_lines).await;
+    }
+    let mut statement = String::from("WITH l (n, id, psp_ref, gross, currency) AS (VALUES ");
+    sql::push_value_rows(&mut statement, backend, payment_lines.len(), 5);
+    statement.push_str(
+        ") SELECT l.n, p.id, p.psp_reference, p.psp_token, p.amount_minor, p.currency, \
+                j.source_ref AS capture_ref, m.last_run_id \
+         FROM l LEFT JOIN payments p ON p.id = l.id \
+         LEFT JOIN journal_transactions j ON j.source_ref = ('capture:' || l.id) \
+         LEFT JOIN reconciliation_matches m ON m.match_ref = ('capture:' || l.id) \
+         WHERE p.id IS NULL OR j.source_ref IS NULL OR p.amount_minor <> l.gross \
+            OR p.currency <> l.currency OR p.psp_reference <> l.psp_ref OR m.last_run_id = ",
+    );
+    sql::push_param(&mut statement, backend, payment_lines.len() * 5 + 1);
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+    for (index, line) in payment_lines {
+        query = query
+            .bind(*index as i64)
+            .bind(line.merchant_reference.as_str())
+            .bind(line.psp_reference.as_str())
+            .bind(line.gross_minor)
+            .bind(line.currency.as_str());
+    }
+    for row in query.bind(run_id).fetch_all(store.pool()).await? {
+        let index: i64 = row.try_get("n")?;
+        flagged.insert(index as usize, flagged_from(&row)?);
+    }
+    Ok(flagged)
+}
+
+/// The unit separator: lists go to PostgreSQL as one text parameter each, split there
+/// (`string_to_array`), because sqlx's `Any` driver cannot bind arrays. Lines holding a control
+/// character are malformed, so it never occurs inside a value.
+const SEPARATOR: char = '\u{1f}';
+
+fn joined<'a>(values: impl Iterator<Item = &'a str>) -> String {
+    let mut out = String::new();
+    for (i, value) in values.enumerate() {
+        if i > 0 {
+            out.push(SEPARATOR);
+        }
+        out.push_str(value);
+    }
+    out
+}
+
+/// [`screen_payments`] on PostgreSQL: the lines as arrays (a statement of constant size, planned
+/// once), each looked up through its index. A join of a VALUES list would be planned afresh each
+/// time and hash whole tables; `LIMIT 1` keeps the planner from flattening the `LATERAL` lookups
+/// into such joins (measured: ten times faster on 2,000 lines against 100,000 payments).
+async fn screen_payments_postgres(
+    store: &Store,
+    run_id: &str,
+    payment_lines: &[(usize, &SettlementLine)],
+) -> Result<HashMap<usize, Flagged>> {
+    let grosses: Vec<String> = payment_lines
+        .iter()
+        .map(|(_, line)| line.gross_minor.to_string())
+        .collect();
+    let rows = sqlx::query(
+        "SELECT l.n, p.id, p.psp_reference, p.psp_token, p.amount_minor, p.currency, \
+                j.source_ref AS capture_ref, m.last_run_id \
+         FROM unnest(string_to_array($1, chr(31)), string_to_array($2, chr(31)), \
+                     string_to_array($3, chr(31))::bigint[], string_to_array($4, chr(31))) \
+              WITH ORDINALITY AS l (id, psp_ref, gross, currency, n) \
+         LEFT JOIN LATERAL (SELECT id, psp_reference, psp_token, amount_minor, currency \
+                            FROM payments WHERE payments.id = l.id LIMIT 1) p ON true \
+         LEFT JOIN LATERAL (SELECT source_ref FROM journal_transactions \
+                            WHERE source_ref = 'capture:' || l.id LIMIT 1) j ON true \
+         LEFT JOIN LATERAL (SELECT last_run_id FROM reconciliation_matches \
+                            WHERE match_ref = 'capture:' || l.id LIMIT 1) m ON true \
+         WHERE p.id IS NULL OR j.source_ref IS NULL OR p.amount_minor <> l.gross \
+            OR p.currency <> l.currency OR p.psp_reference <> l.psp_ref \
+            OR m.last_run_id = $5",
+    )
+    .bind(joined(
+        payment_lines
+            .iter()
+            .map(|(_, l)| l.merchant_reference.as_str()),
+    ))
+    .bind(joined(
+        payment_lines.iter().map(|(_, l)| l.psp_reference.as_str()),
+    ))
+    .bind(joined(grosses.iter().map(String::as_str)))
+    .bind(joined(
+        payment_lines.iter().map(|(_, l)| l.currency.as_str()),
+    ))
+    .bind(run_id)
+    .fetch_all(store.pool())
+    .await?;
+    let mut flagged = HashMap::new();
+    for row in rows {
+        // ORDINALITY counts from 1.
+        let ordinal: i64 = row.try_get("n")?;
+        let Some((index, _)) = usize::try_from(ordinal - 1)
+            .ok()
+            .and_then(|at| payment_lines.get(at))
+        else {
+            return Err(crate::Error::Internal(format!("screening row {ordinal}")));
+        };
+        flagged.insert(*index, flagged_from(&row)?);
+    }
+    Ok(flagged)
+}
+
+fn flagged_from(row: &sqlx::any::AnyRow) -> Result<Flagged> {
+    let id: Option<String> = row.try_get("id")?;
+    let payment = match id {
+        None => None,
+        Some(id) => Some(PaymentRow {
+            id,
+            psp_reference: row.try_get("psp_reference")?,
+            psp_token: row.try_get("psp_token")?,
+            amount_minor: row.try_get("amount_minor")?,
+            currency: row.try_get("currency")?,
+            capture_id: row.try_get("capture_ref")?,
+        }),
+    };
+    Ok(Flagged {
+        payment,
+        last_run_id: row.try_get("last_run_id")?,
+    })
+}
+
+async fn load_payments(store: &Store, column: &str, values: &[&str]) -> Result<Vec<PaymentRow>> {
+    if values.is_empty() {
+        return Ok(Vec::new());
+    }
+    let prefix = format!(
+        "SELECT p.id, p.psp_reference, p.psp_token, p.amount_minor, p.currency, \
+                j.source_ref AS capture_ref \
+         FROM payments p LEFT JOIN journal_transactions j ON j.source_ref = ('capture:' || p.id) \
+         WHERE p.{column} IN "
+    );
+    let statement = sql::in_list(store.backend(), &prefix, 1, values.len(), "");
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+    for value in values {
+        query = query.bind(*value);
+    }
+    let rows = query.fetch_all(store.pool()).await?;
+    rows.iter()
+        .map(|row| {
+            Ok(PaymentRow {
+                id: row.try_get("id")?,
+                psp_reference: row.try_get("psp_reference")?,
+                psp_token: row.try_get("psp_token")?,
+                amount_minor: row.try_get("amount_minor")?,
+                currency: row.try_get("currency")?,
+                capture_id: row.try_get("capture_ref")?,
+            })
+        })
+        .collect()
+}
+
+async fn load_posted(
+    store: &Store,
+    receivable: &str,
+    source_refs: &[String],
+) -> Result<HashMap<String, Posted>> {
+    if source_refs.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut prefix = String::from(
+        "SELECT j.source_ref, p.currency, CAST(SUM(p.amount_minor) AS BIGINT) AS receivable_minor \
+         FROM journal_transactions j \
+         JOIN postings p ON p.transaction_id = j.id AND p.account = ",
+    );
+    sql::push_param(&mut prefix, store.backend(), 1);
+    prefix.push_str(" WHERE j.source_ref IN ");
+    let statement = sql::in_list(
+        store.backend(),
+        &prefix,
+        2,
+        source_refs.len(),
+        " GROUP BY j.source_ref, p.currency",
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(statement)).bind(receivable);
+    for source_ref in source_refs {
+        query = query.bind(source_ref.as_str());
+    }
+    let mut posted = HashMap::new();
+    for row in query.fetch_all(store.pool()).await? {
+        posted.insert(
+            row.try_get("source_ref")?,
+            Posted {
+                currency: row.try_get("currency")?,
+                receivable_minor: row.try_get("receivable_minor")?,
+            },
+        );
+    }
+    Ok(posted)
+}
+
+/// Match reference → the last run that matched it.
+async fn load_matches(store: &Store, match_refs: &[&str]) -> Result<HashMap<String, String>> {
+    if match_refs.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let statement = sql::in_list(
+        store.backend(),
+        "SELECT match_ref, last_run_id FROM reconciliation_matches WHERE match_ref IN ",
+        1,
+        match_refs.len(),
+        "",
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+    for match_ref in match_refs {
+        query = query.bind(*match_ref);
+    }
+    let mut seen = HashMap::new();
+    for row in query.fetch_all(store.pool()).await? {
+        seen.insert(row.try_get("match_ref")?, row.try_get("last_run_id")?);
+    }
+    Ok(seen)
+}

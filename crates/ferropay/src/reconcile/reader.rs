@@ -1,0 +1,77 @@
+//! Streams a settlement file: a blocking thread reads the CSV record by record into one reused
+//! buffer and hands parsed lines over in chunks through a bounded channel. At most
+//! `CHANNEL_CHUNKS + 2` chunks exist at once, so memory does not grow with the file.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::PathBuf;
+
+use csv::{ByteRecord, ReaderBuilder};
+use tokio::sync::mpsc;
+
+use super::line::{Columns, ReadLine};
+
+/// Chunks read ahead of the matcher.
+const CHANNEL_CHUNKS: usize = 2;
+
+/// Lines read, in file order, and how far into the file they reach.
+pub struct Chunk {
+    pub lines: Vec<ReadLine>,
+    /// Bytes of the file consumed so far.
+    pub bytes_read: u64,
+}
+
+/// Starts reading `path` on a blocking thread. The receiver yields chunks of at most
+/// `chunk_lines` lines, or one error (unreadable file, bad header) after which it ends.
+pub fn spawn(path: PathBuf, chunk_lines: usize) -> mpsc::Receiver<Result<Chunk, String>> {
+    let (sender, receiver) = mpsc::channel(CHANNEL_CHUNKS);
+    tokio::task::spawn_blocking(move || {
+        if let Err(error) = read(&path, chunk_lines.max(1), &sender) {
+            // The receiver may be gone already (the run failed); nothing else to tell then.
+            let _ = sender.blocking_send(Err(error));
+        }
+    });
+    receiver
+}
+
+fn read(
+    path: &PathBuf,
+    chunk_lines: usize,
+    sender: &mpsc::Sender<Result<Chunk, String>>,
+) -> Result<(), String> {
+    let file = File::open(path).map_err(|e| format!("opening {}: {e}", path.display()))?;
+    let mut reader = ReaderBuilder::new()
+        .has_headers(true)
+        // A short or long row is a malformed line, not the end of the run.
+        .flexible(true)
+        .from_reader(BufReader::with_capacity(256 * 1024, file));
+    let header = reader
+        .byte_headers()
+        .map_err(|e| format!("reading the header of {}: {e}", path.display()))?
+        .clone();
+    let columns = Columns::from_header(&header)?;
+    let mut record = ByteRecord::new();
+    let mut lines = Vec::with_capacity(chunk_lines);
+    let mut line_no = 0_u64;
+    loop {
+        let more = reader
+            .read_byte_record(&mut record)
+            .map_err(|e| format!("reading {} after line {line_no}: {e}", path.display()))?;
+        if more {
+            line_no += 1;
+            lines.push(columns.parse(&record, line_no));
+        }
+        if lines.len() == chunk_lines || (!more && !lines.is_empty()) {
+            let chunk = Chunk {
+                lines: std::mem::replace(&mut lines, Vec::with_capacity(chunk_lines)),
+                bytes_read: reader.position().byte(),
+            };
+            if sender.blocking_send(Ok(chunk)).is_err() {
+                return Ok(()); // the run stopped listening
+            }
+        }
+        if !more {
+            return Ok(());
+        }
+    }
+}
