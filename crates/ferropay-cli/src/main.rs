@@ -144,6 +144,16 @@ struct SandboxArgs {
     /// How long a session stays open before it expires, in seconds.
     #[arg(long, env = "FERROPAY_SESSION_TTL_S", default_value_t = 3600)]
     session_ttl_s: u64,
+    /// The PSP's fee on each payment in settlement files, in basis points (290 = 2.9 %).
+    #[arg(long, env = "FERROPAY_SETTLEMENT_FEE_BPS", default_value_t = 290)]
+    settlement_fee_bps: u32,
+    /// The fixed part of that fee, in minor units of the payment's currency.
+    #[arg(
+        long,
+        env = "FERROPAY_SETTLEMENT_FEE_FIXED_MINOR",
+        default_value_t = 30
+    )]
+    settlement_fee_fixed_minor: i64,
 }
 
 #[derive(Subcommand)]
@@ -275,6 +285,10 @@ async fn sandbox_command(args: SandboxArgs) -> anyhow::Result<ExitCode> {
             "{name} must be between 0 and 1"
         );
     }
+    anyhow::ensure!(
+        args.settlement_fee_bps <= 10_000 && args.settlement_fee_fixed_minor >= 0,
+        "--settlement-fee-bps must be 0 to 10000 and --settlement-fee-fixed-minor at least 0"
+    );
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -287,6 +301,8 @@ async fn sandbox_command(args: SandboxArgs) -> anyhow::Result<ExitCode> {
             public_url: args.public_url,
             review_delay_ms: args.review_delay_s.saturating_mul(1000),
             session_ttl_ms: args.session_ttl_s.saturating_mul(1000),
+            settlement_fee_bps: args.settlement_fee_bps,
+            settlement_fee_fixed_minor: args.settlement_fee_fixed_minor,
             faults: Faults {
                 latency_ms: args.latency_ms,
                 error_rate: args.error_rate,
