@@ -211,6 +211,16 @@ struct SandboxArgs {
     #[arg(long, env = "FERROPAY_WEBHOOK_MAX_ATTEMPTS", default_value_t = 50,
           value_parser = clap::value_parser!(u32).range(1..))]
     webhook_max_attempts: u32,
+    /// The PSP's fee on each payment in settlement files, in basis points (290 = 2.9 %).
+    #[arg(long, env = "FERROPAY_SETTLEMENT_FEE_BPS", default_value_t = 290)]
+    settlement_fee_bps: u32,
+    /// The fixed part of that fee, in minor units of the payment's currency.
+    #[arg(
+        long,
+        env = "FERROPAY_SETTLEMENT_FEE_FIXED_MINOR",
+        default_value_t = 30
+    )]
+    settlement_fee_fixed_minor: i64,
 }
 
 #[derive(Subcommand)]
@@ -457,6 +467,10 @@ async fn sandbox_command(args: SandboxArgs) -> anyhow::Result<ExitCode> {
             "{name} must be between 0 and 1"
         );
     }
+    anyhow::ensure!(
+        args.settlement_fee_bps <= 10_000 && args.settlement_fee_fixed_minor >= 0,
+        "--settlement-fee-bps must be 0 to 10000 and --settlement-fee-fixed-minor at least 0"
+    );
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -472,6 +486,8 @@ async fn sandbox_command(args: SandboxArgs) -> anyhow::Result<ExitCode> {
             webhook_retry_base_ms: args.webhook_retry_base_ms,
             webhook_retry_max_ms: args.webhook_retry_max_ms,
             webhook_max_attempts: args.webhook_max_attempts,
+            settlement_fee_bps: args.settlement_fee_bps,
+            settlement_fee_fixed_minor: args.settlement_fee_fixed_minor,
             faults: Faults {
                 latency_ms: args.latency_ms,
                 error_rate: args.error_rate,

@@ -133,12 +133,19 @@ pub async fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
                 .len();
             let bar = progress::bytes_bar(total_bytes, "reconciling");
             let report = reconciler
-                .reconcile_file(&file, &RunOptions { date }, &|done| {
-                    if let Some(bar) = &bar {
-                        bar.set_position(done.bytes);
-                        bar.set_message(format!("{} lines", done.lines));
-                    }
-                })
+                .reconcile_file(
+                    &file,
+                    &RunOptions {
+                        date,
+                        ..RunOptions::default()
+                    },
+                    &|done| {
+                        if let Some(bar) = &bar {
+                            bar.set_position(done.bytes);
+                            bar.set_message(format!("{} lines", done.lines));
+                        }
+                    },
+                )
                 .await?;
             if let Some(bar) = bar {
                 bar.finish_and_clear();

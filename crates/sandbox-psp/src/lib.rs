@@ -83,7 +83,8 @@
 //!   pays `chargeback_fee_minor` (default 1500). `created_at` is RFC 3339 UTC to the second;
 //!   `batch` is `stl_YYYYMMDD`. Fields with a comma or quote are quoted as RFC 4180 says. A file
 //!   asked for during its day holds what happened so far.
-//! - **Settlement faults** (test hook, Bearer, no `Idempotency-Key`):
+//! - **Test hooks** (`/v1/test/*`) take the Bearer key but no `Idempotency-Key`.
+//! - **Settlement faults** (test hook):
 //!   `POST /v1/test/settlement_faults` with `{"missing": [ref…], "duplicated": [ref…],
 //!   "amount_changed": [ref…], "currency_changed": [ref…], "unknown_lines": N}` (all optional;
 //!   a `ref` is a line's `psp_reference` or `merchant_reference`; at most 1,000 each) replaces the
@@ -93,11 +94,11 @@
 //!   payment for a reference nobody registered (ids fixed when the faults are set, dated at the
 //!   start of the day asked for). The payout line adds up the lines as written. The answer echoes
 //!   the faults with the unknown lines' references. `DELETE` clears them.
-//! - **Chargebacks** (test hook, Bearer): `POST /v1/test/chargebacks` with `{payment_token |
+//! - **Chargebacks** (test hook): `POST /v1/test/chargebacks` with `{payment_token |
 //!   psp_reference, amount?}` (default: the whole payment; 400 if the payment has not succeeded or
 //!   the amount exceeds it, 404 if unknown) records a chargeback dated now, 201 with its id. It
 //!   appears in the settlement file only; no webhook is sent.
-//! - **Lost webhooks** (test hook, Bearer): `POST /v1/test/lost_webhooks` with `{"references":
+//! - **Lost webhooks** (test hook): `POST /v1/test/lost_webhooks` with `{"references":
 //!   [merchant reference…]}` (at most 1,000 in all) adds to the references whose webhook events
 //!   are never sent from then on, as if every delivery were lost; answers the whole list. The
 //!   sessions move as usual, so the payment shows in the settlement file and in

@@ -547,7 +547,57 @@ async fn a_file_that_is_not_a_settlement_file_is_refused(db: Db) {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+async fn a_chargeback_is_left_for_an_operator_and_the_bank_pays_the_psp(db: Db) {
+    let Some(app) = spawn_app(db).await else {
+        return;
+    };
+    let payment = app.paid("chk_disputed", CARD_OK, "succeeded").await;
+    let session = app.psp_sessions_for(id_of(&payment)).await.remove(0);
+    app.sandbox_hook(
+        "/v1/test/chargebacks",
+        json!({"psp_reference": session["psp_reference"]}),
+    )
+    .await;
+    let response = app
+        .http
+        .post(format!("{}/v1/reconciliation/runs", app.base_url))
+        .bearer_auth(&app.api_key)
+        .json(&json!({"date": today()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let report: Value = response.json().await.unwrap();
+    // The payment and the payout match; the chargeback is not in our books.
+    assert_eq!(report["lines"], 3, "{report:#}");
+    assert_eq!(report["matched"], 2, "{report:#}");
+    let disputed = of_kind(&report, "missing_in_ledger");
+    assert_eq!(disputed.len(), 1, "{report:#}");
+    assert!(
+        disputed[0]["psp_reference"]
+            .as_str()
+            .unwrap()
+            .starts_with("cb_")
+    );
+    assert_eq!(disputed[0]["merchant_reference"], id_of(&payment));
+    assert_eq!(disputed[0]["auto_healed"], false);
+    // The chargeback and its 1500 fee exceed the day's sales: the PSP takes the difference
+    // from our bank (1750 - 81 - 1750 - 1500 = -1581).
+    assert_eq!(app.account_minor("bank", "USD").await, -1581);
+    assert_eq!(
+        app.account_minor("psp_fees:sandbox", "USD").await,
+        81 + 1500
+    );
+    // What the PSP took back is what the open break explains.
+    assert_eq!(
+        app.account_minor("psp_receivable:sandbox", "USD").await,
+        1750
+    );
+    assert!(app.verify_ledger().await.ok());
+}
+
 db_test!(
+    a_chargeback_is_left_for_an_operator_and_the_bank_pays_the_psp,
     every_discrepancy_is_reported_as_its_kind_and_a_lost_payment_is_healed,
     a_clean_day_settles_to_the_bank_once_and_the_books_balance,
     a_file_that_is_not_a_settlement_file_is_refused,

@@ -26,6 +26,8 @@ mod matcher;
 mod reader;
 mod run;
 pub mod schedule;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -58,11 +60,22 @@ pub struct Reconciler {
 }
 
 /// How a run was started.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct RunOptions {
     /// The settlement day, for the missing-in-file check. Default: the days the file's payment
     /// and refund lines fall on.
     pub date: Option<time::Date>,
+    /// Lines per chunk (default [`CHUNK_LINES`]); tests make it small to cross chunk borders.
+    pub chunk_lines: usize,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            date: None,
+            chunk_lines: CHUNK_LINES,
+        }
+    }
 }
 
 /// How far a run has got, for a progress bar.
@@ -147,7 +160,10 @@ impl Reconciler {
         let result = match fetched {
             Ok(bytes) => {
                 tracing::info!(%date, bytes, "settlement file fetched");
-                let options = RunOptions { date: Some(date) };
+                let options = RunOptions {
+                    date: Some(date),
+                    ..RunOptions::default()
+                };
                 run::execute(self, path.clone(), format!("psp:{date}"), &options, &|_| {}).await
             }
             Err(error) => Err(Error::PspUnavailable {

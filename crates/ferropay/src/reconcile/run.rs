@@ -180,7 +180,7 @@ async fn drive(
 ) -> Result<Option<Window>> {
     // Two chunks in flight: while one is judged and written, the next is read from the
     // database (on another connection), so the two cores both work.
-    let mut chunks = reader::spawn(path, super::CHUNK_LINES);
+    let mut chunks = reader::spawn(path, options.chunk_lines);
     let reconciler = state.reconciler;
     let run_id = state.run_id.clone();
     let mut in_hand: Option<(matcher::Prepared, u64)> = None;
