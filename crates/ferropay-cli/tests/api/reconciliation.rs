@@ -502,6 +502,50 @@ async fn a_clean_day_settles_to_the_bank_once_and_the_books_balance(db: Db) {
     }
 }
 
+async fn refunds_in_the_file_match_the_refunds_in_the_ledger(db: Db) {
+    let Some(app) = spawn_app(db).await else {
+        return;
+    };
+    let kept = app.paid("chk_kept", CARD_OK, "succeeded").await;
+    let refunded = app.paid("chk_refunded", CARD_OK, "succeeded").await;
+    let path = format!("/v1/payments/{}/refunds", id_of(&refunded));
+    let refund: Value = app
+        .post_keyed(
+            &path,
+            "rec-refund",
+            &json!({"order_id": "ord_1", "amount": 500}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    app.wait_for_item(&path, refund["id"].as_str().unwrap(), "succeeded")
+        .await;
+
+    let response = app
+        .http
+        .post(format!("{}/v1/reconciliation/runs", app.base_url))
+        .bearer_auth(&app.api_key)
+        .json(&json!({"date": today()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let report: Value = response.json().await.unwrap();
+    assert_eq!(report["breaks_found"], 0, "{report:#}");
+    assert_eq!(report["matched"], report["lines"], "{report:#}");
+    assert_eq!(
+        report["lines"], 4,
+        "two payments, a refund, the payout: {report:#}"
+    );
+    // What the PSP owed us is settled to the bank, less its fees, and the refund went back.
+    assert_eq!(app.account_minor("psp_receivable:sandbox", "USD").await, 0);
+    assert_eq!(app.wallet("seller_a", "USD").await.0, 1500 + 1000);
+    let verified = app.verify_ledger().await;
+    assert!(verified.ok(), "{verified:?}");
+    assert!(id_of(&kept).starts_with("pay_"));
+}
+
 async fn a_file_that_is_not_a_settlement_file_is_refused(db: Db) {
     let Some(app) = spawn_app(db).await else {
         return;
@@ -601,4 +645,5 @@ db_test!(
     every_discrepancy_is_reported_as_its_kind_and_a_lost_payment_is_healed,
     a_clean_day_settles_to_the_bank_once_and_the_books_balance,
     a_file_that_is_not_a_settlement_file_is_refused,
+    refunds_in_the_file_match_the_refunds_in_the_ledger,
 );
