@@ -93,20 +93,6 @@ impl TestApp {
         (path, rows)
     }
 
-    /// The sum of the postings on `account` in `currency`.
-    async fn account_minor(&self, account: &str, currency: &str) -> i64 {
-        sqlx::query(
-            "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) AS total FROM postings \
-             WHERE account = $1 AND currency = $2",
-        )
-        .bind(account)
-        .bind(currency)
-        .fetch_one(self.service().store.pool())
-        .await
-        .unwrap()
-        .get("total")
-    }
-
     /// Every account's balance, for comparing the books before and after.
     async fn balances(&self) -> Vec<(String, String, i64)> {
         sqlx::query(
@@ -264,24 +250,24 @@ async fn every_discrepancy_is_reported_as_its_kind_and_a_lost_payment_is_healed(
         .filter(|r| r[4] == "USD")
         .map(|r| r[6].parse::<i64>().unwrap())
         .sum();
-    assert_eq!(app.account_minor("psp_fees:sandbox", "USD").await, fees_usd);
+    assert_eq!(app.account_sum("psp_fees:sandbox", "USD").await, fees_usd);
     let payout = |currency: &str| -> i64 {
         rows.iter()
             .find(|r| r[2] == "payout_to_bank" && r[4] == currency)
             .map(|r| -r[5].parse::<i64>().unwrap())
             .unwrap()
     };
-    assert_eq!(app.account_minor("bank", "USD").await, payout("USD"));
-    assert_eq!(app.account_minor("bank", "EUR").await, payout("EUR"));
+    assert_eq!(app.account_sum("bank", "USD").await, payout("USD"));
+    assert_eq!(app.account_sum("bank", "EUR").await, payout("EUR"));
     // The receivable keeps exactly what the breaks explain, in USD: the left-out payment (1750
     // still owed), the stranger's 1234 and the duplicate's 1750 paid out but never captured,
     // the extra 100, and the payment the file moved to EUR (paid out in EUR instead).
     assert_eq!(
-        app.account_minor("psp_receivable:sandbox", "USD").await,
+        app.account_sum("psp_receivable:sandbox", "USD").await,
         1750 - 1234 - 1750 - 100 + 1750
     );
     assert_eq!(
-        app.account_minor("psp_receivable:sandbox", "EUR").await,
+        app.account_sum("psp_receivable:sandbox", "EUR").await,
         -1750
     );
     let (code, verify) = ferropay(&["ledger", "verify", "--database-url", &app.db.url]);
@@ -463,9 +449,9 @@ async fn a_clean_day_settles_to_the_bank_once_and_the_books_balance(db: Db) {
     assert!(report["source"].as_str().unwrap().starts_with("psp:"));
 
     // 1750 at 2.9 % + 30 is a fee of 81 (50.75 rounds up to 51).
-    assert_eq!(app.account_minor("psp_fees:sandbox", "USD").await, 3 * 81);
-    assert_eq!(app.account_minor("bank", "USD").await, 3 * (1750 - 81));
-    assert_eq!(app.account_minor("psp_receivable:sandbox", "USD").await, 0);
+    assert_eq!(app.account_sum("psp_fees:sandbox", "USD").await, 3 * 81);
+    assert_eq!(app.account_sum("bank", "USD").await, 3 * (1750 - 81));
+    assert_eq!(app.account_sum("psp_receivable:sandbox", "USD").await, 0);
     let report = app.verify_ledger().await;
     assert!(report.ok(), "{report:?}");
     assert_eq!(
@@ -539,7 +525,7 @@ async fn refunds_in_the_file_match_the_refunds_in_the_ledger(db: Db) {
         "two payments, a refund, the payout: {report:#}"
     );
     // What the PSP owed us is settled to the bank, less its fees, and the refund went back.
-    assert_eq!(app.account_minor("psp_receivable:sandbox", "USD").await, 0);
+    assert_eq!(app.account_sum("psp_receivable:sandbox", "USD").await, 0);
     assert_eq!(app.wallet("seller_a", "USD").await.0, 1500 + 1000);
     let verified = app.verify_ledger().await;
     assert!(verified.ok(), "{verified:?}");
@@ -627,16 +613,10 @@ async fn a_chargeback_is_left_for_an_operator_and_the_bank_pays_the_psp(db: Db) 
     assert_eq!(disputed[0]["auto_healed"], false);
     // The chargeback and its 1500 fee exceed the day's sales: the PSP takes the difference
     // from our bank (1750 - 81 - 1750 - 1500 = -1581).
-    assert_eq!(app.account_minor("bank", "USD").await, -1581);
-    assert_eq!(
-        app.account_minor("psp_fees:sandbox", "USD").await,
-        81 + 1500
-    );
+    assert_eq!(app.account_sum("bank", "USD").await, -1581);
+    assert_eq!(app.account_sum("psp_fees:sandbox", "USD").await, 81 + 1500);
     // What the PSP took back is what the open break explains.
-    assert_eq!(
-        app.account_minor("psp_receivable:sandbox", "USD").await,
-        1750
-    );
+    assert_eq!(app.account_sum("psp_receivable:sandbox", "USD").await, 1750);
     assert!(app.verify_ledger().await.ok());
 }
 
