@@ -125,6 +125,18 @@ async fn three_d_secure_passes_and_fails(db: Db) {
     assert_eq!(report.transactions, 1);
 }
 
+/// The buyer's status page of a payment, as HTML.
+async fn status_page(app: &TestApp, payment_id: &str) -> String {
+    let response = app
+        .http
+        .get(format!("{}/payments/{payment_id}/status", app.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.text().await.unwrap()
+}
+
 async fn review_holds_the_payment_then_it_succeeds(db: Db) {
     let mut options = AppOptions::default();
     options.sandbox.review_delay_ms = 1_500;
@@ -149,15 +161,7 @@ async fn review_holds_the_payment_then_it_succeeds(db: Db) {
         "nothing booked while in review"
     );
 
-    let page = app
-        .http
-        .get(format!("{}/payments/{id}/status", app.base_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = status_page(&app, id).await;
     assert!(
         page.contains("http-equiv=\"refresh\""),
         "a pending page refreshes itself"
@@ -165,15 +169,7 @@ async fn review_holds_the_payment_then_it_succeeds(db: Db) {
 
     app.wait_for_status(id, "succeeded").await;
     assert_eq!(app.wallet_minor("seller_a", "USD").await, 1500);
-    let page = app
-        .http
-        .get(format!("{}/payments/{id}/status", app.base_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = status_page(&app, id).await;
     assert!(
         !page.contains("http-equiv=\"refresh\""),
         "a final page does not refresh"

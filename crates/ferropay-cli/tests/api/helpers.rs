@@ -344,23 +344,7 @@ impl TestApp {
 
     /// `GET /v1/sellers/{seller}/wallet`'s amount in `currency` (0 when none).
     pub async fn wallet_minor(&self, seller_id: &str, currency: &str) -> i64 {
-        let wallet: Value = self
-            .http
-            .get(format!("{}/v1/sellers/{seller_id}/wallet", self.base_url))
-            .bearer_auth(&self.api_key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        wallet["balances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|b| b["currency"] == currency)
-            .map(|b| b["amount"].as_i64().unwrap())
-            .unwrap_or(0)
+        self.wallet(seller_id, currency).await.0
     }
 
     /// `POST` a keyed JSON body to `path` (refunds, payouts).

@@ -334,16 +334,7 @@ async fn every_discrepancy_is_reported_as_its_kind_and_a_lost_payment_is_healed(
         .await
         .unwrap();
     assert_eq!(listed["data"].as_array().unwrap().len(), 5);
-    let all: Value = app
-        .http
-        .get(format!("{}/v1/reconciliation/breaks", app.base_url))
-        .bearer_auth(&app.api_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all = app.get_json("/v1/reconciliation/breaks").await;
     let healed: Vec<&Value> = all["data"]
         .as_array()
         .unwrap()
