@@ -19,7 +19,9 @@ use sqlx::Row;
 
 use super::pgbench::{PgbenchPlan, Reference};
 use super::report::{Latency, per_second, print_block, print_json_line};
-use super::setup::{BenchDatabase, CommonArgs, Machine, build_profile, database_version, title};
+use super::setup::{
+    BenchDatabase, CommonArgs, Machine, build_profile, database_version, setup_lines, title,
+};
 use super::waits::WaitSampler;
 
 /// Each transfer's amount, in minor units of [`CURRENCY`].
@@ -81,19 +83,8 @@ pub async fn run(args: LedgerArgs) -> anyhow::Result<ExitCode> {
             profile,
         ),
         &[
-            (
-                "build",
-                format!("{profile} (ferropay {})", env!("CARGO_PKG_VERSION")),
-            ),
-            ("machine", machine.describe()),
-            (
-                "database",
-                format!(
-                    "{} {version} at {}",
-                    database.backend.name(),
-                    database.describe()
-                ),
-            ),
+            setup_lines(profile, &machine, &database, &version),
+            vec![
             (
                 "load",
                 format!(
@@ -106,7 +97,9 @@ pub async fn run(args: LedgerArgs) -> anyhow::Result<ExitCode> {
                 "ledger::post in Store::begin_write(): 2 postings, hash chain, wallet upsert"
                     .into(),
             ),
-        ],
+            ],
+        ]
+        .concat(),
     );
 
     let reference = match database.backend {

@@ -26,7 +26,9 @@ use tokio::sync::Semaphore;
 use super::pgbench::{PgbenchPlan, Reference};
 use super::report::{Latency, per_second, print_block, print_json_line};
 use super::settlements::SettlementWatch;
-use super::setup::{BenchDatabase, CommonArgs, Machine, build_profile, database_version, title};
+use super::setup::{
+    BenchDatabase, CommonArgs, Machine, build_profile, database_version, setup_lines, title,
+};
 use super::waits::WaitSampler;
 use crate::serve::{self, PspChoice, Running, ServeConfig};
 
@@ -216,19 +218,8 @@ pub async fn run(args: PaymentsArgs) -> anyhow::Result<ExitCode> {
     print_block(
         &title(&format!("payments — {mode_name} loop"), profile),
         &[
-            (
-                "build",
-                format!("{profile} (ferropay {})", env!("CARGO_PKG_VERSION")),
-            ),
-            ("machine", machine.describe()),
-            (
-                "database",
-                format!(
-                    "{} {version} at {}",
-                    database.backend.name(),
-                    database.describe()
-                ),
-            ),
+            setup_lines(profile, &machine, &database, &version),
+            vec![
             (
                 "server",
                 format!(
@@ -249,7 +240,9 @@ pub async fn run(args: PaymentsArgs) -> anyhow::Result<ExitCode> {
                     args.sellers
                 ),
             ),
-        ],
+            ],
+        ]
+        .concat(),
     );
 
     let reference = match database.backend {

@@ -37,6 +37,30 @@ pub struct CommonArgs {
 }
 
 /// A bench's title line, which says so loudly on a debug build.
+/// The first lines of every bench's setup block: the build, the machine, the database.
+pub fn setup_lines(
+    profile: &str,
+    machine: &Machine,
+    database: &BenchDatabase,
+    version: &str,
+) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "build",
+            format!("{profile} (ferropay {})", env!("CARGO_PKG_VERSION")),
+        ),
+        ("machine", machine.describe()),
+        (
+            "database",
+            format!(
+                "{} {version} at {}",
+                database.backend.name(),
+                database.describe()
+            ),
+        ),
+    ]
+}
+
 pub fn title(what: &str, profile: &str) -> String {
     if profile == "release" {
         format!("ferropay bench {what}")
