@@ -15,6 +15,7 @@ mod jobs;
 mod ledger;
 mod payouts;
 mod poller;
+mod reconcile_chunks;
 mod reconciliation;
 mod refunds;
 mod webhooks;

@@ -26,8 +26,6 @@ mod matcher;
 mod reader;
 mod run;
 pub mod schedule;
-#[cfg(test)]
-mod tests;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -42,7 +40,7 @@ use crate::store::Store;
 pub use breaks::{BreakFilter, BreakKind, BreakView, FoundBreak};
 
 /// Lines matched per round of queries and per write transaction.
-pub const CHUNK_LINES: usize = 2_000;
+pub const CHUNK_LINES: usize = 5_000;
 
 /// At most this many breaks and postings are listed in a report; all are stored and counted.
 pub const REPORT_LIST_MAX: usize = 1_000;

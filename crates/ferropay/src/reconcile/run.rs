@@ -2,12 +2,13 @@
 //! the matcher, then post the fees per batch and currency, then look for captures of the
 //! file's day(s) that the file lacks, and close the run row with its counts (or its error).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use futures_util::TryStreamExt;
 use sqlx::Row;
+use tokio::sync::mpsc;
 
 use super::breaks::{self, BreakKind, FoundBreak};
 use super::{
@@ -17,12 +18,15 @@ use crate::clock::{now_ms, rfc3339_from_ms};
 use crate::error::{Error, Result};
 use crate::ids::new_id;
 use crate::ledger::{self, NewJournalTransaction, PostOutcome, Posting, accounts};
-use crate::store::{Tx, sql};
+use crate::store::{Store, Tx, sql};
 
 const DAY_MS: i64 = 86_400_000;
 
 /// Breaks described and stored per round of the missing-in-file check.
 const MISSING_PAGE: usize = 500;
+
+/// Parts of the missing-in-file window read at once.
+const MISSING_SPLITS: usize = 2;
 
 /// What a run has found so far. Memory: counters, at most [`REPORT_LIST_MAX`] listed breaks
 /// and postings, and one fee sum per (batch, currency).
@@ -182,9 +186,7 @@ async fn drive(
     // database (on another connection), so the two cores both work.
     let mut chunks = reader::spawn(path, options.chunk_lines);
     let reconciler = state.reconciler;
-    let run_id = state.run_id.clone();
     let mut in_hand: Option<(matcher::Prepared, u64)> = None;
-    let mut previous = HashSet::new();
     loop {
         let next = match chunks.recv().await {
             Some(chunk) => Some(chunk.map_err(|reason| Error::invalid("file", reason))?),
@@ -193,17 +195,14 @@ async fn drive(
         let bytes_read = next.as_ref().map(|chunk| chunk.bytes_read);
         let prepare_next = async {
             match next {
-                Some(chunk) => matcher::prepare(reconciler, &run_id, chunk.lines)
-                    .await
-                    .map(Some),
+                Some(chunk) => matcher::prepare(reconciler, chunk.lines).await.map(Some),
                 None => Ok(None),
             }
         };
         let prepared = match in_hand.take() {
             Some((prepared, bytes)) => {
-                let (applied, next) =
-                    tokio::join!(matcher::apply(state, prepared, &previous), prepare_next);
-                previous = applied?;
+                let (applied, next) = tokio::join!(matcher::apply(state, prepared), prepare_next);
+                applied?;
                 progress(Progress {
                     lines: state.lines,
                     bytes,
@@ -301,8 +300,9 @@ pub(super) async fn posted_amount(tx: &mut Tx, transaction_id: &str, account: &s
 
 /// Captures and refunds posted in the file's day(s) that no line of any run matched: each is a
 /// `missing_in_file` break. The window ends when the run started, so a payment captured while
-/// the file was on its way is not blamed on it. The captures are streamed (an index-only scan
-/// and one lookup each); the few that are missing are described and stored a page at a time.
+/// the file was on its way is not blamed on it. The captures are streamed (an index scan and one
+/// lookup each), the window cut in [`MISSING_SPLITS`] parts read at once, so that the database
+/// uses every core; the few that are missing are described and stored a page at a time.
 async fn missing_in_file(state: &mut RunState<'_>, options: &RunOptions) -> Result<Option<Window>> {
     let (from_ms, to_ms) = match (options.date, state.dated_ms) {
         (Some(date), _) => {
@@ -316,25 +316,26 @@ async fn missing_in_file(state: &mut RunState<'_>, options: &RunOptions) -> Resu
         (None, None) => return Ok(None),
     };
     let to_ms = to_ms.min(state.started_at_ms);
-    let store = &state.reconciler.store;
-    let mut unmatched = sqlx::query(
-        "SELECT j.source_ref FROM journal_transactions j \
-         WHERE j.kind IN ('capture', 'refund') AND j.created_at_ms >= $1 \
-           AND j.created_at_ms < $2 \
-           AND NOT EXISTS (SELECT 1 FROM reconciliation_matches m \
-                           WHERE m.match_ref = j.source_ref)",
-    )
-    .bind(from_ms)
-    .bind(to_ms)
-    .fetch(store.pool());
-    let mut page: Vec<String> = Vec::with_capacity(MISSING_PAGE);
-    loop {
-        let next = unmatched.try_next().await?;
-        if let Some(row) = &next {
-            page.push(row.try_get("source_ref")?);
-        }
-        if page.len() == MISSING_PAGE || (next.is_none() && !page.is_empty()) {
-            let found = describe_missing(state, &std::mem::take(&mut page)).await?;
+    let store = state.reconciler.store.clone();
+    let window = Window {
+        from: rfc3339_from_ms(from_ms),
+        to: rfc3339_from_ms(to_ms),
+    };
+    // Cut where the postings are, not the calendar: a day's file may cover a few busy hours.
+    let Some((first_ms, last_ms)) = posted_span(&store, from_ms, to_ms).await? else {
+        return Ok(Some(window));
+    };
+    let parts = split_window(first_ms, last_ms + 1, MISSING_SPLITS);
+    let (pages, mut received) = mpsc::channel::<Result<Vec<String>>>(MISSING_SPLITS);
+    let readers = futures_util::future::join_all(
+        parts
+            .into_iter()
+            .map(|(from_ms, to_ms)| unmatched_pages(&store, from_ms, to_ms, pages.clone())),
+    );
+    drop(pages);
+    let write = async {
+        while let Some(page) = received.recv().await {
+            let found = describe_missing(state, &page?).await?;
             for missing in &found {
                 state.found(missing);
             }
@@ -343,14 +344,100 @@ async fn missing_in_file(state: &mut RunState<'_>, options: &RunOptions) -> Resu
                 breaks::insert(store.backend(), &mut tx, &state.run_id, &found).await?;
             tx.commit().await?;
         }
-        if next.is_none() {
-            break;
+        Ok::<(), Error>(())
+    };
+    // A reader that fails sends its error as a page, which ends the writer; a writer that
+    // fails drops the receiver, which ends the readers.
+    let (_, written) = tokio::join!(readers, write);
+    written?;
+    Ok(Some(window))
+}
+
+/// The first and the last `created_at_ms` of the captures and refunds posted in
+/// `[from_ms, to_ms)`, read off the ends of an index; `None` when there are none.
+async fn posted_span(store: &Store, from_ms: i64, to_ms: i64) -> Result<Option<(i64, i64)>> {
+    let end = |kind: &str, order: &str| {
+        format!(
+            "(SELECT created_at_ms FROM journal_transactions WHERE kind = '{kind}' \
+              AND created_at_ms >= $1 AND created_at_ms < $2 ORDER BY created_at_ms {order} \
+              LIMIT 1)"
+        )
+    };
+    let statement = format!(
+        "SELECT {} AS first_capture, {} AS last_capture, {} AS first_refund, {} AS last_refund",
+        end("capture", "ASC"),
+        end("capture", "DESC"),
+        end("refund", "ASC"),
+        end("refund", "DESC"),
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(statement))
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_one(store.pool())
+        .await?;
+    let ends = |first: &str, last: &str| -> Result<Option<(i64, i64)>> {
+        let first: Option<i64> = row.try_get(first)?;
+        let last: Option<i64> = row.try_get(last)?;
+        Ok(first.zip(last))
+    };
+    let captures = ends("first_capture", "last_capture")?;
+    let refunds = ends("first_refund", "last_refund")?;
+    Ok(match (captures, refunds) {
+        (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
+        (one, other) => one.or(other),
+    })
+}
+
+/// `[from_ms, to_ms)` cut in `parts` adjacent windows (fewer when it is shorter than that).
+fn split_window(from_ms: i64, to_ms: i64, parts: usize) -> Vec<(i64, i64)> {
+    let span_ms = (to_ms - from_ms).max(0);
+    let parts = (parts.max(1) as i64).min(span_ms.max(1));
+    (0..parts)
+        .map(|part| {
+            (
+                from_ms + span_ms * part / parts,
+                from_ms + span_ms * (part + 1) / parts,
+            )
+        })
+        .collect()
+}
+
+/// Streams the unmatched captures and refunds posted in `[from_ms, to_ms)` to `pages`, at most
+/// [`MISSING_PAGE`] source references a page; an error is sent as the last page.
+async fn unmatched_pages(
+    store: &Store,
+    from_ms: i64,
+    to_ms: i64,
+    pages: mpsc::Sender<Result<Vec<String>>>,
+) {
+    let read = async {
+        let mut unmatched = sqlx::query(
+            "SELECT j.source_ref FROM journal_transactions j \
+             WHERE j.kind IN ('capture', 'refund') AND j.created_at_ms >= $1 \
+               AND j.created_at_ms < $2 \
+               AND NOT EXISTS (SELECT 1 FROM reconciliation_matches m \
+                               WHERE m.match_ref = j.source_ref)",
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch(store.pool());
+        let mut page: Vec<String> = Vec::with_capacity(MISSING_PAGE);
+        while let Some(row) = unmatched.try_next().await? {
+            page.push(row.try_get("source_ref")?);
+            if page.len() == MISSING_PAGE
+                && pages.send(Ok(std::mem::take(&mut page))).await.is_err()
+            {
+                return Ok(()); // the writer stopped
+            }
         }
+        if !page.is_empty() {
+            let _ = pages.send(Ok(page)).await;
+        }
+        Ok::<(), Error>(())
+    };
+    if let Err(error) = read.await {
+        let _ = pages.send(Err(error)).await;
     }
-    Ok(Some(Window {
-        from: rfc3339_from_ms(from_ms),
-        to: rfc3339_from_ms(to_ms),
-    }))
 }
 
 /// `missing_in_file` breaks for unmatched ledger source references: this PSP's only (those with
@@ -398,4 +485,24 @@ async fn describe_missing(state: &RunState<'_>, source_refs: &[String]) -> Resul
         found.push(missing);
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_window;
+
+    #[test]
+    fn a_window_is_cut_into_adjacent_parts_that_cover_it() {
+        assert_eq!(split_window(0, 10, 2), [(0, 5), (5, 10)]);
+        assert_eq!(split_window(100, 107, 3), [(100, 102), (102, 104), (104, 107)]);
+        // A window of one millisecond (a single posting) is not cut.
+        assert_eq!(split_window(42, 43, 2), [(42, 43)]);
+        for parts in 1..=4 {
+            let cut = split_window(1_000, 87_400_000, parts);
+            assert_eq!(cut.len(), parts);
+            assert_eq!(cut[0].0, 1_000);
+            assert_eq!(cut[parts - 1].1, 87_400_000);
+            assert!(cut.windows(2).all(|pair| pair[0].1 == pair[1].0));
+        }
+    }
 }
