@@ -494,7 +494,10 @@ mod tests {
     #[test]
     fn a_window_is_cut_into_adjacent_parts_that_cover_it() {
         assert_eq!(split_window(0, 10, 2), [(0, 5), (5, 10)]);
-        assert_eq!(split_window(100, 107, 3), [(100, 102), (102, 104), (104, 107)]);
+        assert_eq!(
+            split_window(100, 107, 3),
+            [(100, 102), (102, 104), (104, 107)]
+        );
         // A window of one millisecond (a single posting) is not cut.
         assert_eq!(split_window(42, 43, 2), [(42, 43)]);
         for parts in 1..=4 {
