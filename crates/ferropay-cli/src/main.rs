@@ -440,20 +440,39 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(sandbox) = &running.sandbox {
         eprintln!("sandbox PSP (hosted payment page) on {}", sandbox.base_url);
     }
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => {
-            result.context("waiting for Ctrl-C")?;
-            eprintln!("ferropay: stopping");
-            running.shutdown().await;
-        }
-        result = wait_forever() => result?,
-    }
+    let signal = stop_signal().await?;
+    tracing::info!(
+        signal,
+        "stopping: no new requests, running jobs finish or give back their lease"
+    );
+    eprintln!("ferropay: {signal}, stopping");
+    running.shutdown().await;
+    eprintln!("ferropay: stopped");
     Ok(ExitCode::SUCCESS)
 }
 
-async fn wait_forever() -> anyhow::Result<()> {
-    std::future::pending::<()>().await;
-    Ok(())
+/// Waits for Ctrl-C (SIGINT) or SIGTERM, the signal a service manager or an orchestrator stops a
+/// process with, and names the one that came.
+async fn stop_signal() -> anyhow::Result<&'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => {
+                result.context("listening for Ctrl-C")?;
+                Ok("SIGINT")
+            }
+            _ = terminate.recv() => Ok("SIGTERM"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c()
+            .await
+            .context("listening for Ctrl-C")?;
+        Ok("Ctrl-C")
+    }
 }
 
 async fn sandbox_command(args: SandboxArgs) -> anyhow::Result<ExitCode> {
@@ -500,9 +519,8 @@ async fn sandbox_command(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
     eprintln!("sandbox PSP serving on {}", handle.base_url);
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    let signal = stop_signal().await?;
+    eprintln!("sandbox PSP: {signal}, stopping");
     handle.shutdown();
     Ok(ExitCode::SUCCESS)
 }

@@ -18,4 +18,5 @@ mod poller;
 mod reconcile_chunks;
 mod reconciliation;
 mod refunds;
+mod shutdown;
 mod webhooks;
