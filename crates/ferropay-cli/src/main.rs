@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use ferropay::jobs::{JobsConfig, RetryPolicy};
+use ferropay::outbox::nats::NatsConfig;
 use ferropay::payout::schedule::PayoutSchedule;
 use ferropay::reconcile::schedule::TimeOfDay;
 use ferropay::secret::Secret;
@@ -152,6 +153,39 @@ struct ServeArgs {
     /// it, every day; `off` never does.
     #[arg(long, env = "FERROPAY_RECONCILE_AT", default_value = "02:00", value_parser = parse_reconcile_at)]
     reconcile_at: Reconcile,
+    /// Relay the outbox's events to NATS JetStream at this URL (nats://HOST:4222). Without it
+    /// they stay in the outbox table.
+    #[arg(long, env = "FERROPAY_NATS_URL")]
+    nats_url: Option<String>,
+    /// The JetStream stream the events go to (created if missing).
+    #[arg(long, env = "FERROPAY_NATS_STREAM", default_value = "FERROPAY", value_parser = parse_stream_name)]
+    nats_stream: String,
+    /// The first token(s) of every event's subject: PREFIX.payment.succeeded, ….
+    #[arg(long, env = "FERROPAY_NATS_SUBJECT_PREFIX", default_value = "ferropay", value_parser = parse_subject_prefix)]
+    nats_subject_prefix: String,
+}
+
+/// A JetStream stream name: letters, digits, `_` and `-`.
+fn parse_stream_name(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && text.len() <= 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    ok.then(|| text.to_owned())
+        .ok_or_else(|| "1 to 64 letters, digits, '_' or '-'".to_owned())
+}
+
+/// Subject tokens (letters, digits, `_`, `-`) joined by dots; no wildcards.
+fn parse_subject_prefix(text: &str) -> Result<String, String> {
+    let ok = text.split('.').all(|token| {
+        !token.is_empty()
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    });
+    ok.then(|| text.to_owned())
+        .ok_or_else(|| "dot-separated tokens of letters, digits, '_' or '-'".to_owned())
 }
 
 /// `--reconcile-at`: a time of day, or off.
@@ -431,6 +465,11 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ..JobsConfig::default()
         },
         reconcile_at: args.reconcile_at.0,
+        nats: args.nats_url.map(|url| NatsConfig {
+            stream: args.nats_stream,
+            subject_prefix: args.nats_subject_prefix,
+            ..NatsConfig::new(url)
+        }),
     })
     .await?;
     eprintln!(

@@ -1,7 +1,7 @@
 //! `ferropay serve`: binds the API, opens (and migrates) the database, wires the PSP connector —
 //! the in-process sandbox PSP with a generated key and webhook secret, or a PSP elsewhere —,
-//! starts the job workers, schedules the nightly reconciliation and the payouts, and serves
-//! until asked to stop.
+//! starts the job workers and the outbox relay, schedules the nightly reconciliation and the
+//! payouts, and serves until asked to stop.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,6 +10,8 @@ use std::time::Duration;
 use anyhow::Context;
 use ferropay::jobs::JobsConfig;
 use ferropay::jobs::worker::Workers;
+use ferropay::outbox::nats::{NatsConfig, NatsPublisher};
+use ferropay::outbox::relay::{Relay, RelayConfig};
 use ferropay::payout::schedule::PayoutSchedule;
 use ferropay::psp::sandbox::{NAME as SANDBOX, SandboxConnector};
 use ferropay::reconcile::schedule::{self, TimeOfDay};
@@ -45,6 +47,8 @@ pub struct ServeConfig {
     pub jobs: JobsConfig,
     /// When (UTC) to fetch and reconcile the previous day's settlement file; `None`: never.
     pub reconcile_at: Option<TimeOfDay>,
+    /// Relay the outbox to NATS JetStream; `None`: events stay in the outbox table.
+    pub nats: Option<NatsConfig>,
 }
 
 #[derive(Clone, Debug)]
@@ -71,6 +75,7 @@ pub struct Running {
     /// The in-process sandbox, if one runs.
     pub sandbox: Option<SandboxHandle>,
     workers: Option<Workers>,
+    relay: Option<Relay>,
     stop: oneshot::Sender<()>,
     server: JoinHandle<std::io::Result<()>>,
     payout_schedule: Option<JoinHandle<()>>,
@@ -92,13 +97,16 @@ impl Running {
         if let Some(workers) = self.workers {
             workers.shutdown(Duration::from_millis(JOBS_GRACE_MS)).await;
         }
+        if let Some(relay) = self.relay {
+            relay.shutdown(Duration::from_millis(JOBS_GRACE_MS)).await;
+        }
         if let Some(sandbox) = self.sandbox {
             sandbox.shutdown();
         }
         self.service.store.close().await;
     }
 
-    /// Serves until the task is stopped from outside (Ctrl-C in `main`).
+    /// Serves until the task is stopped from outside (SIGTERM or Ctrl-C in `main`).
     pub async fn wait(self) -> anyhow::Result<()> {
         self.server.await.context("server task")??;
         Ok(())
@@ -177,6 +185,19 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             config.jobs.clone(),
         )
     });
+    let relay = match config.nats {
+        Some(nats) => {
+            let publisher = NatsPublisher::connect(nats)
+                .await
+                .map_err(|error| anyhow::anyhow!(error))?;
+            Some(Relay::spawn(
+                service.store.clone(),
+                Arc::new(publisher),
+                RelayConfig::default(),
+            ))
+        }
+        None => None,
+    };
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(ferropay_http::serve(listener, service.clone(), async {
         let _ = stopped.await;
@@ -198,6 +219,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         service,
         sandbox,
         workers,
+        relay,
         stop,
         server,
         payout_schedule,

@@ -446,6 +446,7 @@ async fn start_server(database_url: &str, max_db_connections: u32) -> anyhow::Re
         poll_after_ms: ferropay::service::DEFAULT_POLL_AFTER_MS,
         jobs: ferropay::jobs::JobsConfig::default(),
         reconcile_at: None,
+        nats: None,
     })
     .await
 }

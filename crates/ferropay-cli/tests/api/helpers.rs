@@ -135,6 +135,8 @@ pub struct AppOptions {
     pub psp_api_key: String,
     pub poll_after_ms: i64,
     pub jobs: JobsConfig,
+    /// Relay the outbox to NATS JetStream.
+    pub nats: Option<ferropay::outbox::nats::NatsConfig>,
 }
 
 impl Default for AppOptions {
@@ -153,6 +155,7 @@ impl Default for AppOptions {
             psp_api_key: PSP_API_KEY.into(),
             poll_after_ms: 60_000,
             jobs: test_jobs_config(),
+            nats: None,
         }
     }
 }
@@ -199,6 +202,7 @@ pub async fn spawn_app_with(db: Db, options: AppOptions) -> Option<TestApp> {
         poll_after_ms: options.poll_after_ms,
         jobs: options.jobs,
         reconcile_at: None,
+        nats: options.nats,
     })
     .await
     .expect("ferropay starts");
@@ -486,6 +490,7 @@ impl TestApp {
             poll_after_ms: 60_000,
             jobs: test_jobs_config(),
             reconcile_at: None,
+            nats: None,
         })
         .await
         .expect("a second instance starts")

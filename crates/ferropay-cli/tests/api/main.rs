@@ -9,6 +9,7 @@ mod bench;
 mod cards;
 mod crash;
 mod dlq;
+mod events;
 mod idempotency;
 mod instances;
 mod jobs;

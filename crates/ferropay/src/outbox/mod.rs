@@ -1,6 +1,10 @@
 //! The transactional outbox: an event is written in the same database transaction as the change
 //! it reports, so no event leaves for a change that rolled back and none is lost for one that
-//! committed. A relay (later) publishes unpublished rows in order.
+//! committed. The [`relay`] publishes unpublished rows in order to a broker ([`nats`]: NATS
+//! JetStream) and marks them published; without a broker they stay here, readable with SQL.
+
+pub mod nats;
+pub mod relay;
 
 use serde_json::Value;
 
