@@ -11,10 +11,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use ferropay::clock::now_ms;
 use ferropay::jobs::{JobsConfig, RetryPolicy};
 use ferropay::outbox::nats::NatsConfig;
 use ferropay::payout::schedule::PayoutSchedule;
 use ferropay::reconcile::schedule::TimeOfDay;
+use ferropay::retention::{RetentionPolicy, purge};
 use ferropay::secret::Secret;
 use ferropay::store::{DEFAULT_DATABASE_URL, Store};
 use ferropay_cli::serve::{self, PspChoice, ServeConfig};
@@ -56,6 +58,14 @@ enum Command {
     },
     /// Reconcile a PSP settlement file against the books; list and resolve breaks.
     Reconcile(reconcile::ReconcileArgs),
+    /// Delete old idempotency keys, finished jobs and webhook event ids now (`serve` does it
+    /// every hour); prints how many of each as JSON.
+    Purge {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        retention: RetentionArgs,
+    },
     /// Measure throughput and latency on this machine (BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
@@ -89,6 +99,35 @@ pub(crate) struct DatabaseArgs {
     /// sqlite://PATH or postgres://…
     #[arg(long, env = "FERROPAY_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub(crate) database_url: String,
+}
+
+/// How long the rows that guard against retries are kept (`ferropay::retention`).
+#[derive(Args, Clone, Debug)]
+struct RetentionArgs {
+    /// Hours an Idempotency-Key is remembered; the same key after that is a new request (a
+    /// checkout in flight or paid still refuses a second payment).
+    #[arg(long, env = "FERROPAY_IDEMPOTENCY_KEY_TTL_H", default_value_t = 24,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    idempotency_key_ttl_h: u32,
+    /// Days a finished job is kept (a dead one stays until it is replayed).
+    #[arg(long, env = "FERROPAY_JOB_RETENTION_DAYS", default_value_t = 7,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    job_retention_days: u32,
+    /// Days a webhook event id is remembered to drop duplicates.
+    #[arg(long, env = "FERROPAY_WEBHOOK_EVENT_RETENTION_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    webhook_event_retention_days: u32,
+}
+
+impl RetentionArgs {
+    fn policy(&self) -> RetentionPolicy {
+        const HOUR_MS: i64 = 3_600_000;
+        RetentionPolicy {
+            idempotency_key_ttl_ms: i64::from(self.idempotency_key_ttl_h) * HOUR_MS,
+            done_job_ttl_ms: i64::from(self.job_retention_days) * 24 * HOUR_MS,
+            webhook_event_ttl_ms: i64::from(self.webhook_event_retention_days) * 24 * HOUR_MS,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -163,6 +202,8 @@ struct ServeArgs {
     /// The first token(s) of every event's subject: PREFIX.payment.succeeded, ….
     #[arg(long, env = "FERROPAY_NATS_SUBJECT_PREFIX", default_value = "ferropay", value_parser = parse_subject_prefix)]
     nats_subject_prefix: String,
+    #[command(flatten)]
+    retention: RetentionArgs,
 }
 
 /// A JetStream stream name: letters, digits, `_` and `-`.
@@ -391,6 +432,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Err(error) => Err(error.into()),
             }
         }
+        Command::Purge {
+            database,
+            retention,
+        } => {
+            let store = Store::open(&database.database_url, 1).await?;
+            let purged = purge(&store, &retention.policy(), now_ms()).await?;
+            println!("{}", serde_json::to_string(&purged)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Dlq {
             command: DlqCommand::List { database },
         } => {
@@ -465,6 +515,7 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ..JobsConfig::default()
         },
         reconcile_at: args.reconcile_at.0,
+        retention: Some(args.retention.policy()),
         nats: args.nats_url.map(|url| NatsConfig {
             stream: args.nats_stream,
             subject_prefix: args.nats_subject_prefix,

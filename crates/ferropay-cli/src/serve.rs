@@ -15,6 +15,7 @@ use ferropay::outbox::relay::{Relay, RelayConfig};
 use ferropay::payout::schedule::PayoutSchedule;
 use ferropay::psp::sandbox::{NAME as SANDBOX, SandboxConnector};
 use ferropay::reconcile::schedule::{self, TimeOfDay};
+use ferropay::retention::{RetentionPolicy, RetentionTask};
 use ferropay::secret::Secret;
 use ferropay::store::Store;
 use ferropay::{Ferropay, FerropayConfig};
@@ -28,6 +29,9 @@ pub const PSP_TIMEOUT_MS: u64 = 10_000;
 
 /// How long a stopping server lets running jobs finish before it abandons them to their leases.
 pub const JOBS_GRACE_MS: u64 = 5_000;
+
+/// How often old idempotency keys, finished jobs and webhook event ids are purged.
+pub const RETENTION_EVERY_MS: u64 = 3_600_000;
 
 /// Everything `serve` needs to start.
 #[derive(Clone, Debug)]
@@ -49,6 +53,8 @@ pub struct ServeConfig {
     pub reconcile_at: Option<TimeOfDay>,
     /// Relay the outbox to NATS JetStream; `None`: events stay in the outbox table.
     pub nats: Option<NatsConfig>,
+    /// Purge old idempotency keys, finished jobs and webhook event ids every hour; `None`: never.
+    pub retention: Option<RetentionPolicy>,
 }
 
 #[derive(Clone, Debug)]
@@ -76,6 +82,7 @@ pub struct Running {
     pub sandbox: Option<SandboxHandle>,
     workers: Option<Workers>,
     relay: Option<Relay>,
+    retention: Option<RetentionTask>,
     stop: oneshot::Sender<()>,
     server: JoinHandle<std::io::Result<()>>,
     payout_schedule: Option<JoinHandle<()>>,
@@ -99,6 +106,9 @@ impl Running {
         }
         if let Some(relay) = self.relay {
             relay.shutdown(Duration::from_millis(JOBS_GRACE_MS)).await;
+        }
+        if let Some(retention) = self.retention {
+            retention.shutdown().await;
         }
         if let Some(sandbox) = self.sandbox {
             sandbox.shutdown();
@@ -198,6 +208,13 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         }
         None => None,
     };
+    let retention = config.retention.map(|policy| {
+        RetentionTask::spawn(
+            service.store.clone(),
+            policy,
+            Duration::from_millis(RETENTION_EVERY_MS),
+        )
+    });
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(ferropay_http::serve(listener, service.clone(), async {
         let _ = stopped.await;
@@ -220,6 +237,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         sandbox,
         workers,
         relay,
+        retention,
         stop,
         server,
         payout_schedule,

@@ -20,6 +20,7 @@ pub mod payout;
 pub mod psp;
 pub mod reconcile;
 pub mod refund;
+pub mod retention;
 pub mod secret;
 pub mod service;
 pub mod store;

@@ -203,6 +203,7 @@ pub async fn spawn_app_with(db: Db, options: AppOptions) -> Option<TestApp> {
         jobs: options.jobs,
         reconcile_at: None,
         nats: options.nats,
+        retention: None,
     })
     .await
     .expect("ferropay starts");
@@ -491,6 +492,7 @@ impl TestApp {
             jobs: test_jobs_config(),
             reconcile_at: None,
             nats: None,
+            retention: None,
         })
         .await
         .expect("a second instance starts")

@@ -19,5 +19,6 @@ mod poller;
 mod reconcile_chunks;
 mod reconciliation;
 mod refunds;
+mod retention;
 mod shutdown;
 mod webhooks;

@@ -14,6 +14,8 @@ const REFUNDS_PAYOUTS: &str = include_str!("../../migrations/0005_refunds_payout
 /// Version 3: the durable job queue and its dead letters (portable SQL).
 const JOBS: &str = include_str!("../../migrations/0003_jobs.sql");
 const RECONCILIATION: &str = include_str!("../../migrations/0004_reconciliation.sql");
+/// Version 6: indexes that find done jobs and old webhook events by age (portable SQL).
+const RETENTION: &str = include_str!("../../migrations/0006_retention.sql");
 
 fn migrations(backend: Backend) -> Vec<Migration> {
     let append_only = match backend {
@@ -26,6 +28,7 @@ fn migrations(backend: Backend) -> Vec<Migration> {
         migration(3, "job queue", JOBS),
         migration(4, "reconciliation", RECONCILIATION),
         migration(5, "refunds and payouts", REFUNDS_PAYOUTS),
+        migration(6, "retention", RETENTION),
     ]
 }
 
