@@ -79,15 +79,15 @@ enum PayoutCommand {
     /// `ferropay serve` sends it to the payout provider. Prints the payout as JSON. Exit 1 when
     /// it would overdraw the wallet.
     Create {
-        #[arg(long)]
+        #[arg(long, env = "FERROPAY_SELLER_ID")]
         seller_id: String,
-        #[arg(long)]
+        #[arg(long, env = "FERROPAY_CURRENCY")]
         currency: String,
         /// Minor units; all that is available when absent.
-        #[arg(long)]
+        #[arg(long, env = "FERROPAY_AMOUNT")]
         amount: Option<i64>,
         /// Makes a retried command safe: the same key pays once (default: a fresh key).
-        #[arg(long)]
+        #[arg(long, env = "FERROPAY_IDEMPOTENCY_KEY")]
         idempotency_key: Option<String>,
         #[command(flatten)]
         database: DatabaseArgs,
@@ -104,10 +104,10 @@ pub(crate) struct DatabaseArgs {
 /// How long the rows that guard against retries are kept (`ferropay::retention`).
 #[derive(Args, Clone, Debug)]
 struct RetentionArgs {
-    /// Hours an Idempotency-Key is remembered; the same key after that is a new request (a
-    /// checkout in flight or paid still refuses a second payment).
+    /// Hours an Idempotency-Key is remembered, at least 24 (the contract); the same key after
+    /// that is a new request (a checkout in flight or paid still refuses a second payment).
     #[arg(long, env = "FERROPAY_IDEMPOTENCY_KEY_TTL_H", default_value_t = 24,
-          value_parser = clap::value_parser!(u32).range(1..))]
+          value_parser = clap::value_parser!(u32).range(24..))]
     idempotency_key_ttl_h: u32,
     /// Days a finished job is kept (a dead one stays until it is replayed).
     #[arg(long, env = "FERROPAY_JOB_RETENTION_DAYS", default_value_t = 7,
@@ -269,7 +269,9 @@ struct SandboxArgs {
     webhook_duplicate_rate: f64,
     #[arg(long, env = "FERROPAY_WEBHOOK_DROP_RATE", default_value_t = 0.0)]
     webhook_drop_rate: f64,
-    #[arg(long, env = "FERROPAY_WEBHOOK_REORDER", default_value_t = false)]
+    /// Deliver some webhooks out of order (`true`/`false`, also `1`/`0`, `yes`/`no`, `on`/`off`).
+    #[arg(long, env = "FERROPAY_WEBHOOK_REORDER", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
     webhook_reorder: bool,
     #[arg(long, env = "FERROPAY_REVIEW_DELAY_S", default_value_t = 5)]
     review_delay_s: u64,
@@ -302,7 +304,7 @@ struct SandboxArgs {
 enum ApiKeyCommand {
     /// Create a key; prints {"id", "name", "secret"} once. Only its hash is stored.
     Create {
-        #[arg(long, default_value = "default")]
+        #[arg(long, env = "FERROPAY_NAME", default_value = "default")]
         name: String,
         #[command(flatten)]
         database: DatabaseArgs,

@@ -24,11 +24,11 @@ pub struct ReconcileArgs {
     #[command(subcommand)]
     command: Option<ReconcileCommand>,
     /// The settlement file (CSV with the contract's header).
-    #[arg(long, required = true)]
+    #[arg(long, env = "FERROPAY_FILE", required = true)]
     file: Option<PathBuf>,
     /// The settlement day (YYYY-MM-DD) whose captures must all be in the file. Default: the
     /// days the file's payment and refund lines fall on.
-    #[arg(long)]
+    #[arg(long, env = "FERROPAY_DATE")]
     date: Option<String>,
     #[command(flatten)]
     database: DatabaseArgs,
@@ -52,10 +52,11 @@ enum ReconcileCommand {
     /// List breaks as JSON lines, oldest first.
     Breaks {
         /// Only the open ones.
-        #[arg(long)]
+        #[arg(long, env = "FERROPAY_OPEN", action = clap::ArgAction::SetTrue,
+              value_parser = clap::builder::BoolishValueParser::new())]
         open: bool,
         /// At most this many (1 to 1000).
-        #[arg(long, default_value_t = 1_000)]
+        #[arg(long, env = "FERROPAY_LIMIT", default_value_t = 1_000)]
         limit: u32,
         #[command(flatten)]
         database: DatabaseArgs,
@@ -64,7 +65,7 @@ enum ReconcileCommand {
     Resolve {
         /// The break's id (`brk_…`).
         id: String,
-        #[arg(long)]
+        #[arg(long, env = "FERROPAY_REASON")]
         reason: String,
         #[command(flatten)]
         database: DatabaseArgs,

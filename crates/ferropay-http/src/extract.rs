@@ -23,11 +23,17 @@ impl FromRequestParts<Ferropay> for ApiKey {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
+            .and_then(bearer_token)
             .map(|secret| Secret::new(secret.trim()))
             .ok_or(ApiError(ferropay::Error::Unauthorized))?;
         Ok(Self(service.authenticate(&secret).await?))
     }
+}
+
+/// The credentials of `Bearer <token>`; the scheme's name is case-insensitive (RFC 7235).
+fn bearer_token(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token)
 }
 
 /// The `Idempotency-Key` header's value, if any (its rules are checked by the use case).

@@ -47,6 +47,7 @@ pub fn router(service: Ferropay) -> Router {
         .route("/healthz", get(routes::health::healthz))
         .route("/metrics", get(routes::metrics::render))
         .fallback(routes::health::not_found)
+        .method_not_allowed_fallback(routes::health::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(log_request))
         .with_state(service)

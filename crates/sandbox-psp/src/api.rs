@@ -32,7 +32,11 @@ pub(crate) async fn require_api_key(
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "));
+        .and_then(|value| {
+            // The scheme's name is case-insensitive (RFC 7235).
+            let (scheme, key) = value.as_bytes().split_at_checked(7)?;
+            scheme.eq_ignore_ascii_case(b"bearer ").then_some(key)
+        });
     match presented {
         Some(key) if constant_time_eq(key, expected) => next.run(request).await,
         _ => ApiError::unauthorized().into_response(),

@@ -139,7 +139,8 @@ pub(crate) async fn pay(
                 "processing_error: the payment could not be processed; try again or use another card",
             ];
             let html = html::payment_form(&session, &errors, &entered);
-            page(StatusCode::PAYMENT_REQUIRED, html)
+            // The page itself is served fine: the buyer reads why and tries again (CONTRACT.md).
+            page(StatusCode::OK, html)
         }
     }
 }

@@ -34,8 +34,8 @@
 //!   of visible ASCII (it goes into a `Location` header). `created` and `expires_at` are unix
 //!   seconds.
 //! - **Hosted page.** `name` is optional. A bad field re-renders the form with 400; an unknown card
-//!   number is a 400 "not a sandbox test card"; `4000 0000 0000 0119` re-renders with 402 and the
-//!   session stays open. A POST on a session that is not open is a 409 page naming its status. While
+//!   number is a 400 "not a sandbox test card"; `4000 0000 0000 0119` re-renders the page (200)
+//!   with the error, and the session stays open. Any CVC of up to four digits is taken. A POST on a session that is not open is a 409 page naming its status. While
 //!   a 3-D Secure challenge is pending the session stays `open`; `GET /pay/{token}` shows the
 //!   challenge again, and posting another card replaces the attempt. The redirect is a 303 to
 //!   `return_url` with `payment=<reference>&status=<status>` added to its query (before any

@@ -189,6 +189,24 @@ async fn api_keys_are_required(db: Db) {
         .unwrap();
     assert_eq!(wallet.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(app.count("SELECT COUNT(*) FROM payments").await, 0);
+
+    // The scheme's name is case-insensitive (RFC 7235): `bearer` is `Bearer`.
+    let lower = app
+        .http
+        .get(format!("{}/v1/sellers/s/wallet", app.base_url))
+        .header("Authorization", format!("bearer {}", app.api_key))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lower.status(), StatusCode::OK);
+    let basic = app
+        .http
+        .get(format!("{}/v1/sellers/s/wallet", app.base_url))
+        .header("Authorization", format!("Basic {}", app.api_key))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(basic.status(), StatusCode::UNAUTHORIZED);
 }
 
 async fn unknown_payments_are_404(db: Db) {
@@ -219,6 +237,33 @@ async fn unknown_payments_are_404(db: Db) {
         .await
         .unwrap();
     assert_eq!(health.status(), StatusCode::OK);
+
+    // A route asked with a method it does not take: 405 in the same error shape.
+    for (method, path) in [
+        (reqwest::Method::DELETE, "/v1/payments"),
+        (reqwest::Method::PUT, "/v1/payments/pay_nope"),
+        (reqwest::Method::GET, "/webhooks/psp/sandbox"),
+    ] {
+        let response = app
+            .http
+            .request(method.clone(), format!("{}{path}", app.base_url))
+            .bearer_auth(&app.api_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        assert!(response.headers().contains_key("allow"), "{method} {path}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(
+            error["error"]["code"], "method_not_allowed",
+            "{method} {path}"
+        );
+        assert_eq!(error["error"]["type"], "invalid_request");
+    }
 }
 
 db_test!(

@@ -265,7 +265,8 @@ async fn pay(http: &reqwest::Client, payment: &Value, buyer: Buyer) {
             }
         }
         Buyer::RetriesAfterError => {
-            if card(CARD_PROCESSING_ERROR).await == StatusCode::PAYMENT_REQUIRED {
+            // The page comes back (200) saying why, for another try.
+            if card(CARD_PROCESSING_ERROR).await == StatusCode::OK {
                 card(CARD_OK).await;
             }
         }

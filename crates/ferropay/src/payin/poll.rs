@@ -91,13 +91,14 @@ async fn poll_once(service: &Ferropay, payment_id: &str) -> Result<JobOutcome, J
         return Ok(again());
     };
     let session = service.connector.session_status(&token).await?;
-    if session.reference != payment_id {
+    if let Some(reference) = session.reference.as_deref()
+        && reference != payment_id
+    {
         return Err(JobError::Permanent(format!(
-            "the PSP's session {token} names `{}`, not payment `{payment_id}`",
-            session.reference
+            "the PSP's session {token} names `{reference}`, not payment `{payment_id}`"
         )));
     }
-    let Some(update) = session.as_update() else {
+    let Some(update) = session.as_update(payment_id) else {
         return Ok(again()); // still open: the buyer has not paid yet
     };
     let result = apply_update(

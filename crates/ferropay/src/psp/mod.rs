@@ -34,9 +34,11 @@ pub struct PspSession {
     pub url: String,
     pub status: PspSessionStatus,
     pub psp_reference: Option<String>,
-    pub amount_minor: i64,
-    pub currency: String,
-    pub reference: String,
+    /// The contract's session answer is `{token, url, status}`; a PSP that also says the amount,
+    /// currency and our reference has them checked against the payment.
+    pub amount_minor: Option<i64>,
+    pub currency: Option<String>,
+    pub reference: Option<String>,
     pub failure_code: Option<String>,
 }
 
@@ -201,8 +203,10 @@ pub trait Connector: Send + Sync {
 }
 
 impl PspSession {
-    /// The session's state as a payment update, when the PSP has decided something.
-    pub fn as_update(&self) -> Option<PaymentUpdate> {
+    /// The session's state as an update of `payment_id` (the payment the caller found the
+    /// session for, having checked any reference it carries), when the PSP has decided
+    /// something.
+    pub fn as_update(&self, payment_id: &str) -> Option<PaymentUpdate> {
         let outcome = match self.status {
             PspSessionStatus::Open => return None,
             PspSessionStatus::Processing => PspOutcome::Processing,
@@ -211,11 +215,11 @@ impl PspSession {
             PspSessionStatus::Expired => PspOutcome::Expired,
         };
         Some(PaymentUpdate {
-            reference: self.reference.clone(),
+            reference: payment_id.to_owned(),
             outcome,
             psp_reference: self.psp_reference.clone(),
-            amount_minor: Some(self.amount_minor),
-            currency: Some(self.currency.clone()),
+            amount_minor: self.amount_minor,
+            currency: self.currency.clone(),
             failure_code: self.failure_code.clone(),
         })
     }

@@ -199,9 +199,12 @@ struct WireSession {
     status: PspSessionStatus,
     #[serde(default)]
     psp_reference: Option<String>,
-    amount: i64,
-    currency: String,
-    reference: String,
+    #[serde(default)]
+    amount: Option<i64>,
+    #[serde(default)]
+    currency: Option<String>,
+    #[serde(default)]
+    reference: Option<String>,
     #[serde(default)]
     failure_code: Option<String>,
 }

@@ -35,7 +35,7 @@ pub(crate) async fn heal(
         Ok(None) => return "the PSP has no session with our reference".to_owned(),
         Err(error) => return format!("asking the PSP failed: {error}"),
     };
-    let Some(update) = session.as_update() else {
+    let Some(update) = session.as_update(payment.payment_id) else {
         return "the PSP says the session is still open".to_owned();
     };
     match apply_update(store, connector.name(), &update, platform_fee_bps).await {
