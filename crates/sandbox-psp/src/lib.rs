@@ -70,7 +70,8 @@
 //!   `psp_reference,merchant_reference,type,created_at,currency,gross,fee,net,batch`, then one
 //!   line per payment that succeeded that UTC day (`psp_reference` the session's, `merchant_reference`
 //!   the merchant's reference), per refund that settled as succeeded that day (`psp_reference` the
-//!   refund id `re_…`, `merchant_reference` the merchant's refund reference), per chargeback
+//!   refund id `re_…`, `merchant_reference` the refunded payment's reference, as the contract
+//!   says), per chargeback
 //!   injected that day (`cb_…`, the payment's merchant reference), and one `payout_to_bank` line
 //!   per currency (`po_YYYYMMDD_CUR`, empty merchant reference, created at 23:59:59). Amounts are
 //!   signed minor units from the merchant balance's point of view: payments positive, refunds and
@@ -87,7 +88,8 @@
 //! - **Settlement faults** (test hook):
 //!   `POST /v1/test/settlement_faults` with `{"missing": [ref…], "duplicated": [ref…],
 //!   "amount_changed": [ref…], "currency_changed": [ref…], "unknown_lines": N}` (all optional;
-//!   a `ref` is a line's `psp_reference` or `merchant_reference`; at most 1,000 each) replaces the
+//!   a `ref` is a line's `psp_reference` or `merchant_reference`, or a refund's own merchant
+//!   reference — a payment's reference does not touch its refunds' lines; at most 1,000 each) replaces the
 //!   discrepancies written into every settlement file from then on: a missing line is left out, a
 //!   duplicated one is written twice, a changed amount is 100 minor units more (gross and net), a
 //!   changed currency is EUR for USD and USD for any other, and each unknown line is a USD 1234

@@ -41,7 +41,7 @@ impl RefundStatus {
 pub(crate) struct Refund {
     pub(crate) id: String,
     /// The refunded payment's session token and PSP reference.
-    payment_token: String,
+    pub(crate) payment_token: String,
     psp_reference: String,
     pub(crate) amount: i64,
     pub(crate) currency: String,

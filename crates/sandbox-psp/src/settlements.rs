@@ -74,9 +74,18 @@ impl SettlementFaults {
         })
     }
 
+    /// Whether a fault naming `set` applies to `line`: its PSP reference, a refund's own
+    /// reference, or the payment it is about (a payment or its chargeback; not its refunds, which
+    /// a test names by their own reference).
     fn touches(set: &BTreeSet<String>, line: &Line) -> bool {
         set.contains(&line.psp_reference)
-            || (!line.merchant_reference.is_empty() && set.contains(&line.merchant_reference))
+            || line
+                .refund_reference
+                .as_ref()
+                .is_some_and(|reference| set.contains(reference))
+            || (line.refund_reference.is_none()
+                && !line.merchant_reference.is_empty()
+                && set.contains(&line.merchant_reference))
     }
 }
 
@@ -85,6 +94,9 @@ impl SettlementFaults {
 struct Line {
     psp_reference: String,
     merchant_reference: String,
+    /// A refund line's merchant refund id: not in the file (its merchant reference is the
+    /// payment's), but what a test names to make that line wrong.
+    refund_reference: Option<String>,
     kind: &'static str,
     created_unix_s: i64,
     currency: String,
@@ -188,6 +200,7 @@ fn render(app: &AppState, day_start_s: i64) -> String {
                 (session.status == SessionStatus::Succeeded && day.contains(&at)).then(|| Line {
                     psp_reference: session.psp_reference.clone(),
                     merchant_reference: session.reference.clone(),
+                    refund_reference: None,
                     kind: "payment",
                     created_unix_s: at,
                     currency: session.currency.clone(),
@@ -205,10 +218,17 @@ fn render(app: &AppState, day_start_s: i64) -> String {
             .values()
             .filter_map(|refund| {
                 let at = refund.settled_unix_s?;
+                // The contract: `merchant_reference` is the payment's id as registered (the
+                // refunded session's reference); the refund itself is named by our `re_` id.
+                let payment_reference = store
+                    .sessions
+                    .get(&refund.payment_token)
+                    .map_or_else(|| refund.reference.clone(), |s| s.reference.clone());
                 (refund.status == crate::refunds::RefundStatus::Succeeded && day.contains(&at))
                     .then(|| Line {
                         psp_reference: refund.id.clone(),
-                        merchant_reference: refund.reference.clone(),
+                        merchant_reference: payment_reference,
+                        refund_reference: Some(refund.reference.clone()),
                         kind: "refund",
                         created_unix_s: at,
                         currency: refund.currency.clone(),
@@ -224,6 +244,7 @@ fn render(app: &AppState, day_start_s: i64) -> String {
             .map(|chargeback| Line {
                 psp_reference: chargeback.id.clone(),
                 merchant_reference: chargeback.reference.clone(),
+                refund_reference: None,
                 kind: "chargeback",
                 created_unix_s: chargeback.created_unix_s,
                 currency: chargeback.currency.clone(),
@@ -284,6 +305,7 @@ fn render(app: &AppState, day_start_s: i64) -> String {
         Line {
             psp_reference: format!("po_{year:04}{month:02}{dom:02}_{currency}"),
             merchant_reference: String::new(),
+            refund_reference: None,
             kind: "payout_to_bank",
             created_unix_s: day_start_s + 86_399,
             currency,
@@ -342,6 +364,7 @@ pub(crate) async fn set_faults(
             .map(|_| Line {
                 psp_reference: new_id("psp_"),
                 merchant_reference: new_id("pay_unknown_"),
+                refund_reference: None,
                 kind: "payment",
                 created_unix_s: 0,
                 currency: "USD".to_owned(),

@@ -972,7 +972,10 @@ async fn settlement_files_list_the_day_with_fees_and_the_payout() {
     assert_eq!(payment[0], paid["psp_reference"].as_str().unwrap());
     assert_eq!((amount(payment, 5), amount(payment, 6)), (1750, 81));
     assert!(payment[3].starts_with(&today()));
-    assert_eq!(rows[2][1], "ref_settled");
+    // A refund line names the PSP's refund and, as the contract says, the payment's id.
+    assert_eq!(rows[2][2], "refund");
+    assert_eq!(rows[2][1], "pay_settled");
+    assert!(rows[2][0].starts_with("re_"), "{:?}", rows[2]);
     assert_eq!((amount(&rows[2], 5), amount(&rows[2], 6)), (-1000, 0));
     assert_eq!((amount(&rows[3], 5), amount(&rows[3], 6)), (-700, 1500));
     for row in &rows {
@@ -1011,13 +1014,16 @@ async fn settlement_files_list_the_day_with_fees_and_the_payout() {
         [
             "pay_settled",
             "pay_settled",
-            "ref_settled",
+            "pay_settled",
             unknown.as_str(),
             ""
         ],
         "the charged-back payment and its chargeback are missing"
     );
+    // `amount_changed` named the refund by its own reference: only the refund line changed.
+    assert_eq!(rows[2][2], "refund");
     assert_eq!(amount(&rows[2], 5), -900);
+    assert_eq!(amount(&rows[0], 5), 1750);
     assert_eq!(rows.iter().map(|r| amount(r, 7)).sum::<i64>(), 0);
     let changed = h
         .post_json(

@@ -521,6 +521,31 @@ async fn refunds_in_the_file_match_the_refunds_in_the_ledger(db: Db) {
     let verified = app.verify_ledger().await;
     assert!(verified.ok(), "{verified:?}");
     assert!(id_of(&kept).starts_with("pay_"));
+
+    // The file names the refund as the contract says: the PSP's refund id, and the refunded
+    // payment's id as the merchant reference.
+    let (file, rows) = app.fetch_settlement_file().await;
+    let refund_line = rows
+        .iter()
+        .find(|row| row[2] == "refund")
+        .expect("a refund line");
+    assert_eq!(refund_line[1], id_of(&refunded), "{refund_line:?}");
+    assert_ne!(refund_line[0], refund["id"].as_str().unwrap());
+    // A refund line for a refund we never made is an unknown reference, and only that.
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str(&format!(
+        "re_never_ours,{},refund,{},USD,-300,0,-300,stl_x\n",
+        id_of(&kept),
+        refund_line[3]
+    ));
+    std::fs::write(&file, text).unwrap();
+    let again = app.reconcile_with_cli(&file);
+    let unknown = of_kind(&again, "unknown_reference");
+    assert_eq!(again["breaks_found"], 1, "{again:#}");
+    assert_eq!(unknown.len(), 1, "{again:#}");
+    assert_eq!(unknown[0]["psp_reference"], "re_never_ours");
+    assert_eq!(again["matched"], 4, "{again:#}");
+    let _ = std::fs::remove_file(file);
 }
 
 async fn a_file_that_is_not_a_settlement_file_is_refused(db: Db) {

@@ -5,8 +5,9 @@
 //! the payouts to the bank.
 //!
 //! A line is matched to a ledger source reference (`capture:{payment_id}` for a payment,
-//! `refund:{merchant_reference}`, `chargeback:{psp_reference}`, and for a payout the posting this
-//! run makes). `reconciliation_matches` remembers each reference with the last run that read
+//! `refund:{refund_id}` for a refund, found by the PSP's refund id in its `psp_reference` (its
+//! `merchant_reference` is the refunded payment's), `chargeback:{psp_reference}`, and for a payout
+//! the posting this run makes). `reconciliation_matches` remembers each reference with the last run that read
 //! it, so a second line for it in the same run is a `duplicate_line`, while the same line read
 //! again by a later run is simply matched again.
 //!
@@ -57,6 +58,8 @@ pub(super) struct Prepared {
     by_psp_reference: HashMap<String, String>,
     heal_details: HashMap<String, String>,
     posted: HashMap<String, Posted>,
+    /// The PSP's refund id → our refund's id, for the chunk's refund lines we know.
+    refund_ids: HashMap<String, String>,
     match_refs: Vec<Option<String>>,
 }
 
@@ -162,11 +165,16 @@ pub(super) async fn prepare(reconciler: &Reconciler, lines: Vec<ReadLine>) -> Re
         }
     }
 
-    // Refunds and chargebacks as the ledger has them.
+    // Our refunds, by the PSP's refund id; then refunds and chargebacks as the ledger has them.
+    let refund_psp_refs: Vec<&str> = unique(lines.iter().filter_map(|read| match read {
+        ReadLine::Line(line) if line.kind == LineType::Refund => Some(line.psp_reference.as_str()),
+        _ => None,
+    }));
+    let refund_ids = load_refund_ids(store, &refund_psp_refs).await?;
     let other_refs: Vec<String> = lines
         .iter()
         .filter_map(|read| match read {
-            ReadLine::Line(line) => ledger_ref(line),
+            ReadLine::Line(line) => ledger_ref(line, &refund_ids),
             ReadLine::Malformed { .. } => None,
         })
         .collect::<HashSet<_>>()
@@ -179,7 +187,9 @@ pub(super) async fn prepare(reconciler: &Reconciler, lines: Vec<ReadLine>) -> Re
         .iter()
         .enumerate()
         .map(|(index, read)| match read {
-            ReadLine::Line(line) => Some(match_ref(line, psp, payment_of(index, line))),
+            ReadLine::Line(line) => {
+                Some(match_ref(line, psp, payment_of(index, line), &refund_ids))
+            }
             ReadLine::Malformed { .. } => None,
         })
         .collect();
@@ -191,6 +201,7 @@ pub(super) async fn prepare(reconciler: &Reconciler, lines: Vec<ReadLine>) -> Re
         by_psp_reference,
         heal_details,
         posted,
+        refund_ids,
         match_refs,
     })
 }
@@ -279,6 +290,7 @@ fn judge<'a>(
         payments,
         heal_details,
         posted,
+        refund_ids,
         match_refs,
         ..
     } = prepared;
@@ -343,6 +355,17 @@ fn judge<'a>(
             LineType::Payment => {
                 let payment = prepared.payment_of(index, line).map(|id| &payments[&id]);
                 judge_payment(line, match_ref, payment, heal_details)
+            }
+            LineType::Refund if !refund_ids.contains_key(&line.psp_reference) => {
+                vec![about(
+                    BreakKind::UnknownReference,
+                    match_ref,
+                    line,
+                    format!(
+                        "no refund of ours has PSP refund id {} (a refund of {})",
+                        line.psp_reference, line.merchant_reference
+                    ),
+                )]
             }
             LineType::Refund | LineType::Chargeback => {
                 judge_posted(line, match_ref, posted.get(match_ref))
@@ -423,23 +446,32 @@ fn unique<'a>(values: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
     values.filter(|value| seen.insert(*value)).collect()
 }
 
-/// The source reference a refund or chargeback line is posted under in our ledger.
-fn ledger_ref(line: &SettlementLine) -> Option<String> {
+/// The source reference a refund or chargeback line is posted under in our ledger; `None` for a
+/// refund we do not know (`refund_ids`: the PSP's refund id → ours).
+fn ledger_ref(line: &SettlementLine, refund_ids: &HashMap<String, String>) -> Option<String> {
     match line.kind {
-        LineType::Refund => Some(format!("refund:{}", line.merchant_reference)),
+        LineType::Refund => refund_ids
+            .get(&line.psp_reference)
+            .map(|refund_id| format!("refund:{refund_id}")),
         LineType::Chargeback => Some(format!("chargeback:{}", line.psp_reference)),
         LineType::Payment | LineType::Fee | LineType::PayoutToBank => None,
     }
 }
 
 /// What a line is matched to: see the module's header.
-fn match_ref(line: &SettlementLine, psp: &str, payment_id: Option<String>) -> String {
+fn match_ref(
+    line: &SettlementLine,
+    psp: &str,
+    payment_id: Option<String>,
+    refund_ids: &HashMap<String, String>,
+) -> String {
     match line.kind {
         LineType::Payment => match payment_id {
             Some(id) => format!("capture:{id}"),
             None => format!("unknown_payment:{psp}:{}", line.psp_reference),
         },
-        LineType::Refund | LineType::Chargeback => ledger_ref(line).unwrap_or_default(),
+        LineType::Refund | LineType::Chargeback => ledger_ref(line, refund_ids)
+            .unwrap_or_else(|| format!("unknown_refund:{psp}:{}", line.psp_reference)),
         LineType::PayoutToBank => payout_source_ref(psp, &line.psp_reference),
         LineType::Fee => format!("settlement_fee_line:{psp}:{}", line.psp_reference),
     }
@@ -846,6 +878,32 @@ async fn load_posted(
         );
     }
     Ok(posted)
+}
+
+/// The PSP's refund id → our refund's id, for the refunds among `psp_refund_ids` we have.
+async fn load_refund_ids(
+    store: &Store,
+    psp_refund_ids: &[&str],
+) -> Result<HashMap<String, String>> {
+    if psp_refund_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let statement = sql::in_list(
+        store.backend(),
+        "SELECT id, psp_refund_id FROM refunds WHERE psp_refund_id IN ",
+        1,
+        psp_refund_ids.len(),
+        "",
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+    for psp_refund_id in psp_refund_ids {
+        query = query.bind(*psp_refund_id);
+    }
+    let mut ids = HashMap::new();
+    for row in query.fetch_all(store.pool()).await? {
+        ids.insert(row.try_get("psp_refund_id")?, row.try_get("id")?);
+    }
+    Ok(ids)
 }
 
 /// Match reference → the last run that matched it.

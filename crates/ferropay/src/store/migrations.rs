@@ -16,6 +16,8 @@ const JOBS: &str = include_str!("../../migrations/0003_jobs.sql");
 const RECONCILIATION: &str = include_str!("../../migrations/0004_reconciliation.sql");
 /// Version 6: indexes that find done jobs and old webhook events by age (portable SQL).
 const RETENTION: &str = include_str!("../../migrations/0006_retention.sql");
+/// Version 7: refunds found by the PSP's refund id (portable SQL).
+const REFUNDS_BY_PSP_ID: &str = include_str!("../../migrations/0007_refunds_by_psp_id.sql");
 
 fn migrations(backend: Backend) -> Vec<Migration> {
     let append_only = match backend {
@@ -29,6 +31,7 @@ fn migrations(backend: Backend) -> Vec<Migration> {
         migration(4, "reconciliation", RECONCILIATION),
         migration(5, "refunds and payouts", REFUNDS_PAYOUTS),
         migration(6, "retention", RETENTION),
+        migration(7, "refunds by PSP id", REFUNDS_BY_PSP_ID),
     ]
 }
 
