@@ -89,8 +89,8 @@
 //!   `POST /v1/test/settlement_faults` with `{"missing": [ref…], "duplicated": [ref…],
 //!   "amount_changed": [ref…], "currency_changed": [ref…], "unknown_lines": N}` (all optional;
 //!   a `ref` is a line's `psp_reference` or `merchant_reference`, or a refund's own merchant
-//!   reference — a payment's reference does not touch its refunds' lines; at most 1,000 each) replaces the
-//!   discrepancies written into every settlement file from then on: a missing line is left out, a
+//!   reference, since a payment's reference does not touch its refunds' lines; at most 1,000
+//!   each) replaces the discrepancies written into every settlement file from then on: a missing line is left out, a
 //!   duplicated one is written twice, a changed amount is 100 minor units more (gross and net), a
 //!   changed currency is EUR for USD and USD for any other, and each unknown line is a USD 1234
 //!   payment for a reference nobody registered (ids fixed when the faults are set, dated at the
