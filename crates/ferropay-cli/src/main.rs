@@ -162,6 +162,10 @@ struct ServeArgs {
     psp_api_key: Option<String>,
     #[arg(long, env = "FERROPAY_PSP_WEBHOOK_SECRET", hide_env_values = true)]
     psp_webhook_secret: Option<String>,
+    /// PEM certificates of a private CA that signs an `https://` PSP's certificate (the
+    /// system's roots are trusted as well).
+    #[arg(long, env = "FERROPAY_PSP_CA_FILE", requires = "psp_url")]
+    psp_ca_file: Option<std::path::PathBuf>,
     /// The platform's fee on each order, in basis points.
     #[arg(long, env = "FERROPAY_PLATFORM_FEE_BPS", default_value_t = 0)]
     platform_fee_bps: u32,
@@ -473,11 +477,19 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve_command(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let root_ca_pem = args
+        .psp_ca_file
+        .as_ref()
+        .map(|path| {
+            std::fs::read(path).with_context(|| format!("--psp-ca-file {}", path.display()))
+        })
+        .transpose()?;
     let psp = match (args.psp_url, args.psp_api_key, args.psp_webhook_secret) {
         (Some(url), Some(api_key), Some(webhook_secret)) => PspChoice::Remote {
             url,
             api_key: Secret::new(api_key),
             webhook_secret: Secret::new(webhook_secret),
+            root_ca_pem,
         },
         _ => PspChoice::InProcessSandbox {
             listen: args.sandbox_listen,

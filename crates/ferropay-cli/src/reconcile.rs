@@ -38,6 +38,9 @@ pub struct ReconcileArgs {
     psp_url: Option<String>,
     #[arg(long, env = "FERROPAY_PSP_API_KEY", hide_env_values = true)]
     psp_api_key: Option<String>,
+    /// PEM certificates of a private CA that signs an `https://` PSP's certificate.
+    #[arg(long, env = "FERROPAY_PSP_CA_FILE", requires = "psp_url")]
+    psp_ca_file: Option<PathBuf>,
     /// The PSP's name in ledger accounts (`psp_receivable:NAME`).
     #[arg(long, env = "FERROPAY_PSP", default_value = "sandbox")]
     psp: String,
@@ -122,12 +125,24 @@ pub async fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
             reconciler.psp = args.psp;
             reconciler.platform_fee_bps = args.platform_fee_bps;
             if let (Some(url), Some(key)) = (args.psp_url, args.psp_api_key) {
-                reconciler.connector = Some(Arc::new(SandboxConnector::new(
-                    &url,
-                    Secret::new(key),
-                    Secret::new(String::new()),
-                    PSP_TIMEOUT_MS,
-                )));
+                let root_ca_pem = args
+                    .psp_ca_file
+                    .as_ref()
+                    .map(|path| {
+                        std::fs::read(path)
+                            .with_context(|| format!("--psp-ca-file {}", path.display()))
+                    })
+                    .transpose()?;
+                reconciler.connector = Some(Arc::new(
+                    SandboxConnector::new(
+                        &url,
+                        Secret::new(key),
+                        Secret::new(String::new()),
+                        PSP_TIMEOUT_MS,
+                        root_ca_pem.as_deref(),
+                    )
+                    .map_err(anyhow::Error::msg)?,
+                ));
             }
             let total_bytes = std::fs::metadata(&file)
                 .with_context(|| format!("reading {}", file.display()))?

@@ -65,11 +65,14 @@ pub enum PspChoice {
         listen: SocketAddr,
         sandbox: SandboxConfig,
     },
-    /// A sandbox-compatible PSP that runs elsewhere.
+    /// A sandbox-compatible PSP that runs elsewhere (over HTTPS in production).
     Remote {
         url: String,
         api_key: Secret,
         webhook_secret: Secret,
+        /// PEM certificates of a private CA that signs the PSP's certificate, beside the
+        /// system's roots.
+        root_ca_pem: Option<Vec<u8>>,
     },
 }
 
@@ -164,15 +167,25 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
                 Secret::new(api_key),
                 Secret::new(webhook_secret),
                 PSP_TIMEOUT_MS,
-            );
+                None,
+            )
+            .map_err(anyhow::Error::msg)?;
             (connector, Some(handle))
         }
         PspChoice::Remote {
             url,
             api_key,
             webhook_secret,
+            root_ca_pem,
         } => (
-            SandboxConnector::new(&url, api_key, webhook_secret, PSP_TIMEOUT_MS),
+            SandboxConnector::new(
+                &url,
+                api_key,
+                webhook_secret,
+                PSP_TIMEOUT_MS,
+                root_ca_pem.as_deref(),
+            )
+            .map_err(anyhow::Error::msg)?,
             None,
         ),
     };

@@ -137,6 +137,8 @@ pub struct AppOptions {
     pub jobs: JobsConfig,
     /// Relay the outbox to NATS JetStream.
     pub nats: Option<ferropay::outbox::nats::NatsConfig>,
+    /// A private CA for an `https://` `psp_url`.
+    pub psp_ca_pem: Option<Vec<u8>>,
 }
 
 impl Default for AppOptions {
@@ -156,6 +158,7 @@ impl Default for AppOptions {
             poll_after_ms: 60_000,
             jobs: test_jobs_config(),
             nats: None,
+            psp_ca_pem: None,
         }
     }
 }
@@ -189,6 +192,7 @@ pub async fn spawn_app_with(db: Db, options: AppOptions) -> Option<TestApp> {
             url,
             api_key: Secret::new(options.psp_api_key),
             webhook_secret: Secret::new(WEBHOOK_SECRET),
+            root_ca_pem: options.psp_ca_pem,
         },
     };
     let running = serve::start(ServeConfig {
@@ -485,6 +489,7 @@ impl TestApp {
                 url: self.sandbox_url.clone(),
                 api_key: Secret::new(PSP_API_KEY),
                 webhook_secret: Secret::new(WEBHOOK_SECRET),
+                root_ca_pem: None,
             },
             platform_fee_bps: 0,
             payout_schedule: None,

@@ -29,18 +29,36 @@ pub struct SandboxConnector {
 }
 
 impl SandboxConnector {
-    /// `base_url` without a trailing slash, e.g. `http://127.0.0.1:8090`.
-    pub fn new(base_url: &str, api_key: Secret, webhook_secret: Secret, timeout_ms: u64) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(timeout_ms))
+    /// `base_url`, e.g. `http://127.0.0.1:8090` or `https://psp.example`. Over HTTPS the PSP's
+    /// certificate is checked against the system's roots, and also against `root_ca_pem` (PEM
+    /// certificates of a private CA) when given. Fails on a CA file that is not PEM.
+    pub fn new(
+        base_url: &str,
+        api_key: Secret,
+        webhook_secret: Secret,
+        timeout_ms: u64,
+        root_ca_pem: Option<&[u8]>,
+    ) -> Result<Self, String> {
+        let mut builder = reqwest::Client::builder().timeout(Duration::from_millis(timeout_ms));
+        if let Some(pem) = root_ca_pem {
+            let certificates = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| format!("the PSP's CA certificates: {e}"))?;
+            if certificates.is_empty() {
+                return Err("the PSP's CA file holds no PEM certificate".into());
+            }
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http = builder
             .build()
-            .expect("a plain HTTP client builds");
-        Self {
+            .map_err(|e| format!("the HTTP client for the PSP: {e}"))?;
+        Ok(Self {
             base_url: base_url.trim_end_matches('/').to_owned(),
             api_key,
             webhook_secret,
             http,
-        }
+        })
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<PspSession, PspError> {
