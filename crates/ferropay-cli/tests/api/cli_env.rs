@@ -1,32 +1,16 @@
 //! CONTRACT.md, CLI: "every flag also reads an environment variable `FERROPAY_<FLAG>`": the
 //! command-specific flags too, and booleans as `1`/`yes`/`true`.
 
-use std::process::Command;
-
 use serde_json::Value;
 
 use crate::helpers::*;
-
-fn ferropay(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_ferropay"))
-        .args(args)
-        .envs(env.iter().copied())
-        .env("FERROPAY_LOG", "warn")
-        .output()
-        .expect("run ferropay");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
 
 #[tokio::test]
 async fn every_flag_reads_its_environment_variable() {
     let db = TestDb::create(Db::Sqlite).await.unwrap();
     let url = db.url.as_str();
 
-    let (code, stdout, stderr) = ferropay(
+    let (code, stdout, stderr) = run_cli_with_env(
         &["api-key", "create"],
         &[
             ("FERROPAY_DATABASE_URL", url),
@@ -38,7 +22,7 @@ async fn every_flag_reads_its_environment_variable() {
     assert_eq!(key["name"], "from-env");
 
     for open in ["1", "yes", "true"] {
-        let (code, stdout, stderr) = ferropay(
+        let (code, stdout, stderr) = run_cli_with_env(
             &["reconcile", "breaks"],
             &[("FERROPAY_DATABASE_URL", url), ("FERROPAY_OPEN", open)],
         );
@@ -47,7 +31,7 @@ async fn every_flag_reads_its_environment_variable() {
     }
 
     // `--file` from the environment: the run reads (and refuses) the file it names.
-    let (code, _, stderr) = ferropay(
+    let (code, _, stderr) = run_cli_with_env(
         &["reconcile"],
         &[
             ("FERROPAY_DATABASE_URL", url),
@@ -60,7 +44,7 @@ async fn every_flag_reads_its_environment_variable() {
         "the file came from FERROPAY_FILE: {stderr}"
     );
 
-    let (code, stdout, stderr) = ferropay(
+    let (code, stdout, stderr) = run_cli_with_env(
         &["payout", "create"],
         &[
             ("FERROPAY_DATABASE_URL", url),

@@ -538,8 +538,14 @@ impl TestApp {
 
 /// Runs the real `ferropay` binary with `args`; answers its exit code, stdout and stderr.
 pub fn run_cli(args: &[&str]) -> (i32, String, String) {
+    run_cli_with_env(args, &[])
+}
+
+/// [`run_cli`] with these environment variables set as well.
+pub fn run_cli_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_ferropay"))
         .args(args)
+        .envs(env.iter().copied())
         .env("FERROPAY_LOG", "warn")
         .output()
         .expect("run ferropay");

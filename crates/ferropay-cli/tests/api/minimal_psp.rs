@@ -57,6 +57,26 @@ async fn status(State(psp): State<Minimal>, Path(token): Path<String>) -> Json<V
     Json(json!({"token": token, "url": url, "status": status}))
 }
 
+/// A payment through `psp`: registered there (the buyer sent to its page), paid, and found
+/// succeeded by the poller.
+async fn pays_through(app: &TestApp, psp: &Minimal, base_url: &str, checkout_id: &str) {
+    let created = app
+        .post_payment(&format!("key-{checkout_id}"), &checkout(checkout_id))
+        .await;
+    assert_eq!(created.status(), 201);
+    let payment: Value = created.json().await.unwrap();
+    assert_eq!(payment["redirect_url"], format!("{base_url}/pay/tok_min_1"));
+    assert_eq!(payment["status"], "requires_payment", "{payment:#}");
+    psp.paid.store(true, Ordering::SeqCst);
+    let id = payment["id"].as_str().unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the poller captures it",
+        || async { app.get_payment(id).await["status"] == "succeeded" },
+    )
+    .await;
+}
+
 async fn a_psp_that_says_only_what_the_contract_says_works(db: Db) {
     let psp = Minimal::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -78,22 +98,7 @@ async fn a_psp_that_says_only_what_the_contract_says_works(db: Db) {
         server.abort();
         return;
     };
-    let created = app
-        .post_payment("key-minimal", &checkout("chk_minimal"))
-        .await;
-    assert_eq!(created.status(), 201);
-    let payment: Value = created.json().await.unwrap();
-    assert_eq!(payment["redirect_url"], format!("{base_url}/pay/tok_min_1"));
-    assert_eq!(payment["status"], "requires_payment", "{payment:#}");
-
-    psp.paid.store(true, Ordering::SeqCst);
-    let id = payment["id"].as_str().unwrap();
-    eventually(
-        Duration::from_secs(20),
-        "the poller captures it",
-        || async { app.get_payment(id).await["status"] == "succeeded" },
-    )
-    .await;
+    pays_through(&app, &psp, &base_url, "chk_minimal").await;
     assert_eq!(app.account_sum("seller:seller_a", "USD").await, -1500);
     assert_eq!(app.account_sum("seller:seller_b", "USD").await, -250);
     assert!(app.verify_ledger().await.ok());
@@ -170,18 +175,7 @@ async fn a_psp_over_https_is_trusted_through_its_ca_and_only_so(db: Db) {
         server.abort();
         return;
     };
-    let created = app.post_payment("key-https", &checkout("chk_https")).await;
-    assert_eq!(created.status(), 201);
-    let payment: Value = created.json().await.unwrap();
-    assert_eq!(payment["redirect_url"], format!("{base_url}/pay/tok_min_1"));
-    psp.paid.store(true, Ordering::SeqCst);
-    let id = payment["id"].as_str().unwrap();
-    eventually(
-        Duration::from_secs(20),
-        "the poller captures it",
-        || async { app.get_payment(id).await["status"] == "succeeded" },
-    )
-    .await;
+    pays_through(&app, &psp, &base_url, "chk_https").await;
     assert_eq!(psp.registered.load(Ordering::SeqCst), 1);
     server.abort();
 

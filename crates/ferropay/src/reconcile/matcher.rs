@@ -885,46 +885,42 @@ async fn load_refund_ids(
     store: &Store,
     psp_refund_ids: &[&str],
 ) -> Result<HashMap<String, String>> {
-    if psp_refund_ids.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let statement = sql::in_list(
-        store.backend(),
-        "SELECT id, psp_refund_id FROM refunds WHERE psp_refund_id IN ",
-        1,
-        psp_refund_ids.len(),
-        "",
-    );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
-    for psp_refund_id in psp_refund_ids {
-        query = query.bind(*psp_refund_id);
-    }
-    let mut ids = HashMap::new();
-    for row in query.fetch_all(store.pool()).await? {
-        ids.insert(row.try_get("psp_refund_id")?, row.try_get("id")?);
-    }
-    Ok(ids)
+    load_pairs(store, "refunds", "psp_refund_id", "id", psp_refund_ids).await
 }
 
 /// Match reference → the last run that matched it.
 async fn load_matches(store: &Store, match_refs: &[&str]) -> Result<HashMap<String, String>> {
-    if match_refs.is_empty() {
+    load_pairs(
+        store,
+        "reconciliation_matches",
+        "match_ref",
+        "last_run_id",
+        match_refs,
+    )
+    .await
+}
+
+/// `key` → `value` of the rows of `table` whose `key` is one of `keys` (names are ours, never
+/// input).
+async fn load_pairs(
+    store: &Store,
+    table: &'static str,
+    key: &'static str,
+    value: &'static str,
+    keys: &[&str],
+) -> Result<HashMap<String, String>> {
+    if keys.is_empty() {
         return Ok(HashMap::new());
     }
-    let statement = sql::in_list(
-        store.backend(),
-        "SELECT match_ref, last_run_id FROM reconciliation_matches WHERE match_ref IN ",
-        1,
-        match_refs.len(),
-        "",
-    );
+    let prefix = format!("SELECT {key}, {value} FROM {table} WHERE {key} IN ");
+    let statement = sql::in_list(store.backend(), &prefix, 1, keys.len(), "");
     let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
-    for match_ref in match_refs {
-        query = query.bind(*match_ref);
+    for one in keys {
+        query = query.bind(*one);
     }
-    let mut seen = HashMap::new();
+    let mut pairs = HashMap::new();
     for row in query.fetch_all(store.pool()).await? {
-        seen.insert(row.try_get("match_ref")?, row.try_get("last_run_id")?);
+        pairs.insert(row.try_get(key)?, row.try_get(value)?);
     }
-    Ok(seen)
+    Ok(pairs)
 }
