@@ -71,6 +71,21 @@ async fn a_registration_that_keeps_failing_is_dead_lettered_then_replayed(db: Db
     );
     let stuck = app.get_payment(&payment_id).await;
     assert_eq!(stuck["status"], "requires_payment");
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line == r#"ferropay_jobs{status="dead"} 1"#),
+        "the dead letter shows on /metrics: {metrics}"
+    );
     assert_eq!(stuck["redirect_url"], Value::Null);
 
     // The PSP is back; the operator replays the job and a worker registers the payment.

@@ -1,10 +1,14 @@
 //! `GET /metrics`: Prometheus text exposition of the process's metrics (the `metrics` facade,
-//! recorded by the library and the HTTP layer; rendered by metrics-exporter-prometheus).
+//! recorded by the library and the HTTP layer; rendered by metrics-exporter-prometheus), and the
+//! shared backlog read from the database at each scrape (`ferropay::backlog`): jobs by status,
+//! the outbox not yet published, open reconciliation breaks, payments pending for long.
 
 use std::sync::OnceLock;
 
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use ferropay::Ferropay;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -23,7 +27,30 @@ pub fn install() -> bool {
         .is_some()
 }
 
-pub async fn render() -> Response {
+pub async fn render(State(service): State<Ferropay>) -> Response {
+    match ferropay::backlog::read(&service.store, ferropay::clock::now_ms()).await {
+        Ok(backlog) => {
+            let gauge = |name: &'static str, value: i64| metrics::gauge!(name).set(value as f64);
+            for (status, count) in [
+                ("queued", backlog.jobs_queued),
+                ("running", backlog.jobs_running),
+                ("dead", backlog.jobs_dead),
+            ] {
+                metrics::gauge!("ferropay_jobs", "status" => status).set(count as f64);
+            }
+            gauge("ferropay_outbox_unpublished", backlog.outbox_unpublished);
+            gauge(
+                "ferropay_reconciliation_breaks_open",
+                backlog.reconciliation_breaks_open,
+            );
+            gauge(
+                "ferropay_payments_pending_long",
+                backlog.payments_pending_long,
+            );
+        }
+        // The counters still render; the gauges keep their last values.
+        Err(error) => tracing::warn!(%error, "metrics: the backlog could not be read"),
+    }
     let body = HANDLE
         .get()
         .and_then(|handle| handle.as_ref())

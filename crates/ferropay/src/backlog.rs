@@ -1,0 +1,52 @@
+//! What is waiting, counted from the database for monitoring: the gauges an on-call engineer
+//! alerts on (dead letters above zero, an outbox that does not drain, open reconciliation
+//! breaks, payments pending for long). Read at each `/metrics` scrape, through indexes, so every
+//! instance reports the same shared state.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use crate::error::Result;
+use crate::store::Store;
+
+/// Payments still pending after this long count as stuck (a lost webhook the poller has not
+/// settled yet, or a PSP review that takes hours).
+pub const PENDING_LONG_MS: i64 = 3_600_000;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Backlog {
+    pub jobs_queued: i64,
+    pub jobs_running: i64,
+    /// The dead-letter queue's size: each one needs an operator.
+    pub jobs_dead: i64,
+    /// Events not yet published to the broker (all of them when no relay runs).
+    pub outbox_unpublished: i64,
+    pub reconciliation_breaks_open: i64,
+    /// Payments in `requires_payment` or `processing` last changed more than
+    /// [`PENDING_LONG_MS`] ago.
+    pub payments_pending_long: i64,
+}
+
+pub async fn read(store: &Store, now_ms: i64) -> Result<Backlog> {
+    let row = sqlx::query(
+        "SELECT \
+           (SELECT COUNT(*) FROM jobs WHERE status = 'queued') AS jobs_queued, \
+           (SELECT COUNT(*) FROM jobs WHERE status = 'running') AS jobs_running, \
+           (SELECT COUNT(*) FROM jobs WHERE status = 'dead') AS jobs_dead, \
+           (SELECT COUNT(*) FROM outbox WHERE published_at_ms IS NULL) AS outbox_unpublished, \
+           (SELECT COUNT(*) FROM reconciliation_breaks WHERE status = 'open') AS breaks_open, \
+           (SELECT COUNT(*) FROM payments WHERE status IN ('requires_payment', 'processing') \
+              AND updated_at_ms < $1) AS pending_long",
+    )
+    .bind(now_ms - PENDING_LONG_MS)
+    .fetch_one(store.pool())
+    .await?;
+    Ok(Backlog {
+        jobs_queued: row.try_get("jobs_queued")?,
+        jobs_running: row.try_get("jobs_running")?,
+        jobs_dead: row.try_get("jobs_dead")?,
+        outbox_unpublished: row.try_get("outbox_unpublished")?,
+        reconciliation_breaks_open: row.try_get("breaks_open")?,
+        payments_pending_long: row.try_get("pending_long")?,
+    })
+}
