@@ -111,7 +111,9 @@ impl Running {
             relay.shutdown(Duration::from_millis(JOBS_GRACE_MS)).await;
         }
         if let Some(retention) = self.retention {
-            retention.shutdown().await;
+            retention
+                .shutdown(Duration::from_millis(JOBS_GRACE_MS))
+                .await;
         }
         if let Some(sandbox) = self.sandbox {
             sandbox.shutdown();
@@ -198,6 +200,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             platform_fee_bps: config.platform_fee_bps,
             poll_after_ms: config.poll_after_ms,
             jobs: config.jobs.clone(),
+            outbox_relayed: config.nats.is_some(),
             ..FerropayConfig::default()
         },
     )?;

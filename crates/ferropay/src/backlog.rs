@@ -1,6 +1,6 @@
 //! What is waiting, counted from the database for monitoring: the gauges an on-call engineer
-//! alerts on (dead letters above zero, an outbox that does not drain, open reconciliation
-//! breaks, payments pending for long). Read at each `/metrics` scrape, through indexes, so every
+//! alerts on (dead letters above zero, an outbox relay that lags, open reconciliation breaks,
+//! payments pending for long). Read at each `/metrics` scrape, through indexes, so every
 //! instance reports the same shared state.
 
 use serde::Serialize;
@@ -19,21 +19,35 @@ pub struct Backlog {
     pub jobs_running: i64,
     /// The dead-letter queue's size: each one needs an operator.
     pub jobs_dead: i64,
-    /// Events not yet published to the broker (all of them when no relay runs).
-    pub outbox_unpublished: i64,
+    /// How long the oldest event not yet published to the broker has waited, in seconds (0 when
+    /// none waits); read only when a relay runs (`outbox_relayed`).
+    pub outbox_lag_s: Option<i64>,
     pub reconciliation_breaks_open: i64,
     /// Payments in `requires_payment` or `processing` last changed more than
     /// [`PENDING_LONG_MS`] ago.
     pub payments_pending_long: i64,
 }
 
-pub async fn read(store: &Store, now_ms: i64) -> Result<Backlog> {
+/// Reads the backlog; the outbox's lag only when `outbox_relayed` (the oldest unpublished event,
+/// found at the end of an index, so the cost does not grow with the outbox).
+pub async fn read(store: &Store, now_ms: i64, outbox_relayed: bool) -> Result<Backlog> {
+    let oldest_unpublished_ms: Option<i64> = if outbox_relayed {
+        sqlx::query(
+            "SELECT created_at_ms FROM outbox WHERE published_at_ms IS NULL \
+             ORDER BY created_at_ms LIMIT 1",
+        )
+        .fetch_optional(store.pool())
+        .await?
+        .map(|row| row.try_get("created_at_ms"))
+        .transpose()?
+    } else {
+        None
+    };
     let row = sqlx::query(
         "SELECT \
            (SELECT COUNT(*) FROM jobs WHERE status = 'queued') AS jobs_queued, \
            (SELECT COUNT(*) FROM jobs WHERE status = 'running') AS jobs_running, \
            (SELECT COUNT(*) FROM jobs WHERE status = 'dead') AS jobs_dead, \
-           (SELECT COUNT(*) FROM outbox WHERE published_at_ms IS NULL) AS outbox_unpublished, \
            (SELECT COUNT(*) FROM reconciliation_breaks WHERE status = 'open') AS breaks_open, \
            (SELECT COUNT(*) FROM payments WHERE status IN ('requires_payment', 'processing') \
               AND updated_at_ms < $1) AS pending_long",
@@ -45,7 +59,9 @@ pub async fn read(store: &Store, now_ms: i64) -> Result<Backlog> {
         jobs_queued: row.try_get("jobs_queued")?,
         jobs_running: row.try_get("jobs_running")?,
         jobs_dead: row.try_get("jobs_dead")?,
-        outbox_unpublished: row.try_get("outbox_unpublished")?,
+        outbox_lag_s: outbox_relayed.then(|| {
+            oldest_unpublished_ms.map_or(0, |oldest_ms| (now_ms - oldest_ms).max(0) / 1_000)
+        }),
         reconciliation_breaks_open: row.try_get("breaks_open")?,
         payments_pending_long: row.try_get("pending_long")?,
     })

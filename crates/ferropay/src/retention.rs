@@ -1,10 +1,12 @@
 //! Retention: rows that guard against retries only for a while are deleted once that while has
 //! passed, so that the tables they live in stop growing with the business.
 //!
-//! - **Idempotency keys** after [`RetentionPolicy::idempotency_key_ttl_ms`] (default 24 h, as
-//!   the IETF draft and the large PSPs do): the same key after that is a new request. That cannot
-//!   charge a checkout twice: a checkout in flight or paid refuses a second payment (409) with or
-//!   without its key. A key still held by a request in flight is kept.
+//! - **Idempotency keys of payments** after [`RetentionPolicy::idempotency_key_ttl_ms`]
+//!   (default 24 h, as the IETF draft and the large PSPs do): the same key after that is a new
+//!   request. That cannot charge a checkout twice: a checkout in flight or paid refuses a second
+//!   payment (409) with or without its key. A key still held by a request in flight is kept.
+//!   The keys of refunds and payouts are kept: nothing else stops a retried refund or payout
+//!   from being a second one.
 //! - **Done jobs** after [`RetentionPolicy::done_job_ttl_ms`] (default 7 days): the payment,
 //!   refund or payout they worked for is final by then and its own row says so. Dead jobs stay
 //!   for an operator (`ferropay dlq`).
@@ -67,9 +69,11 @@ pub async fn purge(store: &Store, policy: &RetentionPolicy, now_ms: i64) -> Resu
     let purged = Purged {
         idempotency_keys: in_batches(
             store,
+            // A payment's key names its payment; a refund's or payout's names none.
             "DELETE FROM idempotency_keys WHERE (api_key_id, idempotency_key) IN \
              (SELECT api_key_id, idempotency_key FROM idempotency_keys \
-              WHERE created_at_ms < $1 AND (locked_at_ms IS NULL OR locked_at_ms < $1) \
+              WHERE payment_id IS NOT NULL AND created_at_ms < $1 \
+                AND (locked_at_ms IS NULL OR locked_at_ms < $1) \
               LIMIT $2)",
             keys_before,
         )
@@ -138,9 +142,13 @@ impl RetentionTask {
         Self { stop, task }
     }
 
-    /// Stops after the batch in progress.
-    pub async fn shutdown(self) {
+    /// Stops; a purge still running after `grace` is abandoned (its batch rolls back, the
+    /// batches before it stay deleted, and the next start goes on from there).
+    pub async fn shutdown(self, grace: Duration) {
         let _ = self.stop.send(true);
-        let _ = self.task.await;
+        let mut task = self.task;
+        if tokio::time::timeout(grace, &mut task).await.is_err() {
+            task.abort();
+        }
     }
 }

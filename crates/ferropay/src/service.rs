@@ -36,6 +36,9 @@ pub struct FerropayConfig {
     /// The job queue: leases (which also bound how long a request may hold its
     /// `Idempotency-Key`), retries, workers.
     pub jobs: JobsConfig,
+    /// The outbox is relayed to a broker (some instance runs the relay): its lag is worth
+    /// reporting. Without a relay the outbox is the record and only grows.
+    pub outbox_relayed: bool,
 }
 
 /// The default for `poll_after_ms`: long enough that the webhook has nearly always come first.
@@ -49,6 +52,7 @@ impl Default for FerropayConfig {
             psp_register_attempts: 3,
             poll_after_ms: DEFAULT_POLL_AFTER_MS,
             jobs: JobsConfig::default(),
+            outbox_relayed: false,
         }
     }
 }

@@ -63,10 +63,13 @@ async fn card_4242_succeeds_and_books_the_sale(db: Db) {
     );
     assert!(metrics.contains(r#"ferropay_ledger_transactions_total{kind="capture"} 1"#));
     assert!(metrics.contains("ferropay_http_requests_total"));
-    // The backlog, read from the database: no relay runs here, so the capture's event waits in
-    // the outbox; nothing is dead, no break is open, nothing is pending for long.
+    // The backlog, read from the database: nothing is dead, no break is open, nothing is
+    // pending for long; no relay runs here, so there is no outbox lag to report.
+    assert!(
+        !metrics.contains("ferropay_outbox_lag_seconds"),
+        "{metrics}"
+    );
     for gauge in [
-        "ferropay_outbox_unpublished 1",
         r#"ferropay_jobs{status="dead"} 0"#,
         "ferropay_reconciliation_breaks_open 0",
         "ferropay_payments_pending_long 0",

@@ -21,13 +21,36 @@ async fn every_flag_reads_its_environment_variable() {
     let key: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(key["name"], "from-env");
 
+    // One open break and one resolved: `FERROPAY_OPEN` lists the open one only.
+    let store = ferropay::store::Store::open(url, 1).await.unwrap();
+    for statement in [
+        "INSERT INTO reconciliation_runs (id, psp, source, status, started_at_ms) \
+         VALUES ('rcn_env', 'sandbox', 'file:x', 'completed', 1)",
+        "INSERT INTO reconciliation_breaks (id, run_id, dedupe_key, kind, detail, status, \
+         created_at_ms) VALUES ('brk_open', 'rcn_env', 'k1', 'duplicate_line', 'd', 'open', 1)",
+        "INSERT INTO reconciliation_breaks (id, run_id, dedupe_key, kind, detail, status, \
+         resolution, resolved_at_ms, created_at_ms) \
+         VALUES ('brk_done', 'rcn_env', 'k2', 'duplicate_line', 'd', 'resolved', 'r', 2, 2)",
+    ] {
+        sqlx::query(statement).execute(store.pool()).await.unwrap();
+    }
+    store.close().await;
+    let (code, all, stderr) =
+        run_cli_with_env(&["reconcile", "breaks"], &[("FERROPAY_DATABASE_URL", url)]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(all.lines().count(), 2, "{all}");
     for open in ["1", "yes", "true"] {
         let (code, stdout, stderr) = run_cli_with_env(
             &["reconcile", "breaks"],
             &[("FERROPAY_DATABASE_URL", url), ("FERROPAY_OPEN", open)],
         );
         assert_eq!(code, 0, "FERROPAY_OPEN={open}: {stderr}");
-        assert!(stdout.is_empty(), "no breaks yet: {stdout}");
+        let listed: Vec<Value> = stdout
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(listed.len(), 1, "FERROPAY_OPEN={open}: {stdout}");
+        assert_eq!(listed[0]["id"], "brk_open");
     }
 
     // `--file` from the environment: the run reads (and refuses) the file it names.

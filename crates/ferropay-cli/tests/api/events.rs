@@ -114,6 +114,21 @@ async fn every_receiver_gets_each_event_once_in_order(db: Db) {
         },
     )
     .await;
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line == "ferropay_outbox_lag_seconds 0"),
+        "a relay runs and nothing waits: {metrics}"
+    );
     let rows = outbox_rows(&app).await;
     assert_eq!(
         rows.iter()

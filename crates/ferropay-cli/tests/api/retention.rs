@@ -1,7 +1,8 @@
-//! Retention (`ferropay purge`, and `serve` every hour): idempotency keys older than a day,
-//! jobs finished more than a week ago and webhook event ids older than a month are deleted, and
-//! nothing else: not a key held by a request in flight, not a dead job, not a recent row, not a
-//! payment. A key forgotten this way cannot charge a checkout twice.
+//! Retention (`ferropay purge`, and `serve` every hour): payments' idempotency keys older than
+//! a day, jobs finished more than a week ago and webhook event ids older than a month are
+//! deleted, and nothing else: not a refund's key, not a key held by a request in flight, not a
+//! dead job, not a recent row, not a payment. A key forgotten this way cannot charge a checkout
+//! twice.
 
 use serde_json::Value;
 
@@ -54,7 +55,24 @@ async fn old_rows_go_and_a_forgotten_key_still_cannot_pay_twice(db: Db) {
     ))
     .await;
     assert!(old_events >= 1, "the capture's webhook was seen");
-    // Old but kept: a key a request still holds, and a dead job for an operator.
+    // Old but kept: a refund's key (it alone tells a retried refund from a second one), a key a
+    // request still holds, and a dead job for an operator.
+    let refund = app
+        .post_keyed(
+            &format!("/v1/payments/{old_id}/refunds"),
+            "refund-old",
+            &serde_json::json!({"order_id": "ord_1", "amount": 100}),
+        )
+        .await;
+    assert_eq!(refund.status(), 201);
+    assert_eq!(
+        execute(format!(
+            "UPDATE idempotency_keys SET created_at_ms = {} WHERE idempotency_key = 'refund-old'",
+            now - 72 * HOUR_MS
+        ))
+        .await,
+        1
+    );
     execute(format!(
         "INSERT INTO idempotency_keys (api_key_id, idempotency_key, request_sha256, \
          recovery_point, locked_at_ms, created_at_ms) \
@@ -93,9 +111,12 @@ async fn old_rows_go_and_a_forgotten_key_still_cannot_pay_twice(db: Db) {
         events_before - old_events as i64
     );
     assert_eq!(
-        app.count("SELECT COUNT(*) FROM idempotency_keys WHERE idempotency_key = 'in-flight'")
-            .await,
-        1
+        app.count(
+            "SELECT COUNT(*) FROM idempotency_keys \
+             WHERE idempotency_key IN ('in-flight', 'refund-old')"
+        )
+        .await,
+        2
     );
     assert_eq!(
         app.count("SELECT COUNT(*) FROM jobs WHERE id = 'job_dead_old'")

@@ -1,7 +1,7 @@
 //! `GET /metrics`: Prometheus text exposition of the process's metrics (the `metrics` facade,
 //! recorded by the library and the HTTP layer; rendered by metrics-exporter-prometheus), and the
 //! shared backlog read from the database at each scrape (`ferropay::backlog`): jobs by status,
-//! the outbox not yet published, open reconciliation breaks, payments pending for long.
+//! the outbox relay's lag, open reconciliation breaks, payments pending for long.
 
 use std::sync::OnceLock;
 
@@ -28,7 +28,8 @@ pub fn install() -> bool {
 }
 
 pub async fn render(State(service): State<Ferropay>) -> Response {
-    match ferropay::backlog::read(&service.store, ferropay::clock::now_ms()).await {
+    let relayed = service.config.outbox_relayed;
+    match ferropay::backlog::read(&service.store, ferropay::clock::now_ms(), relayed).await {
         Ok(backlog) => {
             let gauge = |name: &'static str, value: i64| metrics::gauge!(name).set(value as f64);
             for (status, count) in [
@@ -38,7 +39,9 @@ pub async fn render(State(service): State<Ferropay>) -> Response {
             ] {
                 metrics::gauge!("ferropay_jobs", "status" => status).set(count as f64);
             }
-            gauge("ferropay_outbox_unpublished", backlog.outbox_unpublished);
+            if let Some(lag_s) = backlog.outbox_lag_s {
+                gauge("ferropay_outbox_lag_seconds", lag_s);
+            }
             gauge(
                 "ferropay_reconciliation_breaks_open",
                 backlog.reconciliation_breaks_open,

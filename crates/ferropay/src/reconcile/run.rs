@@ -325,32 +325,44 @@ async fn missing_in_file(state: &mut RunState<'_>, options: &RunOptions) -> Resu
     let Some((first_ms, last_ms)) = posted_span(&store, from_ms, to_ms).await? else {
         return Ok(Some(window));
     };
-    let parts = split_window(first_ms, last_ms + 1, MISSING_SPLITS);
-    let (pages, mut received) = mpsc::channel::<Result<Vec<String>>>(MISSING_SPLITS);
+    // Two readers and the writer each hold a connection: a smaller pool reads in one part.
+    let splits = if store.pool().options().get_max_connections() >= 3 {
+        MISSING_SPLITS
+    } else {
+        1
+    };
+    let parts = split_window(first_ms, last_ms + 1, splits);
+    let (pages, received) = mpsc::channel::<Result<Vec<String>>>(splits);
     let readers = futures_util::future::join_all(
         parts
             .into_iter()
             .map(|(from_ms, to_ms)| unmatched_pages(&store, from_ms, to_ms, pages.clone())),
     );
     drop(pages);
-    let write = async {
-        while let Some(page) = received.recv().await {
-            let found = describe_missing(state, &page?).await?;
-            for missing in &found {
-                state.found(missing);
-            }
-            let mut tx = store.begin_write().await?;
-            state.breaks_new +=
-                breaks::insert(store.backend(), &mut tx, &state.run_id, &found).await?;
-            tx.commit().await?;
-        }
-        Ok::<(), Error>(())
-    };
-    // A reader that fails sends its error as a page, which ends the writer; a writer that
-    // fails drops the receiver, which ends the readers.
-    let (_, written) = tokio::join!(readers, write);
+    // The writer owns the receiver: when it stops (done, or on the first error, its own or a
+    // reader's) the receiver is dropped, every reader's next send fails and the readers end.
+    let (_, written) = tokio::join!(readers, write_missing(state, &store, received));
     written?;
     Ok(Some(window))
+}
+
+/// Describes and stores the unmatched source references the readers send, a page at a time;
+/// stops at the first error (a reader's, sent as a page, or its own).
+async fn write_missing(
+    state: &mut RunState<'_>,
+    store: &Store,
+    mut received: mpsc::Receiver<Result<Vec<String>>>,
+) -> Result<()> {
+    while let Some(page) = received.recv().await {
+        let found = describe_missing(state, &page?).await?;
+        for missing in &found {
+            state.found(missing);
+        }
+        let mut tx = store.begin_write().await?;
+        state.breaks_new += breaks::insert(store.backend(), &mut tx, &state.run_id, &found).await?;
+        tx.commit().await?;
+    }
+    Ok(())
 }
 
 /// The first and the last `created_at_ms` of the captures and refunds posted in
