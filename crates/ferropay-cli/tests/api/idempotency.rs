@@ -257,7 +257,65 @@ async fn psp_errors_after_the_effect_never_make_a_second_session(db: Db) {
     }
 }
 
+/// A request taken for dead (its claim older than the lease) and the retry that took its key
+/// over both reach the end: the second to save its answer fails (its transaction, which would
+/// write a second refund or payout, rolls back), and forgetting the key on that failure leaves
+/// the first answer in place for every later retry.
+async fn a_request_taken_over_cannot_finish_after_its_successor(db: Db) {
+    use ferropay::idempotency::{self, Claim, KeyScope};
+    let Some(test_db) = TestDb::create(db).await else {
+        return;
+    };
+    let store = ferropay::store::Store::open(&test_db.url, 2).await.unwrap();
+    let scope = KeyScope {
+        api_key_id: "key_t".into(),
+        key: "refund-race".into(),
+    };
+    let lease_ms = 30_000;
+    let t0 = ferropay::clock::now_ms();
+    let first = idempotency::claim(&store, &scope, "fp", t0, lease_ms)
+        .await
+        .unwrap();
+    assert!(matches!(first, Claim::Proceed { .. }));
+    // Within the lease the key is busy; past it, the retry takes it over.
+    assert!(
+        idempotency::claim(&store, &scope, "fp", t0 + 1_000, lease_ms)
+            .await
+            .is_err()
+    );
+    let retry = idempotency::claim(&store, &scope, "fp", t0 + lease_ms + 1, lease_ms)
+        .await
+        .unwrap();
+    assert!(matches!(retry, Claim::Proceed { .. }));
+
+    let mut tx = store.begin_write().await.unwrap();
+    idempotency::finish(&mut tx, &scope, 201, r#"{"id":"re_retry"}"#)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let mut tx = store.begin_write().await.unwrap();
+    let late = idempotency::finish(&mut tx, &scope, 201, r#"{"id":"re_first"}"#).await;
+    let error = late.expect_err("the slower request must not save a second answer");
+    assert_eq!(error.status(), 409, "{error}");
+    tx.rollback().await.unwrap();
+    idempotency::forget(&store, &scope).await.unwrap();
+
+    let later = idempotency::claim(&store, &scope, "fp", t0 + 2 * lease_ms, lease_ms)
+        .await
+        .unwrap();
+    assert_eq!(
+        later,
+        Claim::Replay {
+            status: 201,
+            body: r#"{"id":"re_retry"}"#.into()
+        }
+    );
+    store.close().await;
+}
+
 db_test!(
+    a_request_taken_over_cannot_finish_after_its_successor,
     the_same_key_and_body_replay_the_first_answer,
     the_same_key_with_another_body_is_refused,
     the_same_key_in_flight_gets_409,

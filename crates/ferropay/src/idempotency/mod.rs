@@ -175,12 +175,15 @@ pub async fn mark_payment_created(tx: &mut Tx, scope: &KeyScope, payment_id: &st
     Ok(())
 }
 
-/// Saves the final answer inside the caller's transaction and releases the key.
+/// Saves the final answer inside the caller's transaction and releases the key. The key must
+/// still be unanswered: when a request that was taken for dead (its claim older than the lease)
+/// and the retry that took its key over both get this far, the second to finish fails here, so
+/// its transaction — the refund, the payout — rolls back and only one happens.
 pub async fn finish(tx: &mut Tx, scope: &KeyScope, status: u16, body: &str) -> Result<()> {
-    sqlx::query(
+    let saved = sqlx::query(
         "UPDATE idempotency_keys SET recovery_point = $1, response_status = $2, \
          response_body = $3, locked_at_ms = NULL \
-         WHERE api_key_id = $4 AND idempotency_key = $5",
+         WHERE api_key_id = $4 AND idempotency_key = $5 AND response_status IS NULL",
     )
     .bind(RecoveryPoint::Finished.as_str())
     .bind(i64::from(status))
@@ -188,7 +191,14 @@ pub async fn finish(tx: &mut Tx, scope: &KeyScope, status: u16, body: &str) -> R
     .bind(&scope.api_key_id)
     .bind(&scope.key)
     .execute(&mut **tx)
-    .await?;
+    .await?
+    .rows_affected();
+    if saved != 1 {
+        return Err(Error::conflict(
+            "idempotency_key_in_use",
+            "another request with this Idempotency-Key has finished; retry to get its answer",
+        ));
+    }
     Ok(())
 }
 
@@ -205,12 +215,16 @@ pub async fn release(store: &Store, scope: &KeyScope) -> Result<()> {
     Ok(())
 }
 
-/// Forgets the key (the request changed nothing and its answer should not be kept).
+/// Forgets the key (the request changed nothing and its answer should not be kept). A key that
+/// holds an answer — another request's, which finished — is never forgotten.
 pub async fn forget(store: &Store, scope: &KeyScope) -> Result<()> {
-    sqlx::query("DELETE FROM idempotency_keys WHERE api_key_id = $1 AND idempotency_key = $2")
-        .bind(&scope.api_key_id)
-        .bind(&scope.key)
-        .execute(store.pool())
-        .await?;
+    sqlx::query(
+        "DELETE FROM idempotency_keys WHERE api_key_id = $1 AND idempotency_key = $2 \
+         AND response_status IS NULL",
+    )
+    .bind(&scope.api_key_id)
+    .bind(&scope.key)
+    .execute(store.pool())
+    .await?;
     Ok(())
 }
