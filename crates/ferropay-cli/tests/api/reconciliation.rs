@@ -548,6 +548,62 @@ async fn refunds_in_the_file_match_the_refunds_in_the_ledger(db: Db) {
     let _ = std::fs::remove_file(file);
 }
 
+/// A run that cannot ask the PSP leaves a lost payment as an open `missing_in_ledger` break; once
+/// a later run heals it, that break is resolved too — an operator must not book by hand what the
+/// ledger has.
+async fn a_missing_in_ledger_break_closes_once_the_ledger_has_it(db: Db) {
+    let Some(app) = spawn_app(db).await else {
+        return;
+    };
+    let lost = app.create_payment("chk_rec_lost_later").await;
+    app.sandbox_hook(
+        "/v1/test/lost_webhooks",
+        json!({"references": [id_of(&lost)]}),
+    )
+    .await;
+    app.pay(&lost, CARD_OK).await;
+    let (file, _) = app.fetch_settlement_file().await;
+    let (code, stdout) = ferropay(&[
+        "reconcile",
+        "--file",
+        file.to_str().unwrap(),
+        "--database-url",
+        &app.db.url,
+    ]);
+    assert_eq!(code, 0, "{stdout}");
+    let first: Value = serde_json::from_str(&stdout).unwrap();
+    let missing = of_kind(&first, "missing_in_ledger");
+    assert_eq!(missing.len(), 1, "{first:#}");
+    assert_eq!(missing[0]["auto_healed"], false);
+    let open = |url: String| {
+        let (code, stdout) = ferropay(&["reconcile", "breaks", "--open", "--database-url", &url]);
+        assert_eq!(code, 0);
+        stdout
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(open(app.db.url.clone()).len(), 1);
+
+    // With the PSP to ask, the next run heals the payment, and the open break is resolved.
+    let second = app.reconcile_with_cli(&file);
+    assert_eq!(second["auto_healed"], 1, "{second:#}");
+    assert_eq!(app.get_payment(id_of(&lost)).await["status"], "succeeded");
+    assert!(open(app.db.url.clone()).is_empty(), "no break left open");
+    let (_, all) = ferropay(&["reconcile", "breaks", "--database-url", &app.db.url]);
+    let healed: Value = serde_json::from_str(all.lines().next().unwrap()).unwrap();
+    assert_eq!(healed["kind"], "missing_in_ledger");
+    assert_eq!(healed["status"], "resolved");
+    assert!(
+        healed["resolution"]
+            .as_str()
+            .unwrap()
+            .contains("the ledger has it now"),
+        "{healed:#}"
+    );
+    let _ = std::fs::remove_file(file);
+}
+
 async fn a_file_that_is_not_a_settlement_file_is_refused(db: Db) {
     let Some(app) = spawn_app(db).await else {
         return;
@@ -637,6 +693,7 @@ async fn a_chargeback_is_left_for_an_operator_and_the_bank_pays_the_psp(db: Db) 
 }
 
 db_test!(
+    a_missing_in_ledger_break_closes_once_the_ledger_has_it,
     a_chargeback_is_left_for_an_operator_and_the_bank_pays_the_psp,
     every_discrepancy_is_reported_as_its_kind_and_a_lost_payment_is_healed,
     a_clean_day_settles_to_the_bank_once_and_the_books_balance,

@@ -111,6 +111,31 @@ fn break_id(dedupe_key: &str) -> String {
     id
 }
 
+/// Resolves the open `missing_in_ledger` breaks whose movement the ledger has now (healed by a
+/// later run, by the poller, or by a webhook that came late), saying which run saw it, so that
+/// no operator books by hand what is booked already. Answers how many.
+pub(crate) async fn resolve_now_posted(store: &Store, run_id: &str) -> Result<u64> {
+    // The subject (a ledger source reference) follows the kind and a colon in `dedupe_key`.
+    let subject_from = BreakKind::MissingInLedger.as_str().len() + 2;
+    let statement = format!(
+        "UPDATE reconciliation_breaks SET status = 'resolved', resolution = $1, \
+         resolved_at_ms = $2 \
+         WHERE status = 'open' AND kind = 'missing_in_ledger' \
+           AND EXISTS (SELECT 1 FROM journal_transactions j \
+                       WHERE j.source_ref = substr(reconciliation_breaks.dedupe_key, \
+                                                   {subject_from}))"
+    );
+    let mut tx = store.begin_write().await?;
+    let resolved = sqlx::query(sqlx::AssertSqlSafe(statement))
+        .bind(format!("the ledger has it now (seen by run {run_id})"))
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    tx.commit().await?;
+    Ok(resolved)
+}
+
 /// Rows per INSERT statement (16 parameters each, far under both databases' limits).
 const INSERT_ROWS: usize = 500;
 

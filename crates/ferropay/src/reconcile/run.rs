@@ -217,7 +217,12 @@ async fn drive(
         }
     }
     post_fees(state).await?;
-    missing_in_file(state, options).await
+    let window = missing_in_file(state, options).await?;
+    let resolved = breaks::resolve_now_posted(&state.reconciler.store, &state.run_id).await?;
+    if resolved > 0 {
+        tracing::info!(run_id = %state.run_id, resolved, "open missing_in_ledger breaks the ledger has now: resolved");
+    }
+    Ok(window)
 }
 
 /// Posts the fees of each (batch, currency) once: debit `psp_fees:{psp}`, credit
