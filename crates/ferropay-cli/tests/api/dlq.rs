@@ -157,6 +157,15 @@ async fn a_psp_refusal_fails_the_payment_and_is_dead_lettered_at_once(db: Db) {
     assert_eq!(payment["status"], "failed");
     assert_eq!(payment["failure_code"], "psp_rejected");
     assert_eq!(payment["orders"][0]["status"], "failed");
+    // Receivers hear of this failure as of any other.
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM outbox WHERE topic = 'payment.failed' \
+             AND payload LIKE '%psp_rejected%'"
+        )
+        .await,
+        1
+    );
 
     let dead = dlq_list(&app.db.url);
     assert_eq!(dead.len(), 1, "{dead:?}");

@@ -41,6 +41,15 @@ async fn a_payout_is_paid(db: Db) {
     let report = app.verify_ledger().await;
     assert!(report.ok(), "{report:?}");
     assert_eq!(report.transactions, 3, "capture, sent, paid");
+    // Receivers hear of each step of the payout, once each.
+    for topic in ["payout.pending", "payout.in_transit", "payout.paid"] {
+        let statement = format!("SELECT COUNT(*) FROM outbox WHERE topic = '{topic}'");
+        let row = sqlx::query(sqlx::AssertSqlSafe(statement))
+            .fetch_one(app.service().store.pool())
+            .await
+            .unwrap();
+        assert_eq!(sqlx::Row::get::<i64, _>(&row, 0), 1, "{topic}");
+    }
 }
 
 async fn a_failed_payout_is_reversed(db: Db) {

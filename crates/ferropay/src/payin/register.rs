@@ -171,6 +171,21 @@ async fn reject_payment(service: &Ferropay, payment_id: &str) -> Result<()> {
         .execute(&mut *tx)
         .await?;
         jobs::cancel_queued(&mut tx, super::poll::KIND, payment_id).await?;
+        // Receivers hear of this failure as of any other (`payment.failed`).
+        let payment =
+            sqlx::query("SELECT checkout_id, amount_minor, currency FROM payments WHERE id = $1")
+                .bind(payment_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let event = json!({
+            "payment_id": payment_id,
+            "checkout_id": payment.try_get::<String, _>("checkout_id")?,
+            "status": "failed",
+            "amount": payment.try_get::<i64, _>("amount_minor")?,
+            "currency": payment.try_get::<String, _>("currency")?,
+            "failure_code": "psp_rejected",
+        });
+        crate::outbox::enqueue(&mut tx, "payment.failed", payment_id, &event, now).await?;
     }
     tx.commit().await?;
     Ok(())

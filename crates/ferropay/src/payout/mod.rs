@@ -178,17 +178,37 @@ pub async fn send(service: &Ferropay, payout_id: &str) -> Result<(), PspError> {
     };
     match service.connector.create_payout(&request).await {
         Ok(accepted) => {
-            sqlx::query(
-                "UPDATE payouts SET status = 'in_transit', psp_payout_id = $1, updated_at_ms = $2 \
-                 WHERE id = $3 AND status = 'pending'",
-            )
-            .bind(&accepted.psp_id)
-            .bind(now_ms())
-            .bind(payout_id)
-            .execute(store.pool())
-            .await
-            .map_err(retryable)?;
-            Ok(())
+            // The status and its event (`payout.in_transit`) in one transaction.
+            let in_transit = async {
+                let now = now_ms();
+                let mut tx = store.begin_write().await?;
+                let moved = sqlx::query(
+                    "UPDATE payouts SET status = 'in_transit', psp_payout_id = $1, \
+                     updated_at_ms = $2 WHERE id = $3 AND status = 'pending'",
+                )
+                .bind(&accepted.psp_id)
+                .bind(now)
+                .bind(payout_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if moved == 1 {
+                    let view = load_on(&mut tx, payout_id).await?;
+                    outbox::enqueue(
+                        &mut tx,
+                        "payout.in_transit",
+                        &view.seller_id,
+                        &serde_json::to_value(&view).map_err(|e| Error::Internal(e.to_string()))?,
+                        now,
+                    )
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok::<(), Error>(())
+            };
+            in_transit
+                .await
+                .map_err(|e| PspError::Retryable(e.to_string()))
         }
         Err(PspError::Permanent(message)) => {
             tracing::error!(%payout_id, %message, "payout provider refused the payout");
