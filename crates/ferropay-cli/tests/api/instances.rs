@@ -147,7 +147,19 @@ async fn a_thousand_payments_to_one_hot_seller_keep_the_wallet_equal_to_the_ledg
     let started = Instant::now();
     let app_ref = &app;
     let bases_ref = &bases;
-    let settled: Vec<i64> = futures_util::stream::iter(0..HOT_PAYMENTS)
+    // `ledger verify` on the live database, again and again while the payments settle: it reads
+    // one snapshot, so it never reports a false break.
+    let settling = std::sync::atomic::AtomicBool::new(true);
+    let verifier = async {
+        let mut checks = 0;
+        while settling.load(std::sync::atomic::Ordering::SeqCst) {
+            let report = app_ref.verify_ledger().await;
+            assert!(report.ok(), "verify during the run: {report:?}");
+            checks += 1;
+        }
+        checks
+    };
+    let payments = futures_util::stream::iter(0..HOT_PAYMENTS)
         .map(|i| async move {
             let mut orders = vec![json!({"order_id": "hot", "seller_id": "seller_hot", "amount": hot_amount_minor(i)})];
             if i % 4 == 0 {
@@ -178,8 +190,16 @@ async fn a_thousand_payments_to_one_hot_seller_keep_the_wallet_equal_to_the_ledg
             hot_amount_minor(i)
         })
         .buffer_unordered(CLIENTS)
-        .collect()
-        .await;
+        .collect::<Vec<i64>>();
+    let (settled, checks) = tokio::join!(
+        async {
+            let settled = payments.await;
+            settling.store(false, std::sync::atomic::Ordering::SeqCst);
+            settled
+        },
+        verifier
+    );
+    assert!(checks >= 1, "verify ran during the payments");
     let elapsed = started.elapsed();
     let expected_minor: i64 = settled.iter().sum();
     assert_eq!(app.wallet_minor("seller_hot", "EUR").await, expected_minor);

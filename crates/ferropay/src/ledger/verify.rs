@@ -12,7 +12,8 @@ use sqlx::Row;
 use super::hash::{HashInput, transaction_hash};
 use super::{Posting, accounts};
 use crate::error::Result;
-use crate::store::Store;
+use crate::store::{Backend, Store};
+use sqlx::AnyConnection;
 
 /// What `ferropay ledger verify` prints.
 #[derive(Debug, Serialize)]
@@ -66,9 +67,18 @@ pub async fn verify(store: &Store) -> Result<VerifyReport> {
         chain_breaks: Vec::new(),
     };
     let mut seller_sums: BTreeMap<(String, String), i64> = BTreeMap::new();
-    let last_hash = walk_journal(store, &mut report, &mut seller_sums).await?;
-    check_head(store, &mut report, &last_hash).await?;
-    check_wallets(store, &mut report, seller_sums).await?;
+    // One snapshot for the journal, the head and the wallets, so that a posting committed while
+    // the check runs (a live database) is seen by all three or by none: no false alarm.
+    let mut snapshot = store.pool().begin().await?;
+    if store.backend() == Backend::Postgres {
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *snapshot)
+            .await?;
+    }
+    let last_hash = walk_journal(&mut snapshot, &mut report, &mut seller_sums).await?;
+    check_head(&mut snapshot, &mut report, &last_hash).await?;
+    check_wallets(&mut snapshot, &mut report, seller_sums).await?;
+    snapshot.rollback().await?;
     Ok(report)
 }
 
@@ -88,7 +98,7 @@ struct ReadTransaction {
 }
 
 async fn walk_journal(
-    store: &Store,
+    snapshot: &mut AnyConnection,
     report: &mut VerifyReport,
     seller_sums: &mut BTreeMap<(String, String), i64>,
 ) -> Result<String> {
@@ -99,7 +109,7 @@ async fn walk_journal(
          FROM journal_transactions t LEFT JOIN postings p ON p.transaction_id = t.id \
          ORDER BY t.seq, p.line_no",
     )
-    .fetch(store.pool());
+    .fetch(&mut *snapshot);
 
     let mut expected_prev = GENESIS_HASH.to_owned();
     let mut expected_seq = 1_i64;
@@ -244,9 +254,13 @@ fn check_transaction(
 /// The head must point at the last transaction read: same sequence, same hash. Otherwise the
 /// newest transactions were deleted (the head names the newest one's id) or the chain's end was
 /// rewritten.
-async fn check_head(store: &Store, report: &mut VerifyReport, last_hash: &str) -> Result<()> {
+async fn check_head(
+    snapshot: &mut AnyConnection,
+    report: &mut VerifyReport,
+    last_hash: &str,
+) -> Result<()> {
     let head = sqlx::query("SELECT seq, hash, transaction_id FROM ledger_head WHERE id = 1")
-        .fetch_one(store.pool())
+        .fetch_one(&mut *snapshot)
         .await?;
     let head_seq: i64 = head.try_get("seq")?;
     let head_hash: String = head.try_get("hash")?;
@@ -277,12 +291,12 @@ async fn check_head(store: &Store, report: &mut VerifyReport, last_hash: &str) -
 }
 
 async fn check_wallets(
-    store: &Store,
+    snapshot: &mut AnyConnection,
     report: &mut VerifyReport,
     mut seller_sums: BTreeMap<(String, String), i64>,
 ) -> Result<()> {
     let mut wallets =
-        sqlx::query("SELECT seller_id, currency, balance_minor FROM wallets").fetch(store.pool());
+        sqlx::query("SELECT seller_id, currency, balance_minor FROM wallets").fetch(&mut *snapshot);
     while let Some(row) = wallets.try_next().await? {
         let seller_id: String = row.try_get("seller_id")?;
         let currency: String = row.try_get("currency")?;
