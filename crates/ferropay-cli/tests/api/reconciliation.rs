@@ -604,6 +604,40 @@ async fn a_missing_in_ledger_break_closes_once_the_ledger_has_it(db: Db) {
     let _ = std::fs::remove_file(file);
 }
 
+/// A payment keeps the platform fee rate it was created with: healed by `ferropay reconcile`,
+/// a process that was given no rate, its capture still splits as `serve` would have.
+async fn a_healed_payment_is_split_at_its_own_platform_fee(db: Db) {
+    let Some(app) = spawn_app_with(
+        db,
+        AppOptions {
+            platform_fee_bps: 1_000,
+            ..AppOptions::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let lost = app.create_payment("chk_rec_fee").await;
+    app.sandbox_hook(
+        "/v1/test/lost_webhooks",
+        json!({"references": [id_of(&lost)]}),
+    )
+    .await;
+    app.pay(&lost, CARD_OK).await;
+    let (file, _) = app.fetch_settlement_file().await;
+    // `reconcile_with_cli` passes no --platform-fee-bps: the CLI's own rate is 0.
+    let report = app.reconcile_with_cli(&file);
+    assert_eq!(report["auto_healed"], 1, "{report:#}");
+    assert_eq!(app.get_payment(id_of(&lost)).await["status"], "succeeded");
+    // 10 % of 1500 and of 250.
+    assert_eq!(app.account_sum("platform_fees", "USD").await, -(150 + 25));
+    assert_eq!(app.wallet_minor("seller_a", "USD").await, 1350);
+    assert_eq!(app.wallet_minor("seller_b", "USD").await, 225);
+    assert!(app.verify_ledger().await.ok());
+    let _ = std::fs::remove_file(file);
+}
+
 async fn a_file_that_is_not_a_settlement_file_is_refused(db: Db) {
     let Some(app) = spawn_app(db).await else {
         return;
@@ -693,6 +727,7 @@ async fn a_chargeback_is_left_for_an_operator_and_the_bank_pays_the_psp(db: Db) 
 }
 
 db_test!(
+    a_healed_payment_is_split_at_its_own_platform_fee,
     a_missing_in_ledger_break_closes_once_the_ledger_has_it,
     a_chargeback_is_left_for_an_operator_and_the_bank_pays_the_psp,
     every_discrepancy_is_reported_as_its_kind_and_a_lost_payment_is_healed,

@@ -144,6 +144,12 @@ async fn apply_update_in(
     let amount_minor: i64 = row.try_get("amount_minor")?;
     let currency: String = row.try_get("currency")?;
     let payment_psp: String = row.try_get("psp")?;
+    // The payment's own rate, fixed at its creation; the caller's only for older payments.
+    let platform_fee_bps = match row.try_get::<Option<i64>, _>("platform_fee_bps")? {
+        Some(bps) => u32::try_from(bps)
+            .map_err(|_| Error::Internal(format!("payment fee rate {bps} bps")))?,
+        None => platform_fee_bps,
+    };
     let status_text: String = row.try_get("status")?;
     let status = PaymentStatus::parse(&status_text)
         .ok_or_else(|| Error::Internal(format!("payment status `{status_text}`")))?;

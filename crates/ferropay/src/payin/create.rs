@@ -106,8 +106,8 @@ async fn insert_payment(
     let mut tx = service.store.begin_write().await?;
     let inserted = sqlx::query(
         "INSERT INTO payments (id, checkout_id, buyer_id, buyer_email, currency, amount_minor, \
-         status, psp, return_url, created_at_ms, updated_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, 'requires_payment', $7, $8, $9, $9)",
+         status, psp, return_url, created_at_ms, updated_at_ms, platform_fee_bps) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'requires_payment', $7, $8, $9, $9, $10)",
     )
     .bind(&payment_id)
     .bind(&payment.checkout_id)
@@ -118,6 +118,7 @@ async fn insert_payment(
     .bind(service.connector.name())
     .bind(&return_url)
     .bind(now)
+    .bind(i64::from(service.config.platform_fee_bps))
     .execute(&mut *tx)
     .await;
     match inserted {

@@ -75,9 +75,10 @@ pub(crate) async fn lock_payment(
     payment_id: &str,
 ) -> Result<Option<sqlx::any::AnyRow>> {
     Ok(sqlx::query(store.pick(
-        "SELECT id, status, amount_minor, currency, psp, checkout_id FROM payments WHERE id = $1",
-        "SELECT id, status, amount_minor, currency, psp, checkout_id FROM payments WHERE id = $1 \
-         FOR UPDATE",
+        "SELECT id, status, amount_minor, currency, psp, checkout_id, platform_fee_bps \
+         FROM payments WHERE id = $1",
+        "SELECT id, status, amount_minor, currency, psp, checkout_id, platform_fee_bps \
+         FROM payments WHERE id = $1 FOR UPDATE",
     ))
     .bind(payment_id)
     .fetch_optional(&mut **tx)

@@ -18,6 +18,8 @@ const RECONCILIATION: &str = include_str!("../../migrations/0004_reconciliation.
 const RETENTION: &str = include_str!("../../migrations/0006_retention.sql");
 /// Version 7: refunds found by the PSP's refund id (portable SQL).
 const REFUNDS_BY_PSP_ID: &str = include_str!("../../migrations/0007_refunds_by_psp_id.sql");
+/// Version 8: each payment keeps the platform fee rate it was created with (portable SQL).
+const PAYMENT_FEE_RATE: &str = include_str!("../../migrations/0008_payment_fee_rate.sql");
 
 fn migrations(backend: Backend) -> Vec<Migration> {
     let append_only = match backend {
@@ -32,6 +34,7 @@ fn migrations(backend: Backend) -> Vec<Migration> {
         migration(5, "refunds and payouts", REFUNDS_PAYOUTS),
         migration(6, "retention", RETENTION),
         migration(7, "refunds by PSP id", REFUNDS_BY_PSP_ID),
+        migration(8, "payment fee rate", PAYMENT_FEE_RATE),
     ]
 }
 
