@@ -45,7 +45,7 @@ pub struct ReconcileArgs {
     #[arg(long, env = "FERROPAY_PSP", default_value = "sandbox")]
     psp: String,
     /// The platform's fee on each order in basis points, for payments captured by auto-heal
-    /// (as `serve --platform-fee-bps`).
+    /// that were created before each payment kept its own rate (newer ones use theirs).
     #[arg(long, env = "FERROPAY_PLATFORM_FEE_BPS", default_value_t = 0)]
     platform_fee_bps: u32,
 }
