@@ -7,6 +7,7 @@
 //! `ferropay-http` maps requests onto [`Ferropay`]'s methods.
 
 pub mod api_keys;
+pub mod background;
 pub mod backlog;
 pub mod clock;
 pub mod error;

@@ -22,13 +22,11 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-
+use crate::background::Background;
 use crate::clock::now_ms;
 use crate::error::Result;
 use crate::store::Store;
+use serde::Serialize;
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
@@ -120,15 +118,11 @@ async fn in_batches(store: &Store, statement: &'static str, before_ms: i64) -> R
 }
 
 /// Purges now and then every `every`, until stopped.
-pub struct RetentionTask {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
-}
+pub struct RetentionTask(Background);
 
 impl RetentionTask {
     pub fn spawn(store: Store, policy: RetentionPolicy, every: Duration) -> Self {
-        let (stop, mut stopped) = watch::channel(false);
-        let task = tokio::spawn(async move {
+        Self(Background::spawn(move |mut stopped| async move {
             while !*stopped.borrow() {
                 if let Err(error) = purge(&store, &policy, now_ms()).await {
                     tracing::warn!(%error, "retention: purge failed; trying again later");
@@ -138,17 +132,12 @@ impl RetentionTask {
                     _ = stopped.changed() => {}
                 }
             }
-        });
-        Self { stop, task }
+        }))
     }
 
     /// Stops; a purge still running after `grace` is abandoned (its batch rolls back, the
     /// batches before it stay deleted, and the next start goes on from there).
     pub async fn shutdown(self, grace: Duration) {
-        let _ = self.stop.send(true);
-        let mut task = self.task;
-        if tokio::time::timeout(grace, &mut task).await.is_err() {
-            task.abort();
-        }
+        self.0.stop(grace).await;
     }
 }

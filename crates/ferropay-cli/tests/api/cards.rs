@@ -48,15 +48,7 @@ async fn card_4242_succeeds_and_books_the_sale(db: Db) {
     // The PSP charged once.
     assert_eq!(app.psp_sessions_for(id).await.len(), 1);
 
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.base_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains(r#"ferropay_payments_total{status="succeeded"} 1"#),
         "{metrics}"

@@ -71,15 +71,7 @@ async fn a_registration_that_keeps_failing_is_dead_lettered_then_replayed(db: Db
     );
     let stuck = app.get_payment(&payment_id).await;
     assert_eq!(stuck["status"], "requires_payment");
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.base_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics
             .lines()

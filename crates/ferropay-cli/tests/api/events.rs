@@ -114,15 +114,7 @@ async fn every_receiver_gets_each_event_once_in_order(db: Db) {
         },
     )
     .await;
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.base_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics
             .lines()

@@ -432,6 +432,18 @@ impl TestApp {
             .await
     }
 
+    /// `GET /metrics`, as text.
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base_url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// The sum of all postings on `account` in `currency`.
     pub async fn account_sum(&self, account: &str, currency: &str) -> i64 {
         use sqlx::Row;

@@ -107,6 +107,18 @@ impl TestApp {
         .collect()
     }
 
+    /// A payment paid at the PSP whose webhooks are all lost: only reconciliation can find it.
+    async fn lost_payment(&self, checkout_id: &str) -> Value {
+        let lost = self.create_payment(checkout_id).await;
+        self.sandbox_hook(
+            "/v1/test/lost_webhooks",
+            json!({"references": [id_of(&lost)]}),
+        )
+        .await;
+        self.pay(&lost, CARD_OK).await;
+        lost
+    }
+
     /// A paid payment: created, paid with `card`, and waited for until `status`.
     async fn paid(&self, checkout_id: &str, card: &str, status: &str) -> Value {
         let payment = self.create_payment(checkout_id).await;
@@ -555,13 +567,7 @@ async fn a_missing_in_ledger_break_closes_once_the_ledger_has_it(db: Db) {
     let Some(app) = spawn_app(db).await else {
         return;
     };
-    let lost = app.create_payment("chk_rec_lost_later").await;
-    app.sandbox_hook(
-        "/v1/test/lost_webhooks",
-        json!({"references": [id_of(&lost)]}),
-    )
-    .await;
-    app.pay(&lost, CARD_OK).await;
+    let lost = app.lost_payment("chk_rec_lost_later").await;
     let (file, _) = app.fetch_settlement_file().await;
     let (code, stdout) = ferropay(&[
         "reconcile",
@@ -618,13 +624,7 @@ async fn a_healed_payment_is_split_at_its_own_platform_fee(db: Db) {
     else {
         return;
     };
-    let lost = app.create_payment("chk_rec_fee").await;
-    app.sandbox_hook(
-        "/v1/test/lost_webhooks",
-        json!({"references": [id_of(&lost)]}),
-    )
-    .await;
-    app.pay(&lost, CARD_OK).await;
+    let lost = app.lost_payment("chk_rec_fee").await;
     let (file, _) = app.fetch_settlement_file().await;
     // `reconcile_with_cli` passes no --platform-fee-bps: the CLI's own rate is 0.
     let report = app.reconcile_with_cli(&file);

@@ -10,33 +10,31 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, watch};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 
 use super::{ClaimedJob, JobError, JobOutcome, JobsConfig, Registry, queue};
+use crate::background::Background;
 use crate::store::Store;
 
 /// A running set of workers; [`Workers::shutdown`] stops them.
 pub struct Workers {
-    stop: watch::Sender<bool>,
-    dispatcher: JoinHandle<()>,
+    dispatcher: Background,
 }
 
 impl Workers {
     /// Starts claiming and running jobs in the background.
     pub fn spawn(store: Store, registry: Registry, config: JobsConfig) -> Self {
-        let (stop, stopped) = watch::channel(false);
-        let dispatcher = tokio::spawn(dispatch(store, Arc::new(registry), config, stopped));
-        Self { stop, dispatcher }
+        let registry = Arc::new(registry);
+        let dispatcher =
+            Background::spawn(move |stopped| dispatch(store, registry, config, stopped));
+        Self { dispatcher }
     }
 
     /// Stops claiming, waits up to `grace` for running jobs, then abandons the rest (their
     /// leases run out and they are taken over).
     pub async fn shutdown(self, grace: Duration) {
-        let _ = self.stop.send(true);
-        let mut dispatcher = self.dispatcher;
-        if tokio::time::timeout(grace, &mut dispatcher).await.is_err() {
+        if !self.dispatcher.stop(grace).await {
             tracing::warn!("jobs still running at shutdown are abandoned to their leases");
-            dispatcher.abort();
         }
     }
 }

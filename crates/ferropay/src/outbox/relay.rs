@@ -17,8 +17,8 @@ use std::time::Duration;
 use serde::Serialize;
 use sqlx::Row;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
+use crate::background::Background;
 use crate::clock::{now_ms, rfc3339_from_ms};
 use crate::error::Result;
 use crate::store::{Store, sql};
@@ -75,24 +75,17 @@ impl Default for RelayConfig {
 }
 
 /// The running relay; [`Relay::shutdown`] lets the round in progress finish.
-pub struct Relay {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
-}
+pub struct Relay(Background);
 
 impl Relay {
     pub fn spawn(store: Store, broker: Arc<dyn Publish>, config: RelayConfig) -> Self {
-        let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run(store, broker, config, stopped));
-        Self { stop, task }
+        Self(Background::spawn(|stopped| {
+            run(store, broker, config, stopped)
+        }))
     }
 
     pub async fn shutdown(self, grace: Duration) {
-        let _ = self.stop.send(true);
-        let mut task = self.task;
-        if tokio::time::timeout(grace, &mut task).await.is_err() {
-            task.abort();
-        }
+        self.0.stop(grace).await;
     }
 }
 
