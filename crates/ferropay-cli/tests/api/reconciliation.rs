@@ -107,6 +107,20 @@ impl TestApp {
         .collect()
     }
 
+    /// `POST /v1/reconciliation/runs` for today's file: the report (201).
+    async fn reconcile_today_via_api(&self) -> Value {
+        let response = self
+            .http
+            .post(format!("{}/v1/reconciliation/runs", self.base_url))
+            .bearer_auth(&self.api_key)
+            .json(&json!({"date": today()}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.unwrap()
+    }
+
     /// A payment paid at the PSP whose webhooks are all lost: only reconciliation can find it.
     async fn lost_payment(&self, checkout_id: &str) -> Value {
         let lost = self.create_payment(checkout_id).await;
@@ -511,16 +525,7 @@ async fn refunds_in_the_file_match_the_refunds_in_the_ledger(db: Db) {
     app.wait_for_item(&path, refund["id"].as_str().unwrap(), "succeeded")
         .await;
 
-    let response = app
-        .http
-        .post(format!("{}/v1/reconciliation/runs", app.base_url))
-        .bearer_auth(&app.api_key)
-        .json(&json!({"date": today()}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let report: Value = response.json().await.unwrap();
+    let report = app.reconcile_today_via_api().await;
     assert_eq!(report["breaks_found"], 0, "{report:#}");
     assert_eq!(report["matched"], report["lines"], "{report:#}");
     assert_eq!(
@@ -694,16 +699,7 @@ async fn a_chargeback_is_left_for_an_operator_and_the_bank_pays_the_psp(db: Db) 
         json!({"psp_reference": session["psp_reference"]}),
     )
     .await;
-    let response = app
-        .http
-        .post(format!("{}/v1/reconciliation/runs", app.base_url))
-        .bearer_auth(&app.api_key)
-        .json(&json!({"date": today()}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let report: Value = response.json().await.unwrap();
+    let report = app.reconcile_today_via_api().await;
     // The payment and the payout match; the chargeback is not in our books.
     assert_eq!(report["lines"], 3, "{report:#}");
     assert_eq!(report["matched"], 2, "{report:#}");
