@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use ferropay::jobs::RetryPolicy;
 use reqwest::StatusCode;
-use sandbox_psp::SandboxConfig;
 use serde_json::Value;
 
 use crate::db_test;
@@ -81,16 +80,7 @@ async fn a_registration_that_keeps_failing_is_dead_lettered_then_replayed(db: Db
     assert_eq!(stuck["redirect_url"], Value::Null);
 
     // The PSP is back; the operator replays the job and a worker registers the payment.
-    let sandbox = sandbox_psp::spawn(
-        tokio::net::TcpListener::bind(psp_addr).await.unwrap(),
-        SandboxConfig {
-            webhook_url: format!("{}/webhooks/psp/sandbox", app.base_url),
-            ..AppOptions::default().sandbox
-        },
-    )
-    .await
-    .unwrap();
-    app.sandbox_url = sandbox.base_url.clone();
+    let sandbox = app.start_sandbox_at(psp_addr).await;
     let job_id = job["id"].as_str().unwrap();
     let (code, stdout, stderr) = run_cli(&["dlq", "replay", job_id, "--database-url", &url]);
     assert_eq!(code, 0, "{stderr}");

@@ -432,6 +432,25 @@ impl TestApp {
             .await
     }
 
+    /// The sandbox PSP (back) up at `addr`, where this app was told its PSP is, wired to this
+    /// app's webhook; the test's PSP calls go to it from now on.
+    pub async fn start_sandbox_at(
+        &mut self,
+        addr: std::net::SocketAddr,
+    ) -> sandbox_psp::SandboxHandle {
+        let sandbox = sandbox_psp::spawn(
+            tokio::net::TcpListener::bind(addr).await.unwrap(),
+            SandboxConfig {
+                webhook_url: format!("{}/webhooks/psp/sandbox", self.base_url),
+                ..AppOptions::default().sandbox
+            },
+        )
+        .await
+        .unwrap();
+        self.sandbox_url = sandbox.base_url.clone();
+        sandbox
+    }
+
     /// `GET /metrics`, as text.
     pub async fn metrics_text(&self) -> String {
         self.http

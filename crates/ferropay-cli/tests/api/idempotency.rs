@@ -117,9 +117,7 @@ async fn a_checkout_in_flight_or_paid_takes_no_second_payment(db: Db) {
 
 async fn a_psp_outage_answers_503_and_the_retry_resumes(db: Db) {
     // A PSP address where nothing listens yet.
-    let parked = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let psp_addr = parked.local_addr().unwrap();
-    drop(parked);
+    let psp_addr = parked_addr();
     let options = AppOptions {
         psp_url: Some(format!("http://{psp_addr}")),
         ..AppOptions::default()
@@ -136,16 +134,7 @@ async fn a_psp_outage_answers_503_and_the_retry_resumes(db: Db) {
     assert_eq!(app.count("SELECT COUNT(*) FROM payments").await, 1);
 
     // The PSP comes back; the retry with the same key resumes the same payment.
-    let sandbox = sandbox_psp::spawn(
-        tokio::net::TcpListener::bind(psp_addr).await.unwrap(),
-        SandboxConfig {
-            webhook_url: format!("{}/webhooks/psp/sandbox", app.base_url),
-            ..AppOptions::default().sandbox
-        },
-    )
-    .await
-    .unwrap();
-    app.sandbox_url = sandbox.base_url.clone();
+    let sandbox = app.start_sandbox_at(psp_addr).await;
     let up = app.post_payment("key-outage", &body).await;
     assert_eq!(up.status(), StatusCode::CREATED);
     assert!(up.headers().get("Idempotent-Replayed").is_none());
@@ -187,16 +176,7 @@ async fn after_a_503_a_worker_registers_the_payment_in_the_background(db: Db) {
     assert_eq!(queued, 1, "the registration is left on the queue");
 
     // The PSP comes back; nobody retries the request, yet a worker registers the payment.
-    let sandbox = sandbox_psp::spawn(
-        tokio::net::TcpListener::bind(psp_addr).await.unwrap(),
-        SandboxConfig {
-            webhook_url: format!("{}/webhooks/psp/sandbox", app.base_url),
-            ..AppOptions::default().sandbox
-        },
-    )
-    .await
-    .unwrap();
-    app.sandbox_url = sandbox.base_url.clone();
+    let sandbox = app.start_sandbox_at(psp_addr).await;
     eventually(
         std::time::Duration::from_secs(10),
         "a worker registers the payment",
