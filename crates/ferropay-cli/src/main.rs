@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use ferropay::clock::now_ms;
+use ferropay::engine::EngineConfig;
 use ferropay::jobs::{JobsConfig, RetryPolicy};
 use ferropay::outbox::nats::NatsConfig;
 use ferropay::payout::schedule::PayoutSchedule;
@@ -139,6 +140,18 @@ struct ServeArgs {
     /// Most database connections this instance opens.
     #[arg(long, env = "FERROPAY_MAX_DB_CONNECTIONS", default_value_t = 16)]
     max_db_connections: u32,
+    /// The money engine's largest batch: commands written in one database transaction.
+    #[arg(long, env = "FERROPAY_ENGINE_MAX_BATCH", default_value_t = EngineConfig::default().max_batch as u32,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    engine_max_batch: u32,
+    /// How long the money engine waits to fill a batch, in microseconds.
+    #[arg(long, env = "FERROPAY_ENGINE_LINGER_US", default_value_t = EngineConfig::default().linger_us,
+          value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    engine_linger_us: u64,
+    /// Most commands waiting for the money engine; past it, requests get 503 with Retry-After.
+    #[arg(long, env = "FERROPAY_ENGINE_QUEUE", default_value_t = EngineConfig::default().queue_capacity as u32,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    engine_queue: u32,
     /// Where buyers and the PSP reach this instance (default: http://LISTEN).
     #[arg(long, env = "FERROPAY_PUBLIC_URL")]
     public_url: Option<String>,
@@ -404,7 +417,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     database,
                 },
         } => {
-            let store = Store::open(&database.database_url, 1).await?;
+            let store = Store::open(&database.database_url, 2).await?;
+            let engine = ferropay::engine::Engine::start(store.clone(), EngineConfig::default())?;
             let key = idempotency_key.unwrap_or_else(|| ferropay::ids::new_id("cli"));
             let scope = ferropay::idempotency::KeyScope {
                 api_key_id: "system:cli".into(),
@@ -417,6 +431,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let lease_ms = ferropay::jobs::JobsConfig::default().lease_ms;
             match ferropay::payout::create(
                 &store,
+                &engine,
                 lease_ms,
                 &scope,
                 &seller_id,
@@ -535,6 +550,11 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<ExitCode> {
             subject_prefix: args.nats_subject_prefix,
             ..NatsConfig::new(url)
         }),
+        engine: EngineConfig {
+            max_batch: args.engine_max_batch as usize,
+            linger_us: args.engine_linger_us,
+            queue_capacity: args.engine_queue as usize,
+        },
     })
     .await?;
     eprintln!(

@@ -176,6 +176,7 @@ pub async fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
 async fn offline(database_url: &str) -> anyhow::Result<Reconciler> {
     let store = Store::open(database_url, 4).await?;
     Ok(Reconciler {
+        engine: ferropay::engine::Engine::start(store.clone(), Default::default())?,
         store,
         psp: ferropay::psp::sandbox::NAME.to_owned(),
         connector: None,

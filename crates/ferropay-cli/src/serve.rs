@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use ferropay::engine::EngineConfig;
 use ferropay::jobs::JobsConfig;
 use ferropay::jobs::worker::Workers;
 use ferropay::outbox::nats::{NatsConfig, NatsPublisher};
@@ -55,6 +56,8 @@ pub struct ServeConfig {
     pub nats: Option<NatsConfig>,
     /// Purge old idempotency keys, finished jobs and webhook event ids every hour; `None`: never.
     pub retention: Option<RetentionPolicy>,
+    /// The money engine's batching.
+    pub engine: EngineConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -201,6 +204,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             poll_after_ms: config.poll_after_ms,
             jobs: config.jobs.clone(),
             outbox_relayed: config.nats.is_some(),
+            engine: config.engine.clone(),
             ..FerropayConfig::default()
         },
     )?;

@@ -28,7 +28,7 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %self.0, "request failed");
         }
         let mut response = json_response(status, self.0.to_body().to_string());
-        if let ferropay::Error::PspUnavailable { retry_after_s, .. } = self.0 {
+        if let Some(retry_after_s) = self.0.retry_after_s() {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));

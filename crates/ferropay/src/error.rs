@@ -26,6 +26,10 @@ pub enum Error {
     /// The PSP refused the request for good.
     #[error("the payment service provider rejected the request: {0}")]
     PspRejected(String),
+    /// ferropay cannot take the request now (its money engine's queue is full, the database
+    /// is out of reach): nothing was done, and the same request may be sent again later.
+    #[error("the service is busy: {message}")]
+    Unavailable { message: String, retry_after_s: u64 },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("internal error: {0}")]
@@ -49,6 +53,15 @@ impl Error {
 }
 
 impl Error {
+    /// Seconds after which a retry may succeed, for errors that are passing (`Retry-After`).
+    pub fn retry_after_s(&self) -> Option<u64> {
+        match self {
+            Self::PspUnavailable { retry_after_s, .. }
+            | Self::Unavailable { retry_after_s, .. } => Some(*retry_after_s),
+            _ => None,
+        }
+    }
+
     /// The HTTP status the contract gives this error.
     pub fn status(&self) -> u16 {
         match self {
@@ -58,7 +71,7 @@ impl Error {
             Self::Conflict { .. } => 409,
             Self::IdempotencyKeyReused => 422,
             Self::PspRejected(_) => 502,
-            Self::PspUnavailable { .. } => 503,
+            Self::PspUnavailable { .. } | Self::Unavailable { .. } => 503,
             Self::Database(_) | Self::Internal(_) => 500,
         }
     }
@@ -73,6 +86,7 @@ impl Error {
             Self::IdempotencyKeyReused => ("idempotency_error", "idempotency_key_reused"),
             Self::PspRejected(_) => ("psp_error", "psp_rejected"),
             Self::PspUnavailable { .. } => ("psp_error", "psp_unavailable"),
+            Self::Unavailable { .. } => ("api_error", "service_unavailable"),
             Self::Database(_) | Self::Internal(_) => ("api_error", "internal_error"),
         }
     }

@@ -33,6 +33,19 @@ impl Currency {
     }
 }
 
+impl PartialOrd for Currency {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Currency {
+    /// By ISO code, so that sorted keys (wallets, totals) read alphabetically.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.code().cmp(other.code())
+    }
+}
+
 impl fmt::Display for Currency {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.code())
@@ -68,6 +81,80 @@ impl AmountMinor {
     }
 }
 
+/// A signed amount of one currency (a posting, a wallet delta, a balance): debits and credits,
+/// refunds and reversals. Arithmetic is checked, and two currencies never mix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Money {
+    minor: i64,
+    currency: Currency,
+}
+
+impl Money {
+    pub fn new(minor: i64, currency: Currency) -> Self {
+        Self { minor, currency }
+    }
+
+    pub fn zero(currency: Currency) -> Self {
+        Self::new(0, currency)
+    }
+
+    /// A stored amount and currency code, which the database only holds once validated.
+    pub fn from_stored(minor: i64, currency_code: &str) -> Result<Self, MoneyError> {
+        Ok(Self::new(minor, Currency::parse(currency_code)?))
+    }
+
+    pub fn minor(self) -> i64 {
+        self.minor
+    }
+
+    pub fn currency(self) -> Currency {
+        self.currency
+    }
+
+    pub fn is_zero(self) -> bool {
+        self.minor == 0
+    }
+
+    /// `self + other`, refused across currencies and on overflow.
+    pub fn checked_add(self, other: Self) -> Result<Self, MoneyError> {
+        if self.currency != other.currency {
+            return Err(MoneyError::CurrencyMismatch(
+                self.currency.code(),
+                other.currency.code(),
+            ));
+        }
+        self.minor
+            .checked_add(other.minor)
+            .map(|minor| Self::new(minor, self.currency))
+            .ok_or(MoneyError::Overflow)
+    }
+
+    /// `self - other`, refused across currencies and on overflow.
+    pub fn checked_sub(self, other: Self) -> Result<Self, MoneyError> {
+        self.checked_add(other.checked_neg()?)
+    }
+
+    /// `-self`, refused for `i64::MIN`.
+    pub fn checked_neg(self) -> Result<Self, MoneyError> {
+        self.minor
+            .checked_neg()
+            .map(|minor| Self::new(minor, self.currency))
+            .ok_or(MoneyError::Overflow)
+    }
+}
+
+impl From<(AmountMinor, Currency)> for Money {
+    fn from((amount, currency): (AmountMinor, Currency)) -> Self {
+        Self::new(amount.get(), currency)
+    }
+}
+
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&format_minor(self.minor, self.currency))
+    }
+}
+
 /// Formats minor units for people: `1750` USD → `17.50 USD`, `500` JPY → `500 JPY`.
 pub fn format_minor(amount_minor: i64, currency: Currency) -> String {
     let digits = currency.minor_digits();
@@ -94,6 +181,10 @@ pub enum MoneyError {
     NotPositive(i64),
     #[error("amount {0} is above the limit of {MAX_AMOUNT_MINOR} minor units")]
     TooLarge(i64),
+    #[error("{0} and {1} cannot be added: amounts of two currencies")]
+    CurrencyMismatch(&'static str, &'static str),
+    #[error("the sum overflows 64-bit minor units")]
+    Overflow,
 }
 
 #[cfg(test)]
@@ -126,6 +217,29 @@ mod tests {
                 .get(),
             5
         );
+    }
+
+    #[test]
+    fn signed_money_never_mixes_currencies_or_overflows() {
+        let usd = Currency::parse("USD").unwrap();
+        let eur = Currency::parse("EUR").unwrap();
+        let a = Money::new(150, usd);
+        assert_eq!(
+            a.checked_add(Money::new(-200, usd)).unwrap(),
+            Money::new(-50, usd)
+        );
+        assert_eq!(
+            a.checked_sub(Money::new(150, usd)).unwrap(),
+            Money::zero(usd)
+        );
+        assert!(a.checked_add(Money::new(1, eur)).is_err());
+        assert!(
+            Money::new(i64::MAX, usd)
+                .checked_add(Money::new(1, usd))
+                .is_err()
+        );
+        assert!(Money::new(i64::MIN, usd).checked_neg().is_err());
+        assert_eq!(Money::new(-120, usd).to_string(), "-1.20 USD");
     }
 
     #[test]

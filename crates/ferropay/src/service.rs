@@ -4,11 +4,13 @@ use std::sync::Arc;
 
 use crate::api_keys;
 use crate::clock::now_s;
+use crate::engine::{Engine, EngineConfig};
 use crate::error::{Error, Result};
 use crate::idempotency::{self, KeyScope};
+use crate::inbound::ApplyEvent;
 use crate::jobs::{JobsConfig, Registry};
 use crate::ledger::verify::{VerifyReport, verify};
-use crate::payin::apply::{ApplyResult, apply_event};
+use crate::payin::apply::ApplyResult;
 use crate::payin::create::{CreateOutcome, create_payment};
 use crate::payin::model::PaymentView;
 use crate::payin::repo::load_view;
@@ -39,6 +41,8 @@ pub struct FerropayConfig {
     /// The outbox is relayed to a broker (some instance runs the relay): its lag is worth
     /// reporting. Without a relay the outbox is the record and only grows.
     pub outbox_relayed: bool,
+    /// The money engine's batching.
+    pub engine: EngineConfig,
 }
 
 /// The default for `poll_after_ms`: long enough that the webhook has nearly always come first.
@@ -53,6 +57,7 @@ impl Default for FerropayConfig {
             poll_after_ms: DEFAULT_POLL_AFTER_MS,
             jobs: JobsConfig::default(),
             outbox_relayed: false,
+            engine: EngineConfig::default(),
         }
     }
 }
@@ -61,6 +66,8 @@ impl Default for FerropayConfig {
 #[derive(Clone)]
 pub struct Ferropay {
     pub store: Store,
+    /// The process's money engine: every effect that moves money goes through it.
+    pub engine: Engine,
     pub connector: Arc<dyn Connector>,
     pub config: Arc<FerropayConfig>,
 }
@@ -77,6 +84,7 @@ pub enum WebhookRejection {
 }
 
 impl Ferropay {
+    /// Starts the service's money engine too (on the current tokio runtime).
     pub fn new(
         store: Store,
         connector: Arc<dyn Connector>,
@@ -93,8 +101,10 @@ impl Ferropay {
         }
         let mut config = config;
         config.public_url = config.public_url.trim_end_matches('/').to_owned();
+        let engine = Engine::start(store.clone(), config.engine.clone())?;
         Ok(Self {
             store,
+            engine,
             connector,
             config: Arc::new(config),
         })
@@ -139,7 +149,13 @@ impl Ferropay {
         let event = self
             .connector
             .verify_webhook(signature, raw_body, now_s())?;
-        Ok(apply_event(&self.store, psp, &event, self.config.platform_fee_bps).await?)
+        let command = ApplyEvent {
+            psp: psp.to_owned(),
+            event,
+            fallback_fee_bps: self.config.platform_fee_bps,
+        };
+        // A full engine answers 503 with Retry-After: the PSP sends the webhook again.
+        Ok(self.engine.try_submit(command).await?)
     }
 
     pub async fn wallet(&self, seller_id: &str) -> Result<Vec<WalletBalance>> {
@@ -190,6 +206,7 @@ impl Ferropay {
             idempotency::fingerprint(&serde_json::json!({"payout_to": seller_id, "body": body}));
         payout::create(
             &self.store,
+            &self.engine,
             self.config.jobs.lease_ms,
             &scope,
             seller_id,
@@ -218,6 +235,7 @@ impl Ferropay {
     pub fn reconciler(&self) -> Reconciler {
         Reconciler {
             store: self.store.clone(),
+            engine: self.engine.clone(),
             psp: self.connector.name().to_owned(),
             connector: Some(self.connector.clone()),
             platform_fee_bps: self.config.platform_fee_bps,

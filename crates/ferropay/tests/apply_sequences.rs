@@ -1,13 +1,15 @@
 //! The state machine on a real database: generated sequences of PSP events — duplicated,
 //! reordered, contradicting one another, some as signed webhooks (deduplicated by event id),
-//! some as the poller's answers — are applied with the real `apply_event` / `apply_update`
-//! against SQLite. After every delivery the payment's status is the pure state machine's, it
+//! some as the poller's answers — are submitted to the real money engine as the webhook's
+//! `ApplyEvent` and the poller's `ApplyPaymentUpdate`, against SQLite. After every delivery the payment's status is the pure state machine's, it
 //! never moves backwards, and the ledger holds at most one capture; at the end the sellers'
 //! wallets hold exactly what a success owes them and `ledger verify` passes.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use ferropay::payin::apply::{apply_event, apply_update};
+use ferropay::engine::Engine;
+use ferropay::inbound::ApplyEvent;
+use ferropay::payin::apply::ApplyPaymentUpdate;
 use ferropay::payin::model::PaymentStatus;
 use ferropay::payin::state::{on_psp_outcome, rank};
 use ferropay::psp::{PaymentUpdate, PspEvent, PspEventKind, PspOutcome};
@@ -133,7 +135,12 @@ async fn status_and_captures(store: &Store, payment_id: &str) -> (PaymentStatus,
     (PaymentStatus::parse(&status).unwrap(), captures)
 }
 
-async fn check(store: &Store, case_no: usize, case: Case) -> Result<(), TestCaseError> {
+async fn check(
+    store: &Store,
+    engine: &Engine,
+    case_no: usize,
+    case: Case,
+) -> Result<(), TestCaseError> {
     let payment_id = insert_payment(store, case_no, &case.orders_minor).await;
     let total: i64 = case.orders_minor.iter().sum();
     // The oracle: the pure state machine over the same deliveries.
@@ -142,7 +149,14 @@ async fn check(store: &Store, case_no: usize, case: Case) -> Result<(), TestCase
         let outcome = case.events[delivery.event];
         let update = update(&payment_id, outcome, total);
         if delivery.via_poll {
-            apply_update(store, PSP, &update, 0).await.unwrap();
+            engine
+                .submit(ApplyPaymentUpdate {
+                    psp: PSP.into(),
+                    update,
+                    fallback_fee_bps: 0,
+                })
+                .await
+                .unwrap();
         } else {
             let event = PspEvent {
                 id: format!("evt_{case_no}_{}", delivery.event),
@@ -150,7 +164,14 @@ async fn check(store: &Store, case_no: usize, case: Case) -> Result<(), TestCase
                 created_s: 0,
                 kind: PspEventKind::Payment(update),
             };
-            apply_event(store, PSP, &event, 0).await.unwrap();
+            engine
+                .submit(ApplyEvent {
+                    psp: PSP.into(),
+                    event,
+                    fallback_fee_bps: 0,
+                })
+                .await
+                .unwrap();
         }
         let before = expected;
         if let Some(transition) = on_psp_outcome(expected, outcome) {
@@ -185,6 +206,9 @@ fn generated_event_sequences_apply_like_the_pure_state_machine() {
     let dir = std::env::temp_dir().join(format!("ferropay-prop-{}", uuid::Uuid::now_v7()));
     let url = format!("sqlite://{}/ferropay.db", dir.display());
     let store = runtime.block_on(Store::open(&url, 2)).unwrap();
+    let engine = runtime
+        .block_on(async { Engine::start(store.clone(), Default::default()) })
+        .unwrap();
     let case_no = AtomicUsize::new(0);
     // Bounded so that it stays quick: each case writes a payment and up to a dozen events.
     let mut runner = TestRunner::new(Config {
@@ -194,7 +218,7 @@ fn generated_event_sequences_apply_like_the_pure_state_machine() {
     });
     let result = runner.run(&any_case(), |case| {
         let n = case_no.fetch_add(1, Ordering::SeqCst);
-        runtime.block_on(check(&store, n, case))
+        runtime.block_on(check(&store, &engine, n, case))
     });
     let report = runtime
         .block_on(ferropay::ledger::verify::verify(&store))

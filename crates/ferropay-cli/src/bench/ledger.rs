@@ -1,9 +1,11 @@
-//! `ferropay bench ledger`: balanced journal transactions through the code the webhook path
-//! posts captures with — `ferropay::ledger::post` inside a `Store::begin_write()` transaction,
-//! hash chain and seller wallets included — from `--concurrency` workers in a closed loop. Each
-//! transfer debits `psp_receivable:bench` and credits one seller account: the next of
-//! `--accounts` in turn, or always the same one with `--hot`. Reports transfers per second and
-//! the latency of one transfer (begin to commit), then checks the books (`ledger verify`).
+//! `ferropay bench ledger`: balanced journal transactions through the money engine, the path
+//! every capture, refund and payout takes — `--concurrency` independent callers in a closed
+//! loop, each submitting ONE transfer (`engine::Post`) and awaiting its commit, never batched by
+//! the caller: the engine batches what arrives. Each transfer debits `psp_receivable:bench` and
+//! credits one seller account: the next of `--accounts` in turn, or always the same one with
+//! `--hot`. Reports transfers per second, the latency of one transfer (submit to answer, which
+//! comes after its batch's commit), the batch sizes the engine made, and pgbench's figures
+//! from the same run; then checks the books (`ledger verify`).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,12 +14,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
+use ferropay::engine::{Engine, EngineConfig, Post};
 use ferropay::ledger::{self, NewJournalTransaction, Posting, accounts};
+use ferropay::money::Currency;
 use ferropay::store::{Backend, Store};
 use serde_json::json;
 use sqlx::Row;
 
-use super::pgbench::{PgbenchPlan, Reference};
+use super::pgbench::{PgbenchMode, PgbenchPlan, Reference};
 use super::report::{Latency, per_second, print_block, print_json_line};
 use super::setup::{
     BenchDatabase, CommonArgs, Machine, build_profile, database_version, setup_lines, title,
@@ -40,9 +44,15 @@ pub struct LedgerArgs {
     /// Credit one and the same seller account every time (a hot wallet).
     #[arg(long, conflicts_with = "accounts")]
     pub hot: bool,
-    /// Transfers in flight at once (workers, each with its own connection).
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    /// Callers in flight at once, each awaiting its own transfer's commit.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub concurrency: u32,
+    /// The engine's largest batch (as `serve --engine-max-batch`).
+    #[arg(long, default_value_t = EngineConfig::default().max_batch)]
+    pub max_batch: usize,
+    /// How long the engine waits to fill a batch, in µs (as `serve --engine-linger-us`).
+    #[arg(long, default_value_t = EngineConfig::default().linger_us)]
+    pub linger_us: u64,
     /// Transfers in all.
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub count: u64,
@@ -63,9 +73,16 @@ pub async fn run(args: LedgerArgs) -> anyhow::Result<ExitCode> {
     let profile = build_profile(args.common.allow_debug_build)?;
     let mut machine = Machine::observe();
     let database = BenchDatabase::prepare(args.common.database_url.as_deref())?;
-    let store = Store::open(&database.url, args.concurrency + 1)
+    // The engine needs one connection; the rest are for the checks afterwards.
+    let store = Store::open(&database.url, 4)
         .await
         .with_context(|| format!("opening {}", database.describe()))?;
+    let engine_config = EngineConfig {
+        max_batch: args.max_batch,
+        linger_us: args.linger_us,
+        queue_capacity: (args.concurrency as usize).max(EngineConfig::default().queue_capacity),
+    };
+    let engine = Engine::start(store.clone(), engine_config.clone())?;
     let version = database_version(&store).await?;
     let accounts_used = if args.hot { 1 } else { args.accounts };
     let run_id = format!("{:08x}", rand::random::<u32>());
@@ -94,31 +111,42 @@ pub async fn run(args: LedgerArgs) -> anyhow::Result<ExitCode> {
             ),
             (
                 "transfer",
-                "ledger::post in Store::begin_write(): 2 postings, hash chain, wallet upsert"
+                "one engine::Post per caller: 2 postings, hash chain, wallet, awaited to its commit"
                     .into(),
+            ),
+            (
+                "engine",
+                format!(
+                    "max batch {}, linger {} µs",
+                    engine_config.max_batch, engine_config.linger_us
+                ),
             ),
             ],
         ]
         .concat(),
     );
 
-    let reference = match database.backend {
-        Backend::Postgres => {
-            Reference::measure(
-                &database.url,
-                PgbenchPlan {
-                    program: args.common.pgbench.clone(),
-                    clients: args.concurrency,
-                    scale: args.common.pgbench_scale,
-                    duration_s: args.common.pgbench_duration_s,
-                },
-            )
-            .await
-        }
-        Backend::Sqlite => Reference::Skipped("SQLite: pgbench is PostgreSQL's".into()),
+    let pgbench = |mode| PgbenchPlan {
+        program: args.common.pgbench.clone(),
+        clients: args.concurrency,
+        scale: args.common.pgbench_scale,
+        duration_s: args.common.pgbench_duration_s,
+        mode,
     };
-
-    warm_pool(&store, args.concurrency).await?;
+    let (reference, reference_simple) = match database.backend {
+        Backend::Postgres => (
+            Reference::measure(&database.url, pgbench(PgbenchMode::TpcB)).await,
+            Reference::measure(&database.url, pgbench(PgbenchMode::SimpleUpdatePrepared)).await,
+        ),
+        Backend::Sqlite => (
+            Reference::Skipped("SQLite: pgbench is PostgreSQL's".into()),
+            Reference::Skipped("SQLite: pgbench is PostgreSQL's".into()),
+        ),
+    };
+    let usd = Currency::parse(CURRENCY)?;
+    // One transfer first, so that the engine's statements are prepared before the clock starts.
+    transfer(&engine, &run_id, u64::MAX, "bench_warm", usd).await?;
+    let stats_before = engine.stats();
     let sampler = match database.backend {
         Backend::Postgres => WaitSampler::start(&database.url).await,
         Backend::Sqlite => None,
@@ -129,7 +157,7 @@ pub async fn run(args: LedgerArgs) -> anyhow::Result<ExitCode> {
     let next = Arc::new(AtomicU64::new(0));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..args.concurrency {
-        let (store, next, run_id) = (store.clone(), next.clone(), run_id.clone());
+        let (engine, next, run_id) = (engine.clone(), next.clone(), run_id.clone());
         let (count, hot, accounts) = (args.count, args.hot, args.accounts);
         workers.spawn(async move {
             let mut tally = Tally::default();
@@ -145,7 +173,7 @@ pub async fn run(args: LedgerArgs) -> anyhow::Result<ExitCode> {
                     format!("bench_{}", i % u64::from(accounts))
                 };
                 let began = Instant::now();
-                match transfer(&store, &run_id, i, &seller).await {
+                match transfer(&engine, &run_id, i, &seller, usd).await {
                     Ok(()) => tally.latency.record(began.elapsed()),
                     Err(error) => {
                         tally.failed += 1;
@@ -169,6 +197,13 @@ pub async fn run(args: LedgerArgs) -> anyhow::Result<ExitCode> {
     }
     let elapsed = started.elapsed();
     machine.load_ends();
+    let stats = engine.stats();
+    let batches = stats.batches - stats_before.batches;
+    let mean_batch = if batches == 0 {
+        0.0
+    } else {
+        (stats.commands - stats_before.commands) as f64 / batches as f64
+    };
     let waits = match sampler {
         Some(sampler) => Some(sampler.finish().await),
         None => None,
@@ -177,7 +212,7 @@ pub async fn run(args: LedgerArgs) -> anyhow::Result<ExitCode> {
     let per_s = per_second(posted, elapsed);
 
     // The books afterwards (not timed): every transfer is in the journal once, and verify holds.
-    let in_journal = count_posted(&store, &run_id).await?;
+    let in_journal = count_posted(&store, &run_id).await?.saturating_sub(1);
     let verify_started = Instant::now();
     let verify = ferropay::ledger::verify::verify(&store).await?;
     let verify_elapsed = verify_started.elapsed();
@@ -199,6 +234,18 @@ pub async fn run(args: LedgerArgs) -> anyhow::Result<ExitCode> {
             ("cpu", machine.describe_load()),
             ("reference", reference.describe(per_s, "transfers/s")),
             (
+                "reference -N",
+                reference_simple.describe(per_s, "transfers/s"),
+            ),
+            (
+                "batches",
+                format!(
+                    "{batches} batches, mean {mean_batch:.1} transfers, largest {} (since start: {})",
+                    stats.max_batch,
+                    stats.describe_sizes()
+                ),
+            ),
+            (
                 "books",
                 format!(
                     "ledger verify {} ({} transactions, {:.2} s)",
@@ -209,7 +256,12 @@ pub async fn run(args: LedgerArgs) -> anyhow::Result<ExitCode> {
             ),
         ],
     );
-    println!("{}", tally.latency.line("one transfer (begin → commit)"));
+    println!(
+        "{}",
+        tally
+            .latency
+            .line("one transfer (submit → committed answer)")
+    );
     if let Some(waits) = &waits {
         println!("  {:<14} {}", "postgres waits", waits.describe());
     }
@@ -239,6 +291,10 @@ pub async fn run(args: LedgerArgs) -> anyhow::Result<ExitCode> {
         "transfers_per_s": per_s,
         "transfer_latency": tally.latency.json(),
         "reference": reference.json(per_s),
+        "reference_simple_update": reference_simple.json(per_s),
+        "batches": batches,
+        "mean_batch": mean_batch,
+        "max_batch": stats.max_batch,
         "postgres_waits": waits.as_ref().map(|w| w.json()),
         "ledger_verified": verify.ok(),
         "ok": ok,
@@ -250,37 +306,29 @@ pub async fn run(args: LedgerArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// One balanced transfer, as a capture is posted: in its own write transaction.
-async fn transfer(store: &Store, run_id: &str, i: u64, seller_id: &str) -> anyhow::Result<()> {
-    let mut tx = store.begin_write().await?;
-    let outcome = ledger::post(
-        store,
-        &mut tx,
-        &NewJournalTransaction {
+/// One balanced transfer, submitted alone and awaited to its commit.
+async fn transfer(
+    engine: &Engine,
+    run_id: &str,
+    i: u64,
+    seller_id: &str,
+    usd: Currency,
+) -> anyhow::Result<()> {
+    let outcome = engine
+        .submit(Post(NewJournalTransaction {
             source_ref: format!("bench:{run_id}:{i}"),
             kind: KIND,
             payment_id: None,
             postings: vec![
-                Posting::new(accounts::psp_receivable("bench"), CURRENCY, TRANSFER_MINOR),
-                Posting::new(accounts::seller(seller_id), CURRENCY, -TRANSFER_MINOR),
+                Posting::minor(accounts::psp_receivable("bench"), TRANSFER_MINOR, usd),
+                Posting::minor(accounts::seller(seller_id), -TRANSFER_MINOR, usd),
             ],
-        },
-    )
-    .await?;
-    tx.commit().await?;
+        }))
+        .await?;
     anyhow::ensure!(
         matches!(outcome, ledger::PostOutcome::Posted { .. }),
         "transfer {i} was already posted"
     );
-    Ok(())
-}
-
-/// Opens the workers' connections before the clock starts, so that connecting is not timed.
-async fn warm_pool(store: &Store, connections: u32) -> anyhow::Result<()> {
-    let mut held = Vec::new();
-    for _ in 0..connections {
-        held.push(store.pool().acquire().await?);
-    }
     Ok(())
 }
 

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 use tokio::sync::Semaphore;
 
-use super::pgbench::{PgbenchPlan, Reference};
+use super::pgbench::{PgbenchMode, PgbenchPlan, Reference};
 use super::report::{Latency, per_second, print_block, print_json_line};
 use super::settlements::SettlementWatch;
 use super::setup::{
@@ -254,6 +254,7 @@ pub async fn run(args: PaymentsArgs) -> anyhow::Result<ExitCode> {
                     clients: db_clients,
                     scale: args.common.pgbench_scale,
                     duration_s: args.common.pgbench_duration_s,
+                    mode: PgbenchMode::TpcB,
                 },
             )
             .await
@@ -448,6 +449,7 @@ async fn start_server(database_url: &str, max_db_connections: u32) -> anyhow::Re
         reconcile_at: None,
         nats: None,
         retention: None,
+        engine: ferropay::engine::EngineConfig::default(),
     })
     .await
 }

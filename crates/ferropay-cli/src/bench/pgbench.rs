@@ -16,7 +16,39 @@ pub struct PgbenchPlan {
     pub clients: u32,
     pub scale: u32,
     pub duration_s: u64,
+    pub mode: PgbenchMode,
 }
+
+/// Which of pgbench's built-in scripts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PgbenchMode {
+    /// The default TPC-B-like transaction (three updates, a select, an insert).
+    TpcB,
+    /// `-N -M prepared`: the simple-update transaction (no updates of the two small tables,
+    /// which would serialize it), prepared statements: PostgreSQL's commit rate at this
+    /// concurrency, the fairest yardstick for a ledger of single-row commits.
+    SimpleUpdatePrepared,
+}
+
+impl PgbenchMode {
+    fn args(self) -> &'static [&'static str] {
+        match self {
+            Self::TpcB => &[],
+            Self::SimpleUpdatePrepared => &["-N", "-M", "prepared"],
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::TpcB => "TPC-B-like",
+            Self::SimpleUpdatePrepared => "-N -M prepared",
+        }
+    }
+}
+
+/// PostgreSQL's default `max_connections` is 100: pgbench runs with at most this many clients
+/// (the bench says when it capped them).
+pub const MAX_PGBENCH_CLIENTS: u32 = 80;
 
 /// What pgbench measured.
 pub struct PgbenchResult {
@@ -39,8 +71,13 @@ impl Reference {
         if plan.duration_s == 0 {
             return Self::Skipped("--pgbench-duration-s 0".into());
         }
+        let plan = PgbenchPlan {
+            clients: plan.clients.clamp(1, MAX_PGBENCH_CLIENTS),
+            ..plan
+        };
         println!(
-            "measuring the machine's reference: pgbench -c {c} -j {c} -T {t} (scale {s})…",
+            "measuring the machine's reference: pgbench {m} -c {c} -j {c} -T {t} (scale {s})…",
+            m = plan.mode.label(),
             c = plan.clients,
             t = plan.duration_s,
             s = plan.scale
@@ -74,6 +111,7 @@ impl Reference {
                 "pgbench_tps": (result.tps * 10.0).round() / 10.0,
                 "pgbench_latency_avg_ms": result.latency_avg_ms,
                 "pgbench_version": result.version,
+                "pgbench_mode": plan.mode.label(),
                 "clients": plan.clients,
                 "scale": plan.scale,
                 "duration_s": plan.duration_s,
@@ -88,9 +126,10 @@ impl Reference {
     pub fn describe(&self, ours_per_s: f64, ours_unit: &str) -> String {
         match self {
             Self::Measured(plan, result) => format!(
-                "pgbench TPC-B-like {:.1} tps (-c {c} -j {c} -T {t}, scale {s}); ours {ours_per_s:.1} {ours_unit} = {:.3} × pgbench",
+                "pgbench {m} {:.1} tps (-c {c} -j {c} -T {t}, scale {s}); ours {ours_per_s:.1} {ours_unit} = {:.3} × pgbench",
                 result.tps,
                 self.ratio(ours_per_s).unwrap_or(0.0),
+                m = plan.mode.label(),
                 c = plan.clients,
                 t = plan.duration_s,
                 s = plan.scale,
@@ -117,9 +156,9 @@ async fn run_in_scratch_database(
         .with_context(|| format!("CREATE DATABASE {name}"))?;
     let scratch_url = with_database(database_url, &name)?;
     let program = plan.program.clone();
-    let (clients, scale, duration_s) = (plan.clients, plan.scale, plan.duration_s);
+    let (clients, scale, duration_s, mode) = (plan.clients, plan.scale, plan.duration_s, plan.mode);
     let measured = tokio::task::spawn_blocking(move || {
-        run_pgbench(&program, &scratch_url, clients, scale, duration_s)
+        run_pgbench(&program, &scratch_url, clients, scale, duration_s, mode)
     })
     .await
     .context("the pgbench task")
@@ -143,6 +182,7 @@ fn run_pgbench(
     clients: u32,
     scale: u32,
     duration_s: u64,
+    mode: PgbenchMode,
 ) -> anyhow::Result<PgbenchResult> {
     let version = command_output(Command::new(program).arg("--version"))?
         .trim()
@@ -157,6 +197,7 @@ fn run_pgbench(
     let output = command_output(
         Command::new(program)
             .args(["-n", "-c", &clients, "-j", &clients])
+            .args(mode.args())
             .args(["-T", &duration_s.to_string()])
             .arg(url),
     )

@@ -60,7 +60,8 @@ async fn bench(
 
     let seed_started = Instant::now();
     let bar = progress::count_bar(payments, "seeding payments");
-    seed_captured(&store, psp, &tag, payments, &|done| {
+    let engine = ferropay::engine::Engine::start(store.clone(), Default::default())?;
+    seed_captured(&store, &engine, psp, &tag, payments, &|done| {
         if let Some(bar) = &bar {
             bar.set_position(done);
         }
@@ -78,6 +79,7 @@ async fn bench(
 
     let reconciler = Reconciler {
         store: store.clone(),
+        engine,
         psp: psp.to_owned(),
         connector: None,
         platform_fee_bps: 0,

@@ -208,6 +208,7 @@ pub async fn spawn_app_with(db: Db, options: AppOptions) -> Option<TestApp> {
         reconcile_at: None,
         nats: options.nats,
         retention: None,
+        engine: ferropay::engine::EngineConfig::default(),
     })
     .await
     .expect("ferropay starts");
@@ -529,6 +530,7 @@ impl TestApp {
             reconcile_at: None,
             nats: None,
             retention: None,
+            engine: ferropay::engine::EngineConfig::default(),
         })
         .await
         .expect("a second instance starts")

@@ -10,6 +10,7 @@ mod cards;
 mod cli_env;
 mod crash;
 mod dlq;
+mod engine;
 mod events;
 mod idempotency;
 mod instances;

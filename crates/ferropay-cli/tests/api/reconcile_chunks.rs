@@ -20,7 +20,8 @@ async fn duplicates_are_found_across_chunks_and_again_on_a_second_run(db: Db) {
         return;
     };
     let store = Store::open(&test_db.url, 4).await.unwrap();
-    seed_captured(&store, "sandbox", "t", 5, &|_| {})
+    let engine = ferropay::engine::Engine::start(store.clone(), Default::default()).unwrap();
+    seed_captured(&store, &engine, "sandbox", "t", 5, &|_| {})
         .await
         .unwrap();
 
@@ -52,6 +53,7 @@ async fn duplicates_are_found_across_chunks_and_again_on_a_second_run(db: Db) {
 
     let reconciler = Reconciler {
         store: store.clone(),
+        engine: engine.clone(),
         psp: "sandbox".into(),
         connector: None,
         platform_fee_bps: 0,

@@ -50,6 +50,14 @@ pub struct KeyScope {
     pub key: String,
 }
 
+/// The answer to a keyed create request: fresh, or replayed from the idempotency key.
+#[derive(Clone, Debug)]
+pub struct CreateOutcome {
+    pub status: u16,
+    pub body: String,
+    pub replayed: bool,
+}
+
 /// What the caller should do with a keyed request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Claim {

@@ -125,9 +125,9 @@ impl From<PspError> for JobError {
 impl From<crate::Error> for JobError {
     fn from(error: crate::Error) -> Self {
         match error {
-            crate::Error::Database(_) | crate::Error::PspUnavailable { .. } => {
-                Self::Retryable(error.to_string())
-            }
+            crate::Error::Database(_)
+            | crate::Error::PspUnavailable { .. }
+            | crate::Error::Unavailable { .. } => Self::Retryable(error.to_string()),
             other => Self::Permanent(other.to_string()),
         }
     }

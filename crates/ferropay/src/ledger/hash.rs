@@ -6,7 +6,27 @@ use sha2::{Digest, Sha256};
 
 use super::Posting;
 
-pub(crate) struct HashInput<'a> {
+/// What the hash covers of a posting: its account, currency code and signed minor units. The
+/// verifier hashes what it reads back, which may not even be a valid currency any more.
+pub(crate) trait HashedPosting {
+    fn account(&self) -> &str;
+    fn currency_code(&self) -> &str;
+    fn amount_minor(&self) -> i64;
+}
+
+impl HashedPosting for Posting {
+    fn account(&self) -> &str {
+        &self.account
+    }
+    fn currency_code(&self) -> &str {
+        self.amount.currency().code()
+    }
+    fn amount_minor(&self) -> i64 {
+        self.amount.minor()
+    }
+}
+
+pub(crate) struct HashInput<'a, P: HashedPosting> {
     pub prev_hash: &'a str,
     pub transaction_id: &'a str,
     pub seq: i64,
@@ -14,10 +34,10 @@ pub(crate) struct HashInput<'a> {
     pub kind: &'a str,
     pub payment_id: Option<&'a str>,
     pub created_at_ms: i64,
-    pub postings: &'a [Posting],
+    pub postings: &'a [P],
 }
 
-pub(crate) fn transaction_hash(input: &HashInput<'_>) -> String {
+pub(crate) fn transaction_hash<P: HashedPosting>(input: &HashInput<'_, P>) -> String {
     let mut hasher = Sha256::new();
     let mut field = |value: &str| {
         hasher.update((value.len() as u64).to_be_bytes());
@@ -32,9 +52,9 @@ pub(crate) fn transaction_hash(input: &HashInput<'_>) -> String {
     field(&input.created_at_ms.to_string());
     for (line_no, posting) in input.postings.iter().enumerate() {
         field(&line_no.to_string());
-        field(&posting.account);
-        field(&posting.currency);
-        field(&posting.amount_minor.to_string());
+        field(posting.account());
+        field(posting.currency_code());
+        field(&posting.amount_minor().to_string());
     }
     hex::encode(hasher.finalize())
 }
@@ -43,7 +63,7 @@ pub(crate) fn transaction_hash(input: &HashInput<'_>) -> String {
 mod tests {
     use super::*;
 
-    fn input<'a>(postings: &'a [Posting]) -> HashInput<'a> {
+    fn input<'a>(postings: &'a [Posting]) -> HashInput<'a, Posting> {
         HashInput {
             prev_hash: "00",
             transaction_id: "jtx_1",
@@ -58,9 +78,10 @@ mod tests {
 
     #[test]
     fn any_change_changes_the_hash() {
-        let postings = [Posting::new("a", "USD", 5), Posting::new("b", "USD", -5)];
+        let usd = crate::money::Currency::parse("USD").unwrap();
+        let postings = [Posting::minor("a", 5, usd), Posting::minor("b", -5, usd)];
         let base = transaction_hash(&input(&postings));
-        let changed = [Posting::new("a", "USD", 6), Posting::new("b", "USD", -6)];
+        let changed = [Posting::minor("a", 6, usd), Posting::minor("b", -6, usd)];
         assert_ne!(base, transaction_hash(&input(&changed)));
         assert_ne!(base, transaction_hash(&input(&postings[..1])));
         let mut other_prev = input(&postings);

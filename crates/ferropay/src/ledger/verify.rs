@@ -9,8 +9,8 @@ use futures_util::TryStreamExt;
 use serde::Serialize;
 use sqlx::Row;
 
-use super::hash::{HashInput, transaction_hash};
-use super::{Posting, accounts};
+use super::accounts;
+use super::hash::{HashInput, HashedPosting, transaction_hash};
 use crate::error::Result;
 use crate::store::{Backend, Store};
 use sqlx::AnyConnection;
@@ -94,7 +94,26 @@ struct ReadTransaction {
     hash: String,
     /// Recorded beside the chain (not hashed): names a predecessor that was deleted.
     prev_transaction_id: Option<String>,
-    postings: Vec<Posting>,
+    postings: Vec<ReadPosting>,
+}
+
+/// A posting as stored, trusted in nothing: its currency may not even be valid any more.
+struct ReadPosting {
+    account: String,
+    currency: String,
+    amount_minor: i64,
+}
+
+impl HashedPosting for ReadPosting {
+    fn account(&self) -> &str {
+        &self.account
+    }
+    fn currency_code(&self) -> &str {
+        &self.currency
+    }
+    fn amount_minor(&self) -> i64 {
+        self.amount_minor
+    }
 }
 
 async fn walk_journal(
@@ -141,7 +160,7 @@ async fn walk_journal(
         }
         let account: Option<String> = row.try_get("account")?;
         if let (Some(account), Some(transaction)) = (account, current.as_mut()) {
-            transaction.postings.push(Posting {
+            transaction.postings.push(ReadPosting {
                 account,
                 currency: row.try_get("currency")?,
                 amount_minor: row.try_get("amount_minor")?,

@@ -1,22 +1,21 @@
-//! Pay-in step 9: applying what the PSP says about a payment, in ONE database transaction —
-//! the event's dedupe row, payment and order statuses, the balanced capture transaction in the
-//! ledger (which moves the sellers' wallets), and an outbox event. A duplicate event, or an
-//! outcome the state machine rejects, changes nothing.
+//! Pay-in step 9: what the PSP says about a payment, as a command to the money engine
+//! ([`ApplyPaymentUpdate`]). Decided in the engine's batch against the payment as it stands:
+//! statuses by the one transition function, the balanced capture transaction (which moves the
+//! sellers' wallets), the poll that is no longer needed, and an outbox event — all written with
+//! the batch's one commit. An outcome the state machine rejects changes nothing.
+//!
+//! The webhook, the poller and reconciliation's heal all submit this same command.
 
 use serde::Serialize;
-use sqlx::Row;
 
 use super::model::PaymentStatus;
-use super::repo::lock_payment;
-use super::state::{Transition, on_psp_outcome};
-use crate::clock::now_ms;
+use super::state::on_psp_outcome;
+use crate::engine::view::PaymentRow;
+use crate::engine::{Command, Effect, Keys, Staged, View};
 use crate::error::{Error, Result};
-use crate::jobs;
-use crate::ledger::{self, NewJournalTransaction, Posting, accounts};
-use crate::outbox;
-use crate::psp::{PaymentUpdate, PspEvent, PspEventKind};
-use crate::store::{Store, Tx};
-use crate::{payout, refund};
+use crate::ledger::{NewJournalTransaction, Posting, accounts};
+use crate::money::Money;
+use crate::psp::PaymentUpdate;
 
 /// What applying an event or update did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -47,171 +46,133 @@ pub enum ApplyResult {
     Ignored,
 }
 
-/// Applies a verified webhook event from `psp`: dedupe by event id, then the update.
-pub async fn apply_event(
-    store: &Store,
-    psp: &str,
-    event: &PspEvent,
-    platform_fee_bps: u32,
-) -> Result<ApplyResult> {
-    let mut tx = store.begin_write().await?;
-    let reference = match &event.kind {
-        PspEventKind::Payment(update) => Some(update.reference.as_str()),
-        PspEventKind::Refund(update) | PspEventKind::Payout(update) => {
-            Some(update.reference.as_str())
-        }
-        PspEventKind::Other => None,
-    };
-    let first_time = sqlx::query(
-        "INSERT INTO webhook_events (psp, event_id, event_type, reference, received_at_ms) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (psp, event_id) DO NOTHING",
-    )
-    .bind(psp)
-    .bind(&event.id)
-    .bind(&event.event_type)
-    .bind(reference)
-    .bind(now_ms())
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if !first_time {
-        metrics::counter!("ferropay_webhook_events_total", "result" => "duplicate").increment(1);
-        return Ok(ApplyResult::Duplicate);
+/// The PSP's word on one payment, from its webhook, the poller or reconciliation.
+#[derive(Clone, Debug)]
+pub struct ApplyPaymentUpdate {
+    pub psp: String,
+    pub update: PaymentUpdate,
+    /// The platform fee rate for payments that do not carry their own (from before it was kept).
+    pub fallback_fee_bps: u32,
+}
+
+impl Command for ApplyPaymentUpdate {
+    type Answer = ApplyResult;
+
+    fn keys(&self, keys: &mut Keys) {
+        add_keys(keys, &self.update);
     }
-    let result = match &event.kind {
-        PspEventKind::Payment(update) => {
-            apply_update_in(store, &mut tx, psp, update, platform_fee_bps).await?
-        }
-        PspEventKind::Refund(update) => {
-            let settled = refund::settle_in(store, &mut tx, psp, update).await?;
-            ApplyResult::Settled {
-                reference: update.reference.clone(),
-                outcome: if update.succeeded {
-                    "refund_succeeded"
-                } else {
-                    "refund_failed"
-                },
-                changed: settled != refund::Settled::Unchanged,
-            }
-        }
-        PspEventKind::Payout(update) => {
-            let settled = payout::settle_in(store, &mut tx, update).await?;
-            ApplyResult::Settled {
-                reference: update.reference.clone(),
-                outcome: if update.succeeded {
-                    "payout_paid"
-                } else {
-                    "payout_failed"
-                },
-                changed: settled != payout::Settled::Unchanged,
-            }
-        }
-        PspEventKind::Other => ApplyResult::Ignored,
-    };
-    tx.commit().await?;
-    Ok(result)
+
+    fn decide(&self, view: &View, staged: &mut Staged) -> Result<ApplyResult> {
+        decide(view, staged, &self.psp, &self.update, self.fallback_fee_bps)
+    }
 }
 
-/// Applies an update that did not come as a webhook (the poller, reconciliation) in its own
-/// transaction, through the same path.
-pub async fn apply_update(
-    store: &Store,
-    psp: &str,
-    update: &PaymentUpdate,
-    platform_fee_bps: u32,
-) -> Result<ApplyResult> {
-    let mut tx = store.begin_write().await?;
-    let result = apply_update_in(store, &mut tx, psp, update, platform_fee_bps).await?;
-    tx.commit().await?;
-    Ok(result)
+/// The rows deciding `update` needs.
+pub(crate) fn add_keys(keys: &mut Keys, update: &PaymentUpdate) {
+    keys.payments.insert(update.reference.clone());
+    keys.source_refs.insert(capture_ref(&update.reference));
 }
 
-async fn apply_update_in(
-    store: &Store,
-    tx: &mut Tx,
+fn capture_ref(payment_id: &str) -> String {
+    format!("capture:{payment_id}")
+}
+
+/// Decides `update` against the payment in `view`, staging every effect.
+pub(crate) fn decide(
+    view: &View,
+    staged: &mut Staged,
     psp: &str,
     update: &PaymentUpdate,
-    platform_fee_bps: u32,
+    fallback_fee_bps: u32,
 ) -> Result<ApplyResult> {
-    let Some(row) = lock_payment(store, tx, &update.reference).await? else {
+    let Some(payment) = view.payment(&update.reference) else {
         tracing::warn!(reference = %update.reference, "PSP update for an unknown payment");
         return Ok(ApplyResult::UnknownPayment {
             reference: update.reference.clone(),
         });
     };
-    let payment_id: String = row.try_get("id")?;
-    let amount_minor: i64 = row.try_get("amount_minor")?;
-    let currency: String = row.try_get("currency")?;
-    let payment_psp: String = row.try_get("psp")?;
-    // The payment's own rate, fixed at its creation; the caller's only for older payments.
-    let platform_fee_bps = match row.try_get::<Option<i64>, _>("platform_fee_bps")? {
-        Some(bps) => u32::try_from(bps)
-            .map_err(|_| Error::Internal(format!("payment fee rate {bps} bps")))?,
-        None => platform_fee_bps,
-    };
-    let status_text: String = row.try_get("status")?;
-    let status = PaymentStatus::parse(&status_text)
-        .ok_or_else(|| Error::Internal(format!("payment status `{status_text}`")))?;
-
-    if payment_psp != psp {
+    let payment_id = payment.id.clone();
+    if payment.psp != psp {
         return Err(Error::invalid(
             "data.reference",
             format!("payment {payment_id} is not a {psp} payment"),
         ));
     }
-    if update.amount_minor.is_some_and(|a| a != amount_minor) {
-        tracing::error!(%payment_id, ?update.amount_minor, amount_minor, "PSP amount differs from ours");
+    if update
+        .amount_minor
+        .is_some_and(|a| a != payment.amount.minor())
+    {
+        tracing::error!(%payment_id, ?update.amount_minor, amount = %payment.amount, "PSP amount differs from ours");
         return Err(Error::invalid(
             "data.amount",
             "does not match the payment's amount",
         ));
     }
-    if update.currency.as_deref().is_some_and(|c| c != currency) {
+    if update
+        .currency
+        .as_deref()
+        .is_some_and(|c| c != payment.amount.currency().code())
+    {
         return Err(Error::invalid(
             "data.currency",
             "does not match the payment's currency",
         ));
     }
+    // The payment's own rate, fixed at its creation; the caller's only for older payments.
+    let fee_bps = match payment.platform_fee_bps {
+        Some(bps) => u32::try_from(bps)
+            .map_err(|_| Error::Internal(format!("payment fee rate {bps} bps")))?,
+        None => fallback_fee_bps,
+    };
+    let status = PaymentStatus::parse(&payment.status)
+        .ok_or_else(|| Error::Internal(format!("payment status `{}`", payment.status)))?;
 
     let Some(transition) = on_psp_outcome(status, update.outcome) else {
         return Ok(ApplyResult::Unchanged { payment_id, status });
     };
-    let now = now_ms();
-    write_transition(tx, &payment_id, &transition, update, now).await?;
+    staged.push(Effect::Payment {
+        id: payment_id.clone(),
+        status: transition.payment.as_str().to_owned(),
+        psp_reference: update.psp_reference.clone(),
+        failure_code: update.failure_code.clone(),
+    });
+    let fees = if transition.capture {
+        order_fees(view, payment, fee_bps)?
+    } else {
+        vec![0; view.orders(&payment_id).len()]
+    };
+    for (position, fee_minor) in fees.iter().enumerate() {
+        staged.push(Effect::Order {
+            payment_id: payment_id.clone(),
+            position,
+            status: Some(transition.orders.as_str().to_owned()),
+            // Kept with the order, so that a refund returns exactly the fee that was taken.
+            platform_fee_minor: transition.capture.then_some(*fee_minor),
+        });
+    }
     if transition.payment.is_final() {
         // The poller has nothing left to ask about this payment.
-        jobs::cancel_queued(tx, super::poll::KIND, &payment_id).await?;
+        staged.push(Effect::CancelJob {
+            kind: super::poll::KIND,
+            key: payment_id.clone(),
+        });
     }
     if transition.capture {
-        let capture = capture_transaction(
-            tx,
-            psp,
-            &payment_id,
-            &currency,
-            amount_minor,
-            platform_fee_bps,
-        )
-        .await?;
-        ledger::post(store, tx, &capture).await?;
+        let capture = capture_transaction(view, psp, payment, &fees)?;
+        staged.post(view, capture)?;
     }
-    let checkout_id: String = row.try_get("checkout_id")?;
-    let event = serde_json::json!({
-        "payment_id": payment_id,
-        "checkout_id": checkout_id,
-        "status": transition.payment,
-        "amount": amount_minor,
-        "currency": currency,
-        "failure_code": update.failure_code,
-    });
-    outbox::enqueue(
-        tx,
-        &format!("payment.{}", transition.payment.as_str()),
-        &payment_id,
-        &event,
-        now,
-    )
-    .await?;
+    staged.outbox(
+        format!("payment.{}", transition.payment.as_str()),
+        payment_id.clone(),
+        serde_json::json!({
+            "payment_id": payment_id,
+            "checkout_id": payment.checkout_id,
+            "status": transition.payment,
+            "amount": payment.amount.minor(),
+            "currency": payment.amount.currency().code(),
+            "failure_code": update.failure_code,
+        }),
+    );
     tracing::info!(%payment_id, from = status.as_str(), to = transition.payment.as_str(), "payment moved");
     metrics::counter!("ferropay_payments_total", "status" => transition.payment.as_str())
         .increment(1);
@@ -222,87 +183,63 @@ async fn apply_update_in(
     })
 }
 
-async fn write_transition(
-    tx: &mut Tx,
-    payment_id: &str,
-    transition: &Transition,
-    update: &PaymentUpdate,
-    now: i64,
-) -> Result<()> {
-    sqlx::query(
-        "UPDATE payments SET status = $1, psp_reference = COALESCE($2, psp_reference), \
-         failure_code = COALESCE($3, failure_code), updated_at_ms = $4 WHERE id = $5",
-    )
-    .bind(transition.payment.as_str())
-    .bind(update.psp_reference.as_deref())
-    .bind(update.failure_code.as_deref())
-    .bind(now)
-    .bind(payment_id)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query("UPDATE payment_orders SET status = $1, updated_at_ms = $2 WHERE payment_id = $3")
-        .bind(transition.orders.as_str())
-        .bind(now)
-        .bind(payment_id)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+/// The platform's fee on each order of `payment`, in order.
+fn order_fees(view: &View, payment: &PaymentRow, fee_bps: u32) -> Result<Vec<i64>> {
+    view.orders(&payment.id)
+        .iter()
+        .map(|order| platform_fee_minor(order.amount_minor, fee_bps))
+        .collect()
 }
 
 /// The capture: debit what the PSP now owes us, credit each seller's share less the platform
-/// fee, credit the platform's fees. Sums to zero by construction; `ledger::post` checks again.
-async fn capture_transaction(
-    tx: &mut Tx,
+/// fee, credit the platform's fees. Sums to zero by construction; the engine checks again.
+fn capture_transaction(
+    view: &View,
     psp: &str,
-    payment_id: &str,
-    currency: &str,
-    amount_minor: i64,
-    platform_fee_bps: u32,
+    payment: &PaymentRow,
+    fees: &[i64],
 ) -> Result<NewJournalTransaction> {
-    let orders = sqlx::query(
-        "SELECT id, seller_id, amount_minor FROM payment_orders WHERE payment_id = $1 \
-         ORDER BY position",
-    )
-    .bind(payment_id)
-    .fetch_all(&mut **tx)
-    .await?;
-    let mut postings = vec![Posting::new(
-        accounts::psp_receivable(psp),
-        currency,
-        amount_minor,
-    )];
-    let mut fees_minor = 0_i64;
-    for order in &orders {
-        let order_minor: i64 = order.try_get("amount_minor")?;
-        let fee_minor = platform_fee_minor(order_minor, platform_fee_bps)?;
-        fees_minor += fee_minor;
-        if fee_minor > 0 {
-            // Kept with the order, so that a refund returns exactly the fee that was taken.
-            let order_id: String = order.try_get("id")?;
-            sqlx::query("UPDATE payment_orders SET platform_fee_minor = $1 WHERE id = $2")
-                .bind(fee_minor)
-                .bind(&order_id)
-                .execute(&mut **tx)
-                .await?;
-        }
-        if order_minor > fee_minor {
-            let seller_id: String = order.try_get("seller_id")?;
+    let currency = payment.amount.currency();
+    let mut postings = vec![Posting::new(accounts::psp_receivable(psp), payment.amount)];
+    let mut fees_total = Money::zero(currency);
+    let orders = view.orders(&payment.id);
+    assert_eq!(orders.len(), fees.len(), "one fee per order");
+    let mut orders_total = Money::zero(currency);
+    for (order, fee_minor) in orders.iter().zip(fees) {
+        let order_amount = Money::new(order.amount_minor, currency);
+        let fee = Money::new(*fee_minor, currency);
+        orders_total = orders_total.checked_add(order_amount).map_err(internal)?;
+        fees_total = fees_total.checked_add(fee).map_err(internal)?;
+        let seller_share = order_amount.checked_sub(fee).map_err(internal)?;
+        if seller_share.minor() > 0 {
             postings.push(Posting::new(
-                accounts::seller(&seller_id),
-                currency,
-                -(order_minor - fee_minor),
+                accounts::seller(&order.seller_id),
+                seller_share.checked_neg().map_err(internal)?,
             ));
         }
     }
-    if fees_minor > 0 {
-        postings.push(Posting::new(accounts::PLATFORM_FEES, currency, -fees_minor));
+    if orders_total != payment.amount {
+        return Err(Error::Internal(format!(
+            "payment {}: its orders sum to {orders_total}, not {}",
+            payment.id, payment.amount
+        )));
+    }
+    if fees_total.minor() > 0 {
+        postings.push(Posting::new(
+            accounts::PLATFORM_FEES,
+            fees_total.checked_neg().map_err(internal)?,
+        ));
     }
     Ok(NewJournalTransaction {
-        source_ref: format!("capture:{payment_id}"),
+        source_ref: capture_ref(&payment.id),
         kind: "capture",
-        payment_id: Some(payment_id.to_owned()),
+        payment_id: Some(payment.id.clone()),
         postings,
     })
+}
+
+fn internal(error: crate::money::MoneyError) -> Error {
+    Error::Internal(error.to_string())
 }
 
 /// The platform's fee on an order, in basis points, rounded down to whole minor units.

@@ -28,13 +28,7 @@ use crate::store::is_unique_violation;
 /// How often a request that finds its registration running in another worker looks again.
 const WAIT_STEP_MS: u64 = 50;
 
-/// The answer to a create request: fresh, or replayed from the idempotency key.
-#[derive(Clone, Debug)]
-pub struct CreateOutcome {
-    pub status: u16,
-    pub body: String,
-    pub replayed: bool,
-}
+pub use crate::idempotency::CreateOutcome;
 
 /// Creates (or resumes, or replays) the payment for `payment` under `scope`.
 pub async fn create_payment(

@@ -1,6 +1,6 @@
 //! The pending-payment poller (`payin.poll_session`): a payment still `requires_payment` or
 //! `processing` some time after it was created is asked for at the PSP, and what the PSP says
-//! is applied through the same path as a webhook ([`super::apply::apply_update`]), so a lost
+//! is applied through the same path as a webhook ([`super::apply::ApplyPaymentUpdate`]), so a lost
 //! webhook delays a payment but never loses it; a session that expired expires the payment.
 //!
 //! One job per payment, enqueued with it and due `poll_after_ms` later. While the payment stays
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde_json::json;
 use sqlx::Row;
 
-use super::apply::{ApplyResult, apply_update};
+use super::apply::{ApplyPaymentUpdate, ApplyResult};
 use super::model::PaymentStatus;
 use super::register::payment_id_of;
 use crate::clock::now_ms;
@@ -101,13 +101,14 @@ async fn poll_once(service: &Ferropay, payment_id: &str) -> Result<JobOutcome, J
     let Some(update) = session.as_update(payment_id) else {
         return Ok(again()); // still open: the buyer has not paid yet
     };
-    let result = apply_update(
-        &service.store,
-        &psp,
-        &update,
-        service.config.platform_fee_bps,
-    )
-    .await?;
+    let result = service
+        .engine
+        .submit(ApplyPaymentUpdate {
+            psp: psp.clone(),
+            update,
+            fallback_fee_bps: service.config.platform_fee_bps,
+        })
+        .await?;
     let now_status = match &result {
         ApplyResult::Applied { to, .. } => *to,
         ApplyResult::Unchanged { status, .. } => *status,

@@ -8,24 +8,22 @@ use std::sync::Arc;
 use serde_json::json;
 use sqlx::Row;
 
-use crate::error::Result;
-use crate::jobs::{self, ClaimedJob, JobError, JobFuture, JobHandler, JobOutcome};
+use crate::engine::Effect;
+use crate::jobs::{ClaimedJob, JobError, JobFuture, JobHandler, JobOutcome};
 use crate::refund::job::follow_up;
 use crate::service::Ferropay;
-use crate::store::Tx;
 
 pub const KIND: &str = "payout.send";
 
-pub(crate) async fn enqueue(tx: &mut Tx, payout_id: &str, now_ms: i64) -> Result<()> {
-    jobs::enqueue(
-        tx,
-        KIND,
-        &json!({ "payout_id": payout_id }),
-        payout_id,
-        now_ms,
-    )
-    .await?;
-    Ok(())
+/// The job, as an effect of the decision that records the payout: it exists exactly when the
+/// payout does.
+pub(crate) fn effect(payout_id: &str, now_ms: i64) -> Effect {
+    Effect::Job {
+        kind: KIND,
+        key: payout_id.to_owned(),
+        payload: json!({ "payout_id": payout_id }),
+        due_at_ms: now_ms,
+    }
 }
 
 struct SendPayout(Ferropay);
@@ -58,9 +56,10 @@ impl JobHandler for SendPayout {
                 None => Ok(follow_up(service, created_at_ms)),
                 Some(mut update) => {
                     update.reference = payout_id.to_owned();
-                    let mut tx = service.store.begin_write().await?;
-                    super::settle_in(&service.store, &mut tx, &update).await?;
-                    tx.commit().await?;
+                    service
+                        .engine
+                        .submit(super::SettlePayout { update })
+                        .await?;
                     tracing::info!(%payout_id, "payout settled by polling the provider");
                     Ok(JobOutcome::Done)
                 }

@@ -14,17 +14,17 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use crate::clock::{now_ms, rfc3339_from_ms};
+use crate::engine::view::PayoutRow;
+use crate::engine::{Command, Effect, Engine, Keys, Staged, View};
 use crate::error::{Error, Result};
-use crate::idempotency::{self, Claim, KeyScope};
+use crate::idempotency::{self, Claim, CreateOutcome, KeyScope};
 use crate::ids::new_id;
-use crate::ledger::{self, NewJournalTransaction, Posting, accounts};
-use crate::money::{AmountMinor, Currency};
+use crate::ledger::{NewJournalTransaction, Posting, accounts};
+use crate::money::{AmountMinor, Currency, Money};
 use crate::outbox;
-use crate::payin::create::CreateOutcome;
 use crate::psp::{PayoutRequest, PspError, SettlementUpdate};
 use crate::service::Ferropay;
 use crate::store::{Store, Tx};
-use crate::wallet;
 
 /// `POST /v1/sellers/{seller_id}/payouts` body.
 #[derive(Clone, Debug, Deserialize)]
@@ -51,10 +51,11 @@ pub struct PayoutView {
 }
 
 /// Creates (or replays) a payout to `seller_id`. `lock_timeout_ms` is how long a request may
-/// hold its idempotency key (the job lease). Needs only the database: the payout provider is
-/// called by a worker, so the CLI can pay a seller now through a running ferropay.
+/// hold its idempotency key (the job lease). Needs only the database and the engine: the payout
+/// provider is called by a worker, so the CLI can pay a seller now through a running ferropay.
 pub async fn create(
     store: &Store,
+    engine: &Engine,
     lock_timeout_ms: i64,
     scope: &KeyScope,
     seller_id: &str,
@@ -75,83 +76,127 @@ pub async fn create(
             replayed: true,
         });
     }
-    let sent = async {
-        let mut tx = store.begin_write().await?;
-        let view = send_in(store, &mut tx, seller_id, currency, input.amount).await?;
-        let body = serde_json::to_string(&view).map_err(|e| Error::Internal(e.to_string()))?;
-        idempotency::finish(&mut tx, scope, 201, &body).await?;
-        tx.commit().await?;
-        Ok::<_, Error>(body)
-    }
-    .await;
-    match sent {
-        Ok(body) => Ok(CreateOutcome {
-            status: 201,
-            body,
-            replayed: false,
-        }),
+    let command = CreatePayout {
+        scope: scope.clone(),
+        seller_id: seller_id.to_owned(),
+        currency,
+        amount_minor: input.amount,
+    };
+    match engine.try_submit(command).await {
+        Ok(outcome) => Ok(outcome),
         Err(error) => {
+            // Nothing was written (a key with an answer is never forgotten).
             idempotency::forget(store, scope).await?;
             Err(error)
         }
     }
 }
 
-/// Records a payout of `amount_minor` (or all that is available) inside `tx` and moves it out
-/// of the seller's account; refused with `insufficient_balance` when it would overdraw.
-pub(crate) async fn send_in(
-    store: &Store,
-    tx: &mut Tx,
+/// Records a payout of `amount_minor` (or all that is available) and moves it out of the
+/// seller's account, saving the answer with the request's key; refused with
+/// `insufficient_balance` when it would overdraw (what is available is decided in the engine's
+/// batch under the wallet's lock, with the batch's earlier payouts and refunds counted).
+pub struct CreatePayout {
+    pub scope: KeyScope,
+    pub seller_id: String,
+    pub currency: Currency,
+    pub amount_minor: Option<i64>,
+}
+
+impl Command for CreatePayout {
+    type Answer = CreateOutcome;
+
+    fn keys(&self, keys: &mut Keys) {
+        keys.wallets.insert((self.seller_id.clone(), self.currency));
+        keys.refund_totals = true;
+        keys.idempotency
+            .insert((self.scope.api_key_id.clone(), self.scope.key.clone()));
+    }
+
+    fn decide(&self, view: &View, staged: &mut Staged) -> Result<CreateOutcome> {
+        view.check_unanswered(&self.scope.api_key_id, &self.scope.key)?;
+        let (payout, payout_view) = decide_send(
+            view,
+            staged,
+            &self.seller_id,
+            self.currency,
+            self.amount_minor,
+        )?;
+        let body =
+            serde_json::to_string(&payout_view).map_err(|e| Error::Internal(e.to_string()))?;
+        let _ = payout;
+        Ok(staged.answer(&self.scope.api_key_id, &self.scope.key, 201, body))
+    }
+}
+
+/// Stages a payout of `amount_minor` (or all that is available) to `seller_id`: the payout row,
+/// the posting that moves it out of the seller's account, its job and event.
+pub(crate) fn decide_send(
+    view: &View,
+    staged: &mut Staged,
     seller_id: &str,
     currency: Currency,
     amount_minor: Option<i64>,
-) -> Result<PayoutView> {
-    let available_minor = wallet::lock_available(store, tx, seller_id, currency.code()).await?;
-    let amount_minor = amount_minor.unwrap_or(available_minor);
-    if amount_minor <= 0 || amount_minor > available_minor {
+) -> Result<(String, PayoutView)> {
+    let available = view.available(seller_id, currency)?;
+    let amount_minor = amount_minor.unwrap_or(available.minor());
+    if amount_minor <= 0 || amount_minor > available.minor() {
         return Err(Error::conflict(
             "insufficient_balance",
-            format!("seller {seller_id} has {available_minor} {currency} available for payout"),
+            format!("seller {seller_id} has {available} available for payout"),
         ));
     }
-    let payout_id = new_id("pout");
-    let now = now_ms();
-    sqlx::query(
-        "INSERT INTO payouts (id, seller_id, currency, amount_minor, status, created_at_ms, \
-         updated_at_ms) VALUES ($1, $2, $3, $4, 'pending', $5, $5)",
-    )
-    .bind(&payout_id)
-    .bind(seller_id)
-    .bind(currency.code())
-    .bind(amount_minor)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    ledger::post(
-        store,
-        tx,
-        &NewJournalTransaction {
-            source_ref: format!("payout:{payout_id}:sent"),
+    let amount = Money::new(amount_minor, currency);
+    let payout = PayoutRow {
+        id: new_id("pout"),
+        seller_id: seller_id.to_owned(),
+        amount,
+        status: "pending".into(),
+        psp_payout_id: None,
+        failure_code: None,
+        created_at_ms: view.now_ms,
+        updated_at_ms: view.now_ms,
+    };
+    let payout_view = view_of_row(&payout);
+    staged.post(
+        view,
+        NewJournalTransaction {
+            source_ref: format!("payout:{}:sent", payout.id),
             kind: "payout_sent",
             payment_id: None,
             postings: vec![
-                Posting::new(accounts::seller(seller_id), currency.code(), amount_minor),
-                Posting::new(accounts::PAYOUTS_IN_TRANSIT, currency.code(), -amount_minor),
+                Posting::new(accounts::seller(seller_id), amount),
+                Posting::new(
+                    accounts::PAYOUTS_IN_TRANSIT,
+                    amount
+                        .checked_neg()
+                        .map_err(|e| Error::Internal(e.to_string()))?,
+                ),
             ],
         },
-    )
-    .await?;
-    job::enqueue(tx, &payout_id, now).await?;
-    let view = load_on(tx, &payout_id).await?;
-    outbox::enqueue(
-        tx,
+    )?;
+    staged.push(job::effect(&payout.id, view.now_ms));
+    staged.outbox(
         "payout.pending",
         seller_id,
-        &serde_json::to_value(&view).map_err(|e| Error::Internal(e.to_string()))?,
-        now,
-    )
-    .await?;
-    Ok(view)
+        serde_json::to_value(&payout_view).map_err(|e| Error::Internal(e.to_string()))?,
+    );
+    let id = payout.id.clone();
+    staged.push(Effect::NewPayout(payout));
+    Ok((id, payout_view))
+}
+
+fn view_of_row(payout: &PayoutRow) -> PayoutView {
+    PayoutView {
+        id: payout.id.clone(),
+        seller_id: payout.seller_id.clone(),
+        amount: payout.amount.minor(),
+        currency: payout.amount.currency().code().to_owned(),
+        status: payout.status.clone(),
+        failure_code: payout.failure_code.clone(),
+        created_at: rfc3339_from_ms(payout.created_at_ms),
+        updated_at: rfc3339_from_ms(payout.updated_at_ms),
+    }
 }
 
 /// Calls the payout provider for a pending payout (the [`job`]'s work; safe to run again: the provider
@@ -220,11 +265,11 @@ pub async fn send(service: &Ferropay, payout_id: &str) -> Result<(), PspError> {
                 currency: None,
                 failure_code: Some("provider_rejected".into()),
             };
-            let mut tx = store.begin_write().await.map_err(retryable)?;
-            settle_in(store, &mut tx, &update)
+            service
+                .engine
+                .submit(SettlePayout { update })
                 .await
                 .map_err(|e| PspError::Retryable(e.to_string()))?;
-            tx.commit().await.map_err(retryable)?;
             Ok(())
         }
         Err(error) => Err(error),
@@ -240,88 +285,108 @@ pub enum Settled {
     Unchanged,
 }
 
-/// Applies the provider's word on a payout inside `tx`. A settled payout never changes again.
-pub(crate) async fn settle_in(
-    store: &Store,
-    tx: &mut Tx,
+/// The provider's word on a payout (its webhook, or the payout job's poll or permanent refusal).
+pub struct SettlePayout {
+    pub update: SettlementUpdate,
+}
+
+impl Command for SettlePayout {
+    type Answer = Settled;
+
+    fn keys(&self, keys: &mut Keys) {
+        add_settlement_keys(keys, &self.update);
+    }
+
+    fn decide(&self, view: &View, staged: &mut Staged) -> Result<Settled> {
+        decide_settlement(view, staged, &self.update)
+    }
+}
+
+pub(crate) fn add_settlement_keys(keys: &mut Keys, update: &SettlementUpdate) {
+    keys.payouts.insert(update.reference.clone());
+    keys.source_refs
+        .insert(format!("payout:{}:paid", update.reference));
+    keys.source_refs
+        .insert(format!("payout:{}:reversed", update.reference));
+}
+
+/// Decides the provider's word on a payout: paid moves the money from `payouts_in_transit` to
+/// `bank`; failed reverses it into the seller's wallet. A settled payout never changes again.
+pub(crate) fn decide_settlement(
+    view: &View,
+    staged: &mut Staged,
     update: &SettlementUpdate,
 ) -> Result<Settled> {
-    // Lock order: ledger head first (every posting takes it), then the payout's own row.
-    ledger::lock_head(store, tx).await?;
-    let Some(row) = sqlx::query(store.pick(
-        "SELECT status, seller_id, amount_minor, currency FROM payouts WHERE id = $1",
-        "SELECT status, seller_id, amount_minor, currency FROM payouts WHERE id = $1 FOR UPDATE",
-    ))
-    .bind(&update.reference)
-    .fetch_optional(&mut **tx)
-    .await?
-    else {
+    let Some(payout) = view.payouts.get(&update.reference) else {
         tracing::warn!(reference = %update.reference, "provider update for an unknown payout");
         return Ok(Settled::Unchanged);
     };
-    let status: String = row.try_get("status")?;
-    if !matches!(status.as_str(), "pending" | "in_transit") {
+    if !matches!(payout.status.as_str(), "pending" | "in_transit") {
         return Ok(Settled::Unchanged);
     }
-    let seller_id: String = row.try_get("seller_id")?;
-    let amount_minor: i64 = row.try_get("amount_minor")?;
-    let currency: String = row.try_get("currency")?;
-    if update.amount_minor.is_some_and(|a| a != amount_minor)
-        || update.currency.as_deref().is_some_and(|c| c != currency)
+    let currency = payout.amount.currency();
+    if update
+        .amount_minor
+        .is_some_and(|a| a != payout.amount.minor())
+        || update
+            .currency
+            .as_deref()
+            .is_some_and(|c| c != currency.code())
     {
         return Err(Error::invalid("data.amount", "does not match the payout"));
     }
-    let (kind, counter_account, settled) = if update.succeeded {
-        ("payout_paid", accounts::BANK.to_owned(), Settled::Paid)
+    let (kind, counter_account, settled, status, suffix) = if update.succeeded {
+        (
+            "payout_paid",
+            accounts::BANK.to_owned(),
+            Settled::Paid,
+            "paid",
+            "paid",
+        )
     } else {
         (
             "payout_reversed",
-            accounts::seller(&seller_id),
+            accounts::seller(&payout.seller_id),
             Settled::Failed,
+            "failed",
+            "reversed",
         )
     };
-    ledger::post(
-        store,
-        tx,
-        &NewJournalTransaction {
-            source_ref: format!(
-                "payout:{}:{}",
-                update.reference,
-                if update.succeeded { "paid" } else { "reversed" }
-            ),
+    staged.post(
+        view,
+        NewJournalTransaction {
+            source_ref: format!("payout:{}:{suffix}", payout.id),
             kind,
             payment_id: None,
             postings: vec![
-                Posting::new(accounts::PAYOUTS_IN_TRANSIT, &currency, amount_minor),
-                Posting::new(counter_account, &currency, -amount_minor),
+                Posting::new(accounts::PAYOUTS_IN_TRANSIT, payout.amount),
+                Posting::new(
+                    counter_account,
+                    payout
+                        .amount
+                        .checked_neg()
+                        .map_err(|e| Error::Internal(e.to_string()))?,
+                ),
             ],
         },
-    )
-    .await?;
-    let now = now_ms();
-    sqlx::query(
-        "UPDATE payouts SET status = $1, failure_code = $2, \
-         psp_payout_id = COALESCE($3, psp_payout_id), updated_at_ms = $4 WHERE id = $5",
-    )
-    .bind(if update.succeeded { "paid" } else { "failed" })
-    .bind(if update.succeeded {
-        None
-    } else {
-        Some(update.failure_code.as_deref().unwrap_or("payout_failed"))
-    })
-    .bind(update.psp_id.as_deref())
-    .bind(now)
-    .bind(&update.reference)
-    .execute(&mut **tx)
-    .await?;
-    outbox::enqueue(
-        tx,
+    )?;
+    let failure_code = (!update.succeeded).then(|| {
+        update
+            .failure_code
+            .clone()
+            .unwrap_or_else(|| "payout_failed".into())
+    });
+    staged.push(Effect::Payout {
+        id: payout.id.clone(),
+        status: status.into(),
+        psp_payout_id: update.psp_id.clone(),
+        failure_code,
+    });
+    staged.outbox(
         if update.succeeded { "payout.paid" } else { "payout.failed" },
-        &seller_id,
-        &serde_json::json!({"payout_id": update.reference, "amount": amount_minor, "currency": currency, "failure_code": update.failure_code}),
-        now,
-    )
-    .await?;
+        payout.seller_id.clone(),
+        serde_json::json!({"payout_id": payout.id, "amount": payout.amount.minor(), "currency": currency.code(), "failure_code": update.failure_code}),
+    );
     Ok(settled)
 }
 

@@ -84,6 +84,7 @@ pub async fn run_once(
         );
         match super::create(
             &service.store,
+            &service.engine,
             service.config.jobs.lease_ms,
             &scope,
             &seller_id,

@@ -1,6 +1,6 @@
-//! Data for `ferropay bench reconcile`: captured payments seeded in bulk (payments, their
-//! orders, and their capture postings through [`crate::ledger::post_batch`], so the books still
-//! verify), and the settlement file that matches them, written line by line. Payment `i` of a
+//! Data for `ferropay bench reconcile`: captured payments seeded in bulk (payments and their
+//! orders with multi-row statements, their capture postings through the money engine, so the
+//! books still verify), and the settlement file that matches them, written line by line. Payment `i` of a
 //! seed is fully determined by the seed's tag and `i`, so neither side holds a list in memory.
 
 use std::io::{BufWriter, Write};
@@ -10,8 +10,10 @@ use sqlx::Row;
 
 use super::line::COLUMNS;
 use crate::clock::{now_ms, rfc3339_from_ms};
+use crate::engine::{Engine, Post};
 use crate::error::Result;
-use crate::ledger::{self, NewJournalTransaction, Posting, accounts};
+use crate::ledger::{NewJournalTransaction, Posting, accounts};
+use crate::money::Currency;
 use crate::store::{Backend, Store, sql};
 
 /// Payments per write transaction while seeding.
@@ -47,11 +49,13 @@ fn fee_minor(gross_minor: i64) -> i64 {
 /// Seeds payments `0..count` as succeeded and captured. `progress` gets the count done.
 pub async fn seed_captured(
     store: &Store,
+    engine: &Engine,
     psp: &str,
     tag: &str,
     count: u64,
     progress: &(dyn Fn(u64) + Send + Sync),
 ) -> Result<()> {
+    let usd = Currency::parse("USD").expect("USD is a currency");
     let mut start = 0;
     while start < count {
         let end = (start + SEED_CHUNK).min(count);
@@ -113,17 +117,23 @@ pub async fn seed_captured(
                 kind: "capture",
                 payment_id: Some(payment.id.clone()),
                 postings: vec![
-                    Posting::new(accounts::psp_receivable(psp), "USD", payment.amount_minor),
-                    Posting::new(
+                    Posting::minor(accounts::psp_receivable(psp), payment.amount_minor, usd),
+                    Posting::minor(
                         accounts::seller(&payment.seller_id),
-                        "USD",
                         -payment.amount_minor,
+                        usd,
                     ),
                 ],
             })
             .collect();
-        ledger::post_batch(store, &mut tx, &captures).await?;
         tx.commit().await?;
+        // All at once: the engine batches them.
+        futures_util::future::try_join_all(
+            captures
+                .into_iter()
+                .map(|capture| engine.submit(Post(capture))),
+        )
+        .await?;
         start = end;
         progress(start);
     }

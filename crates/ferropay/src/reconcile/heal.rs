@@ -1,14 +1,14 @@
 //! Auto-healing a `missing_in_ledger` line: the file says the PSP took a payment that our books
 //! lack (its webhook was lost, the poller has not run). Ask the PSP for the session — by the
 //! token we stored, or by our merchant reference when we never stored one — and apply what it
-//! says through the same path as a webhook (`payin::apply::apply_update`: statuses, capture
-//! posting, outbox, in one transaction). Whether that healed it is read back from the ledger.
+//! says through the same path as a webhook (`payin::apply::ApplyPaymentUpdate`, the money engine's command:
+//! statuses, capture posting, outbox, in one commit). Whether that healed it is read back from the ledger.
 
 use std::time::Duration;
 
-use crate::payin::apply::{ApplyResult, apply_update};
+use crate::engine::Engine;
+use crate::payin::apply::{ApplyPaymentUpdate, ApplyResult};
 use crate::psp::{Connector, PspError, PspSession, PspSessionStatus};
-use crate::store::Store;
 
 /// Tries per PSP call when it fails for a passing reason.
 const PSP_ATTEMPTS: u32 = 3;
@@ -25,7 +25,7 @@ pub(crate) struct Unposted<'a> {
 
 /// Answers what was done, for the break's detail. The caller checks the ledger afterwards.
 pub(crate) async fn heal(
-    store: &Store,
+    engine: &Engine,
     connector: &dyn Connector,
     platform_fee_bps: u32,
     payment: &Unposted<'_>,
@@ -38,7 +38,12 @@ pub(crate) async fn heal(
     let Some(update) = session.as_update(payment.payment_id) else {
         return "the PSP says the session is still open".to_owned();
     };
-    match apply_update(store, connector.name(), &update, platform_fee_bps).await {
+    let command = ApplyPaymentUpdate {
+        psp: connector.name().to_owned(),
+        update,
+        fallback_fee_bps: platform_fee_bps,
+    };
+    match engine.submit(command).await {
         Ok(ApplyResult::Applied { from, to, .. }) => format!(
             "asked the PSP: the session is {}; the payment moved from {} to {}",
             session_status(&session),

@@ -26,8 +26,10 @@ use super::line::{LineType, ReadLine, SettlementLine};
 use super::run::{RunState, posted_amount};
 use super::{PostingSummary, Reconciler};
 use crate::clock::now_ms;
+use crate::engine::Post;
 use crate::error::Result;
-use crate::ledger::{self, NewJournalTransaction, PostOutcome, Posting, accounts};
+use crate::ledger::{NewJournalTransaction, PostOutcome, Posting, accounts};
+use crate::money::Currency;
 use crate::store::{Backend, Store, Tx, is_unique_violation, sql};
 
 /// A payment named by a line, with its capture if the ledger has one.
@@ -147,7 +149,7 @@ pub(super) async fn prepare(reconciler: &Reconciler, lines: Vec<ReadLine>) -> Re
                     psp_reference: &line.psp_reference,
                 };
                 heal::heal(
-                    store,
+                    &reconciler.engine,
                     connector.as_ref(),
                     reconciler.platform_fee_bps,
                     &unposted,
@@ -263,8 +265,12 @@ pub(super) async fn apply(state: &mut RunState<'_>, prepared: Prepared) -> Resul
         ..
     } = judged;
     state.matched += matched;
+    tx.commit().await?;
+    // Posted through the money engine, each once under its own source reference, after the
+    // chunk's matches are committed (the engine's batch needs the write lock that the chunk's
+    // transaction would hold on SQLite).
     for line in payouts {
-        if let Some(mismatch) = post_payout(state, &mut tx, line).await? {
+        if let Some(mismatch) = post_payout(state, line).await? {
             state.matched -= 1;
             found.push(mismatch);
         }
@@ -272,8 +278,11 @@ pub(super) async fn apply(state: &mut RunState<'_>, prepared: Prepared) -> Resul
     for one in &found {
         state.found(one);
     }
-    state.breaks_new += breaks::insert(store.backend(), &mut tx, &state.run_id, &found).await?;
-    tx.commit().await?;
+    if !found.is_empty() {
+        let mut tx = store.begin_write().await?;
+        state.breaks_new += breaks::insert(store.backend(), &mut tx, &state.run_id, &found).await?;
+        tx.commit().await?;
+    }
     Ok(())
 }
 
@@ -625,7 +634,6 @@ fn judge_posted(
 /// credit `psp_receivable:{psp}`. Posted before with another amount: an `amount_mismatch`.
 async fn post_payout(
     state: &mut RunState<'_>,
-    tx: &mut crate::store::Tx,
     line: &SettlementLine,
 ) -> Result<Option<FoundBreak>> {
     let psp = state.reconciler.psp.clone();
@@ -634,23 +642,22 @@ async fn post_payout(
         return Ok(None);
     }
     let paid_minor = -line.gross_minor;
+    let currency = Currency::parse(&line.currency)
+        .map_err(|e| crate::Error::invalid("currency", e.to_string()))?;
     let posting = NewJournalTransaction {
         source_ref: source_ref.clone(),
         kind: "bank_settlement",
         payment_id: None,
         postings: vec![
-            Posting::new(accounts::BANK, line.currency.clone(), paid_minor),
-            Posting::new(
-                accounts::psp_receivable(&psp),
-                line.currency.clone(),
-                -paid_minor,
-            ),
+            Posting::minor(accounts::BANK, paid_minor, currency),
+            Posting::minor(accounts::psp_receivable(&psp), -paid_minor, currency),
         ],
     };
-    let (outcome, mismatch) = match ledger::post(&state.reconciler.store, tx, &posting).await? {
+    let (outcome, mismatch) = match state.reconciler.engine.submit(Post(posting)).await? {
         PostOutcome::Posted { .. } => ("posted", None),
         PostOutcome::AlreadyPosted { transaction_id } => {
-            let before = posted_amount(tx, &transaction_id, accounts::BANK).await?;
+            let before =
+                posted_amount(&state.reconciler.store, &transaction_id, accounts::BANK).await?;
             let mismatch = (before != paid_minor).then(|| {
                 let mut mismatch = about(
                     BreakKind::AmountMismatch,

@@ -33,6 +33,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::psp::Connector;
 use crate::store::Store;
@@ -49,6 +50,8 @@ pub const REPORT_LIST_MAX: usize = 1_000;
 #[derive(Clone)]
 pub struct Reconciler {
     pub store: Store,
+    /// Posts the fees and bank settlements, and applies what healing learns.
+    pub engine: Engine,
     /// The PSP's name in account names (`psp_receivable:sandbox`).
     pub psp: String,
     /// Asked about payments the ledger lacks; without one, such lines stay open breaks.

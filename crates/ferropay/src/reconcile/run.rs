@@ -15,10 +15,12 @@ use super::{
     Progress, REPORT_LIST_MAX, ReconcileReport, Reconciler, RunOptions, Window, matcher, reader,
 };
 use crate::clock::{now_ms, rfc3339_from_ms};
+use crate::engine::Post;
 use crate::error::{Error, Result};
 use crate::ids::new_id;
-use crate::ledger::{self, NewJournalTransaction, PostOutcome, Posting, accounts};
-use crate::store::{Store, Tx, sql};
+use crate::ledger::{NewJournalTransaction, PostOutcome, Posting, accounts};
+use crate::money::Currency;
+use crate::store::{Store, sql};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -234,28 +236,29 @@ async fn post_fees(state: &mut RunState<'_>) -> Result<()> {
     if fees.values().all(|fee| *fee == 0) {
         return Ok(());
     }
-    let mut tx = store.begin_write().await?;
     let mut found = Vec::new();
     for ((batch, currency), fee_minor) in fees {
         if fee_minor == 0 {
             continue;
         }
         let source_ref = format!("settlement_fees:{psp}:{batch}:{currency}");
+        let money_currency =
+            Currency::parse(&currency).map_err(|e| Error::invalid("currency", e.to_string()))?;
         let posting = NewJournalTransaction {
             source_ref: source_ref.clone(),
             kind: "psp_fees",
             payment_id: None,
             postings: vec![
-                Posting::new(accounts::psp_fees(&psp), currency.clone(), fee_minor),
-                Posting::new(accounts::psp_receivable(&psp), currency.clone(), -fee_minor),
+                Posting::minor(accounts::psp_fees(&psp), fee_minor, money_currency),
+                Posting::minor(accounts::psp_receivable(&psp), -fee_minor, money_currency),
             ],
         };
-        let outcome = ledger::post(store, &mut tx, &posting).await?;
+        let outcome = state.reconciler.engine.submit(Post(posting)).await?;
         let outcome = match outcome {
             PostOutcome::Posted { .. } => "posted",
             PostOutcome::AlreadyPosted { transaction_id } => {
                 let before =
-                    posted_amount(&mut tx, &transaction_id, &accounts::psp_fees(&psp)).await?;
+                    posted_amount(store, &transaction_id, &accounts::psp_fees(&psp)).await?;
                 if before != fee_minor {
                     let mut mismatch = FoundBreak::new(
                         BreakKind::AmountMismatch,
@@ -285,20 +288,25 @@ async fn post_fees(state: &mut RunState<'_>) -> Result<()> {
     for mismatch in &found {
         state.found(mismatch);
     }
+    let mut tx = store.begin_write().await?;
     state.breaks_new += breaks::insert(store.backend(), &mut tx, &state.run_id, &found).await?;
     tx.commit().await?;
     Ok(())
 }
 
 /// The sum of a posted transaction's postings on `account`.
-pub(super) async fn posted_amount(tx: &mut Tx, transaction_id: &str, account: &str) -> Result<i64> {
+pub(super) async fn posted_amount(
+    store: &Store,
+    transaction_id: &str,
+    account: &str,
+) -> Result<i64> {
     let row = sqlx::query(
         "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) AS total FROM postings \
          WHERE transaction_id = $1 AND account = $2",
     )
     .bind(transaction_id)
     .bind(account)
-    .fetch_one(&mut **tx)
+    .fetch_one(store.pool())
     .await?;
     Ok(row.try_get("total")?)
 }

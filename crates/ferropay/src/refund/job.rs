@@ -9,23 +9,21 @@ use serde_json::json;
 use sqlx::Row;
 
 use crate::clock::now_ms;
-use crate::error::Result;
-use crate::jobs::{self, ClaimedJob, JobError, JobFuture, JobHandler, JobOutcome};
+use crate::engine::Effect;
+use crate::jobs::{ClaimedJob, JobError, JobFuture, JobHandler, JobOutcome};
 use crate::service::Ferropay;
-use crate::store::Tx;
 
 pub const KIND: &str = "refund.send";
 
-pub(crate) async fn enqueue(tx: &mut Tx, refund_id: &str, now_ms: i64) -> Result<()> {
-    jobs::enqueue(
-        tx,
-        KIND,
-        &json!({ "refund_id": refund_id }),
-        refund_id,
-        now_ms,
-    )
-    .await?;
-    Ok(())
+/// The job, as an effect of the decision that records the refund: it exists exactly when the
+/// refund does.
+pub(crate) fn effect(refund_id: &str, now_ms: i64) -> Effect {
+    Effect::Job {
+        kind: KIND,
+        key: refund_id.to_owned(),
+        payload: json!({ "refund_id": refund_id }),
+        due_at_ms: now_ms,
+    }
 }
 
 struct SendRefund(Ferropay);
@@ -58,10 +56,13 @@ impl JobHandler for SendRefund {
                 None => Ok(follow_up(service, created_at_ms)),
                 Some(mut update) => {
                     update.reference = refund_id.to_owned();
-                    let mut tx = service.store.begin_write().await?;
-                    super::settle_in(&service.store, &mut tx, service.connector.name(), &update)
+                    service
+                        .engine
+                        .submit(super::SettleRefund {
+                            psp: service.connector.name().to_owned(),
+                            update,
+                        })
                         .await?;
-                    tx.commit().await?;
                     tracing::info!(%refund_id, "refund settled by polling the PSP");
                     Ok(JobOutcome::Done)
                 }

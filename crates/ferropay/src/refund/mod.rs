@@ -11,19 +11,17 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use crate::clock::{now_ms, rfc3339_from_ms};
+use crate::engine::view::RefundRow;
+use crate::engine::{Command, Effect, Keys, Staged, View};
 use crate::error::{Error, Result};
-use crate::idempotency::{self, Claim, KeyScope};
+use crate::idempotency::{self, Claim, CreateOutcome, KeyScope};
 use crate::ids::new_id;
-use crate::ledger::{self, NewJournalTransaction, Posting, accounts};
-use crate::money::AmountMinor;
-use crate::outbox;
-use crate::payin::create::CreateOutcome;
+use crate::ledger::{NewJournalTransaction, Posting, accounts};
+use crate::money::{AmountMinor, Money};
 use crate::payin::model::{OrderStatus, PaymentStatus};
-use crate::payin::repo::lock_payment;
 use crate::psp::{PspError, RefundRequest, SettlementUpdate};
 use crate::service::Ferropay;
-use crate::store::{Store, Tx};
-use crate::wallet;
+use crate::store::Store;
 
 /// `POST /v1/payments/{id}/refunds` body.
 #[derive(Clone, Debug, Deserialize)]
@@ -77,7 +75,12 @@ pub async fn create(
             replayed: true,
         });
     }
-    match insert(service, scope, payment_id, input).await {
+    let command = CreateRefund {
+        scope: scope.clone(),
+        payment_id: payment_id.to_owned(),
+        input: input.clone(),
+    };
+    match service.engine.try_submit(command).await {
         Ok(outcome) => Ok(outcome),
         Err(error) => {
             // Nothing was written: the key is free for a request judged afresh.
@@ -87,128 +90,153 @@ pub async fn create(
     }
 }
 
-async fn insert(
-    service: &Ferropay,
-    scope: &KeyScope,
-    payment_id: &str,
-    input: &RefundInput,
-) -> Result<CreateOutcome> {
-    let store = &service.store;
-    let mut tx = store.begin_write().await?;
-    let payment = lock_payment(store, &mut tx, payment_id)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("payment `{payment_id}`")))?;
-    let status_text: String = payment.try_get("status")?;
-    let currency: String = payment.try_get("currency")?;
-    if !matches!(
-        PaymentStatus::parse(&status_text),
-        Some(PaymentStatus::Succeeded | PaymentStatus::PartiallyRefunded)
-    ) {
-        return Err(Error::conflict(
-            "payment_not_refundable",
-            format!("payment {payment_id} is {status_text}; only a paid payment can be refunded"),
-        ));
-    }
-    let order = sqlx::query(
-        "SELECT id, seller_id, amount_minor, platform_fee_minor FROM payment_orders \
-         WHERE payment_id = $1 AND order_id = $2",
-    )
-    .bind(payment_id)
-    .bind(&input.order_id)
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or_else(|| {
-        Error::invalid(
-            "order_id",
-            format!("payment {payment_id} has no order `{}`", input.order_id),
-        )
-    })?;
-    let order_row_id: String = order.try_get("id")?;
-    let seller_id: String = order.try_get("seller_id")?;
-    let order_minor: i64 = order.try_get("amount_minor")?;
-    let order_fee_minor: i64 = order.try_get("platform_fee_minor")?;
+/// Records a refund of `input` on `payment_id` and saves its answer with the request's key: a
+/// command to the money engine, decided under the payment's lock against what is already
+/// refunded or on its way, so that concurrent refunds of one order never pass what was captured.
+pub struct CreateRefund {
+    pub scope: KeyScope,
+    pub payment_id: String,
+    pub input: RefundInput,
+}
 
-    // What is already refunded or on its way, under the payment's lock: concurrent refunds of
-    // one order queue here, so their sum can never pass what was captured.
-    let taken = sqlx::query(
-        "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) AS amount, \
-                CAST(COALESCE(SUM(platform_fee_minor), 0) AS BIGINT) AS fee \
-         FROM refunds WHERE payment_order_id = $1 AND status IN ('pending', 'succeeded')",
-    )
-    .bind(&order_row_id)
-    .fetch_one(&mut *tx)
-    .await?;
-    let refunded_minor: i64 = taken.try_get("amount")?;
-    let refunded_fee_minor: i64 = taken.try_get("fee")?;
-    let remaining_minor = order_minor - refunded_minor;
-    if remaining_minor <= 0 {
-        return Err(Error::conflict(
-            "already_refunded",
-            format!("order `{}` is fully refunded", input.order_id),
-        ));
+impl Command for CreateRefund {
+    type Answer = CreateOutcome;
+
+    fn keys(&self, keys: &mut Keys) {
+        keys.payments.insert(self.payment_id.clone());
+        keys.refund_totals = true;
+        keys.idempotency
+            .insert((self.scope.api_key_id.clone(), self.scope.key.clone()));
     }
-    let amount_minor = input.amount.unwrap_or(remaining_minor);
-    if amount_minor > remaining_minor {
-        return Err(Error::invalid(
-            "amount",
-            format!("at most {remaining_minor} minor units of this order remain refundable"),
-        ));
+
+    fn decide(&self, view: &View, staged: &mut Staged) -> Result<CreateOutcome> {
+        let payment_id = &self.payment_id;
+        let payment = view
+            .payment(payment_id)
+            .ok_or_else(|| Error::NotFound(format!("payment `{payment_id}`")))?;
+        if !matches!(
+            PaymentStatus::parse(&payment.status),
+            Some(PaymentStatus::Succeeded | PaymentStatus::PartiallyRefunded)
+        ) {
+            return Err(Error::conflict(
+                "payment_not_refundable",
+                format!(
+                    "payment {payment_id} is {}; only a paid payment can be refunded",
+                    payment.status
+                ),
+            ));
+        }
+        let order = view
+            .orders(payment_id)
+            .iter()
+            .find(|o| o.order_id == self.input.order_id)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "order_id",
+                    format!(
+                        "payment {payment_id} has no order `{}`",
+                        self.input.order_id
+                    ),
+                )
+            })?;
+        view.check_unanswered(&self.scope.api_key_id, &self.scope.key)?;
+        let totals = view.refund_totals(&order.id);
+        let taken_minor = totals.pending_minor + totals.succeeded_minor;
+        let taken_fee_minor = totals.pending_fee_minor + totals.succeeded_fee_minor;
+        let remaining_minor = order.amount_minor - taken_minor;
+        if remaining_minor <= 0 {
+            return Err(Error::conflict(
+                "already_refunded",
+                format!("order `{}` is fully refunded", self.input.order_id),
+            ));
+        }
+        let amount_minor = self.input.amount.unwrap_or(remaining_minor);
+        if amount_minor > remaining_minor {
+            return Err(Error::invalid(
+                "amount",
+                format!("at most {remaining_minor} minor units of this order remain refundable"),
+            ));
+        }
+        let fee_minor = fee_returned_minor(
+            order.amount_minor,
+            order.platform_fee_minor,
+            taken_minor,
+            taken_fee_minor,
+            amount_minor,
+        )?;
+        let currency = payment.amount.currency();
+        let seller_part = Money::new(amount_minor - fee_minor, currency);
+        let available = view.available(&order.seller_id, currency)?;
+        if seller_part.minor() > available.minor() {
+            return Err(Error::conflict(
+                "insufficient_balance",
+                format!(
+                    "seller {} has {available} available; the refund needs {seller_part}",
+                    order.seller_id
+                ),
+            ));
+        }
+
+        let refund = RefundRow {
+            id: new_id("re"),
+            payment_id: payment_id.clone(),
+            payment_order_id: order.id.clone(),
+            seller_id: order.seller_id.clone(),
+            amount: Money::new(amount_minor, currency),
+            platform_fee_minor: fee_minor,
+            status: "pending".into(),
+            psp_refund_id: None,
+            failure_code: None,
+            created_at_ms: view.now_ms,
+        };
+        let refund_view = RefundView {
+            id: refund.id.clone(),
+            payment_id: payment_id.clone(),
+            order_id: order.order_id.clone(),
+            seller_id: refund.seller_id.clone(),
+            amount: amount_minor,
+            currency: currency.code().to_owned(),
+            status: refund.status.clone(),
+            failure_code: None,
+            created_at: rfc3339_from_ms(refund.created_at_ms),
+        };
+        staged.push(job::effect(&refund.id, view.now_ms));
+        staged.push(Effect::NewRefund(refund));
+        let payload =
+            serde_json::to_value(&refund_view).map_err(|e| Error::Internal(e.to_string()))?;
+        let body = payload.to_string();
+        staged.outbox("refund.pending", payment_id.clone(), payload);
+        Ok(staged.answer(&self.scope.api_key_id, &self.scope.key, 201, body))
     }
-    // The platform returns its fee in proportion; the last refund returns what is left of it.
-    let fee_minor = if amount_minor == remaining_minor {
-        order_fee_minor - refunded_fee_minor
+}
+
+/// The platform's fee share that a refund of `amount_minor` returns, computed on the order's
+/// cumulative refunds so that rounding never drifts by more than one minor unit per order:
+/// after any sequence of refunds, the fee returned is the order's fee times the share refunded,
+/// rounded down, and the last refund returns all that is left of it.
+pub fn fee_returned_minor(
+    order_minor: i64,
+    order_fee_minor: i64,
+    refunded_minor: i64,
+    refunded_fee_minor: i64,
+    amount_minor: i64,
+) -> Result<i64> {
+    let after_minor = refunded_minor + amount_minor;
+    assert!(
+        amount_minor > 0 && after_minor <= order_minor && order_minor > 0,
+        "a refund within its order"
+    );
+    let fee_after_minor = if after_minor == order_minor {
+        order_fee_minor
     } else {
         i64::try_from(
-            i128::from(order_fee_minor) * i128::from(amount_minor) / i128::from(order_minor),
+            i128::from(order_fee_minor) * i128::from(after_minor) / i128::from(order_minor),
         )
         .map_err(|_| Error::Internal("refund fee overflows".into()))?
     };
-    let seller_part_minor = amount_minor - fee_minor;
-    let available_minor = wallet::lock_available(store, &mut tx, &seller_id, &currency).await?;
-    if seller_part_minor > available_minor {
-        return Err(Error::conflict(
-            "insufficient_balance",
-            format!(
-                "seller {seller_id} has {available_minor} {currency} available; the refund needs {seller_part_minor}"
-            ),
-        ));
-    }
-
-    let refund_id = new_id("re");
-    let now = now_ms();
-    sqlx::query(
-        "INSERT INTO refunds (id, payment_id, payment_order_id, seller_id, currency, amount_minor, \
-         platform_fee_minor, status, created_at_ms, updated_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8)",
-    )
-    .bind(&refund_id)
-    .bind(payment_id)
-    .bind(&order_row_id)
-    .bind(&seller_id)
-    .bind(&currency)
-    .bind(amount_minor)
-    .bind(fee_minor)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    job::enqueue(&mut tx, &refund_id, now).await?;
-    let view = load_on(&mut tx, &refund_id).await?;
-    outbox::enqueue(
-        &mut tx,
-        "refund.pending",
-        payment_id,
-        &serde_json::to_value(&view).unwrap_or_default(),
-        now,
-    )
-    .await?;
-    let body = serde_json::to_string(&view).map_err(|e| Error::Internal(e.to_string()))?;
-    idempotency::finish(&mut tx, scope, 201, &body).await?;
-    tx.commit().await?;
-    Ok(CreateOutcome {
-        status: 201,
-        body,
-        replayed: false,
-    })
+    let fee_minor = fee_after_minor - refunded_fee_minor;
+    // Never more than the refund, never negative (an older refund may have returned more).
+    Ok(fee_minor.clamp(0, amount_minor))
 }
 
 /// Sends a pending refund to the PSP (the [`job`]'s work; safe to run again: the PSP dedupes on the
@@ -261,14 +289,12 @@ pub async fn send(service: &Ferropay, refund_id: &str) -> Result<(), PspError> {
                 currency: None,
                 failure_code: Some("psp_rejected".into()),
             };
-            let mut tx = store
-                .begin_write()
-                .await
-                .map_err(|e| PspError::Retryable(e.to_string()))?;
-            settle_in(store, &mut tx, service.connector.name(), &update)
-                .await
-                .map_err(|e| PspError::Retryable(e.to_string()))?;
-            tx.commit()
+            service
+                .engine
+                .submit(SettleRefund {
+                    psp: service.connector.name().to_owned(),
+                    update,
+                })
                 .await
                 .map_err(|e| PspError::Retryable(e.to_string()))?;
             Ok(())
@@ -286,153 +312,161 @@ pub enum Settled {
     Unchanged,
 }
 
-/// Applies the PSP's word on a refund inside `tx`: on success, the ledger and statuses; on
-/// failure, the status (which frees the hold). A settled refund never changes again.
-pub(crate) async fn settle_in(
-    store: &Store,
-    tx: &mut Tx,
+/// The PSP's word on a refund (its webhook, or the refund job's poll or permanent refusal).
+pub struct SettleRefund {
+    pub psp: String,
+    pub update: SettlementUpdate,
+}
+
+impl Command for SettleRefund {
+    type Answer = Settled;
+
+    fn keys(&self, keys: &mut Keys) {
+        add_settlement_keys(keys, &self.update);
+    }
+
+    fn decide(&self, view: &View, staged: &mut Staged) -> Result<Settled> {
+        decide_settlement(view, staged, &self.psp, &self.update)
+    }
+}
+
+/// The rows settling a refund needs: the refund (and so its payment) and the refund totals.
+pub(crate) fn add_settlement_keys(keys: &mut Keys, update: &SettlementUpdate) {
+    keys.refunds.insert(update.reference.clone());
+    keys.refund_totals = true;
+    keys.source_refs.insert(refund_ref(&update.reference));
+}
+
+fn refund_ref(refund_id: &str) -> String {
+    format!("refund:{refund_id}")
+}
+
+/// Decides the PSP's word on a refund: on success, the ledger (the amount leaves the seller's
+/// account and the platform's fee share, back to `psp_receivable`) and the statuses; on failure,
+/// the status (which frees the hold). A settled refund never changes again.
+pub(crate) fn decide_settlement(
+    view: &View,
+    staged: &mut Staged,
     psp: &str,
     update: &SettlementUpdate,
 ) -> Result<Settled> {
-    let Some(refund) = sqlx::query("SELECT payment_id FROM refunds WHERE id = $1")
-        .bind(&update.reference)
-        .fetch_optional(&mut **tx)
-        .await?
-    else {
+    let Some(refund) = view.refunds.get(&update.reference) else {
         tracing::warn!(reference = %update.reference, "PSP update for an unknown refund");
         return Ok(Settled::Unchanged);
     };
-    let payment_id: String = refund.try_get("payment_id")?;
-    // Lock order: payment, ledger head, wallets.
-    lock_payment(store, tx, &payment_id).await?;
-    let refund = sqlx::query(
-        "SELECT r.status, r.amount_minor, r.platform_fee_minor, r.currency, r.seller_id, \
-                r.payment_order_id, o.amount_minor AS order_minor, p.amount_minor AS payment_minor \
-         FROM refunds r JOIN payment_orders o ON o.id = r.payment_order_id \
-         JOIN payments p ON p.id = r.payment_id WHERE r.id = $1",
-    )
-    .bind(&update.reference)
-    .fetch_one(&mut **tx)
-    .await?;
-    let status: String = refund.try_get("status")?;
-    if status != "pending" {
+    if refund.status != "pending" {
         return Ok(Settled::Unchanged);
     }
-    let amount_minor: i64 = refund.try_get("amount_minor")?;
-    let currency: String = refund.try_get("currency")?;
-    if update.amount_minor.is_some_and(|a| a != amount_minor)
-        || update.currency.as_deref().is_some_and(|c| c != currency)
+    let currency = refund.amount.currency();
+    if update
+        .amount_minor
+        .is_some_and(|a| a != refund.amount.minor())
+        || update
+            .currency
+            .as_deref()
+            .is_some_and(|c| c != currency.code())
     {
         return Err(Error::invalid("data.amount", "does not match the refund"));
     }
-    let now = now_ms();
+    let payment = view
+        .payment(&refund.payment_id)
+        .ok_or_else(|| Error::Internal(format!("refund {}: payment not loaded", refund.id)))?;
     if !update.succeeded {
-        sqlx::query(
-            "UPDATE refunds SET status = 'failed', failure_code = $1, updated_at_ms = $2 WHERE id = $3",
-        )
-        .bind(update.failure_code.as_deref().unwrap_or("refund_failed"))
-        .bind(now)
-        .bind(&update.reference)
-        .execute(&mut **tx)
-        .await?;
-        outbox::enqueue(tx, "refund.failed", &payment_id, &serde_json::json!({"refund_id": update.reference, "failure_code": update.failure_code}), now).await?;
+        let failure_code = update
+            .failure_code
+            .clone()
+            .unwrap_or_else(|| "refund_failed".into());
+        staged.push(Effect::Refund {
+            id: refund.id.clone(),
+            status: "failed".into(),
+            psp_refund_id: update.psp_id.clone(),
+            failure_code: Some(failure_code.clone()),
+        });
+        staged.outbox(
+            "refund.failed",
+            payment.id.clone(),
+            serde_json::json!({"refund_id": refund.id, "failure_code": failure_code}),
+        );
         return Ok(Settled::Failed);
     }
 
-    let fee_minor: i64 = refund.try_get("platform_fee_minor")?;
-    let seller_id: String = refund.try_get("seller_id")?;
+    let fee = Money::new(refund.platform_fee_minor, currency);
+    let seller_part = refund.seller_part()?;
     let mut postings = vec![Posting::new(
         accounts::psp_receivable(psp),
-        &currency,
-        -amount_minor,
+        refund
+            .amount
+            .checked_neg()
+            .map_err(|e| Error::Internal(e.to_string()))?,
     )];
-    if amount_minor > fee_minor {
+    if seller_part.minor() > 0 {
         postings.push(Posting::new(
-            accounts::seller(&seller_id),
-            &currency,
-            amount_minor - fee_minor,
+            accounts::seller(&refund.seller_id),
+            seller_part,
         ));
     }
-    if fee_minor > 0 {
-        postings.push(Posting::new(accounts::PLATFORM_FEES, &currency, fee_minor));
+    if fee.minor() > 0 {
+        postings.push(Posting::new(accounts::PLATFORM_FEES, fee));
     }
-    ledger::post(
-        store,
-        tx,
-        &NewJournalTransaction {
-            source_ref: format!("refund:{}", update.reference),
+    staged.post(
+        view,
+        NewJournalTransaction {
+            source_ref: refund_ref(&refund.id),
             kind: "refund",
-            payment_id: Some(payment_id.clone()),
+            payment_id: Some(payment.id.clone()),
             postings,
         },
-    )
-    .await?;
-    sqlx::query(
-        "UPDATE refunds SET status = 'succeeded', psp_refund_id = COALESCE($1, psp_refund_id), \
-         updated_at_ms = $2 WHERE id = $3",
-    )
-    .bind(update.psp_id.as_deref())
-    .bind(now)
-    .bind(&update.reference)
-    .execute(&mut **tx)
-    .await?;
+    )?;
+    staged.push(Effect::Refund {
+        id: refund.id.clone(),
+        status: "succeeded".into(),
+        psp_refund_id: update.psp_id.clone(),
+        failure_code: None,
+    });
 
-    // Statuses follow what has been refunded in total.
-    let order_row_id: String = refund.try_get("payment_order_id")?;
-    let order_minor: i64 = refund.try_get("order_minor")?;
-    let payment_minor: i64 = refund.try_get("payment_minor")?;
-    let order_refunded = refunded_sum(tx, "payment_order_id", &order_row_id).await?;
-    let payment_refunded = refunded_sum(tx, "payment_id", &payment_id).await?;
+    // Statuses follow what has been refunded in total, this refund included.
+    let orders = view.orders(&payment.id);
+    let order_refunded_minor =
+        view.refund_totals(&refund.payment_order_id).succeeded_minor + refund.amount.minor();
+    let payment_refunded_minor = orders
+        .iter()
+        .map(|o| view.refund_totals(&o.id).succeeded_minor)
+        .sum::<i64>()
+        + refund.amount.minor();
+    let (position, order) = orders
+        .iter()
+        .enumerate()
+        .find(|(_, o)| o.id == refund.payment_order_id)
+        .ok_or_else(|| Error::Internal(format!("refund {}: order not loaded", refund.id)))?;
     assert!(
-        order_refunded <= order_minor,
+        order_refunded_minor <= order.amount_minor,
         "refunds of an order passed its amount"
     );
-    if order_refunded == order_minor {
-        sqlx::query("UPDATE payment_orders SET status = $1, updated_at_ms = $2 WHERE id = $3")
-            .bind(OrderStatus::Refunded.as_str())
-            .bind(now)
-            .bind(&order_row_id)
-            .execute(&mut **tx)
-            .await?;
+    if order_refunded_minor == order.amount_minor {
+        staged.push(Effect::Order {
+            payment_id: payment.id.clone(),
+            position,
+            status: Some(OrderStatus::Refunded.as_str().to_owned()),
+            platform_fee_minor: None,
+        });
     }
-    let payment_status = if payment_refunded == payment_minor {
+    let payment_status = if payment_refunded_minor == payment.amount.minor() {
         PaymentStatus::Refunded
     } else {
         PaymentStatus::PartiallyRefunded
     };
-    sqlx::query("UPDATE payments SET status = $1, updated_at_ms = $2 WHERE id = $3")
-        .bind(payment_status.as_str())
-        .bind(now)
-        .bind(&payment_id)
-        .execute(&mut **tx)
-        .await?;
-    outbox::enqueue(
-        tx,
+    staged.push(Effect::Payment {
+        id: payment.id.clone(),
+        status: payment_status.as_str().to_owned(),
+        psp_reference: None,
+        failure_code: None,
+    });
+    staged.outbox(
         "refund.succeeded",
-        &payment_id,
-        &serde_json::json!({"refund_id": update.reference, "amount": amount_minor, "currency": currency, "payment_status": payment_status}),
-        now,
-    )
-    .await?;
+        payment.id.clone(),
+        serde_json::json!({"refund_id": refund.id, "amount": refund.amount.minor(), "currency": currency.code(), "payment_status": payment_status}),
+    );
     Ok(Settled::Succeeded)
-}
-
-async fn refunded_sum(tx: &mut Tx, column: &'static str, id: &str) -> Result<i64> {
-    let sql: &'static str = match column {
-        "payment_id" => {
-            "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) AS total FROM refunds \
-             WHERE payment_id = $1 AND status = 'succeeded'"
-        }
-        _ => {
-            "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) AS total FROM refunds \
-             WHERE payment_order_id = $1 AND status = 'succeeded'"
-        }
-    };
-    Ok(sqlx::query(sql)
-        .bind(id)
-        .fetch_one(&mut **tx)
-        .await?
-        .try_get("total")?)
 }
 
 /// A payment's refunds, oldest first.
@@ -447,18 +481,6 @@ pub async fn list(store: &Store, payment_id: &str) -> Result<Vec<RefundView>> {
     .fetch_all(store.pool())
     .await?;
     rows.iter().map(view_of).collect()
-}
-
-async fn load_on(tx: &mut Tx, refund_id: &str) -> Result<RefundView> {
-    let row = sqlx::query(
-        "SELECT r.id, r.payment_id, o.order_id, r.seller_id, r.amount_minor, r.currency, \
-         r.status, r.failure_code, r.created_at_ms FROM refunds r \
-         JOIN payment_orders o ON o.id = r.payment_order_id WHERE r.id = $1",
-    )
-    .bind(refund_id)
-    .fetch_one(&mut **tx)
-    .await?;
-    view_of(&row)
 }
 
 fn view_of(row: &sqlx::any::AnyRow) -> Result<RefundView> {

@@ -5,6 +5,7 @@
 //! `*_ms` since the epoch. The few places where the dialects truly differ live in [`dialect`];
 //! statements with many parameters are written by [`sql`].
 
+pub mod bulk;
 pub mod dialect;
 mod migrations;
 pub(crate) mod sql;
@@ -26,6 +27,10 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://./ferropay-data/ferropay.db";
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
+    /// SQLite only: the one connection that writes, so that writers queue in the pool (in
+    /// order, without sleeping) instead of on SQLite's busy lock (which sleeps and retries).
+    /// PostgreSQL writes through `pool`.
+    write_pool: Option<AnyPool>,
     backend: Backend,
 }
 
@@ -45,25 +50,38 @@ impl Store {
             Backend::Sqlite => prepare_sqlite_url(database_url)?,
             Backend::Postgres => database_url.to_owned(),
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .acquire_timeout(Duration::from_secs(30))
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // WAL lets readers run beside the one writer; NORMAL sync is durable at
-                        // each checkpoint and safe against corruption; writers queue, not fail.
-                        conn.execute("PRAGMA journal_mode = WAL").await?;
-                        conn.execute("PRAGMA synchronous = NORMAL").await?;
-                        conn.execute("PRAGMA busy_timeout = 30000").await?;
-                        conn.execute("PRAGMA foreign_keys = ON").await?;
-                    }
-                    Ok(())
+        let options = |connections: u32| {
+            AnyPoolOptions::new()
+                .max_connections(connections)
+                .acquire_timeout(Duration::from_secs(30))
+                .after_connect(move |conn, _meta| {
+                    Box::pin(async move {
+                        if backend == Backend::Sqlite {
+                            // WAL lets readers run beside the one writer. FULL sync: a commit
+                            // is on disk before it is answered (an embedded payment database
+                            // must not lose committed payments on power loss); the money
+                            // engine shares one commit among many payments, so it costs
+                            // little. Writers queue on the write pool; the busy timeout only
+                            // covers the few writes outside it.
+                            conn.execute("PRAGMA journal_mode = WAL").await?;
+                            conn.execute("PRAGMA synchronous = FULL").await?;
+                            conn.execute("PRAGMA busy_timeout = 30000").await?;
+                            conn.execute("PRAGMA foreign_keys = ON").await?;
+                        }
+                        Ok(())
+                    })
                 })
-            })
-            .connect(&url)
-            .await?;
-        Ok(Self { pool, backend })
+        };
+        let pool = options(max_connections.max(1)).connect(&url).await?;
+        let write_pool = match backend {
+            Backend::Sqlite => Some(options(1).connect(&url).await?),
+            Backend::Postgres => None,
+        };
+        Ok(Self {
+            pool,
+            write_pool,
+            backend,
+        })
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -74,13 +92,13 @@ impl Store {
         self.backend
     }
 
-    /// Begins a transaction that will write. On SQLite this is `BEGIN IMMEDIATE`, which takes
-    /// the write lock at once, so two writers queue on `busy_timeout` instead of one failing
+    /// Begins a transaction that will write. On SQLite this is `BEGIN IMMEDIATE` on the one
+    /// write connection: writers queue for it in order (no busy-lock sleeps), and none fails
     /// when it upgrades a read lock.
     pub async fn begin_write(&self) -> Result<Tx, sqlx::Error> {
-        match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.pool.begin().await,
+        match &self.write_pool {
+            Some(writer) => writer.begin_with("BEGIN IMMEDIATE").await,
+            None => self.pool.begin().await,
         }
     }
 
@@ -99,6 +117,9 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Some(writer) = &self.write_pool {
+            writer.close().await;
+        }
         self.pool.close().await;
     }
 }

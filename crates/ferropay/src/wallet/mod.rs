@@ -1,76 +1,19 @@
-//! Sellers' wallets: what the platform owes each seller per currency. A wallet's balance moves
-//! only with a posting on the seller's ledger account, in the same transaction
-//! ([`crate::ledger::post`] calls [`add`]); nothing else writes it.
+//! Sellers' wallets, as they are read: what the platform owes each seller per currency. A
+//! wallet's balance moves only with a posting on the seller's ledger account, in the same
+//! transaction: the money engine writes both (`crate::engine`), and nothing else writes it.
 //!
 //! What a seller may take out now (`available`) is the balance less the seller's part of refunds
 //! still pending at the PSP. Payouts leave the balance when they are sent, so `amount` (what the
 //! platform owes) is the balance plus payouts still in flight.
 //!
-//! Lock order, everywhere money moves: the payment row, then the ledger head, then wallet rows.
+//! Lock order, everywhere money moves (the engine's batches): payments, refunds, payouts,
+//! idempotency keys, wallets (each sorted), and the ledger head last.
 
 use serde::Serialize;
 use sqlx::Row;
 
 use crate::error::Result;
-use crate::ledger;
-use crate::store::{Store, Tx};
-
-/// Adds `delta_minor` (negative to lower) to a seller's wallet, creating it at zero first.
-pub(crate) async fn add(
-    tx: &mut Tx,
-    seller_id: &str,
-    currency: &str,
-    delta_minor: i64,
-    now_ms: i64,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO wallets (seller_id, currency, balance_minor, updated_at_ms) \
-         VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (seller_id, currency) DO UPDATE \
-         SET balance_minor = wallets.balance_minor + excluded.balance_minor, \
-             updated_at_ms = excluded.updated_at_ms",
-    )
-    .bind(seller_id)
-    .bind(currency)
-    .bind(delta_minor)
-    .bind(now_ms)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// Locks the ledger head and the seller's wallet for the rest of `tx`, and answers what the
-/// seller may take out now. Holding these locks, no posting and no other payout or refund can
-/// change that figure until `tx` ends, so a check against it cannot be raced.
-pub(crate) async fn lock_available(
-    store: &Store,
-    tx: &mut Tx,
-    seller_id: &str,
-    currency: &str,
-) -> Result<i64> {
-    ledger::lock_head(store, tx).await?;
-    let balance_minor: i64 = sqlx::query(store.pick(
-        "SELECT balance_minor FROM wallets WHERE seller_id = $1 AND currency = $2",
-        "SELECT balance_minor FROM wallets WHERE seller_id = $1 AND currency = $2 FOR UPDATE",
-    ))
-    .bind(seller_id)
-    .bind(currency)
-    .fetch_optional(&mut **tx)
-    .await?
-    .map(|row| row.try_get("balance_minor"))
-    .transpose()?
-    .unwrap_or(0);
-    let held_minor: i64 = sqlx::query(
-        "SELECT CAST(COALESCE(SUM(amount_minor - platform_fee_minor), 0) AS BIGINT) AS held \
-         FROM refunds WHERE seller_id = $1 AND currency = $2 AND status = 'pending'",
-    )
-    .bind(seller_id)
-    .bind(currency)
-    .fetch_one(&mut **tx)
-    .await?
-    .try_get("held")?;
-    Ok(balance_minor - held_minor)
-}
+use crate::store::Store;
 
 /// One currency of a seller's wallet, as the API shows it.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]

@@ -1,0 +1,124 @@
+//! One batch, start to end: lock and load the rows its commands name, decide each command in
+//! order against the view (a refused command gets its own answer and touches nothing), write
+//! every accepted effect with set-based statements, chain the journal, commit once, and only
+//! then answer. A batch the database refuses (a constraint, a deadlock, a serialization
+//! failure) is split in halves and each half tried again, so that the innocent commands still
+//! commit and the guilty one ends alone with its own error.
+
+use std::sync::Arc;
+
+use super::command::{Keys, Pending};
+use super::effect::Staged;
+use super::load::{KnownWallets, LoadSql, load, remember_wallets};
+use super::write::{WriteSql, write};
+use crate::clock::now_ms;
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+/// What every batch of one engine shares.
+pub(crate) struct Shared {
+    pub store: Store,
+    pub load_sql: LoadSql,
+    pub write_sql: WriteSql,
+    pub known_wallets: KnownWallets,
+}
+
+/// What a committed batch did, for the engine's figures.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Outcome {
+    pub accepted: usize,
+    pub transactions: usize,
+}
+
+/// Runs `batch` to its answers: every command is answered exactly once.
+pub(crate) async fn run(shared: Arc<Shared>, mut batch: Vec<Box<dyn Pending>>) -> Outcome {
+    match attempt(&shared, &mut batch).await {
+        Ok(outcome) => {
+            for pending in batch {
+                pending.answer(None);
+            }
+            outcome
+        }
+        Err(error) if batch.len() > 1 && worth_splitting(&error) => {
+            tracing::warn!(%error, size = batch.len(), "the database refused a batch; splitting it");
+            metrics::counter!("ferropay_engine_batch_splits_total").increment(1);
+            let second = batch.split_off(batch.len() / 2);
+            let first = Box::pin(run(shared.clone(), batch)).await;
+            let second = Box::pin(run(shared, second)).await;
+            Outcome {
+                accepted: first.accepted + second.accepted,
+                transactions: first.transactions + second.transactions,
+            }
+        }
+        Err(error) => {
+            if batch.len() == 1 && worth_splitting(&error) {
+                tracing::warn!(%error, "a command failed in the database");
+                if let Some(pending) = batch.pop() {
+                    pending.answer(Some(error));
+                }
+            } else {
+                tracing::error!(%error, size = batch.len(), "a batch failed");
+                for pending in batch {
+                    pending.answer(Some(shared_error(&error)));
+                }
+            }
+            Outcome::default()
+        }
+    }
+}
+
+async fn attempt(shared: &Shared, batch: &mut [Box<dyn Pending>]) -> Result<Outcome> {
+    let mut keys = Keys::default();
+    for pending in batch.iter() {
+        pending.keys(&mut keys);
+    }
+    let mut tx = shared.store.begin_write().await?;
+    let mut view = load(
+        &shared.load_sql,
+        &mut tx,
+        keys,
+        &shared.known_wallets,
+        now_ms(),
+    )
+    .await?;
+    let mut effects = Vec::new();
+    let mut accepted = 0;
+    for pending in batch.iter_mut() {
+        let mut staged = Staged::default();
+        if pending.decide(&view, &mut staged) {
+            for effect in &staged.effects {
+                view.apply(effect)?;
+            }
+            effects.append(&mut staged.effects);
+            accepted += 1;
+        }
+    }
+    let transactions = write(&shared.write_sql, &shared.store, &mut tx, &view, &effects).await?;
+    tx.commit().await?;
+    remember_wallets(&shared.known_wallets, &view);
+    Ok(Outcome {
+        accepted,
+        transactions,
+    })
+}
+
+/// Whether a smaller batch could succeed: the database refused something about the rows (a
+/// constraint, a deadlock, a serialization failure) or a command broke an invariant. A
+/// database out of reach fails every half the same way.
+fn worth_splitting(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Database(sqlx::Error::Database(_)) | Error::Internal(_)
+    )
+}
+
+/// The error each command of a failed batch is answered with.
+fn shared_error(error: &Error) -> Error {
+    match error {
+        Error::Database(_) | Error::Unavailable { .. } => Error::Unavailable {
+            message: format!("the database failed the batch: {error}"),
+            retry_after_s: 1,
+        },
+        other => Error::Internal(other.to_string()),
+    }
+}

@@ -1,0 +1,383 @@
+//! Loading a batch's view: the decided rows locked in one global order — payments, refunds,
+//! payouts, idempotency keys, wallets, each sorted by key — so that the engines of several
+//! instances never deadlock, then the facts the decisions need (orders, refund totals, holds,
+//! events seen, references posted). Each is one set-based statement.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::command::Keys;
+use super::view::{OrderRow, PaymentRow, PayoutRow, RefundRow, RefundTotals, View, WalletRow};
+use crate::error::{Error, Result};
+use crate::money::{Currency, Money};
+use crate::store::bulk::{Col, for_update, in_json_list, json_rows, to_param};
+use crate::store::{Backend, Tx};
+
+/// The statements, written once per backend.
+pub(crate) struct LoadSql {
+    refund_payments: String,
+    payments: String,
+    refunds: String,
+    payouts: String,
+    keys: String,
+    orders: String,
+    refund_totals: String,
+    ensure_wallets: String,
+    wallets: String,
+    holds: String,
+    events: String,
+    posted: String,
+}
+
+impl LoadSql {
+    pub(crate) fn new(b: Backend) -> Self {
+        let wallet_rows = json_rows(b, 1, "x", &[("s", Col::Text), ("c", Col::Text)]);
+        Self {
+            refund_payments: format!(
+                "SELECT id, payment_id FROM refunds WHERE {}",
+                in_json_list(b, "id", 1)
+            ),
+            payments: format!(
+                "SELECT id, checkout_id, status, amount_minor, currency, psp, psp_token, \
+                 psp_reference, failure_code, platform_fee_bps, created_at_ms FROM payments \
+                 WHERE {} ORDER BY id{}",
+                in_json_list(b, "id", 1),
+                for_update(b, None)
+            ),
+            refunds: format!(
+                "SELECT id, payment_id, payment_order_id, seller_id, currency, amount_minor, \
+                 platform_fee_minor, status, psp_refund_id, failure_code, created_at_ms \
+                 FROM refunds WHERE {} ORDER BY id{}",
+                in_json_list(b, "id", 1),
+                for_update(b, None)
+            ),
+            payouts: format!(
+                "SELECT id, seller_id, currency, amount_minor, status, psp_payout_id, \
+                 failure_code, created_at_ms, updated_at_ms FROM payouts WHERE {} ORDER BY id{}",
+                in_json_list(b, "id", 1),
+                for_update(b, None)
+            ),
+            keys: format!(
+                "SELECT k.api_key_id, k.idempotency_key, k.response_status \
+                 FROM idempotency_keys k, {} \
+                 WHERE k.api_key_id = x.a AND k.idempotency_key = x.k \
+                 ORDER BY k.api_key_id, k.idempotency_key{}",
+                json_rows(b, 1, "x", &[("a", Col::Text), ("k", Col::Text)]),
+                for_update(b, Some("k"))
+            ),
+            orders: format!(
+                "SELECT id, payment_id, position, order_id, seller_id, amount_minor, \
+                 platform_fee_minor, status FROM payment_orders WHERE {} \
+                 ORDER BY payment_id, position",
+                in_json_list(b, "payment_id", 1)
+            ),
+            refund_totals: format!(
+                "SELECT payment_order_id, status, \
+                 CAST(SUM(amount_minor) AS BIGINT) AS amount_minor, \
+                 CAST(SUM(platform_fee_minor) AS BIGINT) AS fee_minor \
+                 FROM refunds WHERE {} AND status IN ('pending', 'succeeded') \
+                 GROUP BY payment_order_id, status",
+                in_json_list(b, "payment_id", 1)
+            ),
+            // Sorted, so that two engines creating the same wallets wait in one order.
+            ensure_wallets: format!(
+                "INSERT INTO wallets (seller_id, currency, balance_minor, updated_at_ms) \
+                 SELECT x.s, x.c, 0, $2 FROM {wallet_rows} WHERE true ORDER BY x.s, x.c \
+                 ON CONFLICT (seller_id, currency) DO NOTHING"
+            ),
+            wallets: format!(
+                "SELECT w.seller_id, w.currency, w.balance_minor FROM wallets w, {wallet_rows} \
+                 WHERE w.seller_id = x.s AND w.currency = x.c \
+                 ORDER BY w.seller_id, w.currency{}",
+                for_update(b, Some("w"))
+            ),
+            holds: format!(
+                "SELECT r.seller_id, r.currency, \
+                 CAST(SUM(r.amount_minor - r.platform_fee_minor) AS BIGINT) AS held_minor \
+                 FROM refunds r, {wallet_rows} \
+                 WHERE r.seller_id = x.s AND r.currency = x.c AND r.status = 'pending' \
+                 GROUP BY r.seller_id, r.currency"
+            ),
+            events: format!(
+                "SELECT e.psp, e.event_id FROM webhook_events e, {} \
+                 WHERE e.psp = x.p AND e.event_id = x.e",
+                json_rows(b, 1, "x", &[("p", Col::Text), ("e", Col::Text)])
+            ),
+            posted: format!(
+                "SELECT source_ref, id FROM journal_transactions WHERE {}",
+                in_json_list(b, "source_ref", 1)
+            ),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct WalletKey<'a> {
+    s: &'a str,
+    c: &'a str,
+}
+
+async fn fetch(tx: &mut Tx, sql: &str, param: String) -> Result<Vec<AnyRow>> {
+    Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(param)
+        .fetch_all(&mut **tx)
+        .await?)
+}
+
+fn ids<'a>(set: impl IntoIterator<Item = &'a String>) -> String {
+    to_param(&set.into_iter().collect::<Vec<_>>())
+}
+
+fn money(row: &AnyRow, minor: &str) -> Result<Money> {
+    let currency: String = row.try_get("currency")?;
+    Money::from_stored(row.try_get(minor)?, &currency)
+        .map_err(|e| Error::Internal(format!("stored money: {e}")))
+}
+
+/// Wallets known to exist, so that a batch does not ask to create them again.
+pub(crate) type KnownWallets = std::sync::Mutex<std::collections::HashSet<(String, Currency)>>;
+
+/// At most this many wallets are remembered; past it the memory starts again.
+const MAX_KNOWN_WALLETS: usize = 1_000_000;
+
+/// Locks and loads what `keys` names inside `tx`.
+pub(crate) async fn load(
+    sql: &LoadSql,
+    tx: &mut Tx,
+    keys: Keys,
+    known_wallets: &KnownWallets,
+    now_ms: i64,
+) -> Result<View> {
+    let mut view = View {
+        now_ms,
+        ..View::default()
+    };
+    let mut payment_ids = keys.payments;
+    if !keys.refunds.is_empty() {
+        for row in fetch(tx, &sql.refund_payments, ids(&keys.refunds)).await? {
+            payment_ids.insert(row.try_get("payment_id")?);
+        }
+    }
+    let mut wallet_keys = keys.wallets;
+    if !payment_ids.is_empty() {
+        for row in fetch(tx, &sql.payments, ids(&payment_ids)).await? {
+            let payment = PaymentRow {
+                id: row.try_get("id")?,
+                checkout_id: row.try_get("checkout_id")?,
+                status: row.try_get("status")?,
+                amount: money(&row, "amount_minor")?,
+                psp: row.try_get("psp")?,
+                psp_token: row.try_get("psp_token")?,
+                psp_reference: row.try_get("psp_reference")?,
+                failure_code: row.try_get("failure_code")?,
+                platform_fee_bps: row.try_get("platform_fee_bps")?,
+                created_at_ms: row.try_get("created_at_ms")?,
+            };
+            view.payments.insert(payment.id.clone(), payment);
+        }
+    }
+    if !keys.refunds.is_empty() {
+        for row in fetch(tx, &sql.refunds, ids(&keys.refunds)).await? {
+            let refund = RefundRow {
+                id: row.try_get("id")?,
+                payment_id: row.try_get("payment_id")?,
+                payment_order_id: row.try_get("payment_order_id")?,
+                seller_id: row.try_get("seller_id")?,
+                amount: money(&row, "amount_minor")?,
+                platform_fee_minor: row.try_get("platform_fee_minor")?,
+                status: row.try_get("status")?,
+                psp_refund_id: row.try_get("psp_refund_id")?,
+                failure_code: row.try_get("failure_code")?,
+                created_at_ms: row.try_get("created_at_ms")?,
+            };
+            wallet_keys.insert((refund.seller_id.clone(), refund.amount.currency()));
+            view.refunds.insert(refund.id.clone(), refund);
+        }
+    }
+    if !keys.payouts.is_empty() {
+        for row in fetch(tx, &sql.payouts, ids(&keys.payouts)).await? {
+            let payout = PayoutRow {
+                id: row.try_get("id")?,
+                seller_id: row.try_get("seller_id")?,
+                amount: money(&row, "amount_minor")?,
+                status: row.try_get("status")?,
+                psp_payout_id: row.try_get("psp_payout_id")?,
+                failure_code: row.try_get("failure_code")?,
+                created_at_ms: row.try_get("created_at_ms")?,
+                updated_at_ms: row.try_get("updated_at_ms")?,
+            };
+            wallet_keys.insert((payout.seller_id.clone(), payout.amount.currency()));
+            view.payouts.insert(payout.id.clone(), payout);
+        }
+    }
+    if !keys.idempotency.is_empty() {
+        #[derive(Serialize)]
+        struct Key<'a> {
+            a: &'a str,
+            k: &'a str,
+        }
+        let param = to_param(
+            &keys
+                .idempotency
+                .iter()
+                .map(|(a, k)| Key { a, k })
+                .collect::<Vec<_>>(),
+        );
+        for row in fetch(tx, &sql.keys, param).await? {
+            let answered = row.try_get::<Option<i64>, _>("response_status")?.is_some();
+            view.answered_keys.insert(
+                (row.try_get("api_key_id")?, row.try_get("idempotency_key")?),
+                answered,
+            );
+        }
+    }
+    if !view.payments.is_empty() {
+        for row in fetch(tx, &sql.orders, ids(view.payments.keys())).await? {
+            let order = OrderRow {
+                id: row.try_get("id")?,
+                payment_id: row.try_get("payment_id")?,
+                position: row.try_get("position")?,
+                order_id: row.try_get("order_id")?,
+                seller_id: row.try_get("seller_id")?,
+                amount_minor: row.try_get("amount_minor")?,
+                platform_fee_minor: row.try_get("platform_fee_minor")?,
+                status: row.try_get("status")?,
+            };
+            if let Some(payment) = view.payments.get(&order.payment_id) {
+                wallet_keys.insert((order.seller_id.clone(), payment.amount.currency()));
+            }
+            view.orders
+                .entry(order.payment_id.clone())
+                .or_default()
+                .push(order);
+        }
+        if keys.refund_totals {
+            for row in fetch(tx, &sql.refund_totals, ids(view.payments.keys())).await? {
+                let totals: &mut RefundTotals = view
+                    .refund_totals
+                    .entry(row.try_get("payment_order_id")?)
+                    .or_default();
+                let status: String = row.try_get("status")?;
+                let (amount, fee): (i64, i64) =
+                    (row.try_get("amount_minor")?, row.try_get("fee_minor")?);
+                if status == "pending" {
+                    (totals.pending_minor, totals.pending_fee_minor) = (amount, fee);
+                } else {
+                    (totals.succeeded_minor, totals.succeeded_fee_minor) = (amount, fee);
+                }
+            }
+        }
+    }
+    if !wallet_keys.is_empty() {
+        load_wallets(
+            sql,
+            tx,
+            &wallet_keys,
+            keys.refund_totals,
+            known_wallets,
+            &mut view,
+        )
+        .await?;
+    }
+    if !keys.events.is_empty() {
+        #[derive(Serialize)]
+        struct Event<'a> {
+            p: &'a str,
+            e: &'a str,
+        }
+        let param = to_param(
+            &keys
+                .events
+                .iter()
+                .map(|(p, e)| Event { p, e })
+                .collect::<Vec<_>>(),
+        );
+        for row in fetch(tx, &sql.events, param).await? {
+            view.seen_events
+                .insert((row.try_get("psp")?, row.try_get("event_id")?));
+        }
+    }
+    if !keys.source_refs.is_empty() {
+        for row in fetch(tx, &sql.posted, ids(&keys.source_refs)).await? {
+            view.posted_refs
+                .insert(row.try_get("source_ref")?, row.try_get("id")?);
+        }
+    }
+    Ok(view)
+}
+
+async fn load_wallets(
+    sql: &LoadSql,
+    tx: &mut Tx,
+    wallet_keys: &BTreeSet<(String, Currency)>,
+    holds: bool,
+    known_wallets: &KnownWallets,
+    view: &mut View,
+) -> Result<()> {
+    let unknown: Vec<WalletKey<'_>> = {
+        let known = known_wallets
+            .lock()
+            .expect("the known-wallets lock is never poisoned");
+        wallet_keys
+            .iter()
+            .filter(|key| !known.contains(*key))
+            .map(|(s, c)| WalletKey { s, c: c.code() })
+            .collect()
+    };
+    if !unknown.is_empty() {
+        sqlx::query(sqlx::AssertSqlSafe(sql.ensure_wallets.as_str()))
+            .bind(to_param(&unknown))
+            .bind(view.now_ms)
+            .execute(&mut **tx)
+            .await?;
+    }
+    let param = to_param(
+        &wallet_keys
+            .iter()
+            .map(|(s, c)| WalletKey { s, c: c.code() })
+            .collect::<Vec<_>>(),
+    );
+    for row in fetch(tx, &sql.wallets, param.clone()).await? {
+        let seller_id: String = row.try_get("seller_id")?;
+        let balance = money(&row, "balance_minor")?;
+        view.wallets.insert(
+            (seller_id, balance.currency()),
+            WalletRow {
+                balance,
+                held: Money::zero(balance.currency()),
+                loaded: balance,
+            },
+        );
+    }
+    if view.wallets.len() != wallet_keys.len() {
+        return Err(Error::Internal(format!(
+            "{} of {} wallets could be locked",
+            view.wallets.len(),
+            wallet_keys.len()
+        )));
+    }
+    if holds {
+        for row in fetch(tx, &sql.holds, param).await? {
+            let seller_id: String = row.try_get("seller_id")?;
+            let held = money(&row, "held_minor")?;
+            if let Some(wallet) = view.wallets.get_mut(&(seller_id, held.currency())) {
+                wallet.held = held;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Remembers wallets a committed batch has seen, so later batches skip creating them.
+pub(crate) fn remember_wallets(known_wallets: &KnownWallets, view: &View) {
+    let mut known = known_wallets
+        .lock()
+        .expect("the known-wallets lock is never poisoned");
+    if known.len() + view.wallets.len() > MAX_KNOWN_WALLETS {
+        known.clear();
+    }
+    known.extend(view.wallets.keys().cloned());
+}

@@ -1,0 +1,571 @@
+//! Writing a batch: every table the batch changed with one set-based statement (rows from the
+//! view's final state, or from the effects in order), then — holding the chain head as briefly
+//! as possible — the journal, its postings and the head, extended in memory for the batch.
+
+use serde::Serialize;
+
+use super::effect::Effect;
+use super::view::View;
+use crate::error::Result;
+use crate::ids::new_id;
+use crate::ledger::chain::{self, Chained};
+use crate::store::bulk::{Col, json_rows, to_param};
+use crate::store::{Backend, Store, Tx};
+
+pub(crate) struct WriteSql {
+    events: String,
+    payments: String,
+    orders: String,
+    new_refunds: String,
+    refunds: String,
+    new_payouts: String,
+    payouts: String,
+    jobs: String,
+    cancel_jobs: String,
+    outbox: String,
+    answers: String,
+    wallets: String,
+    journal: String,
+    postings: String,
+}
+
+impl WriteSql {
+    pub(crate) fn new(b: Backend) -> Self {
+        use Col::{Int, Text};
+        let rows = |cols: &[(&str, Col)]| json_rows(b, 1, "x", cols);
+        Self {
+            events: format!(
+                "INSERT INTO webhook_events (psp, event_id, event_type, reference, received_at_ms) \
+                 SELECT x.p, x.e, x.t, x.r, x.at FROM {} WHERE true \
+                 ON CONFLICT (psp, event_id) DO NOTHING",
+                rows(&[
+                    ("p", Text),
+                    ("e", Text),
+                    ("t", Text),
+                    ("r", Text),
+                    ("at", Int)
+                ])
+            ),
+            payments: format!(
+                "UPDATE payments SET status = x.s, psp_reference = x.pr, failure_code = x.f, \
+                 updated_at_ms = x.at FROM {} WHERE payments.id = x.id",
+                rows(&[
+                    ("id", Text),
+                    ("s", Text),
+                    ("pr", Text),
+                    ("f", Text),
+                    ("at", Int)
+                ])
+            ),
+            orders: format!(
+                "UPDATE payment_orders SET status = x.s, platform_fee_minor = x.fee, \
+                 updated_at_ms = x.at FROM {} WHERE payment_orders.id = x.id",
+                rows(&[("id", Text), ("s", Text), ("fee", Int), ("at", Int)])
+            ),
+            new_refunds: format!(
+                "INSERT INTO refunds (id, payment_id, payment_order_id, seller_id, currency, \
+                 amount_minor, platform_fee_minor, status, psp_refund_id, failure_code, \
+                 created_at_ms, updated_at_ms) \
+                 SELECT x.id, x.p, x.o, x.s, x.c, x.a, x.fee, x.st, x.pr, x.f, x.at, x.at FROM {}",
+                rows(&[
+                    ("id", Text),
+                    ("p", Text),
+                    ("o", Text),
+                    ("s", Text),
+                    ("c", Text),
+                    ("a", Int),
+                    ("fee", Int),
+                    ("st", Text),
+                    ("pr", Text),
+                    ("f", Text),
+                    ("at", Int)
+                ])
+            ),
+            refunds: format!(
+                "UPDATE refunds SET status = x.st, psp_refund_id = x.pr, failure_code = x.f, \
+                 updated_at_ms = x.at FROM {} WHERE refunds.id = x.id",
+                rows(&[
+                    ("id", Text),
+                    ("st", Text),
+                    ("pr", Text),
+                    ("f", Text),
+                    ("at", Int)
+                ])
+            ),
+            new_payouts: format!(
+                "INSERT INTO payouts (id, seller_id, currency, amount_minor, status, psp_payout_id, \
+                 failure_code, created_at_ms, updated_at_ms) \
+                 SELECT x.id, x.s, x.c, x.a, x.st, x.pr, x.f, x.at, x.at FROM {}",
+                rows(&[
+                    ("id", Text),
+                    ("s", Text),
+                    ("c", Text),
+                    ("a", Int),
+                    ("st", Text),
+                    ("pr", Text),
+                    ("f", Text),
+                    ("at", Int)
+                ])
+            ),
+            payouts: format!(
+                "UPDATE payouts SET status = x.st, psp_payout_id = x.pr, failure_code = x.f, \
+                 updated_at_ms = x.at FROM {} WHERE payouts.id = x.id",
+                rows(&[
+                    ("id", Text),
+                    ("st", Text),
+                    ("pr", Text),
+                    ("f", Text),
+                    ("at", Int)
+                ])
+            ),
+            jobs: format!(
+                "INSERT INTO jobs (id, kind, idempotency_key, payload, status, attempts, due_at_ms, \
+                 created_at_ms, updated_at_ms) \
+                 SELECT x.id, x.k, x.key, x.p, 'queued', 0, x.due, x.at, x.at FROM {} WHERE true \
+                 ON CONFLICT (kind, idempotency_key) DO NOTHING",
+                rows(&[
+                    ("id", Text),
+                    ("k", Text),
+                    ("key", Text),
+                    ("p", Text),
+                    ("due", Int),
+                    ("at", Int)
+                ])
+            ),
+            cancel_jobs: format!(
+                "UPDATE jobs SET status = 'done', updated_at_ms = x.at, finished_at_ms = x.at \
+                 FROM {} WHERE jobs.kind = x.k AND jobs.idempotency_key = x.key \
+                 AND jobs.status = 'queued'",
+                rows(&[("k", Text), ("key", Text), ("at", Int)])
+            ),
+            outbox: format!(
+                "INSERT INTO outbox (id, topic, aggregate_id, payload, created_at_ms) \
+                 SELECT x.id, x.t, x.a, x.p, x.at FROM {}",
+                rows(&[
+                    ("id", Text),
+                    ("t", Text),
+                    ("a", Text),
+                    ("p", Text),
+                    ("at", Int)
+                ])
+            ),
+            answers: format!(
+                "UPDATE idempotency_keys SET recovery_point = 'finished', response_status = x.s, \
+                 response_body = x.b, locked_at_ms = NULL FROM {} \
+                 WHERE idempotency_keys.api_key_id = x.a AND idempotency_keys.idempotency_key = x.k \
+                 AND idempotency_keys.response_status IS NULL",
+                rows(&[("a", Text), ("k", Text), ("s", Int), ("b", Text)])
+            ),
+            wallets: format!(
+                "UPDATE wallets SET balance_minor = wallets.balance_minor + x.d, updated_at_ms = x.at \
+                 FROM {} WHERE wallets.seller_id = x.s AND wallets.currency = x.c",
+                rows(&[("s", Text), ("c", Text), ("d", Int), ("at", Int)])
+            ),
+            journal: format!(
+                "INSERT INTO journal_transactions (id, seq, source_ref, kind, payment_id, \
+                 created_at_ms, prev_hash, hash, prev_transaction_id) \
+                 SELECT x.id, x.seq, x.r, x.k, x.p, x.at, x.ph, x.h, x.pid FROM {}",
+                rows(&[
+                    ("id", Text),
+                    ("seq", Int),
+                    ("r", Text),
+                    ("k", Text),
+                    ("p", Text),
+                    ("at", Int),
+                    ("ph", Text),
+                    ("h", Text),
+                    ("pid", Text)
+                ])
+            ),
+            postings: format!(
+                "INSERT INTO postings (transaction_id, line_no, account, currency, amount_minor) \
+                 SELECT x.t, x.l, x.a, x.c, x.m FROM {}",
+                rows(&[
+                    ("t", Text),
+                    ("l", Int),
+                    ("a", Text),
+                    ("c", Text),
+                    ("m", Int)
+                ])
+            ),
+        }
+    }
+}
+
+/// Runs one bulk statement; answers the rows it changed. Skipped for no rows.
+async fn run<T: Serialize>(tx: &mut Tx, sql: &str, rows: &[T]) -> Result<u64> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(to_param(rows))
+        .execute(&mut **tx)
+        .await?
+        .rows_affected())
+}
+
+#[derive(Serialize)]
+struct EventRow<'a> {
+    p: &'a str,
+    e: &'a str,
+    t: &'a str,
+    r: Option<&'a str>,
+    at: i64,
+}
+
+#[derive(Serialize)]
+struct OutboxRow<'a> {
+    id: String,
+    t: &'a str,
+    a: &'a str,
+    p: String,
+    at: i64,
+}
+
+#[derive(Serialize)]
+struct JobRow<'a> {
+    id: String,
+    k: &'a str,
+    key: &'a str,
+    p: String,
+    due: i64,
+    at: i64,
+}
+
+#[derive(Serialize)]
+struct CancelRow<'a> {
+    k: &'a str,
+    key: &'a str,
+    at: i64,
+}
+
+#[derive(Serialize)]
+struct AnswerRow<'a> {
+    a: &'a str,
+    k: &'a str,
+    s: i64,
+    b: &'a str,
+}
+
+#[derive(Serialize)]
+struct StatusRow<'a> {
+    id: &'a str,
+    #[serde(rename = "st")]
+    status: &'a str,
+    /// The PSP's reference or id.
+    pr: Option<&'a str>,
+    f: Option<&'a str>,
+    at: i64,
+}
+
+#[derive(Serialize)]
+struct PaymentStatusRow<'a> {
+    id: &'a str,
+    s: &'a str,
+    pr: Option<&'a str>,
+    f: Option<&'a str>,
+    at: i64,
+}
+
+#[derive(Serialize)]
+struct OrderStatusRow<'a> {
+    id: &'a str,
+    s: &'a str,
+    fee: i64,
+    at: i64,
+}
+
+#[derive(Serialize)]
+struct NewRefundRow<'a> {
+    id: &'a str,
+    p: &'a str,
+    o: &'a str,
+    s: &'a str,
+    c: &'static str,
+    a: i64,
+    fee: i64,
+    st: &'a str,
+    pr: Option<&'a str>,
+    f: Option<&'a str>,
+    at: i64,
+}
+
+#[derive(Serialize)]
+struct NewPayoutRow<'a> {
+    id: &'a str,
+    s: &'a str,
+    c: &'static str,
+    a: i64,
+    st: &'a str,
+    pr: Option<&'a str>,
+    f: Option<&'a str>,
+    at: i64,
+}
+
+#[derive(Serialize)]
+struct WalletDeltaRow<'a> {
+    s: &'a str,
+    c: &'static str,
+    d: i64,
+    at: i64,
+}
+
+#[derive(Serialize)]
+struct JournalRow<'a> {
+    id: &'a str,
+    seq: i64,
+    r: &'a str,
+    k: &'a str,
+    p: Option<&'a str>,
+    at: i64,
+    ph: &'a str,
+    h: &'a str,
+    pid: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct PostingRow<'a> {
+    t: &'a str,
+    l: i64,
+    a: &'a str,
+    c: &'static str,
+    m: i64,
+}
+
+/// Writes everything the accepted commands of a batch staged (`effects`, in decision order;
+/// rows from `view`'s final state). Row tables first; the chain head last, so that it is held
+/// only for the journal's two statements, its own update and the commit. Answers how many
+/// journal transactions were chained.
+pub(crate) async fn write(
+    sql: &WriteSql,
+    store: &Store,
+    tx: &mut Tx,
+    view: &View,
+    effects: &[Effect],
+) -> Result<usize> {
+    let at = view.now_ms;
+    let mut events = Vec::new();
+    let mut outbox = Vec::new();
+    let mut jobs = Vec::new();
+    let mut cancels = Vec::new();
+    let mut answers = Vec::new();
+    let mut posts = Vec::new();
+    for effect in effects {
+        match effect {
+            Effect::Event {
+                psp,
+                event_id,
+                event_type,
+                reference,
+            } => events.push(EventRow {
+                p: psp,
+                e: event_id,
+                t: event_type,
+                r: reference.as_deref(),
+                at,
+            }),
+            Effect::Outbox {
+                topic,
+                aggregate_id,
+                payload,
+            } => outbox.push(OutboxRow {
+                id: new_id("obx"),
+                t: topic,
+                a: aggregate_id,
+                p: payload.to_string(),
+                at,
+            }),
+            Effect::Job {
+                kind,
+                key,
+                payload,
+                due_at_ms,
+            } => jobs.push(JobRow {
+                id: new_id("job"),
+                k: kind,
+                key,
+                p: payload.to_string(),
+                due: *due_at_ms,
+                at,
+            }),
+            Effect::CancelJob { kind, key } => cancels.push(CancelRow { k: kind, key, at }),
+            Effect::Answer {
+                api_key_id,
+                key,
+                status,
+                body,
+            } => answers.push(AnswerRow {
+                a: api_key_id,
+                k: key,
+                s: i64::from(*status),
+                b: body,
+            }),
+            Effect::Post { id, transaction } => posts.push((id.as_str(), transaction)),
+            Effect::Payment { .. }
+            | Effect::Order { .. }
+            | Effect::NewRefund(_)
+            | Effect::Refund { .. }
+            | Effect::NewPayout(_)
+            | Effect::Payout { .. } => {}
+        }
+    }
+
+    run(tx, &sql.events, &events).await?;
+    let payments: Vec<PaymentStatusRow> = view
+        .dirty
+        .payments
+        .iter()
+        .filter_map(|id| view.payments.get(id))
+        .map(|p| PaymentStatusRow {
+            id: &p.id,
+            s: &p.status,
+            pr: p.psp_reference.as_deref(),
+            f: p.failure_code.as_deref(),
+            at,
+        })
+        .collect();
+    run(tx, &sql.payments, &payments).await?;
+    let orders: Vec<OrderStatusRow> = view
+        .dirty
+        .orders
+        .iter()
+        .filter_map(|(payment_id, position)| view.orders.get(payment_id)?.get(*position))
+        .map(|o| OrderStatusRow {
+            id: &o.id,
+            s: &o.status,
+            fee: o.platform_fee_minor,
+            at,
+        })
+        .collect();
+    run(tx, &sql.orders, &orders).await?;
+    let new_refunds: Vec<NewRefundRow> = view
+        .dirty
+        .new_refunds
+        .iter()
+        .filter_map(|id| view.refunds.get(id))
+        .map(|r| NewRefundRow {
+            id: &r.id,
+            p: &r.payment_id,
+            o: &r.payment_order_id,
+            s: &r.seller_id,
+            c: r.amount.currency().code(),
+            a: r.amount.minor(),
+            fee: r.platform_fee_minor,
+            st: &r.status,
+            pr: r.psp_refund_id.as_deref(),
+            f: r.failure_code.as_deref(),
+            at: r.created_at_ms,
+        })
+        .collect();
+    run(tx, &sql.new_refunds, &new_refunds).await?;
+    let refunds: Vec<StatusRow> = view
+        .dirty
+        .refunds
+        .iter()
+        .filter_map(|id| view.refunds.get(id))
+        .map(|r| StatusRow {
+            id: &r.id,
+            status: &r.status,
+            pr: r.psp_refund_id.as_deref(),
+            f: r.failure_code.as_deref(),
+            at,
+        })
+        .collect();
+    run(tx, &sql.refunds, &refunds).await?;
+    let new_payouts: Vec<NewPayoutRow> = view
+        .dirty
+        .new_payouts
+        .iter()
+        .filter_map(|id| view.payouts.get(id))
+        .map(|p| NewPayoutRow {
+            id: &p.id,
+            s: &p.seller_id,
+            c: p.amount.currency().code(),
+            a: p.amount.minor(),
+            st: &p.status,
+            pr: p.psp_payout_id.as_deref(),
+            f: p.failure_code.as_deref(),
+            at: p.created_at_ms,
+        })
+        .collect();
+    run(tx, &sql.new_payouts, &new_payouts).await?;
+    let payouts: Vec<StatusRow> = view
+        .dirty
+        .payouts
+        .iter()
+        .filter_map(|id| view.payouts.get(id))
+        .map(|p| StatusRow {
+            id: &p.id,
+            status: &p.status,
+            pr: p.psp_payout_id.as_deref(),
+            f: p.failure_code.as_deref(),
+            at,
+        })
+        .collect();
+    run(tx, &sql.payouts, &payouts).await?;
+    run(tx, &sql.jobs, &jobs).await?;
+    run(tx, &sql.cancel_jobs, &cancels).await?;
+    run(tx, &sql.outbox, &outbox).await?;
+    let saved = run(tx, &sql.answers, &answers).await?;
+    // Each key was locked and seen without an answer when the batch loaded it.
+    assert_eq!(
+        saved as usize,
+        answers.len(),
+        "an idempotency answer was not saved"
+    );
+
+    // One row update per wallet the batch moved, by its net change (I4: with the postings).
+    let wallets: Vec<WalletDeltaRow> = view
+        .wallets
+        .iter()
+        .filter(|(_, w)| w.balance != w.loaded)
+        .map(|((seller_id, currency), w)| WalletDeltaRow {
+            s: seller_id,
+            c: currency.code(),
+            d: w.balance.minor() - w.loaded.minor(),
+            at,
+        })
+        .collect();
+    let moved = run(tx, &sql.wallets, &wallets).await?;
+    assert_eq!(moved as usize, wallets.len(), "a wallet row was missing");
+
+    if posts.is_empty() {
+        return Ok(0);
+    }
+    let mut head = chain::lock_head(store, tx).await?;
+    let chained: Vec<Chained> = chain::extend(&mut head, posts.iter().map(|(id, t)| (*id, *t)), at);
+    let journal: Vec<JournalRow> = chained
+        .iter()
+        .map(|c| JournalRow {
+            id: c.id,
+            seq: c.seq,
+            r: &c.new.source_ref,
+            k: c.new.kind,
+            p: c.new.payment_id.as_deref(),
+            at: c.created_at_ms,
+            ph: &c.prev_hash,
+            h: &c.hash,
+            pid: c.prev_id.as_deref(),
+        })
+        .collect();
+    run(tx, &sql.journal, &journal).await?;
+    let postings: Vec<PostingRow> = chained
+        .iter()
+        .flat_map(|c| {
+            c.new
+                .postings
+                .iter()
+                .enumerate()
+                .map(move |(line_no, posting)| PostingRow {
+                    t: c.id,
+                    l: line_no as i64,
+                    a: &posting.account,
+                    c: posting.amount.currency().code(),
+                    m: posting.amount.minor(),
+                })
+        })
+        .collect();
+    run(tx, &sql.postings, &postings).await?;
+    chain::write_head(tx, &head).await?;
+    Ok(chained.len())
+}
