@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use super::command::{Keys, Pending};
-use super::effect::Staged;
+use super::effect::{Effect, Staged};
 use super::load::{KnownWallets, LoadSql, load, remember_wallets};
 use super::write::{WriteSql, write};
 use crate::clock::now_ms;
@@ -96,6 +96,12 @@ async fn attempt(shared: &Shared, batch: &mut [Box<dyn Pending>]) -> Result<Outc
     let transactions = write(&shared.write_sql, &shared.store, &mut tx, &view, &effects).await?;
     tx.commit().await?;
     remember_wallets(&shared.known_wallets, &view);
+    for effect in &effects {
+        if let Effect::Post { transaction, .. } = effect {
+            metrics::counter!("ferropay_ledger_transactions_total", "kind" => transaction.kind)
+                .increment(1);
+        }
+    }
     Ok(Outcome {
         accepted,
         transactions,
