@@ -152,6 +152,10 @@ struct ServeArgs {
     #[arg(long, env = "FERROPAY_ENGINE_QUEUE", default_value_t = EngineConfig::default().queue_capacity as u32,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     engine_queue: u32,
+    /// Money engine batches in flight at once (0: two on PostgreSQL, one on SQLite).
+    #[arg(long, env = "FERROPAY_ENGINE_LANES", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=16))]
+    engine_lanes: u32,
     /// Where buyers and the PSP reach this instance (default: http://LISTEN).
     #[arg(long, env = "FERROPAY_PUBLIC_URL")]
     public_url: Option<String>,
@@ -554,6 +558,7 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<ExitCode> {
             max_batch: args.engine_max_batch as usize,
             linger_us: args.engine_linger_us,
             queue_capacity: args.engine_queue as usize,
+            lanes: args.engine_lanes as usize,
         },
     })
     .await?;

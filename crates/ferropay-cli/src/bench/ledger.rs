@@ -53,6 +53,9 @@ pub struct LedgerArgs {
     /// How long the engine waits to fill a batch, in µs (as `serve --engine-linger-us`).
     #[arg(long, default_value_t = EngineConfig::default().linger_us)]
     pub linger_us: u64,
+    /// Batches in flight at once (as `serve --engine-lanes`; 0: the database's default).
+    #[arg(long, default_value_t = 0)]
+    pub lanes: usize,
     /// Transfers in all.
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub count: u64,
@@ -81,6 +84,7 @@ pub async fn run(args: LedgerArgs) -> anyhow::Result<ExitCode> {
         max_batch: args.max_batch,
         linger_us: args.linger_us,
         queue_capacity: (args.concurrency as usize).max(EngineConfig::default().queue_capacity),
+        lanes: args.lanes,
     };
     let engine = Engine::start(store.clone(), engine_config.clone())?;
     let version = database_version(&store).await?;
@@ -117,8 +121,8 @@ pub async fn run(args: LedgerArgs) -> anyhow::Result<ExitCode> {
             (
                 "engine",
                 format!(
-                    "max batch {}, linger {} µs",
-                    engine_config.max_batch, engine_config.linger_us
+                    "max batch {}, linger {} µs, lanes {} (0: the database's default)",
+                    engine_config.max_batch, engine_config.linger_us, engine_config.lanes
                 ),
             ),
             ],

@@ -107,6 +107,7 @@ fn engine(store: &Store, max_batch: usize, linger_us: u64) -> Engine {
             max_batch,
             linger_us,
             queue_capacity: 20_000,
+            lanes: 0,
         },
     )
     .unwrap()

@@ -48,6 +48,10 @@ pub struct EngineConfig {
     pub linger_us: u64,
     /// Most commands waiting for the engine; past it, `try_submit` is refused (back-pressure).
     pub queue_capacity: usize,
+    /// Batches in flight at once (0: the database's default — two on PostgreSQL, where the
+    /// next batch locks and decides while the last one commits; one on SQLite, whose one
+    /// writer would only make the second wait).
+    pub lanes: usize,
 }
 
 impl Default for EngineConfig {
@@ -56,6 +60,7 @@ impl Default for EngineConfig {
             max_batch: 512,
             linger_us: 500,
             queue_capacity: 8_192,
+            lanes: 0,
         }
     }
 }
@@ -156,9 +161,20 @@ impl Engine {
             write_sql: write::WriteSql::new(backend),
             known_wallets: Mutex::default(),
         });
+        let lanes = match (config.lanes, backend) {
+            (0, crate::store::Backend::Postgres) => 2,
+            (0, crate::store::Backend::Sqlite) => 1,
+            (lanes, _) => lanes,
+        };
         let (sender, receiver) = mpsc::channel(config.queue_capacity);
         let counters = Arc::new(Counters::default());
-        tokio::spawn(run_loop(shared, config.clone(), receiver, counters.clone()));
+        tokio::spawn(run_loop(
+            shared,
+            config.clone(),
+            lanes,
+            receiver,
+            counters.clone(),
+        ));
         Ok(Self {
             sender,
             counters,
@@ -240,11 +256,21 @@ fn lost() -> Error {
 async fn run_loop(
     shared: Arc<batch::Shared>,
     config: EngineConfig,
+    lanes: usize,
     mut receiver: mpsc::Receiver<Box<dyn Pending>>,
     counters: Arc<Counters>,
 ) {
     let linger = Duration::from_micros(config.linger_us);
-    while let Some(first) = receiver.recv().await {
+    let lanes = Arc::new(tokio::sync::Semaphore::new(lanes.max(1)));
+    loop {
+        // A free lane first, so that commands wait in the queue (and fill the next batch)
+        // rather than in a batch that cannot start.
+        let Ok(lane) = lanes.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = receiver.recv().await else {
+            return;
+        };
         let mut batch = vec![first];
         while batch.len() < config.max_batch {
             match receiver.try_recv() {
@@ -269,18 +295,22 @@ async fn run_loop(
         counters.size_buckets[bucket].fetch_add(1, Ordering::Relaxed);
         metrics::histogram!("ferropay_engine_batch_size").record(size as f64);
         // Its own task, so that a panic in one batch (its commands then answer `lost`) does
-        // not stop the engine.
-        match tokio::spawn(batch::run(shared.clone(), batch)).await {
-            Ok(outcome) => {
-                counters
-                    .accepted
-                    .fetch_add(outcome.accepted as u64, Ordering::Relaxed);
-                counters
-                    .journal_transactions
-                    .fetch_add(outcome.transactions as u64, Ordering::Relaxed);
+        // not stop the engine; the lane is free again when the batch has answered.
+        let (shared, counters) = (shared.clone(), counters.clone());
+        tokio::spawn(async move {
+            match tokio::spawn(batch::run(shared, batch)).await {
+                Ok(outcome) => {
+                    counters
+                        .accepted
+                        .fetch_add(outcome.accepted as u64, Ordering::Relaxed);
+                    counters
+                        .journal_transactions
+                        .fetch_add(outcome.transactions as u64, Ordering::Relaxed);
+                }
+                Err(panic) => tracing::error!(%panic, "a money engine batch panicked"),
             }
-            Err(panic) => tracing::error!(%panic, "a money engine batch panicked"),
-        }
+            drop(lane);
+        });
     }
 }
 
