@@ -79,7 +79,7 @@ border:1px solid #f3b8c2;padding:.6rem .8rem;border-radius:6px;margin-top:.8rem}
 .errors p{margin:0}.help{margin-top:1rem;font-size:.82rem;background:#eef1f5;padding:.6rem .8rem;\
 border-radius:6px}.help summary{cursor:pointer;font-weight:600}.help table{margin-top:.4rem;\
 border-collapse:collapse}.help td{padding:.15rem .6rem .15rem 0;vertical-align:top}\
-code{font-size:.85rem}.hint{color:#5b6372;font-size:.85rem}.link{display:inline-block;\
+code{font-size:.85rem;white-space:nowrap}.hint{color:#5b6372;font-size:.85rem}.link{display:inline-block;\
 margin-top:1rem;color:#2f6fdb}";
 
 fn layout(title: &str, body: &str) -> String {
@@ -253,7 +253,7 @@ placeholder=\"MM/YY\" maxlength=\"5\" required",
     let cvc = input(
         &Input {
             name: "cvc",
-            label: "Security code (CVC)",
+            label: "Security code",
             value: entered.cvc,
             attributes: "type=\"text\" inputmode=\"numeric\" autocomplete=\"cc-csc\" \
 placeholder=\"3 or 4 digits\" maxlength=\"4\" required",
