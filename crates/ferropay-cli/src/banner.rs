@@ -126,7 +126,11 @@ mod tests {
             today: "2026-12-02",
         }
         .render();
-        assert!(banner.contains("./target/debug/ferropay api-key create --database-url sqlite://./other.db"));
+        assert!(
+            banner.contains(
+                "./target/debug/ferropay api-key create --database-url sqlite://./other.db"
+            )
+        );
         assert!(banner.contains("Bearer psk_1"));
         assert!(banner.contains("/v1/settlements/2026-12-02.csv"));
     }

@@ -266,10 +266,7 @@ async fn seed(running: &serve::Running, key: &str) -> anyhow::Result<Value> {
     let first = payments[0]["id"].as_str().unwrap_or_default().to_owned();
     let second = payments[1]["id"].as_str().unwrap_or_default().to_owned();
     let mut refunds = Vec::new();
-    for (payment, order, amount) in [
-        (&first, "ord_0_1", None),
-        (&second, "ord_1_0", Some(1200)),
-    ] {
+    for (payment, order, amount) in [(&first, "ord_0_1", None), (&second, "ord_1_0", Some(1200))] {
         let mut body = json!({"order_id": order});
         if let Some(amount) = amount {
             body["amount"] = json!(amount);
@@ -291,8 +288,10 @@ async fn seed(running: &serve::Running, key: &str) -> anyhow::Result<Value> {
                 })
             })
             .await?;
-        refunds.push(json!({"payment_id": payment, "order_id": order, "refund_id": refund_id,
-                            "refunds": listed["data"].as_array().map(Vec::len)}));
+        refunds.push(
+            json!({"payment_id": payment, "order_id": order, "refund_id": refund_id,
+                            "refunds": listed["data"].as_array().map(Vec::len)}),
+        );
     }
 
     let payout = client

@@ -59,7 +59,10 @@ pub(crate) async fn script() -> Response {
 pub(crate) async fn favicon() -> Response {
     (
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("image/x-icon")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("image/x-icon"),
+            ),
             (
                 header::CACHE_CONTROL,
                 HeaderValue::from_static("public, max-age=86400"),

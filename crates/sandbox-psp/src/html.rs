@@ -224,8 +224,7 @@ pub(crate) fn payment_form(
     // field the server refused gets the focus; with none, the card number does.
     let general = errors.iter().any(|e| e.field.is_none());
     let first_bad = errors.iter().find_map(|e| e.field);
-    let focus =
-        |name: &str| !general && first_bad.map_or(name == "card_number", |bad| bad == name);
+    let focus = |name: &str| !general && first_bad.map_or(name == "card_number", |bad| bad == name);
     let card_number = input(
         &Input {
             name: "card_number",
@@ -337,10 +336,7 @@ pub(crate) fn not_open(context: &Context<'_>, back_url: &str) -> String {
             "This payment link has expired",
             "You have not been charged. To pay, go back to the shop and start again.",
         ),
-        SessionStatus::Open => (
-            "This payment is still open",
-            "Reload the page to pay.",
-        ),
+        SessionStatus::Open => ("This payment is still open", "Reload the page to pay."),
     };
     let body = format!(
         "{summary}<div class=\"card\" data-status=\"{status}\"><h1>{headline}</h1>\

@@ -33,7 +33,10 @@ const FAVICON: &[u8] = include_bytes!("../../assets/favicon.ico");
 pub async fn favicon() -> Response {
     (
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("image/x-icon")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("image/x-icon"),
+            ),
             (
                 header::CACHE_CONTROL,
                 HeaderValue::from_static("public, max-age=86400"),
@@ -247,12 +250,7 @@ fn receipt_email(view: &PaymentView) -> String {
     view.buyer
         .email
         .as_deref()
-        .map(|email| {
-            format!(
-                "<p>A receipt goes to <strong>{}</strong>.</p>",
-                text(email)
-            )
-        })
+        .map(|email| format!("<p>A receipt goes to <strong>{}</strong>.</p>", text(email)))
         .unwrap_or_default()
 }
 
@@ -263,8 +261,10 @@ fn refresh(seconds: u32) -> String {
 fn render(view: &PaymentView, returned_from_psp: bool) -> String {
     let shown = shown(view, returned_from_psp);
     let mut body = shown.explanation;
-    body.push_str("<table><caption>Your order</caption><thead><tr><th scope=\"col\">Item</th>\
-<th scope=\"col\">Sold by</th><th scope=\"col\" class=\"num\">Amount</th></tr></thead><tbody>");
+    body.push_str(
+        "<table><caption>Your order</caption><thead><tr><th scope=\"col\">Item</th>\
+<th scope=\"col\">Sold by</th><th scope=\"col\" class=\"num\">Amount</th></tr></thead><tbody>",
+    );
     for order in &view.orders {
         body.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td></tr>",

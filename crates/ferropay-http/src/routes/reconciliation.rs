@@ -113,7 +113,9 @@ pub async fn settlement_file(
     ));
     let fetched = service.connector.settlement_file(date, &path).await;
     let opened = match fetched {
-        Ok(_) => tokio::fs::File::open(&path).await.map_err(|e| e.to_string()),
+        Ok(_) => tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| e.to_string()),
         Err(error) => Err(error.to_string()),
     };
     let _ = tokio::fs::remove_file(&path).await;
