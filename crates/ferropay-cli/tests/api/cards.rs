@@ -266,7 +266,10 @@ async fn back_before_the_webhook_the_page_confirms_and_never_offers_to_pay(db: D
         }
     };
     let confirming = page(back.clone()).await;
-    assert!(confirming.contains(r#"data-state="confirming""#), "{confirming}");
+    assert!(
+        confirming.contains(r#"data-state="confirming""#),
+        "{confirming}"
+    );
     assert!(confirming.contains("Confirming your payment"));
     assert!(confirming.contains(r#"http-equiv="refresh" content="1""#));
     assert!(!confirming.contains(pay_url), "no way to pay again");
