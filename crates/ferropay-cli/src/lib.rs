@@ -4,6 +4,8 @@
 //! benchmarks (`ferropay bench …`) live here too, as they start that same server, and the
 //! progress bar that long commands draw on a terminal.
 
+pub mod banner;
 pub mod bench;
+pub mod demo;
 pub mod progress;
 pub mod serve;

@@ -1,5 +1,5 @@
 //! The `ferropay` command line (CONTRACT.md, "CLI"): `serve`, `sandbox-psp`, `api-key create`,
-//! `ledger verify`, `reconcile`, `dlq list`, `dlq replay`, `payout create`, `bench`. Every flag
+//! `ledger verify`, `reconcile`, `dlq list`, `dlq replay`, `payout create`, `demo`, `bench`. Every flag
 //! also reads `FERROPAY_<FLAG>`. Results go to stdout as JSON; logs go to stderr (`FERROPAY_LOG`
 //! sets the level, `FERROPAY_LOG_FORMAT=json` makes them JSON).
 
@@ -66,6 +66,13 @@ enum Command {
         database: DatabaseArgs,
         #[command(flatten)]
         retention: RetentionArgs,
+    },
+    /// Seed the database with something to look at: payments with every test card, refunds, a
+    /// payout and a reconciled day, made over HTTP against an in-process server and sandbox PSP
+    /// on free ports. Prints what it made as JSON.
+    Demo {
+        #[command(flatten)]
+        database: DatabaseArgs,
     },
     /// Measure throughput and latency on this machine (BENCHMARKS.md).
     Bench {
@@ -172,6 +179,17 @@ struct ServeArgs {
     /// The in-process sandbox's review delay for card 4000 0000 0000 0259, in seconds.
     #[arg(long, env = "FERROPAY_REVIEW_DELAY_S", default_value_t = 5)]
     review_delay_s: u64,
+    /// The in-process sandbox's API key, which its settlement files
+    /// (GET /v1/settlements/YYYY-MM-DD.csv) need; default: a new one at each start, printed.
+    #[arg(long, env = "FERROPAY_SANDBOX_API_KEY", hide_env_values = true)]
+    sandbox_api_key: Option<String>,
+    /// The merchant name the in-process sandbox's hosted page shows buyers.
+    #[arg(long, env = "FERROPAY_SANDBOX_MERCHANT_NAME", default_value = sandbox_psp::DEFAULT_MERCHANT_NAME)]
+    sandbox_merchant_name: String,
+    /// Hold the in-process sandbox's webhooks this long (ms): the buyer is back before
+    /// ferropay hears of the outcome, as with a slow PSP.
+    #[arg(long, env = "FERROPAY_SANDBOX_WEBHOOK_LATENCY_MS", default_value_t = 0)]
+    sandbox_webhook_latency_ms: u64,
     /// A PSP that runs elsewhere (no in-process sandbox then).
     #[arg(long, env = "FERROPAY_PSP_URL", requires_all = ["psp_api_key", "psp_webhook_secret"])]
     psp_url: Option<String>,
@@ -281,8 +299,14 @@ struct SandboxArgs {
     /// Base URL of the hosted page (default: http://LISTEN).
     #[arg(long, env = "FERROPAY_PUBLIC_URL")]
     public_url: Option<String>,
+    /// The merchant name the hosted page shows buyers.
+    #[arg(long, env = "FERROPAY_MERCHANT_NAME", default_value = sandbox_psp::DEFAULT_MERCHANT_NAME)]
+    merchant_name: String,
     #[arg(long, env = "FERROPAY_LATENCY_MS", default_value_t = 0)]
     latency_ms: u64,
+    /// Hold every webhook this long (ms) before its first attempt.
+    #[arg(long, env = "FERROPAY_WEBHOOK_LATENCY_MS", default_value_t = 0)]
+    webhook_latency_ms: u64,
     /// Share of API calls that fail (0.0 to 1.0): 500 before or after the effect, or dropped.
     #[arg(long, env = "FERROPAY_ERROR_RATE", default_value_t = 0.0)]
     error_rate: f64,
@@ -398,6 +422,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Reconcile(args) => reconcile::run(args).await,
+        Command::Demo { database } => {
+            let made = ferropay_cli::demo::run(ferropay_cli::demo::DemoConfig {
+                database_url: database.database_url,
+            })
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&made)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench { command } => ferropay_cli::bench::run(command).await,
         Command::Ledger {
             command: LedgerCommand::Verify { database },
@@ -513,8 +545,14 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<ExitCode> {
         _ => PspChoice::InProcessSandbox {
             listen: args.sandbox_listen,
             sandbox: SandboxConfig {
+                api_key: args.sandbox_api_key.unwrap_or_default(),
                 public_url: args.sandbox_public_url,
+                merchant_name: args.sandbox_merchant_name,
                 review_delay_ms: args.review_delay_s.saturating_mul(1000),
+                faults: Faults {
+                    webhook_latency_ms: args.sandbox_webhook_latency_ms,
+                    ..Faults::default()
+                },
                 ..SandboxConfig::default()
             },
         },
@@ -529,9 +567,10 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<ExitCode> {
             })
         })
         .transpose()?;
+    let database_url = args.database.database_url;
     let running = serve::start(ServeConfig {
         listen: args.listen,
-        database_url: args.database.database_url,
+        database_url: database_url.clone(),
         max_db_connections: args.max_db_connections,
         public_url: args.public_url,
         psp,
@@ -562,13 +601,20 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<ExitCode> {
         },
     })
     .await?;
-    eprintln!(
-        "ferropay is serving on {} (API, webhooks, status pages); create a key with `ferropay api-key create`",
-        running.public_url
-    );
-    if let Some(sandbox) = &running.sandbox {
-        eprintln!("sandbox PSP (hosted payment page) on {}", sandbox.base_url);
-    }
+    let today = ferropay::clock::rfc3339_from_ms(now_ms());
+    let command = ferropay_cli::banner::command_name();
+    let banner = ferropay_cli::banner::Banner {
+        command: &command,
+        public_url: &running.public_url,
+        database_url: &database_url,
+        sandbox: running
+            .sandbox
+            .as_ref()
+            .zip(running.sandbox_api_key.as_ref())
+            .map(|(sandbox, key)| (sandbox.base_url.as_str(), key.expose())),
+        today: today.get(..10).unwrap_or(&today),
+    };
+    eprintln!("{}", banner.render());
     let signal = stop_signal().await?;
     tracing::info!(
         signal,
@@ -629,6 +675,7 @@ async fn sandbox_command(args: SandboxArgs) -> anyhow::Result<ExitCode> {
             webhook_url: args.webhook_url,
             webhook_secret: args.webhook_secret,
             public_url: args.public_url,
+            merchant_name: args.merchant_name,
             review_delay_ms: args.review_delay_s.saturating_mul(1000),
             session_ttl_ms: args.session_ttl_s.saturating_mul(1000),
             webhook_retry_base_ms: args.webhook_retry_base_ms,
@@ -642,6 +689,7 @@ async fn sandbox_command(args: SandboxArgs) -> anyhow::Result<ExitCode> {
                 webhook_duplicate_rate: args.webhook_duplicate_rate,
                 webhook_drop_rate: args.webhook_drop_rate,
                 webhook_reorder: args.webhook_reorder,
+                webhook_latency_ms: args.webhook_latency_ms,
             },
             ..SandboxConfig::default()
         },

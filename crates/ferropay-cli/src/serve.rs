@@ -86,6 +86,8 @@ pub struct Running {
     pub service: Ferropay,
     /// The in-process sandbox, if one runs.
     pub sandbox: Option<SandboxHandle>,
+    /// The in-process sandbox's API key (its settlement files need it), if one runs.
+    pub sandbox_api_key: Option<Secret>,
     workers: Option<Workers>,
     relay: Option<Relay>,
     retention: Option<RetentionTask>,
@@ -147,7 +149,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("opening the database {}", redact_url(&config.database_url)))?;
 
-    let (connector, sandbox) = match config.psp {
+    let (connector, sandbox, sandbox_api_key) = match config.psp {
         PspChoice::InProcessSandbox {
             listen,
             sandbox: mut sandbox_config,
@@ -169,13 +171,14 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             tracing::info!(url = %handle.base_url, "sandbox PSP running in-process");
             let connector = SandboxConnector::new(
                 &handle.base_url,
-                Secret::new(api_key),
+                Secret::new(api_key.clone()),
                 Secret::new(webhook_secret),
                 PSP_TIMEOUT_MS,
                 None,
             )
             .map_err(anyhow::Error::msg)?;
-            (connector, Some(handle))
+            let api_key = Secret::new(api_key);
+            (connector, Some(handle), Some(api_key))
         }
         PspChoice::Remote {
             url,
@@ -191,6 +194,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
                 root_ca_pem.as_deref(),
             )
             .map_err(anyhow::Error::msg)?,
+            None,
             None,
         ),
     };
@@ -255,6 +259,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         public_url,
         service,
         sandbox,
+        sandbox_api_key,
         workers,
         relay,
         retention,

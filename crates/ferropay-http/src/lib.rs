@@ -42,8 +42,13 @@ pub fn router(service: Ferropay) -> Router {
             post(routes::reconciliation::resolve_break),
         )
         .route("/v1/reconciliation/runs", post(routes::reconciliation::run))
+        .route(
+            "/v1/reconciliation/settlement_files/{file}",
+            get(routes::reconciliation::settlement_file),
+        )
         .route("/webhooks/psp/{psp}", post(routes::webhooks::receive))
         .route("/payments/{id}/status", get(routes::pages::payment_status))
+        .route("/favicon.ico", get(routes::pages::favicon))
         .route("/healthz", get(routes::health::healthz))
         .route("/metrics", get(routes::metrics::render))
         .fallback(routes::health::not_found)

@@ -33,12 +33,12 @@ pub(crate) const TEST_CARDS: [TestCard; 6] = [
     TestCard {
         number: "4000000000000002",
         outcome: CardOutcome::Decline("card_declined"),
-        does: "declined: card_declined",
+        does: "declined",
     },
     TestCard {
         number: "4000000000009995",
         outcome: CardOutcome::Decline("insufficient_funds"),
-        does: "declined: insufficient_funds",
+        does: "declined: not enough funds",
     },
     TestCard {
         number: "4000002500003155",
@@ -53,7 +53,7 @@ pub(crate) const TEST_CARDS: [TestCard; 6] = [
     TestCard {
         number: "4000000000000119",
         outcome: CardOutcome::ProcessingError,
-        does: "processing_error: try again",
+        does: "cannot be processed this time: try again",
     },
 ];
 
@@ -83,7 +83,7 @@ pub(crate) fn card_digits(raw: &str) -> Result<String, &'static str> {
     if (12..=19).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
         Ok(digits)
     } else {
-        Err("card number must be 12 to 19 digits")
+        Err("Enter the card number: 12 to 19 digits")
     }
 }
 
@@ -96,15 +96,15 @@ pub(crate) fn check_expiry(raw: &str, now_unix_s: i64) -> Result<(), &'static st
         && bytes[2] == b'/'
         && [0, 1, 3, 4].iter().all(|&i| bytes[i].is_ascii_digit());
     if !shaped {
-        return Err("expiry must be MM/YY");
+        return Err("Enter the expiry date as MM/YY");
     }
     let month = u32::from(bytes[0] - b'0') * 10 + u32::from(bytes[1] - b'0');
     let year = 2_000 + i64::from(bytes[3] - b'0') * 10 + i64::from(bytes[4] - b'0');
     if !(1..=12).contains(&month) {
-        return Err("expiry month must be 01 to 12");
+        return Err("The expiry month must be 01 to 12");
     }
     if (year, month) < year_month(now_unix_s) {
-        return Err("the card has expired");
+        return Err("This card has expired: check the date, or use another card");
     }
     Ok(())
 }
@@ -116,7 +116,7 @@ pub(crate) fn check_cvc(raw: &str) -> Result<(), &'static str> {
     if raw.len() <= 4 && raw.bytes().all(|b| b.is_ascii_digit()) {
         Ok(())
     } else {
-        Err("CVC must be at most 4 digits")
+        Err("The CVC is the 3 or 4 digits on the card")
     }
 }
 
@@ -126,7 +126,7 @@ pub(crate) fn challenge_passes(raw: &str) -> Result<bool, &'static str> {
     if raw.len() == 6 && raw.bytes().all(|b| b.is_ascii_digit()) {
         Ok(raw != "000000")
     } else {
-        Err("the code must be six digits")
+        Err("Enter the six digits of the code")
     }
 }
 

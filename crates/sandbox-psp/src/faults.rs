@@ -29,6 +29,9 @@ pub struct Faults {
     /// Hold each webhook event a random 0..1000 ms before its first attempt, so that events
     /// arrive out of order.
     pub webhook_reorder: bool,
+    /// Hold every webhook event this long before its first attempt: the buyer is back on the
+    /// merchant's page before the merchant hears of the outcome, as happens with real PSPs.
+    pub webhook_latency_ms: u64,
 }
 
 /// The longest a reordered webhook is held back.
@@ -47,13 +50,15 @@ pub(crate) fn random_ms(max_ms: u64) -> u64 {
     rand::rng().random_range(0..=max_ms)
 }
 
-/// How long to hold a webhook event before its first attempt.
+/// How long to hold a webhook event before its first attempt: the latency, plus a random
+/// hold when reordering.
 pub(crate) fn reorder_hold(faults: &Faults) -> Duration {
-    if faults.webhook_reorder {
-        Duration::from_millis(random_ms(REORDER_HOLD_MAX_MS))
+    let reorder_ms = if faults.webhook_reorder {
+        random_ms(REORDER_HOLD_MAX_MS)
     } else {
-        Duration::ZERO
-    }
+        0
+    };
+    Duration::from_millis(faults.webhook_latency_ms.saturating_add(reorder_ms))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! The hosted payment page's routes: `GET`/`POST /pay/{token}` (the card form) and
 //! `POST /pay/{token}/challenge` (3-D Secure). Checks the form, hands the card to the session
-//! state machine, and sends the buyer back to the merchant with a 303.
+//! state machine, and sends the buyer back to the merchant with a 303. Also serves the page's
+//! script and the favicon.
 
 use axum::Form;
 use axum::extract::rejection::FormRejection;
@@ -12,7 +13,7 @@ use serde::Deserialize;
 use crate::AppState;
 use crate::cards::{card_digits, challenge_passes, check_cvc, check_expiry, outcome_of};
 use crate::clock::unix_now_s;
-use crate::html::{self, Entered};
+use crate::html::{self, Context, Entered, FormError};
 use crate::sessions::{self, Attempted, Session, SessionStatus};
 
 /// Longest accepted cardholder name, in characters.
@@ -36,6 +37,49 @@ pub(crate) struct ChallengeForm {
     code: String,
 }
 
+const SCRIPT: &str = include_str!("../assets/hosted-page.js");
+const FAVICON: &[u8] = include_bytes!("../assets/favicon.ico");
+
+/// `GET /assets/hosted-page.js`: formatting, brand detection and inline checks for the form.
+pub(crate) async fn script() -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/javascript; charset=utf-8"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        SCRIPT,
+    )
+        .into_response()
+}
+
+/// `GET /favicon.ico`.
+pub(crate) async fn favicon() -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("image/x-icon"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=86400"),
+            ),
+        ],
+        FAVICON,
+    )
+        .into_response()
+}
+
+fn context<'a>(app: &'a AppState, session: &'a Session) -> Context<'a> {
+    Context {
+        merchant: &app.config.merchant_name,
+        session,
+    }
+}
+
 fn page(status: StatusCode, html: String) -> Response {
     (
         status,
@@ -49,8 +93,19 @@ fn not_found() -> Response {
     page(StatusCode::NOT_FOUND, html::not_found())
 }
 
-fn conflict(session: &Session) -> Response {
-    page(StatusCode::CONFLICT, html::not_open(session))
+fn conflict(app: &AppState, session: &Session) -> Response {
+    page(StatusCode::CONFLICT, not_open_page(app, session))
+}
+
+/// The page for a session that can no longer be paid, linking back to the merchant with the
+/// outcome, as the redirect would.
+fn not_open_page(app: &AppState, session: &Session) -> String {
+    let back = return_location(
+        &session.return_url,
+        &session.reference,
+        session.status.as_str(),
+    );
+    html::not_open(&context(app, session), &back)
 }
 
 fn unreadable_form() -> Response {
@@ -69,14 +124,15 @@ pub(crate) async fn show(State(app): State<AppState>, Path(token): Path<String>)
     match snapshot(&app, &token) {
         None => not_found(),
         Some(session) if session.status != SessionStatus::Open => {
-            page(StatusCode::OK, html::not_open(&session))
+            page(StatusCode::OK, not_open_page(&app, &session))
         }
-        Some(session) if session.challenge_pending => {
-            page(StatusCode::OK, html::challenge_form(&session, None))
-        }
+        Some(session) if session.challenge_pending => page(
+            StatusCode::OK,
+            html::challenge_form(&context(&app, &session), None),
+        ),
         Some(session) => page(
             StatusCode::OK,
-            html::payment_form(&session, &[], &Entered::default()),
+            html::payment_form(&context(&app, &session), &[], &Entered::default()),
         ),
     }
 }
@@ -91,36 +147,44 @@ pub(crate) async fn pay(
         return not_found();
     };
     if session.status != SessionStatus::Open {
-        return conflict(&session);
+        return conflict(&app, &session);
     }
     let Ok(Form(form)) = form else {
         return unreadable_form();
     };
+    // Everything typed comes back, the CVC too: nothing is cleared behind the buyer's back.
     let entered = Entered {
         card_number: &form.card_number,
         exp: &form.exp,
+        cvc: &form.cvc,
         name: &form.name,
     };
     let mut errors = Vec::new();
     let digits = card_digits(&form.card_number)
-        .map_err(|error| errors.push(error))
+        .map_err(|error| errors.push(FormError::field("card_number", error)))
         .ok();
     if let Err(error) = check_expiry(&form.exp, unix_now_s()) {
-        errors.push(error);
+        errors.push(FormError::field("exp", error));
     }
     if let Err(error) = check_cvc(&form.cvc) {
-        errors.push(error);
+        errors.push(FormError::field("cvc", error));
     }
     if form.name.chars().count() > NAME_MAX_CHARS {
-        errors.push("name must be at most 200 characters");
+        errors.push(FormError::field(
+            "name",
+            "The name on the card is at most 200 characters",
+        ));
     }
     let (Some(digits), true) = (digits, errors.is_empty()) else {
-        let html = html::payment_form(&session, &errors, &entered);
+        let html = html::payment_form(&context(&app, &session), &errors, &entered);
         return page(StatusCode::BAD_REQUEST, html);
     };
     let Some(outcome) = outcome_of(&digits) else {
-        let errors = ["not a sandbox test card: use one of the cards listed below"];
-        let html = html::payment_form(&session, &errors, &entered);
+        let errors = [FormError::field(
+            "card_number",
+            "This is not a sandbox test card: use one of the cards listed below",
+        )];
+        let html = html::payment_form(&context(&app, &session), &errors, &entered);
         return page(StatusCode::BAD_REQUEST, html);
     };
     let last4 = digits
@@ -129,16 +193,20 @@ pub(crate) async fn pay(
         .to_owned();
     match sessions::attempt_card(&app, &token, outcome, last4) {
         Attempted::Missing => not_found(),
-        Attempted::NotOpen(session) => conflict(&session),
-        Attempted::Decided(session) => back_to_merchant(&session),
-        Attempted::ChallengeAsked(session) => {
-            page(StatusCode::OK, html::challenge_form(&session, None))
-        }
+        Attempted::NotOpen(session) => conflict(&app, &session),
+        Attempted::Decided(session) => back_to_merchant(&app, &session),
+        Attempted::ChallengeAsked(session) => page(
+            StatusCode::OK,
+            html::challenge_form(&context(&app, &session), None),
+        ),
         Attempted::ProcessingError(session) => {
-            let errors = [
-                "processing_error: the payment could not be processed; try again or use another card",
-            ];
-            let html = html::payment_form(&session, &errors, &entered);
+            let errors = [FormError {
+                field: None,
+                message: "Your card could not be processed this time, and you have not been \
+                          charged. Try again, or use another card.",
+                code: Some("processing_error"),
+            }];
+            let html = html::payment_form(&context(&app, &session), &errors, &entered);
             // The page itself is served fine: the buyer reads why and tries again (CONTRACT.md).
             page(StatusCode::OK, html)
         }
@@ -155,11 +223,15 @@ pub(crate) async fn challenge(
         return not_found();
     };
     if session.status != SessionStatus::Open {
-        return conflict(&session);
+        return conflict(&app, &session);
     }
     if !session.challenge_pending {
-        let errors = ["no 3-D Secure challenge is pending: enter a card first"];
-        let html = html::payment_form(&session, &errors, &Entered::default());
+        let errors = [FormError {
+            field: None,
+            message: "There is no code to confirm: enter your card first.",
+            code: None,
+        }];
+        let html = html::payment_form(&context(&app, &session), &errors, &Entered::default());
         return page(StatusCode::CONFLICT, html);
     }
     let Ok(Form(form)) = form else {
@@ -168,21 +240,21 @@ pub(crate) async fn challenge(
     let passed = match challenge_passes(&form.code) {
         Ok(passed) => passed,
         Err(error) => {
-            let html = html::challenge_form(&session, Some(error));
+            let html = html::challenge_form(&context(&app, &session), Some(error));
             return page(StatusCode::BAD_REQUEST, html);
         }
     };
     match sessions::answer_challenge(&app, &token, passed) {
         Attempted::Missing => not_found(),
-        Attempted::Decided(session) => back_to_merchant(&session),
+        Attempted::Decided(session) => back_to_merchant(&app, &session),
         Attempted::NotOpen(session)
         | Attempted::ChallengeAsked(session)
-        | Attempted::ProcessingError(session) => conflict(&session),
+        | Attempted::ProcessingError(session) => conflict(&app, &session),
     }
 }
 
 /// 303 to the merchant's return URL with `payment=<reference>&status=<status>`.
-fn back_to_merchant(session: &Session) -> Response {
+fn back_to_merchant(app: &AppState, session: &Session) -> Response {
     let location = return_location(
         &session.return_url,
         &session.reference,
@@ -192,7 +264,7 @@ fn back_to_merchant(session: &Session) -> Response {
         Ok(location) => (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response(),
         // `return_url` was checked to be visible ASCII, so this is not expected; show the
         // outcome rather than fail.
-        Err(_) => page(StatusCode::OK, html::not_open(session)),
+        Err(_) => page(StatusCode::OK, not_open_page(app, session)),
     }
 }
 

@@ -13,6 +13,7 @@
 //! | `POST /v1/payouts`, `GET /v1/payouts/{id}` | payouts to sellers, settled later by webhook |
 //! | `GET /pay/{token}`, `POST /pay/{token}` | the hosted payment page |
 //! | `POST /pay/{token}/challenge` | the 3-D Secure challenge |
+//! | `GET /assets/hosted-page.js`, `GET /favicon.ico` | the hosted page's script and icon |
 //! | `GET /v1/settlements/{YYYY-MM-DD}.csv` | that UTC day's settlement file (CSV, below) |
 //! | `POST /v1/test/settlement_faults`, `DELETE …` | test hook: make settlement files wrong on purpose |
 //! | `POST /v1/test/chargebacks` | test hook: a chargeback on a succeeded payment |
@@ -39,7 +40,10 @@
 //!   a 3-D Secure challenge is pending the session stays `open`; `GET /pay/{token}` shows the
 //!   challenge again, and posting another card replaces the attempt. The redirect is a 303 to
 //!   `return_url` with `payment=<reference>&status=<status>` added to its query (before any
-//!   `#fragment`), the reference percent-encoded.
+//!   `#fragment`), the reference percent-encoded. The page shows the configured merchant name;
+//!   its script (progressive: the form works without it) groups the card number, names the
+//!   brand as it is typed and checks each field when it is left; the server checks again and
+//!   puts every value back, the CVC included, when it shows the form again.
 //! - **Expiry.** An `open` session becomes `expired` (webhook `payment.expired`) once
 //!   `session_ttl_ms` has passed; a sweeper checks every `session_ttl_ms / 4`, clamped to
 //!   10..=250 ms.
@@ -145,6 +149,9 @@ use crate::background::Background;
 use crate::listener::{ConnTag, CuttableListener};
 use crate::store::Store;
 
+/// The merchant name the hosted page shows when none is configured.
+pub const DEFAULT_MERCHANT_NAME: &str = "Demo Marketplace";
+
 /// How the sandbox behaves. `Default` gives the documented defaults with empty key and secret.
 /// Its `Debug` output hides the key and the secret.
 #[derive(Clone)]
@@ -157,6 +164,8 @@ pub struct SandboxConfig {
     pub webhook_secret: String,
     /// Base URL used in a session's `url` (default: `http://{bound addr}`).
     pub public_url: Option<String>,
+    /// The merchant's name the hosted page shows the buyer (a real PSP's account name).
+    pub merchant_name: String,
     /// Card `4000 0000 0000 0259`: `processing` → `succeeded` after this long.
     pub review_delay_ms: u64,
     /// An open session expires this long after it was created.
@@ -186,6 +195,7 @@ impl Default for SandboxConfig {
             webhook_url: String::new(),
             webhook_secret: String::new(),
             public_url: None,
+            merchant_name: DEFAULT_MERCHANT_NAME.to_owned(),
             review_delay_ms: 5_000,
             session_ttl_ms: 3_600_000,
             settle_delay_ms: 100,
@@ -208,6 +218,7 @@ impl fmt::Debug for SandboxConfig {
             .field("webhook_url", &self.webhook_url)
             .field("webhook_secret", &hidden(&self.webhook_secret))
             .field("public_url", &self.public_url)
+            .field("merchant_name", &self.merchant_name)
             .field("review_delay_ms", &self.review_delay_ms)
             .field("session_ttl_ms", &self.session_ttl_ms)
             .field("settle_delay_ms", &self.settle_delay_ms)
@@ -359,5 +370,7 @@ fn routes(app: AppState) -> Router {
             get(hosted_page::show).post(hosted_page::pay),
         )
         .route("/pay/{token}/challenge", post(hosted_page::challenge))
+        .route("/favicon.ico", get(hosted_page::favicon))
+        .route("/assets/hosted-page.js", get(hosted_page::script))
         .with_state(app)
 }

@@ -427,6 +427,63 @@ async fn hosted_page_shows_an_escaped_form() {
 }
 
 #[tokio::test]
+async fn a_refused_form_comes_back_with_everything_typed_and_says_where() {
+    let h = start(|config| config.merchant_name = "Acme <Outdoor>".to_owned()).await;
+    let token = token_of(&h.new_session("pay_kept").await);
+    let empty = h
+        .client
+        .get(h.url(&format!("/pay/{token}")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        empty.contains("Acme &lt;Outdoor&gt;"),
+        "the merchant's name"
+    );
+    assert!(
+        !empty.contains("placeholder=\"4242"),
+        "no test card as a placeholder"
+    );
+    for field in ["card_number", "exp", "cvc", "name"] {
+        assert!(
+            empty.contains(&format!("<label for=\"{field}\">")),
+            "{field} has its label"
+        );
+    }
+
+    let refused = h.pay_with(&token, CARD_OK, "13/49", "987").await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let html = refused.text().await.unwrap();
+    for kept in [
+        r#"value="4242 4242 4242 4242""#,
+        r#"value="13/49""#,
+        r#"value="987""#,
+        r#"value="Ada Buyer""#,
+    ] {
+        assert!(html.contains(kept), "{kept} kept: {html}");
+    }
+    assert!(
+        html.contains(r#"id="exp" name="exp" value="13/49""#)
+            && html.contains(r#"aria-describedby="exp-error" aria-invalid="true" autofocus"#),
+        "the wrong field is marked and focused: {html}"
+    );
+    assert!(html.contains(r#"<p class="field-error" id="exp-error">The expiry month"#));
+
+    for (path, content_type) in [
+        ("/favicon.ico", "image/x-icon"),
+        ("/assets/hosted-page.js", "text/javascript; charset=utf-8"),
+    ] {
+        let response = h.client.get(h.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert_eq!(response.headers()["content-type"], content_type);
+    }
+    h.sandbox.shutdown();
+}
+
+#[tokio::test]
 async fn bad_fields_and_unknown_cards_show_the_form_again() {
     let h = start(|_| {}).await;
     let token = token_of(&h.new_session("pay_fields").await);

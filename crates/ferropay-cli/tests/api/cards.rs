@@ -239,7 +239,57 @@ async fn an_unpaid_session_expires(db: Db) {
     assert_eq!(app.verify_ledger().await.transactions, 0);
 }
 
+/// The buyer is back from the PSP, which said "succeeded", but its webhook has not arrived: the
+/// page says it is confirming and reloads, and never offers to pay again (a buyer once paid
+/// twice that way); once the webhook is applied, the same URL says paid.
+async fn back_before_the_webhook_the_page_confirms_and_never_offers_to_pay(db: Db) {
+    let mut options = AppOptions::default();
+    // Every webhook is lost, and the poller is far off: only the webhook sent below settles it.
+    options.sandbox.faults.webhook_drop_rate = 1.0;
+    options.sandbox.webhook_max_attempts = 1;
+    let Some(app) = spawn_app_with(db, options).await else {
+        return;
+    };
+    let payment = app.create_payment("chk_confirming").await;
+    let id = payment["id"].as_str().unwrap();
+    let pay_url = payment["redirect_url"].as_str().unwrap();
+    let (_, location, _) = app.pay(&payment, CARD_OK).await;
+    let back = location.unwrap();
+    assert!(back.contains("status=succeeded"));
+
+    let page = |url: String| {
+        let http = app.http.clone();
+        async move {
+            let response = http.get(url).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            response.text().await.unwrap()
+        }
+    };
+    let confirming = page(back.clone()).await;
+    assert!(
+        confirming.contains(r#"data-state="confirming""#),
+        "{confirming}"
+    );
+    assert!(confirming.contains("Confirming your payment"));
+    assert!(confirming.contains(r#"http-equiv="refresh" content="1""#));
+    assert!(!confirming.contains(pay_url), "no way to pay again");
+    assert_eq!(app.get_payment(id).await["status"], "requires_payment");
+    // Reached some other way, an unpaid payment offers the hosted page.
+    let unpaid = page(format!("{}/payments/{id}/status", app.base_url)).await;
+    assert!(unpaid.contains(r#"data-state="awaiting_payment""#));
+    assert!(unpaid.contains(&format!(r#"href="{pay_url}""#)));
+
+    let event = payment_event("evt_confirming", "payment.succeeded", &payment);
+    let applied = app.send_webhook(&event, WEBHOOK_SECRET, now_s()).await;
+    assert_eq!(applied.status(), StatusCode::OK);
+    let paid = page(back).await;
+    assert!(paid.contains(r#"data-state="paid""#), "{paid}");
+    assert!(paid.contains("Thank you, your payment went through"));
+    assert!(!paid.contains("http-equiv=\"refresh\""));
+}
+
 db_test!(
+    back_before_the_webhook_the_page_confirms_and_never_offers_to_pay,
     card_4242_succeeds_and_books_the_sale,
     declined_cards_fail_and_post_nothing,
     three_d_secure_passes_and_fails,

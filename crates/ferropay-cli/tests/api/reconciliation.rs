@@ -722,7 +722,71 @@ async fn a_chargeback_is_left_for_an_operator_and_the_bank_pays_the_psp(db: Db) 
     assert!(app.verify_ledger().await.ok());
 }
 
+/// `GET /v1/reconciliation/settlement_files/{date}`: the PSP's file of the day through ferropay,
+/// byte for byte what the PSP serves; the API key is needed and a date must be one.
+async fn the_days_settlement_file_comes_through_ferropay(db: Db) {
+    let Some(app) = spawn_app(db).await else {
+        return;
+    };
+    let paid = app.paid_payment("chk_file").await;
+    let today = time::OffsetDateTime::now_utc().date().to_string();
+    let url = format!(
+        "{}/v1/reconciliation/settlement_files/{today}",
+        app.base_url
+    );
+    let response = app
+        .http
+        .get(&url)
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let file = response.text().await.unwrap();
+    let mut lines = file.lines();
+    assert_eq!(lines.next(), Some(sandbox_psp::SETTLEMENT_HEADER));
+    let payment_line = lines
+        .find(|line| line.contains(paid["id"].as_str().unwrap()))
+        .expect("the payment's line");
+    assert!(payment_line.contains(",payment,"), "{payment_line}");
+
+    let with_suffix = app
+        .http
+        .get(format!("{url}.csv"))
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        with_suffix.text().await.unwrap(),
+        file,
+        "`.csv` may be added"
+    );
+    let anonymous = app.http.get(&url).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let bad = app
+        .http
+        .get(format!(
+            "{}/v1/reconciliation/settlement_files/2026-13-45",
+            app.base_url
+        ))
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let error: Value = bad.json().await.unwrap();
+    assert_eq!(error["error"]["field"], "date");
+}
+
 db_test!(
+    the_days_settlement_file_comes_through_ferropay,
     a_healed_payment_is_split_at_its_own_platform_fee,
     a_missing_in_ledger_break_closes_once_the_ledger_has_it,
     a_chargeback_is_left_for_an_operator_and_the_bank_pays_the_psp,

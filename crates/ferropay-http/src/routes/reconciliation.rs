@@ -2,13 +2,15 @@
 //! (`?status=open|resolved|all`, `?limit=1..1000`), `POST /v1/reconciliation/breaks/{id}/resolve`
 //! `{"reason"}` marks one resolved, and `POST /v1/reconciliation/runs` `{"date": "YYYY-MM-DD"}`
 //! fetches that day's settlement file from the PSP and reconciles it now (as the nightly run
-//! does), answering the report.
+//! does), answering the report. `GET /v1/reconciliation/settlement_files/{YYYY-MM-DD}` hands
+//! that day's file from the PSP over as it is (CSV), for `ferropay reconcile --file` or a look.
 
 use std::collections::HashMap;
 
 use axum::Json;
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ferropay::Ferropay;
 use ferropay::reconcile::BreakFilter;
@@ -94,4 +96,61 @@ pub async fn run(
         )))
     })??;
     Ok((StatusCode::CREATED, Json(report)).into_response())
+}
+
+/// `GET /v1/reconciliation/settlement_files/{date}`: the PSP's settlement file of that UTC day,
+/// streamed from a temporary file that is unlinked as soon as it is open.
+pub async fn settlement_file(
+    State(service): State<Ferropay>,
+    ApiKey(_): ApiKey,
+    Path(file): Path<String>,
+) -> Result<Response, ApiError> {
+    let date_text = file.strip_suffix(".csv").unwrap_or(&file);
+    let date = parse_date(date_text).map_err(|message| ApiError::invalid("date", message))?;
+    let path = std::env::temp_dir().join(format!(
+        "ferropay-settlement-download-{}.csv",
+        ferropay::ids::new_id("stl")
+    ));
+    let fetched = service.connector.settlement_file(date, &path).await;
+    let opened = match fetched {
+        Ok(_) => tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(error) => Err(error.to_string()),
+    };
+    let _ = tokio::fs::remove_file(&path).await;
+    let file = opened.map_err(|message| {
+        ApiError(ferropay::Error::PspUnavailable {
+            message: format!("fetching the settlement file of {date}: {message}"),
+            retry_after_s: 60,
+        })
+    })?;
+    let chunks = futures_util::stream::unfold(file, |mut file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buffer = vec![0u8; 64 * 1024];
+        match file.read(&mut buffer).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buffer.truncate(n);
+                Some((Ok::<_, std::io::Error>(buffer), file))
+            }
+            Err(error) => Some((Err(error), file)),
+        }
+    });
+    let disposition = format!("attachment; filename=\"settlement-{date}.csv\"");
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/csv; charset=utf-8"),
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_str(&disposition)
+                    .unwrap_or_else(|_| HeaderValue::from_static("attachment")),
+            ),
+        ],
+        Body::from_stream(chunks),
+    )
+        .into_response())
 }
