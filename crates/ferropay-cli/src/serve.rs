@@ -18,6 +18,8 @@ use ferropay::reconcile::schedule::{self, TimeOfDay};
 use ferropay::retention::{RetentionPolicy, RetentionTask};
 use ferropay::secret::Secret;
 use ferropay::store::Store;
+use ferropay::webhooks::WebhookConfig;
+use ferropay::webhooks::dispatch::Dispatcher;
 use ferropay::{Ferropay, FerropayConfig};
 use sandbox_psp::{SandboxConfig, SandboxHandle};
 use tokio::net::TcpListener;
@@ -55,6 +57,8 @@ pub struct ServeConfig {
     pub nats: Option<NatsConfig>,
     /// Purge old idempotency keys, finished jobs and webhook event ids every hour; `None`: never.
     pub retention: Option<RetentionPolicy>,
+    /// Webhooks to merchants (delivered by this instance's workers when it runs any).
+    pub webhooks: WebhookConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -84,6 +88,7 @@ pub struct Running {
     /// The in-process sandbox, if one runs.
     pub sandbox: Option<SandboxHandle>,
     workers: Option<Workers>,
+    dispatcher: Option<Dispatcher>,
     relay: Option<Relay>,
     retention: Option<RetentionTask>,
     stop: oneshot::Sender<()>,
@@ -103,6 +108,11 @@ impl Running {
         let _ = self.server.await;
         if let Some(schedule) = self.payout_schedule {
             schedule.abort();
+        }
+        if let Some(dispatcher) = self.dispatcher {
+            dispatcher
+                .shutdown(Duration::from_millis(JOBS_GRACE_MS))
+                .await;
         }
         if let Some(workers) = self.workers {
             workers.shutdown(Duration::from_millis(JOBS_GRACE_MS)).await;
@@ -201,6 +211,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             poll_after_ms: config.poll_after_ms,
             jobs: config.jobs.clone(),
             outbox_relayed: config.nats.is_some(),
+            webhooks: config.webhooks.clone(),
             ..FerropayConfig::default()
         },
     )?;
@@ -211,6 +222,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             config.jobs.clone(),
         )
     });
+    // The outbox → webhook deliveries, beside the workers that deliver them.
+    let dispatcher = (config.jobs.concurrency > 0)
+        .then(|| Dispatcher::spawn(service.store.clone(), config.webhooks.clone()));
     let relay = match config.nats {
         Some(nats) => {
             let publisher = NatsPublisher::connect(nats)
@@ -252,6 +266,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         service,
         sandbox,
         workers,
+        dispatcher,
         relay,
         retention,
         stop,

@@ -4,7 +4,9 @@
 
 pub mod error;
 pub mod extract;
+pub mod openapi;
 mod routes;
+pub mod scopes;
 
 use std::time::Instant;
 
@@ -22,17 +24,23 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub fn router(service: Ferropay) -> Router {
     routes::metrics::install();
     Router::new()
-        .route("/v1/payments", post(routes::payments::create))
+        .route(
+            "/v1/payments",
+            post(routes::payments::create).get(routes::payments::list),
+        )
         .route("/v1/payments/{id}", get(routes::payments::show))
         .route(
             "/v1/payments/{id}/refunds",
             post(routes::refunds::create).get(routes::refunds::list),
         )
+        .route("/v1/refunds", get(routes::refunds::list_all))
         .route("/v1/sellers/{seller_id}/wallet", get(routes::wallets::show))
         .route(
             "/v1/sellers/{seller_id}/payouts",
             post(routes::payouts::create).get(routes::payouts::list),
         )
+        .route("/v1/payouts", get(routes::payouts::list_all))
+        .route("/v1/events", get(routes::events::list))
         .route(
             "/v1/reconciliation/breaks",
             get(routes::reconciliation::list_breaks),
@@ -42,9 +50,36 @@ pub fn router(service: Ferropay) -> Router {
             post(routes::reconciliation::resolve_break),
         )
         .route("/v1/reconciliation/runs", post(routes::reconciliation::run))
+        .route("/v1/api_keys", get(routes::api_keys::list))
+        .route("/v1/api_keys/{id}/revoke", post(routes::api_keys::revoke))
+        .route(
+            "/v1/webhook_endpoints",
+            post(routes::webhook_endpoints::create).get(routes::webhook_endpoints::list),
+        )
+        .route(
+            "/v1/webhook_endpoints/{id}",
+            get(routes::webhook_endpoints::show)
+                .post(routes::webhook_endpoints::update)
+                .delete(routes::webhook_endpoints::delete),
+        )
+        .route(
+            "/v1/webhook_endpoints/{id}/roll_secret",
+            post(routes::webhook_endpoints::roll_secret),
+        )
+        .route(
+            "/v1/webhook_endpoints/{id}/deliveries",
+            get(routes::webhook_endpoints::deliveries),
+        )
+        .route(
+            "/v1/webhook_deliveries/{id}/redeliver",
+            post(routes::webhook_endpoints::redeliver),
+        )
         .route("/webhooks/psp/{psp}", post(routes::webhooks::receive))
         .route("/payments/{id}/status", get(routes::pages::payment_status))
         .route("/healthz", get(routes::health::healthz))
+        .route("/openapi.json", get(openapi::spec))
+        .route("/docs", get(openapi::docs))
+        .route("/docs/docs.js", get(openapi::docs_js))
         .route("/metrics", get(routes::metrics::render))
         .fallback(routes::health::not_found)
         .method_not_allowed_fallback(routes::health::method_not_allowed)

@@ -13,6 +13,14 @@ use html_escape::{encode_double_quoted_attribute as attr, encode_text as text};
 /// How often a pending page reloads itself, in seconds.
 const REFRESH_S: u32 = 3;
 
+/// The buyer's status page, which refreshes itself while the PSP has not decided.
+#[utoipa::path(get, path = "/payments/{id}/status", tag = "pages",
+    params(("id" = String, Path, description = "The payment's id")),
+    responses(
+        (status = 200, description = "The page", content_type = "text/html", body = String),
+        (status = 404, description = "No such payment", content_type = "text/html", body = String),
+        (status = 500, description = "The database failed", content_type = "text/html", body = String),
+    ))]
 pub async fn payment_status(
     State(service): State<Ferropay>,
     Path(payment_id): Path<String>,
