@@ -149,6 +149,20 @@ async fn a_revoked_key_is_refused_at_once_by_every_instance(db: Db) {
         .unwrap();
     assert_eq!(revoked.status(), StatusCode::OK);
     assert!(revoked.json::<Value>().await.unwrap()["revoked_at"].is_string());
+    // A key does not revoke itself over the API.
+    let own_id = app.get_json("/v1/api_keys").await["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let own = app
+        .http
+        .post(format!("{}/v1/api_keys/{own_id}/revoke", app.base_url))
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), StatusCode::CONFLICT);
+    assert_eq!(own.json::<Value>().await.unwrap()["error"]["code"], "own_key");
     // … and the second instance refuses it on the very next request.
     assert_eq!(
         on_sibling(doomed.secret.clone()).await,

@@ -22,14 +22,25 @@ pub async fn list(
     Ok(Json(List::complete(api_keys::list(&service.store).await?)))
 }
 
-/// Revoke a key: every instance refuses it (401) from its next request on.
+/// Revoke a key: every instance refuses it (401) from its next request on. A key cannot revoke
+/// itself here (409 `own_key`), so an operator does not lock themselves out by mistake; use
+/// another operator key or `ferropay api-key revoke`.
 #[utoipa::path(post, path = "/v1/api_keys/{id}/revoke", tag = "api_keys",
     params(("id" = String, Path, description = "The key's id (`key_…`)")),
-    responses((status = 200, description = "The revoked key", body = schemas::ApiKey)))]
+    responses(
+        (status = 200, description = "The revoked key", body = schemas::ApiKey),
+        (status = 409, description = "The key named is the one calling (`own_key`)", body = schemas::ErrorBody),
+    ))]
 pub async fn revoke(
     State(service): State<Ferropay>,
-    ApiKey(_): ApiKey,
+    ApiKey(caller_id): ApiKey,
     Path(key_id): Path<String>,
 ) -> Result<Json<KeyView>, ApiError> {
+    if key_id == caller_id {
+        return Err(ApiError(ferropay::Error::conflict(
+            "own_key",
+            "a key cannot revoke itself over the API: use another operator key or `ferropay api-key revoke`",
+        )));
+    }
     Ok(Json(api_keys::revoke(&service.store, &key_id).await?))
 }

@@ -17,7 +17,7 @@ use crate::routes::lists::PaymentListQuery;
 /// Create a payment for a checkout and register it with the PSP; the answer's `redirect_url`
 /// is the hosted payment page to send the buyer to.
 #[utoipa::path(post, path = "/v1/payments", tag = "payments",
-    params(("Idempotency-Key" = String, Header, description = "1–255 characters, required: the same key and body replay the first answer")),
+    params(("Idempotency-Key" = String, Header, min_length = 1, max_length = 255, pattern = "^[!-~]([ -~]*[!-~])?$", description = "1–255 visible characters, required: the same key and body replay the first answer")),
     request_body = schemas::CreatePayment,
     responses(
         (status = 201, description = "The payment (or the first answer, replayed)", body = schemas::Payment,

@@ -19,7 +19,7 @@ use crate::routes::payments::outcome_response;
 /// Pay a seller out of their wallet (all that is available when `amount` is absent); the
 /// payout provider confirms it later (`pending` → `in_transit` → `paid` | `failed`).
 #[utoipa::path(post, path = "/v1/sellers/{seller_id}/payouts", tag = "payouts",
-    params(("seller_id" = String, Path, description = "The seller's id"), ("Idempotency-Key" = String, Header, description = "1–255 characters, required: the same key and body replay the first answer")),
+    params(("seller_id" = String, Path, description = "The seller's id"), ("Idempotency-Key" = String, Header, min_length = 1, max_length = 255, pattern = "^[!-~]([ -~]*[!-~])?$", description = "1–255 visible characters, required: the same key and body replay the first answer")),
     request_body = schemas::CreatePayout,
     responses(
         (status = 201, description = "The payout (or the first answer, replayed)", body = schemas::Payout,

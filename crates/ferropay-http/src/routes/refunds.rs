@@ -19,7 +19,7 @@ use crate::routes::payments::outcome_response;
 /// Refund an order of a paid payment, in full or in part; the PSP confirms it later
 /// (`pending` → `succeeded` | `failed`).
 #[utoipa::path(post, path = "/v1/payments/{id}/refunds", tag = "refunds",
-    params(("id" = String, Path, description = "The payment's id"), ("Idempotency-Key" = String, Header, description = "1–255 characters, required: the same key and body replay the first answer")),
+    params(("id" = String, Path, description = "The payment's id"), ("Idempotency-Key" = String, Header, min_length = 1, max_length = 255, pattern = "^[!-~]([ -~]*[!-~])?$", description = "1–255 visible characters, required: the same key and body replay the first answer")),
     request_body = schemas::CreateRefund,
     responses(
         (status = 201, description = "The refund (or the first answer, replayed)", body = schemas::Refund,
