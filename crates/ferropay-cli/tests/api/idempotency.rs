@@ -302,10 +302,8 @@ async fn requests_racing_on_a_released_key_are_each_answered(db: Db) {
     };
     app.create_payment("chk_race").await;
     let body = checkout("chk_race");
-    let answers = futures_util::future::join_all(
-        (0..16).map(|_| app.post_payment("race-key", &body)),
-    )
-    .await;
+    let answers =
+        futures_util::future::join_all((0..16).map(|_| app.post_payment("race-key", &body))).await;
     for answer in answers {
         let status = answer.status();
         let error: Value = answer.json().await.unwrap();

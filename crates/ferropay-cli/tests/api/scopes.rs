@@ -162,7 +162,10 @@ async fn a_revoked_key_is_refused_at_once_by_every_instance(db: Db) {
         .await
         .unwrap();
     assert_eq!(own.status(), StatusCode::CONFLICT);
-    assert_eq!(own.json::<Value>().await.unwrap()["error"]["code"], "own_key");
+    assert_eq!(
+        own.json::<Value>().await.unwrap()["error"]["code"],
+        "own_key"
+    );
     // … and the second instance refuses it on the very next request.
     assert_eq!(
         on_sibling(doomed.secret.clone()).await,
