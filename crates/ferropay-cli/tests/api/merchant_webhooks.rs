@@ -435,7 +435,53 @@ async fn private_destinations_are_refused_unless_allowed(db: Db) {
     assert!(receiver.received().is_empty());
 }
 
+/// Events written while no instance delivers wait in the outbox, and are delivered by whichever
+/// instance comes: the handover is durable, not a process's memory.
+async fn events_wait_for_any_instance_to_deliver_them(db: Db) {
+    let Some(app) = spawn_app_with(
+        db,
+        AppOptions {
+            jobs: ferropay::jobs::JobsConfig {
+                concurrency: 0,
+                ..test_jobs_config()
+            },
+            ..AppOptions::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let (url, receiver) = Receiver::start().await;
+    let endpoint = register(&app, &url, json!(["payment.succeeded"])).await;
+    let payment = app.paid_payment("chk_hooks_later").await;
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM outbox WHERE webhooks_dispatched_at_ms IS NULL")
+            .await,
+        1,
+        "no instance here hands events over"
+    );
+    assert!(receiver.received().is_empty());
+    let sibling = app.spawn_sibling().await;
+    eventually(Duration::from_secs(10), "the sibling delivered it", || {
+        let receiver = receiver.clone();
+        async move { !receiver.received().is_empty() }
+    })
+    .await;
+    let received = &receiver.received()[0];
+    assert_eq!(received.event()["aggregate_id"], payment["id"]);
+    ferropay::webhooks::verify(
+        endpoint["secret"].as_str().unwrap(),
+        &received.signature,
+        &received.body,
+        TOLERANCE,
+    )
+    .unwrap();
+    sibling.shutdown().await;
+}
+
 db_test!(
+    events_wait_for_any_instance_to_deliver_them,
     every_event_of_a_paid_refunded_payment_arrives_once_signed,
     a_rolled_secret_stays_valid_beside_the_new_one,
     an_endpoint_failing_for_the_whole_window_is_disabled,
