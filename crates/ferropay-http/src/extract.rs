@@ -71,6 +71,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T>
                 .collect();
         let mut object = serde_json::Map::new();
         for (name, value) in pairs {
+            if name.contains('\0') || value.contains('\0') {
+                return Err(ApiError::invalid(
+                    name,
+                    "must not contain the NUL character",
+                ));
+            }
             if object.contains_key(&name) {
                 return Err(ApiError::invalid(name, "is given more than once"));
             }
@@ -128,11 +134,48 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 "must be a JSON object",
             )));
         }
+        if let Some(field) = nul_in(&value, "") {
+            return Err(BodyRejection::Invalid(ApiError::invalid(
+                field,
+                "must not contain the NUL character",
+            )));
+        }
         let typed = serde_path_to_error::deserialize(&value).map_err(|e| {
             let (field, message) = describe(&e);
             BodyRejection::Invalid(ApiError::invalid(field, message))
         })?;
         Ok(Self { value, typed })
+    }
+}
+
+/// The path of the first string (or key) holding U+0000, which no database text column takes.
+fn nul_in(value: &serde_json::Value, path: &str) -> Option<String> {
+    use serde_json::Value;
+    let here = || {
+        if path.is_empty() {
+            "body".to_owned()
+        } else {
+            path.to_owned()
+        }
+    };
+    match value {
+        Value::String(text) if text.contains('\0') => Some(here()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_in(item, &format!("{}[{i}]", here()))),
+        Value::Object(fields) => fields.iter().find_map(|(name, item)| {
+            let field = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}.{name}")
+            };
+            if name.contains('\0') {
+                return Some(here());
+            }
+            nul_in(item, &field)
+        }),
+        _ => None,
     }
 }
 
@@ -193,5 +236,12 @@ mod tests {
         assert_eq!(field_for(serde_json::json!({})), "items");
         assert_eq!(field_for(serde_json::json!({"items": [], "x": 1})), "x");
         assert_eq!(field_for(serde_json::json!({"items": 5})), "items");
+    }
+
+    #[test]
+    fn nul_characters_are_found_with_their_path() {
+        let body = serde_json::json!({"a": "ok", "b": [{"c": "x\u{0}"}]});
+        assert_eq!(nul_in(&body, "").as_deref(), Some("b[0].c"));
+        assert_eq!(nul_in(&serde_json::json!({"a": ["fine"]}), ""), None);
     }
 }

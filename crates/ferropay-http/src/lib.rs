@@ -83,6 +83,7 @@ pub fn router(service: Ferropay) -> Router {
         .route("/metrics", get(routes::metrics::render))
         .fallback(routes::health::not_found)
         .method_not_allowed_fallback(routes::health::method_not_allowed)
+        .layer(middleware::from_fn(refuse_nul_in_uri))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(log_request))
         .with_state(service)
@@ -97,6 +98,21 @@ pub async fn serve(
     axum::serve(listener, router(service))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// 400 for a path or query holding an encoded NUL (`%00`): no database text column takes it,
+/// and no id or filter of ours contains it.
+async fn refuse_nul_in_uri(request: Request, next: Next) -> Response {
+    let uri = request.uri();
+    let has_nul = |part: &str| part.to_ascii_lowercase().contains("%00");
+    if has_nul(uri.path()) || uri.query().is_some_and(has_nul) {
+        let field = if has_nul(uri.path()) { "path" } else { "query" };
+        return axum::response::IntoResponse::into_response(error::ApiError::invalid(
+            field,
+            "must not contain the NUL character (%00)",
+        ));
+    }
+    next.run(request).await
 }
 
 /// One structured log line per request: method, route, status, latency.

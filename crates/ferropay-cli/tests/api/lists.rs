@@ -228,7 +228,62 @@ async fn refunds_payouts_and_events_are_listed(db: Db) {
     assert_eq!(after["has_more"], false);
 }
 
+/// Found by schemathesis on PostgreSQL, whose text columns refuse U+0000: a NUL in a body, a
+/// query or a path was a 500. Each is a 400 naming where it was.
+async fn nul_characters_are_refused_by_name(db: Db) {
+    let Some(app) = spawn_app(db).await else {
+        return;
+    };
+    let key = app.api_key.clone();
+    let send = |request: reqwest::RequestBuilder| {
+        let key = key.clone();
+        async move {
+            let response = request.bearer_auth(key).send().await.unwrap();
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = send(
+        app.http
+            .post(format!(
+                "{}/v1/reconciliation/breaks/brk_1/resolve",
+                app.base_url
+            ))
+            .json(&json!({"reason": "fixed\u{0}"})),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["error"]["field"]),
+        (StatusCode::BAD_REQUEST, &json!("reason"))
+    );
+    let (status, body) = send(
+        app.http
+            .post(format!("{}/v1/webhook_endpoints", app.base_url))
+            .json(&json!({"url": "http://127.0.0.1:1/", "event_types": ["*"], "description": "a\u{0}"})),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["error"]["field"]),
+        (StatusCode::BAD_REQUEST, &json!("description"))
+    );
+    let (status, body) = send(
+        app.http
+            .get(format!("{}/v1/payments?checkout_id=%00", app.base_url)),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["error"]["field"]),
+        (StatusCode::BAD_REQUEST, &json!("query"))
+    );
+    let (status, body) = send(app.http.get(format!("{}/v1/payments/pay%00", app.base_url))).await;
+    assert_eq!(
+        (status, &body["error"]["field"]),
+        (StatusCode::BAD_REQUEST, &json!("path"))
+    );
+}
+
 db_test!(
+    nul_characters_are_refused_by_name,
     payments_page_newest_first_and_stay_stable_under_inserts,
     refunds_payouts_and_events_are_listed,
 );

@@ -216,6 +216,11 @@ async fn every_event_of_a_paid_refunded_payment_arrives_once_signed(db: Db) {
     assert_eq!(attempts[0]["error"], "the endpoint answered 500");
     assert_eq!(attempts[1]["status_code"], 200);
     assert!(attempts[1]["latency_ms"].as_i64().unwrap() >= 0);
+    let metrics = app.metrics_text().await;
+    assert!(
+        metrics.contains("ferropay_merchant_webhook_attempts_total{result=\"failed\"} 1"),
+        "{metrics}"
+    );
 
     // The endpoint that wants refunds only got the refund, once.
     eventually(

@@ -109,6 +109,13 @@ impl DeliverHandler {
         let body = serde_json::to_vec(&event)
             .map_err(|e| JobError::Permanent(format!("event `{event_id}`: {e}")))?;
         let attempt = self.send(&endpoint, &body).await;
+        let result = if attempt.succeeded() {
+            "succeeded"
+        } else {
+            "failed"
+        };
+        metrics::counter!("ferropay_merchant_webhook_attempts_total", "result" => result)
+            .increment(1);
         let now = now_ms();
         self.record(delivery_id, &attempt, now).await?;
         if attempt.succeeded() {
