@@ -117,6 +117,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Value> {
         nats: None,
         retention: None,
         engine: ferropay::engine::EngineConfig::default(),
+        webhooks: Default::default(),
     })
     .await?;
     let result = seed(&running, &key.secret).await;

@@ -74,6 +74,9 @@ enum Command {
         #[command(flatten)]
         database: DatabaseArgs,
     },
+    /// Print the HTTP API's OpenAPI 3.1 description (as `GET /openapi.json` serves it);
+    /// `ferropay openapi > docs/openapi.json` refreshes the committed copy.
+    Openapi,
     /// Measure throughput and latency on this machine (BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
@@ -243,6 +246,11 @@ struct ServeArgs {
     nats_subject_prefix: String,
     #[command(flatten)]
     retention: RetentionArgs,
+    /// Let webhook endpoints be loopback, private or link-local addresses (development only:
+    /// otherwise anyone with an operator key could make ferropay call inside the network).
+    #[arg(long, env = "FERROPAY_ALLOW_PRIVATE_WEBHOOK_URLS", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    allow_private_webhook_urls: bool,
 }
 
 /// A JetStream stream name: letters, digits, `_` and `-`.
@@ -347,13 +355,34 @@ struct SandboxArgs {
 
 #[derive(Subcommand)]
 enum ApiKeyCommand {
-    /// Create a key; prints {"id", "name", "secret"} once. Only its hash is stored.
+    /// Create a key; prints {"id", "name", "scopes", "secret"} once. Only its hash is stored.
     Create {
         #[arg(long, env = "FERROPAY_NAME", default_value = "default")]
         name: String,
+        /// What the key may do: payments, payouts, operator, read_only (repeat the flag or
+        /// separate with commas). Default: payments, payouts and operator (full access).
+        #[arg(long = "scope", env = "FERROPAY_SCOPE", value_delimiter = ',', value_parser = parse_scope)]
+        scopes: Vec<ferropay::api_keys::Scope>,
         #[command(flatten)]
         database: DatabaseArgs,
     },
+    /// Print every key (never its secret) as JSON lines, oldest first, revoked ones too.
+    List {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Revoke a key: every instance refuses it from its next request on. Prints the key;
+    /// exit 1 when there is no such key.
+    Revoke {
+        /// The key's id (`key_…`), as `api-key list` prints it.
+        id: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+fn parse_scope(text: &str) -> Result<ferropay::api_keys::Scope, String> {
+    ferropay::api_keys::Scope::parse(text.trim()).map_err(|e| e.to_string())
 }
 
 #[derive(Subcommand)]
@@ -413,15 +442,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(args) => serve_command(args).await,
         Command::SandboxPsp(args) => sandbox_command(args).await,
-        Command::ApiKey {
-            command: ApiKeyCommand::Create { name, database },
-        } => {
-            let store = Store::open(&database.database_url, 1).await?;
-            let key = ferropay::api_keys::create(&store, &name).await?;
-            println!("{}", serde_json::to_string(&key)?);
+        Command::ApiKey { command } => api_key_command(command).await,
+        Command::Reconcile(args) => reconcile::run(args).await,
+        Command::Openapi => {
+            print!("{}", ferropay_http::openapi::spec_json());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Reconcile(args) => reconcile::run(args).await,
         Command::Demo { database } => {
             let made = ferropay_cli::demo::run(ferropay_cli::demo::DemoConfig {
                 database_url: database.database_url,
@@ -527,6 +553,49 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
+async fn api_key_command(command: ApiKeyCommand) -> anyhow::Result<ExitCode> {
+    use ferropay::api_keys::{self, Scope};
+    match command {
+        ApiKeyCommand::Create {
+            name,
+            scopes,
+            database,
+        } => {
+            let store = Store::open(&database.database_url, 1).await?;
+            let scopes = if scopes.is_empty() {
+                Scope::FULL.to_vec()
+            } else {
+                scopes
+            };
+            let key = api_keys::create_scoped(&store, &name, &scopes).await?;
+            println!("{}", serde_json::to_string(&key)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        ApiKeyCommand::List { database } => {
+            let store = Store::open(&database.database_url, 1).await?;
+            let mut out = std::io::stdout().lock();
+            for key in api_keys::list(&store).await? {
+                writeln!(out, "{}", serde_json::to_string(&key)?)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ApiKeyCommand::Revoke { id, database } => {
+            let store = Store::open(&database.database_url, 1).await?;
+            match api_keys::revoke(&store, &id).await {
+                Ok(key) => {
+                    println!("{}", serde_json::to_string(&key)?);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(error @ ferropay::Error::NotFound(_)) => {
+                    eprintln!("ferropay: {error}");
+                    Ok(ExitCode::from(1))
+                }
+                Err(error) => Err(error.into()),
+            }
+        }
+    }
+}
+
 async fn serve_command(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let root_ca_pem = args
         .psp_ca_file
@@ -588,6 +657,10 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<ExitCode> {
         },
         reconcile_at: args.reconcile_at.0,
         retention: Some(args.retention.policy()),
+        webhooks: ferropay::webhooks::WebhookConfig {
+            allow_private_urls: args.allow_private_webhook_urls,
+            ..Default::default()
+        },
         nats: args.nats_url.map(|url| NatsConfig {
             stream: args.nats_stream,
             subject_prefix: args.nats_subject_prefix,

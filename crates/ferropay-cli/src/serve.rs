@@ -19,6 +19,8 @@ use ferropay::reconcile::schedule::{self, TimeOfDay};
 use ferropay::retention::{RetentionPolicy, RetentionTask};
 use ferropay::secret::Secret;
 use ferropay::store::Store;
+use ferropay::webhooks::WebhookConfig;
+use ferropay::webhooks::dispatch::Dispatcher;
 use ferropay::{Ferropay, FerropayConfig};
 use sandbox_psp::{SandboxConfig, SandboxHandle};
 use tokio::net::TcpListener;
@@ -58,6 +60,8 @@ pub struct ServeConfig {
     pub retention: Option<RetentionPolicy>,
     /// The money engine's batching.
     pub engine: EngineConfig,
+    /// Webhooks to merchants (delivered by this instance's workers when it runs any).
+    pub webhooks: WebhookConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -89,6 +93,7 @@ pub struct Running {
     /// The in-process sandbox's API key (its settlement files need it), if one runs.
     pub sandbox_api_key: Option<Secret>,
     workers: Option<Workers>,
+    dispatcher: Option<Dispatcher>,
     relay: Option<Relay>,
     retention: Option<RetentionTask>,
     stop: oneshot::Sender<()>,
@@ -108,6 +113,11 @@ impl Running {
         let _ = self.server.await;
         if let Some(schedule) = self.payout_schedule {
             schedule.abort();
+        }
+        if let Some(dispatcher) = self.dispatcher {
+            dispatcher
+                .shutdown(Duration::from_millis(JOBS_GRACE_MS))
+                .await;
         }
         if let Some(workers) = self.workers {
             workers.shutdown(Duration::from_millis(JOBS_GRACE_MS)).await;
@@ -209,6 +219,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             jobs: config.jobs.clone(),
             outbox_relayed: config.nats.is_some(),
             engine: config.engine.clone(),
+            webhooks: config.webhooks.clone(),
             ..FerropayConfig::default()
         },
     )?;
@@ -219,6 +230,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             config.jobs.clone(),
         )
     });
+    // The outbox → webhook deliveries, beside the workers that deliver them.
+    let dispatcher = (config.jobs.concurrency > 0)
+        .then(|| Dispatcher::spawn(service.store.clone(), config.webhooks.clone()));
     let relay = match config.nats {
         Some(nats) => {
             let publisher = NatsPublisher::connect(nats)
@@ -261,6 +275,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         sandbox,
         sandbox_api_key,
         workers,
+        dispatcher,
         relay,
         retention,
         stop,

@@ -1,8 +1,9 @@
-//! Extractors: the caller's API key from `Authorization: Bearer sk_…`, and a JSON body parsed
-//! into a typed value whose errors name the wrong field (`orders[1].amount`).
+//! Extractors: the caller's API key from `Authorization: Bearer sk_…`, checked against the
+//! scopes its route allows ([`crate::scopes`]), and a JSON body parsed into a typed value whose
+//! errors name the wrong field (`orders[1].amount`).
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -12,7 +13,8 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{ApiError, payload_too_large};
 
-/// The id of the API key that authenticated the request.
+/// The id of the API key that authenticated the request, once the key is known to hold a scope
+/// its route allows (401 for no or a bad key, 403 `insufficient_scope` for a key without one).
 pub struct ApiKey(pub String);
 
 impl FromRequestParts<Ferropay> for ApiKey {
@@ -26,7 +28,14 @@ impl FromRequestParts<Ferropay> for ApiKey {
             .and_then(bearer_token)
             .map(|secret| Secret::new(secret.trim()))
             .ok_or(ApiError(ferropay::Error::Unauthorized))?;
-        Ok(Self(service.authenticate(&secret).await?))
+        let principal = service.authenticate(&secret).await?;
+        let route = parts
+            .extensions
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str)
+            .unwrap_or("");
+        principal.require(crate::scopes::allowed(&parts.method, route))?;
+        Ok(Self(principal.key_id))
     }
 }
 
@@ -46,6 +55,40 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
             })
         })
         .transpose()
+}
+
+/// Query parameters parsed into `T` (whose fields are strings, checked by the use case);
+/// an unknown or repeated-badly parameter is a 400 naming it.
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let pairs: Vec<(String, String)> =
+            form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+                .into_owned()
+                .collect();
+        let mut object = serde_json::Map::new();
+        for (name, value) in pairs {
+            if name.contains('\0') || value.contains('\0') {
+                return Err(ApiError::invalid(
+                    name,
+                    "must not contain the NUL character",
+                ));
+            }
+            if object.contains_key(&name) {
+                return Err(ApiError::invalid(name, "is given more than once"));
+            }
+            object.insert(name, serde_json::Value::String(value));
+        }
+        let typed =
+            serde_path_to_error::deserialize(serde_json::Value::Object(object)).map_err(|e| {
+                let (field, message) = describe(&e);
+                ApiError::invalid(field, message)
+            })?;
+        Ok(Self(typed))
+    }
 }
 
 /// A JSON body: both the raw value (for idempotency fingerprints) and its typed form.
@@ -91,11 +134,48 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 "must be a JSON object",
             )));
         }
+        if let Some(field) = nul_in(&value, "") {
+            return Err(BodyRejection::Invalid(ApiError::invalid(
+                field,
+                "must not contain the NUL character",
+            )));
+        }
         let typed = serde_path_to_error::deserialize(&value).map_err(|e| {
             let (field, message) = describe(&e);
             BodyRejection::Invalid(ApiError::invalid(field, message))
         })?;
         Ok(Self { value, typed })
+    }
+}
+
+/// The path of the first string (or key) holding U+0000, which no database text column takes.
+fn nul_in(value: &serde_json::Value, path: &str) -> Option<String> {
+    use serde_json::Value;
+    let here = || {
+        if path.is_empty() {
+            "body".to_owned()
+        } else {
+            path.to_owned()
+        }
+    };
+    match value {
+        Value::String(text) if text.contains('\0') => Some(here()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_in(item, &format!("{}[{i}]", here()))),
+        Value::Object(fields) => fields.iter().find_map(|(name, item)| {
+            let field = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}.{name}")
+            };
+            if name.contains('\0') {
+                return Some(here());
+            }
+            nul_in(item, &field)
+        }),
+        _ => None,
     }
 }
 
@@ -156,5 +236,12 @@ mod tests {
         assert_eq!(field_for(serde_json::json!({})), "items");
         assert_eq!(field_for(serde_json::json!({"items": [], "x": 1})), "x");
         assert_eq!(field_for(serde_json::json!({"items": 5})), "items");
+    }
+
+    #[test]
+    fn nul_characters_are_found_with_their_path() {
+        let body = serde_json::json!({"a": "ok", "b": [{"c": "x\u{0}"}]});
+        assert_eq!(nul_in(&body, "").as_deref(), Some("b[0].c"));
+        assert_eq!(nul_in(&serde_json::json!({"a": ["fine"]}), ""), None);
     }
 }

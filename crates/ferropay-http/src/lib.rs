@@ -4,7 +4,9 @@
 
 pub mod error;
 pub mod extract;
+pub mod openapi;
 mod routes;
+pub mod scopes;
 
 use std::time::Instant;
 
@@ -22,17 +24,23 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub fn router(service: Ferropay) -> Router {
     routes::metrics::install();
     Router::new()
-        .route("/v1/payments", post(routes::payments::create))
+        .route(
+            "/v1/payments",
+            post(routes::payments::create).get(routes::payments::list),
+        )
         .route("/v1/payments/{id}", get(routes::payments::show))
         .route(
             "/v1/payments/{id}/refunds",
             post(routes::refunds::create).get(routes::refunds::list),
         )
+        .route("/v1/refunds", get(routes::refunds::list_all))
         .route("/v1/sellers/{seller_id}/wallet", get(routes::wallets::show))
         .route(
             "/v1/sellers/{seller_id}/payouts",
             post(routes::payouts::create).get(routes::payouts::list),
         )
+        .route("/v1/payouts", get(routes::payouts::list_all))
+        .route("/v1/events", get(routes::events::list))
         .route(
             "/v1/reconciliation/breaks",
             get(routes::reconciliation::list_breaks),
@@ -46,13 +54,41 @@ pub fn router(service: Ferropay) -> Router {
             "/v1/reconciliation/settlement_files/{file}",
             get(routes::reconciliation::settlement_file),
         )
+        .route("/v1/api_keys", get(routes::api_keys::list))
+        .route("/v1/api_keys/{id}/revoke", post(routes::api_keys::revoke))
+        .route(
+            "/v1/webhook_endpoints",
+            post(routes::webhook_endpoints::create).get(routes::webhook_endpoints::list),
+        )
+        .route(
+            "/v1/webhook_endpoints/{id}",
+            get(routes::webhook_endpoints::show)
+                .post(routes::webhook_endpoints::update)
+                .delete(routes::webhook_endpoints::delete),
+        )
+        .route(
+            "/v1/webhook_endpoints/{id}/roll_secret",
+            post(routes::webhook_endpoints::roll_secret),
+        )
+        .route(
+            "/v1/webhook_endpoints/{id}/deliveries",
+            get(routes::webhook_endpoints::deliveries),
+        )
+        .route(
+            "/v1/webhook_deliveries/{id}/redeliver",
+            post(routes::webhook_endpoints::redeliver),
+        )
         .route("/webhooks/psp/{psp}", post(routes::webhooks::receive))
         .route("/payments/{id}/status", get(routes::pages::payment_status))
         .route("/favicon.ico", get(routes::pages::favicon))
         .route("/healthz", get(routes::health::healthz))
+        .route("/openapi.json", get(openapi::spec))
+        .route("/docs", get(openapi::docs))
+        .route("/docs/docs.js", get(openapi::docs_js))
         .route("/metrics", get(routes::metrics::render))
         .fallback(routes::health::not_found)
         .method_not_allowed_fallback(routes::health::method_not_allowed)
+        .layer(middleware::from_fn(refuse_nul_in_uri))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(log_request))
         .with_state(service)
@@ -67,6 +103,21 @@ pub async fn serve(
     axum::serve(listener, router(service))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// 400 for a path or query holding an encoded NUL (`%00`): no database text column takes it,
+/// and no id or filter of ours contains it.
+async fn refuse_nul_in_uri(request: Request, next: Next) -> Response {
+    let uri = request.uri();
+    let has_nul = |part: &str| part.to_ascii_lowercase().contains("%00");
+    if has_nul(uri.path()) || uri.query().is_some_and(has_nul) {
+        let field = if has_nul(uri.path()) { "path" } else { "query" };
+        return axum::response::IntoResponse::into_response(error::ApiError::invalid(
+            field,
+            "must not contain the NUL character (%00)",
+        ));
+    }
+    next.run(request).await
 }
 
 /// One structured log line per request: method, route, status, latency.

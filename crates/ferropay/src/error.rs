@@ -20,6 +20,10 @@ pub enum Error {
     IdempotencyKeyReused,
     #[error("missing or invalid API key")]
     Unauthorized,
+    /// The key is valid but lacks the scope the route needs; `required` lists the scopes that
+    /// would let it in, the one to make a key with first.
+    #[error("this API key lacks the `{}` scope", required.join("` or `"))]
+    InsufficientScope { required: Vec<&'static str> },
     /// A passing failure at the PSP (timeout, 5xx, connection): safe to retry with the same key.
     #[error("the payment service provider is unavailable: {message}")]
     PspUnavailable { message: String, retry_after_s: u64 },
@@ -67,6 +71,7 @@ impl Error {
         match self {
             Self::Invalid { .. } => 400,
             Self::Unauthorized => 401,
+            Self::InsufficientScope { .. } => 403,
             Self::NotFound(_) => 404,
             Self::Conflict { .. } => 409,
             Self::IdempotencyKeyReused => 422,
@@ -81,6 +86,7 @@ impl Error {
         match self {
             Self::Invalid { .. } => ("invalid_request", "invalid_field"),
             Self::Unauthorized => ("authentication_error", "invalid_api_key"),
+            Self::InsufficientScope { .. } => ("permission_error", "insufficient_scope"),
             Self::NotFound(_) => ("invalid_request", "not_found"),
             Self::Conflict { code, .. } => ("conflict", code),
             Self::IdempotencyKeyReused => ("idempotency_error", "idempotency_key_reused"),
@@ -91,7 +97,8 @@ impl Error {
         }
     }
 
-    /// The contract's error body: `{"error": {"type", "code", "message", "field"?}}`. Internal
+    /// The contract's error body: `{"error": {"type", "code", "message", "field"?,
+    /// "required_scope"?}}`. Internal
     /// details stay in the logs.
     pub fn to_body(&self) -> serde_json::Value {
         let (kind, code) = self.type_and_code();
@@ -102,6 +109,9 @@ impl Error {
         let mut error = serde_json::json!({"type": kind, "code": code, "message": message});
         if let Self::Invalid { field, .. } = self {
             error["field"] = serde_json::Value::String(field.clone());
+        }
+        if let Self::InsufficientScope { required } = self {
+            error["required_scope"] = serde_json::json!(required.first().copied().unwrap_or(""));
         }
         serde_json::json!({ "error": error })
     }

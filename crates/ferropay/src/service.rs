@@ -23,6 +23,7 @@ use crate::refund::{self, RefundInput, RefundView};
 use crate::secret::Secret;
 use crate::store::Store;
 use crate::wallet::{self, WalletBalance};
+use crate::webhooks::{self, WebhookConfig};
 
 #[derive(Clone, Debug)]
 pub struct FerropayConfig {
@@ -38,6 +39,8 @@ pub struct FerropayConfig {
     /// The job queue: leases (which also bound how long a request may hold its
     /// `Idempotency-Key`), retries, workers.
     pub jobs: JobsConfig,
+    /// Webhooks to merchants' endpoints: timeouts, retries, which destinations are allowed.
+    pub webhooks: WebhookConfig,
     /// The outbox is relayed to a broker (some instance runs the relay): its lag is worth
     /// reporting. Without a relay the outbox is the record and only grows.
     pub outbox_relayed: bool,
@@ -58,6 +61,7 @@ impl Default for FerropayConfig {
             jobs: JobsConfig::default(),
             outbox_relayed: false,
             engine: EngineConfig::default(),
+            webhooks: WebhookConfig::default(),
         }
     }
 }
@@ -110,8 +114,8 @@ impl Ferropay {
         })
     }
 
-    /// The API key id for a bearer secret.
-    pub async fn authenticate(&self, bearer_secret: &Secret) -> Result<String> {
+    /// The API key (id and scopes) of a bearer secret.
+    pub async fn authenticate(&self, bearer_secret: &Secret) -> Result<api_keys::Principal> {
         api_keys::authenticate(&self.store, bearer_secret).await
     }
 
@@ -227,7 +231,14 @@ impl Ferropay {
             .register(register::KIND, register::handler(self))
             .register(poll::KIND, poll::handler(self))
             .register(refund::job::KIND, refund::job::handler(self))
-            .register(payout::job::KIND, payout::job::handler(self));
+            .register(payout::job::KIND, payout::job::handler(self))
+            .register(
+                webhooks::DELIVER_KIND,
+                webhooks::deliver::DeliverHandler::new(
+                    self.store.clone(),
+                    self.config.webhooks.clone(),
+                ),
+            );
         registry
     }
 

@@ -434,6 +434,7 @@ pub async fn run(args: PaymentsArgs) -> anyhow::Result<ExitCode> {
 
 async fn start_server(database_url: &str, max_db_connections: u32) -> anyhow::Result<Running> {
     serve::start(ServeConfig {
+        webhooks: Default::default(),
         listen: "127.0.0.1:0".parse()?,
         database_url: database_url.to_owned(),
         max_db_connections,

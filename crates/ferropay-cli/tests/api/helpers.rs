@@ -139,6 +139,8 @@ pub struct AppOptions {
     pub nats: Option<ferropay::outbox::nats::NatsConfig>,
     /// A private CA for an `https://` `psp_url`.
     pub psp_ca_pem: Option<Vec<u8>>,
+    /// Webhooks to merchants: private destinations allowed, quick retries.
+    pub webhooks: ferropay::webhooks::WebhookConfig,
 }
 
 impl Default for AppOptions {
@@ -159,7 +161,24 @@ impl Default for AppOptions {
             jobs: test_jobs_config(),
             nats: None,
             psp_ca_pem: None,
+            webhooks: test_webhook_config(),
         }
+    }
+}
+
+/// Webhooks to merchants as tests send them: to the test's own receivers on loopback, with
+/// quick retries and dispatch.
+pub fn test_webhook_config() -> ferropay::webhooks::WebhookConfig {
+    ferropay::webhooks::WebhookConfig {
+        allow_private_urls: true,
+        timeout_ms: 5_000,
+        retry: RetryPolicy {
+            base_delay_ms: 50,
+            max_delay_ms: 400,
+            max_attempts: u32::MAX,
+        },
+        dispatch_idle_ms: 25,
+        ..ferropay::webhooks::WebhookConfig::default()
     }
 }
 
@@ -209,6 +228,7 @@ pub async fn spawn_app_with(db: Db, options: AppOptions) -> Option<TestApp> {
         nats: options.nats,
         retention: None,
         engine: ferropay::engine::EngineConfig::default(),
+        webhooks: options.webhooks,
     })
     .await
     .expect("ferropay starts");
@@ -531,6 +551,7 @@ impl TestApp {
             nats: None,
             retention: None,
             engine: ferropay::engine::EngineConfig::default(),
+            webhooks: test_webhook_config(),
         })
         .await
         .expect("a second instance starts")

@@ -9,6 +9,11 @@ use ferropay::Ferropay;
 use crate::error::{ApiError, json_response};
 
 /// 200 once the server serves and its database answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses(
+        (status = 200, description = "Serving, and the database answers", content_type = "text/plain", body = String),
+        (status = 503, description = "The database does not answer", content_type = "text/plain", body = String),
+    ))]
 pub async fn healthz(State(service): State<Ferropay>) -> Response {
     match sqlx_ping(&service).await {
         Ok(()) => (StatusCode::OK, "ok").into_response(),

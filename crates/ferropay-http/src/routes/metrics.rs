@@ -27,6 +27,9 @@ pub fn install() -> bool {
         .is_some()
 }
 
+/// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "The metrics", content_type = "text/plain", body = String)))]
 pub async fn render(State(service): State<Ferropay>) -> Response {
     let relayed = service.config.outbox_relayed;
     match ferropay::backlog::read(&service.store, ferropay::clock::now_ms(), relayed).await {

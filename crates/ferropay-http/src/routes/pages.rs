@@ -47,6 +47,14 @@ pub async fn favicon() -> Response {
         .into_response()
 }
 
+/// The buyer's status page, which refreshes itself while the PSP has not decided.
+#[utoipa::path(get, path = "/payments/{id}/status", tag = "pages",
+    params(("id" = String, Path, description = "The payment's id")),
+    responses(
+        (status = 200, description = "The page", content_type = "text/html", body = String),
+        (status = 404, description = "No such payment", content_type = "text/html", body = String),
+        (status = 500, description = "The database failed", content_type = "text/html", body = String),
+    ))]
 pub async fn payment_status(
     State(service): State<Ferropay>,
     Path(payment_id): Path<String>,

@@ -20,10 +20,27 @@ use serde_json::json;
 
 use crate::error::ApiError;
 use crate::extract::{ApiKey, JsonBody};
+use crate::openapi::schemas;
 
 /// Breaks listed when `limit` is not given.
 const DEFAULT_LIMIT: u32 = 100;
 
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Describes the query parameters for OpenAPI; parsed by hand below.
+struct BreakQuery {
+    /// Which breaks (default `all`).
+    #[param(pattern = "^(open|resolved|all)$")]
+    status: Option<String>,
+    /// Most breaks listed (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+}
+
+/// Reconciliation breaks, newest first.
+#[utoipa::path(get, path = "/v1/reconciliation/breaks", tag = "reconciliation",
+    params(BreakQuery),
+    responses((status = 200, description = "Breaks", body = schemas::BreakList)))]
 pub async fn list_breaks(
     State(service): State<Ferropay>,
     ApiKey(_): ApiKey,
@@ -60,6 +77,15 @@ pub struct ResolveInput {
     reason: String,
 }
 
+/// Mark a break resolved, with the reason.
+#[utoipa::path(post, path = "/v1/reconciliation/breaks/{id}/resolve", tag = "reconciliation",
+    params(("id" = String, Path, description = "The break's id")),
+    request_body = schemas::ResolveBreak,
+    responses(
+        (status = 200, description = "The resolved break", body = schemas::Break),
+        (status = 409, description = "The break is resolved already", body = schemas::ErrorBody),
+        (status = 413, description = "The body is larger than 64 KiB", body = schemas::ErrorBody),
+    ))]
 pub async fn resolve_break(
     State(service): State<Ferropay>,
     ApiKey(_): ApiKey,
@@ -79,6 +105,16 @@ pub struct RunInput {
     date: String,
 }
 
+/// Fetch a day's settlement file from the PSP and reconcile it now, as the nightly run does.
+#[utoipa::path(post, path = "/v1/reconciliation/runs", tag = "reconciliation",
+    request_body = schemas::ReconciliationRunRequest,
+    responses(
+        (status = 201, description = "The run's report", body = schemas::ReconciliationReport),
+        (status = 413, description = "The body is larger than 64 KiB", body = schemas::ErrorBody),
+        (status = 502, description = "The PSP refused to give the file", body = schemas::ErrorBody),
+        (status = 503, description = "The PSP is unavailable", body = schemas::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+    ))]
 pub async fn run(
     State(service): State<Ferropay>,
     ApiKey(_): ApiKey,
@@ -100,6 +136,14 @@ pub async fn run(
 
 /// `GET /v1/reconciliation/settlement_files/{date}`: the PSP's settlement file of that UTC day,
 /// streamed from a temporary file that is unlinked as soon as it is open.
+#[utoipa::path(get, path = "/v1/reconciliation/settlement_files/{file}", tag = "reconciliation",
+    params(("file" = String, Path, description = "The UTC day, `YYYY-MM-DD` (`.csv` may follow)")),
+    responses(
+        (status = 200, description = "The PSP's settlement file of that day", content_type = "text/csv", body = String),
+        (status = 400, description = "Not a date", body = schemas::ErrorBody),
+        (status = 503, description = "The PSP did not give the file", body = schemas::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+    ))]
 pub async fn settlement_file(
     State(service): State<Ferropay>,
     ApiKey(_): ApiKey,

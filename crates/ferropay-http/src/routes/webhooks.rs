@@ -13,7 +13,22 @@ use ferropay::service::WebhookRejection;
 use serde_json::json;
 
 use crate::error::{ApiError, payload_too_large};
+use crate::openapi::schemas;
 
+/// The PSP's signed webhook (no API key: the signature authenticates it).
+#[utoipa::path(post, path = "/webhooks/psp/{psp}", tag = "psp",
+    params(
+        ("psp" = String, Path, description = "The PSP's name (`sandbox`)"),
+        ("Sandbox-Signature" = Option<String>, Header, description = "`t=<unix s>,v1=<hex HMAC-SHA256(secret, \"<t>.<body>\")>`"),
+    ),
+    request_body(content = serde_json::Value, content_type = "application/json", description = "The PSP's event, verified on its raw bytes"),
+    responses(
+        (status = 200, description = "Applied, unchanged or a duplicate", body = schemas::WebhookReceived),
+        (status = 400, description = "Bad signature, stale timestamp or malformed body: nothing changed", body = schemas::ErrorBody),
+        (status = 404, description = "No PSP of that name", body = schemas::ErrorBody),
+        (status = 413, description = "The body is larger than 64 KiB", body = schemas::ErrorBody),
+        (status = 500, description = "The database failed: the PSP retries", body = schemas::ErrorBody),
+    ))]
 pub async fn receive(
     State(service): State<Ferropay>,
     Path(psp): Path<String>,

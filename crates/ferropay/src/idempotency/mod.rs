@@ -100,6 +100,27 @@ pub async fn claim(
     now_ms: i64,
     lock_timeout_ms: i64,
 ) -> Result<Claim> {
+    // A key released by the request that held it (refused input, `checkout_in_flight`) between
+    // our INSERT finding it and our SELECT reading it is free again: claim it afresh.
+    for _ in 0..3 {
+        if let Some(claim) = claim_once(store, scope, fingerprint, now_ms, lock_timeout_ms).await? {
+            return Ok(claim);
+        }
+    }
+    Err(Error::conflict(
+        "idempotency_key_in_use",
+        "a request with this Idempotency-Key is still being processed; retry later",
+    ))
+}
+
+/// One try of [`claim`]; `None` when the key vanished between finding and reading it.
+async fn claim_once(
+    store: &Store,
+    scope: &KeyScope,
+    fingerprint: &str,
+    now_ms: i64,
+    lock_timeout_ms: i64,
+) -> Result<Option<Claim>> {
     let mut tx = store.begin_write().await?;
     let inserted = sqlx::query(
         "INSERT INTO idempotency_keys \
@@ -116,10 +137,10 @@ pub async fn claim(
     .rows_affected();
     if inserted == 1 {
         tx.commit().await?;
-        return Ok(Claim::Proceed {
+        return Ok(Some(Claim::Proceed {
             point: RecoveryPoint::Started,
             payment_id: None,
-        });
+        }));
     }
 
     let row = sqlx::query(store.pick(
@@ -131,8 +152,11 @@ pub async fn claim(
     ))
     .bind(&scope.api_key_id)
     .bind(&scope.key)
-    .fetch_one(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
     let saved_fingerprint: String = row.try_get("request_sha256")?;
     if saved_fingerprint != fingerprint {
         return Err(Error::IdempotencyKeyReused);
@@ -142,7 +166,7 @@ pub async fn claim(
     if let (Some(status), Some(body)) = (response_status, response_body) {
         let status = u16::try_from(status)
             .map_err(|_| Error::Internal(format!("saved status {status} is not HTTP")))?;
-        return Ok(Claim::Replay { status, body });
+        return Ok(Some(Claim::Replay { status, body }));
     }
     let locked_at_ms: Option<i64> = row.try_get("locked_at_ms")?;
     if locked_at_ms.is_some_and(|at| now_ms - at < lock_timeout_ms) {
@@ -162,10 +186,10 @@ pub async fn claim(
     .await?;
     tx.commit().await?;
     let point: String = row.try_get("recovery_point")?;
-    Ok(Claim::Proceed {
+    Ok(Some(Claim::Proceed {
         point: RecoveryPoint::parse(&point)?,
         payment_id: row.try_get("payment_id")?,
-    })
+    }))
 }
 
 /// Records, inside the caller's transaction, that the payment now exists.

@@ -20,6 +20,12 @@ const RETENTION: &str = include_str!("../../migrations/0006_retention.sql");
 const REFUNDS_BY_PSP_ID: &str = include_str!("../../migrations/0007_refunds_by_psp_id.sql");
 /// Version 8: each payment keeps the platform fee rate it was created with (portable SQL).
 const PAYMENT_FEE_RATE: &str = include_str!("../../migrations/0008_payment_fee_rate.sql");
+/// Version 9: API keys carry scopes; older keys keep every scope (portable SQL).
+const API_KEY_SCOPES: &str = include_str!("../../migrations/0009_api_key_scopes.sql");
+/// Version 10: the indexes that lists page through (portable SQL).
+const LIST_INDEXES: &str = include_str!("../../migrations/0010_list_indexes.sql");
+/// Version 11: webhooks to merchants: endpoints, deliveries, attempts (portable SQL).
+const WEBHOOK_ENDPOINTS: &str = include_str!("../../migrations/0011_webhook_endpoints.sql");
 
 fn migrations(backend: Backend) -> Vec<Migration> {
     let append_only = match backend {
@@ -35,6 +41,9 @@ fn migrations(backend: Backend) -> Vec<Migration> {
         migration(6, "retention", RETENTION),
         migration(7, "refunds by PSP id", REFUNDS_BY_PSP_ID),
         migration(8, "payment fee rate", PAYMENT_FEE_RATE),
+        migration(9, "api key scopes", API_KEY_SCOPES),
+        migration(10, "list indexes", LIST_INDEXES),
+        migration(11, "webhook endpoints", WEBHOOK_ENDPOINTS),
     ]
 }
 
