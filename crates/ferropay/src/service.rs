@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::idempotency::{self, KeyScope};
 use crate::jobs::{JobsConfig, Registry};
 use crate::ledger::verify::{VerifyReport, verify};
+use crate::outbox::relay::Broker;
 use crate::payin::apply::{ApplyResult, apply_event};
 use crate::payin::create::{CreateOutcome, create_payment};
 use crate::payin::model::PaymentView;
@@ -36,9 +37,9 @@ pub struct FerropayConfig {
     /// The job queue: leases (which also bound how long a request may hold its
     /// `Idempotency-Key`), retries, workers.
     pub jobs: JobsConfig,
-    /// The outbox is relayed to a broker (some instance runs the relay): its lag is worth
-    /// reporting. Without a relay the outbox is the record and only grows.
-    pub outbox_relayed: bool,
+    /// The brokers the outbox is relayed to (some instance runs a relay to each): its lag is
+    /// worth reporting. Without a relay the outbox is the record and only grows.
+    pub outbox_relays: Vec<Broker>,
 }
 
 /// The default for `poll_after_ms`: long enough that the webhook has nearly always come first.
@@ -52,7 +53,7 @@ impl Default for FerropayConfig {
             psp_register_attempts: 3,
             poll_after_ms: DEFAULT_POLL_AFTER_MS,
             jobs: JobsConfig::default(),
-            outbox_relayed: false,
+            outbox_relays: Vec::new(),
         }
     }
 }

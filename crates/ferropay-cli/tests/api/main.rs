@@ -14,6 +14,7 @@ mod events;
 mod idempotency;
 mod instances;
 mod jobs;
+mod kafka_events;
 mod ledger;
 mod minimal_psp;
 mod payouts;

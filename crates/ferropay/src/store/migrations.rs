@@ -20,6 +20,8 @@ const RETENTION: &str = include_str!("../../migrations/0006_retention.sql");
 const REFUNDS_BY_PSP_ID: &str = include_str!("../../migrations/0007_refunds_by_psp_id.sql");
 /// Version 8: each payment keeps the platform fee rate it was created with (portable SQL).
 const PAYMENT_FEE_RATE: &str = include_str!("../../migrations/0008_payment_fee_rate.sql");
+/// Version 9: the Kafka relay's own record of what it published (portable SQL).
+const OUTBOX_KAFKA: &str = include_str!("../../migrations/0009_outbox_kafka.sql");
 
 fn migrations(backend: Backend) -> Vec<Migration> {
     let append_only = match backend {
@@ -35,6 +37,7 @@ fn migrations(backend: Backend) -> Vec<Migration> {
         migration(6, "retention", RETENTION),
         migration(7, "refunds by PSP id", REFUNDS_BY_PSP_ID),
         migration(8, "payment fee rate", PAYMENT_FEE_RATE),
+        migration(9, "outbox kafka", OUTBOX_KAFKA),
     ]
 }
 
