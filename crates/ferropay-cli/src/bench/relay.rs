@@ -61,14 +61,14 @@ pub struct RelayArgs {
 
 enum Target {
     Kafka(KafkaPublisher),
-    Nats(NatsPublisher, NatsConfig),
+    Nats(Box<NatsPublisher>, NatsConfig),
 }
 
 impl Target {
     fn publisher(&self) -> &dyn Publish {
         match self {
             Target::Kafka(publisher) => publisher,
-            Target::Nats(publisher, _) => publisher,
+            Target::Nats(publisher, _) => publisher.as_ref(),
         }
     }
 
@@ -160,7 +160,7 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<ExitCode> {
             let publisher = NatsPublisher::connect(config.clone())
                 .await
                 .map_err(anyhow::Error::msg)?;
-            (Target::Nats(publisher, config), line)
+            (Target::Nats(Box::new(publisher), config), line)
         }
         (None, None) => anyhow::bail!("give --kafka-brokers or --nats-url"),
     };
