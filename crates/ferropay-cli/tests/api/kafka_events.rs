@@ -418,3 +418,21 @@ db_test!(
     every_group_gets_each_event_once_in_order_per_payment,
     events_wait_in_the_outbox_while_kafka_is_unreachable,
 );
+
+#[test]
+fn serve_refuses_kafka_flags_it_cannot_use() {
+    for (flag, value, says) in [
+        ("--kafka-brokers", "127.0.0.1", "HOST:PORT"),
+        ("--kafka-brokers", "127.0.0.1:9092,", "HOST:PORT"),
+        ("--kafka-brokers", "127.0.0.1:0", "HOST:PORT"),
+        ("--kafka-topic-prefix", "ferro pay", "letters, digits"),
+        ("--kafka-partitions", "0", "--kafka-partitions"),
+    ] {
+        let (code, stdout, stderr) = run_cli(&["serve", flag, value]);
+        assert_eq!(code, 2, "{flag} {value}: {stdout}{stderr}");
+        assert!(
+            stderr.contains(flag) && stderr.contains(says),
+            "{flag} {value}: {stderr}"
+        );
+    }
+}
