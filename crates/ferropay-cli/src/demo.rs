@@ -118,6 +118,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Value> {
         retention: None,
         engine: ferropay::engine::EngineConfig::default(),
         webhooks: Default::default(),
+        kafka: None,
     })
     .await?;
     let result = seed(&running, &key.secret).await;

@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use ferropay::clock::now_ms;
 use ferropay::engine::EngineConfig;
 use ferropay::jobs::{JobsConfig, RetryPolicy};
+use ferropay::outbox::kafka::KafkaConfig;
 use ferropay::outbox::nats::NatsConfig;
 use ferropay::payout::schedule::PayoutSchedule;
 use ferropay::reconcile::schedule::TimeOfDay;
@@ -244,6 +245,22 @@ struct ServeArgs {
     /// The first token(s) of every event's subject: PREFIX.payment.succeeded, ….
     #[arg(long, env = "FERROPAY_NATS_SUBJECT_PREFIX", default_value = "ferropay", value_parser = parse_subject_prefix)]
     nats_subject_prefix: String,
+    /// Relay the outbox's events to Kafka through these bootstrap brokers (HOST:PORT,…), beside
+    /// NATS or alone. Without it (and without --nats-url) they stay in the outbox table.
+    #[arg(long, env = "FERROPAY_KAFKA_BROKERS", value_parser = parse_kafka_brokers)]
+    kafka_brokers: Option<String>,
+    /// Put before each Kafka topic's name: PREFIXpayments, PREFIXpayouts.
+    #[arg(long, env = "FERROPAY_KAFKA_TOPIC_PREFIX", default_value = "ferropay.", value_parser = parse_kafka_topic_prefix)]
+    kafka_topic_prefix: String,
+    /// Partitions of a Kafka topic the relay creates (an existing topic is used as it is).
+    #[arg(long, env = "FERROPAY_KAFKA_PARTITIONS", default_value_t = 6,
+          value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    kafka_partitions: i32,
+    /// Replicas of each partition of a Kafka topic the relay creates (production: create the
+    /// topics yourself with 3 and min.insync.replicas=2).
+    #[arg(long, env = "FERROPAY_KAFKA_REPLICATION_FACTOR", default_value_t = 1,
+          value_parser = clap::value_parser!(i32).range(1..=32))]
+    kafka_replication_factor: i32,
     #[command(flatten)]
     retention: RetentionArgs,
     /// Let webhook endpoints be loopback, private or link-local addresses (development only:
@@ -251,6 +268,29 @@ struct ServeArgs {
     #[arg(long, env = "FERROPAY_ALLOW_PRIVATE_WEBHOOK_URLS", action = clap::ArgAction::SetTrue,
           value_parser = clap::builder::BoolishValueParser::new())]
     allow_private_webhook_urls: bool,
+}
+
+/// `--kafka-brokers`: HOST:PORT pairs, comma-separated.
+fn parse_kafka_brokers(text: &str) -> Result<String, String> {
+    let ok = text.split(',').all(|broker| {
+        broker.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty()
+                && !host.contains(char::is_whitespace)
+                && port.parse::<u16>().is_ok_and(|port| port > 0)
+        })
+    });
+    ok.then(|| text.to_owned())
+        .ok_or_else(|| "HOST:PORT pairs separated by commas, e.g. 127.0.0.1:9092".to_owned())
+}
+
+/// `--kafka-topic-prefix`: characters Kafka allows in a topic name, short enough for the suffix.
+fn parse_kafka_topic_prefix(text: &str) -> Result<String, String> {
+    let ok = text.len() <= 200
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    ok.then(|| text.to_owned())
+        .ok_or_else(|| "at most 200 letters, digits, '.', '_' or '-'".to_owned())
 }
 
 /// A JetStream stream name: letters, digits, `_` and `-`.
@@ -672,6 +712,12 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<ExitCode> {
             queue_capacity: args.engine_queue as usize,
             lanes: args.engine_lanes as usize,
         },
+        kafka: args.kafka_brokers.map(|brokers| KafkaConfig {
+            topic_prefix: args.kafka_topic_prefix,
+            partitions: args.kafka_partitions,
+            replication_factor: args.kafka_replication_factor,
+            ..KafkaConfig::new(brokers)
+        }),
     })
     .await?;
     let today = ferropay::clock::rfc3339_from_ms(now_ms());

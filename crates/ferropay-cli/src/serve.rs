@@ -11,8 +11,9 @@ use anyhow::Context;
 use ferropay::engine::EngineConfig;
 use ferropay::jobs::JobsConfig;
 use ferropay::jobs::worker::Workers;
+use ferropay::outbox::kafka::{KafkaConfig, KafkaPublisher};
 use ferropay::outbox::nats::{NatsConfig, NatsPublisher};
-use ferropay::outbox::relay::{Relay, RelayConfig};
+use ferropay::outbox::relay::{Broker, Publish, Relay, RelayConfig};
 use ferropay::payout::schedule::PayoutSchedule;
 use ferropay::psp::sandbox::{NAME as SANDBOX, SandboxConnector};
 use ferropay::reconcile::schedule::{self, TimeOfDay};
@@ -54,8 +55,11 @@ pub struct ServeConfig {
     pub jobs: JobsConfig,
     /// When (UTC) to fetch and reconcile the previous day's settlement file; `None`: never.
     pub reconcile_at: Option<TimeOfDay>,
-    /// Relay the outbox to NATS JetStream; `None`: events stay in the outbox table.
+    /// Relay the outbox to NATS JetStream; `None`: not to NATS.
     pub nats: Option<NatsConfig>,
+    /// Relay the outbox to Kafka (beside NATS or alone); `None`: not to Kafka. Neither: events
+    /// stay in the outbox table.
+    pub kafka: Option<KafkaConfig>,
     /// Purge old idempotency keys, finished jobs and webhook event ids every hour; `None`: never.
     pub retention: Option<RetentionPolicy>,
     /// The money engine's batching.
@@ -94,7 +98,7 @@ pub struct Running {
     pub sandbox_api_key: Option<Secret>,
     workers: Option<Workers>,
     dispatcher: Option<Dispatcher>,
-    relay: Option<Relay>,
+    relays: Vec<Relay>,
     retention: Option<RetentionTask>,
     stop: oneshot::Sender<()>,
     server: JoinHandle<std::io::Result<()>>,
@@ -122,7 +126,7 @@ impl Running {
         if let Some(workers) = self.workers {
             workers.shutdown(Duration::from_millis(JOBS_GRACE_MS)).await;
         }
-        if let Some(relay) = self.relay {
+        for relay in self.relays {
             relay.shutdown(Duration::from_millis(JOBS_GRACE_MS)).await;
         }
         if let Some(retention) = self.retention {
@@ -217,7 +221,13 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             platform_fee_bps: config.platform_fee_bps,
             poll_after_ms: config.poll_after_ms,
             jobs: config.jobs.clone(),
-            outbox_relayed: config.nats.is_some(),
+            outbox_relays: [
+                config.nats.as_ref().map(|_| Broker::Nats),
+                config.kafka.as_ref().map(|_| Broker::Kafka),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
             engine: config.engine.clone(),
             webhooks: config.webhooks.clone(),
             ..FerropayConfig::default()
@@ -233,19 +243,23 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     // The outbox → webhook deliveries, beside the workers that deliver them.
     let dispatcher = (config.jobs.concurrency > 0)
         .then(|| Dispatcher::spawn(service.store.clone(), config.webhooks.clone()));
-    let relay = match config.nats {
-        Some(nats) => {
-            let publisher = NatsPublisher::connect(nats)
-                .await
-                .map_err(|error| anyhow::anyhow!(error))?;
-            Some(Relay::spawn(
-                service.store.clone(),
-                Arc::new(publisher),
-                RelayConfig::default(),
-            ))
-        }
-        None => None,
-    };
+    // One relay per broker, each with its own record of what it published.
+    let mut publishers: Vec<Arc<dyn Publish>> = Vec::new();
+    if let Some(nats) = config.nats {
+        let publisher = NatsPublisher::connect(nats)
+            .await
+            .map_err(|error| anyhow::anyhow!(error))?;
+        publishers.push(Arc::new(publisher));
+    }
+    if let Some(kafka) = config.kafka {
+        publishers.push(Arc::new(
+            KafkaPublisher::connect(kafka).map_err(|error| anyhow::anyhow!(error))?,
+        ));
+    }
+    let relays = publishers
+        .into_iter()
+        .map(|publisher| Relay::spawn(service.store.clone(), publisher, RelayConfig::default()))
+        .collect();
     let retention = config.retention.map(|policy| {
         RetentionTask::spawn(
             service.store.clone(),
@@ -276,7 +290,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         sandbox_api_key,
         workers,
         dispatcher,
-        relay,
+        relays,
         retention,
         stop,
         server,

@@ -7,6 +7,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 use crate::error::Result;
+use crate::outbox::relay::Broker;
 use crate::store::Store;
 
 /// Payments still pending after this long count as stuck (a lost webhook the poller has not
@@ -19,8 +20,8 @@ pub struct Backlog {
     pub jobs_running: i64,
     /// The dead-letter queue's size: each one needs an operator.
     pub jobs_dead: i64,
-    /// How long the oldest event not yet published to the broker has waited, in seconds (0 when
-    /// none waits); read only when a relay runs (`outbox_relayed`).
+    /// How long the oldest event not yet published to some broker the outbox is relayed to has
+    /// waited, in seconds (0 when none waits); read only when a relay runs (`outbox_relays`).
     pub outbox_lag_s: Option<i64>,
     pub reconciliation_breaks_open: i64,
     /// Payments in `requires_payment` or `processing` last changed more than
@@ -28,21 +29,28 @@ pub struct Backlog {
     pub payments_pending_long: i64,
 }
 
-/// Reads the backlog; the outbox's lag only when `outbox_relayed` (the oldest unpublished event,
-/// found at the end of an index, so the cost does not grow with the outbox).
-pub async fn read(store: &Store, now_ms: i64, outbox_relayed: bool) -> Result<Backlog> {
-    let oldest_unpublished_ms: Option<i64> = if outbox_relayed {
-        sqlx::query(
-            "SELECT created_at_ms FROM outbox WHERE published_at_ms IS NULL \
-             ORDER BY created_at_ms LIMIT 1",
-        )
-        .fetch_optional(store.pool())
-        .await?
-        .map(|row| row.try_get("created_at_ms"))
-        .transpose()?
-    } else {
-        None
-    };
+/// Reads the backlog; the outbox's lag only when some relay runs (`outbox_relays`: the oldest
+/// event one of those brokers has not published, found at the end of an index, so the cost does
+/// not grow with the outbox).
+pub async fn read(store: &Store, now_ms: i64, outbox_relays: &[Broker]) -> Result<Backlog> {
+    let mut oldest_unpublished_ms: Option<i64> = None;
+    for broker in outbox_relays {
+        // The column is one of two constants, never input.
+        let statement = format!(
+            "SELECT created_at_ms FROM outbox WHERE {} IS NULL ORDER BY created_at_ms LIMIT 1",
+            broker.published_column()
+        );
+        let oldest: Option<i64> = sqlx::query(sqlx::AssertSqlSafe(statement))
+            .fetch_optional(store.pool())
+            .await?
+            .map(|row| row.try_get("created_at_ms"))
+            .transpose()?;
+        oldest_unpublished_ms = match (oldest_unpublished_ms, oldest) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    let outbox_relayed = !outbox_relays.is_empty();
     let row = sqlx::query(
         "SELECT \
            (SELECT COUNT(*) FROM jobs WHERE status = 'queued') AS jobs_queued, \

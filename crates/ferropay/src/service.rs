@@ -10,6 +10,7 @@ use crate::idempotency::{self, KeyScope};
 use crate::inbound::ApplyEvent;
 use crate::jobs::{JobsConfig, Registry};
 use crate::ledger::verify::{VerifyReport, verify};
+use crate::outbox::relay::Broker;
 use crate::payin::apply::ApplyResult;
 use crate::payin::create::{CreateOutcome, create_payment};
 use crate::payin::model::PaymentView;
@@ -41,9 +42,9 @@ pub struct FerropayConfig {
     pub jobs: JobsConfig,
     /// Webhooks to merchants' endpoints: timeouts, retries, which destinations are allowed.
     pub webhooks: WebhookConfig,
-    /// The outbox is relayed to a broker (some instance runs the relay): its lag is worth
-    /// reporting. Without a relay the outbox is the record and only grows.
-    pub outbox_relayed: bool,
+    /// The brokers the outbox is relayed to (some instance runs a relay to each): its lag is
+    /// worth reporting. Without a relay the outbox is the record and only grows.
+    pub outbox_relays: Vec<Broker>,
     /// The money engine's batching.
     pub engine: EngineConfig,
 }
@@ -59,7 +60,7 @@ impl Default for FerropayConfig {
             psp_register_attempts: 3,
             poll_after_ms: DEFAULT_POLL_AFTER_MS,
             jobs: JobsConfig::default(),
-            outbox_relayed: false,
+            outbox_relays: Vec::new(),
             engine: EngineConfig::default(),
             webhooks: WebhookConfig::default(),
         }

@@ -6,6 +6,7 @@ mod ledger;
 mod payments;
 mod pgbench;
 mod reconcile;
+mod relay;
 mod report;
 mod settlements;
 mod setup;
@@ -24,6 +25,8 @@ pub enum BenchCommand {
     /// Reconcile a generated settlement file against as many seeded payments: lines per
     /// second and peak resident memory.
     Reconcile(reconcile::Args),
+    /// Outbox events relayed to a real broker (Kafka or NATS JetStream): events per second.
+    Relay(relay::RelayArgs),
 }
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -31,5 +34,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Payments(args) => payments::run(args).await,
         BenchCommand::Ledger(args) => ledger::run(args).await,
         BenchCommand::Reconcile(args) => reconcile::run(args).await,
+        BenchCommand::Relay(args) => relay::run(args).await,
     }
 }

@@ -449,6 +449,7 @@ async fn start_server(database_url: &str, max_db_connections: u32) -> anyhow::Re
         jobs: ferropay::jobs::JobsConfig::default(),
         reconcile_at: None,
         nats: None,
+        kafka: None,
         retention: None,
         engine: ferropay::engine::EngineConfig::default(),
     })

@@ -254,7 +254,51 @@ async fn ledger_bench_posts_every_transfer_to_one_hot_account(db: Db) {
     app_store.close().await;
 }
 
+/// `bench relay` to each broker the environment names (Kafka: `FERROPAY_TEST_KAFKA_BROKERS`,
+/// NATS: `FERROPAY_TEST_NATS_URL`): every event relayed, marked, and held by the broker once.
+async fn relay_bench_moves_every_event_to_the_broker(db: Db) {
+    let brokers: Vec<(&str, String)> = [
+        ("--kafka-brokers", "FERROPAY_TEST_KAFKA_BROKERS"),
+        ("--nats-url", "FERROPAY_TEST_NATS_URL"),
+    ]
+    .into_iter()
+    .filter_map(|(flag, var)| Some((flag, std::env::var(var).ok()?)))
+    .collect();
+    for (flag, address) in brokers {
+        let Some(database) = TestDb::create(db).await else {
+            return;
+        };
+        let (code, stdout, json) = run_bench(args(&[
+            "relay",
+            flag,
+            &address,
+            "--database-url",
+            &database.url,
+            "--events",
+            "300",
+            "--aggregates",
+            "20",
+            "--batch",
+            "50",
+        ]))
+        .await;
+        assert_eq!(code, 0, "{stdout}");
+        assert_eq!(json["bench"], "relay");
+        assert_eq!(json["ok"], true, "{json}");
+        assert_eq!(json["relayed"], 300, "{json}");
+        assert_eq!(json["unmarked"], 0, "{json}");
+        assert_eq!(
+            json["broker_holds"], 301,
+            "the events and the warm-up: {json}"
+        );
+        assert!(json["events_per_s"].as_f64().unwrap() > 0.0);
+        assert_eq!(json["round_latency"]["count"], 6, "300 events, 50 a round");
+        assert!(stdout.contains("events/s"), "{stdout}");
+    }
+}
+
 db_test!(
+    relay_bench_moves_every_event_to_the_broker,
     payments_closed_loop_settles_every_payment,
     payments_open_loop_settles_every_payment,
     ledger_bench_posts_every_transfer_to_many_accounts,

@@ -137,6 +137,8 @@ pub struct AppOptions {
     pub jobs: JobsConfig,
     /// Relay the outbox to NATS JetStream.
     pub nats: Option<ferropay::outbox::nats::NatsConfig>,
+    /// Relay the outbox to Kafka (beside NATS, if both are set).
+    pub kafka: Option<ferropay::outbox::kafka::KafkaConfig>,
     /// A private CA for an `https://` `psp_url`.
     pub psp_ca_pem: Option<Vec<u8>>,
     /// Webhooks to merchants: private destinations allowed, quick retries.
@@ -160,6 +162,7 @@ impl Default for AppOptions {
             poll_after_ms: 60_000,
             jobs: test_jobs_config(),
             nats: None,
+            kafka: None,
             psp_ca_pem: None,
             webhooks: test_webhook_config(),
         }
@@ -226,6 +229,7 @@ pub async fn spawn_app_with(db: Db, options: AppOptions) -> Option<TestApp> {
         jobs: options.jobs,
         reconcile_at: None,
         nats: options.nats,
+        kafka: options.kafka,
         retention: None,
         engine: ferropay::engine::EngineConfig::default(),
         webhooks: options.webhooks,
@@ -549,6 +553,7 @@ impl TestApp {
             jobs: test_jobs_config(),
             reconcile_at: None,
             nats: None,
+            kafka: None,
             retention: None,
             engine: ferropay::engine::EngineConfig::default(),
             webhooks: test_webhook_config(),

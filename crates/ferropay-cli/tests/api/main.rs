@@ -16,6 +16,7 @@ mod events;
 mod idempotency;
 mod instances;
 mod jobs;
+mod kafka_events;
 mod ledger;
 mod lists;
 mod merchant_webhooks;

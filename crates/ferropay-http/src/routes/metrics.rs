@@ -31,8 +31,8 @@ pub fn install() -> bool {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "The metrics", content_type = "text/plain", body = String)))]
 pub async fn render(State(service): State<Ferropay>) -> Response {
-    let relayed = service.config.outbox_relayed;
-    match ferropay::backlog::read(&service.store, ferropay::clock::now_ms(), relayed).await {
+    let relays = &service.config.outbox_relays;
+    match ferropay::backlog::read(&service.store, ferropay::clock::now_ms(), relays).await {
         Ok(backlog) => {
             let gauge = |name: &'static str, value: i64| metrics::gauge!(name).set(value as f64);
             for (status, count) in [

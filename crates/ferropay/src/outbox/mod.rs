@@ -1,8 +1,10 @@
 //! The transactional outbox: an event is written in the same database transaction as the change
 //! it reports, so no event leaves for a change that rolled back and none is lost for one that
 //! committed. The [`relay`] publishes unpublished rows in order to a broker ([`nats`]: NATS
-//! JetStream) and marks them published; without a broker they stay here, readable with SQL.
+//! JetStream; [`kafka`]: Kafka; both at once if asked) and marks them published, each broker in a
+//! column of its own; without a broker they stay here, readable with SQL.
 
+pub mod kafka;
 pub mod nats;
 pub mod relay;
 

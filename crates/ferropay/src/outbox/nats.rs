@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use tokio::sync::OnceCell;
 
-use super::relay::{OutboxEvent, Publish};
+use super::relay::{Broker, OutboxEvent, Publish, Published};
 
 /// Where and how events are published.
 #[derive(Clone, Debug)]
@@ -95,10 +95,14 @@ impl NatsPublisher {
 }
 
 impl Publish for NatsPublisher {
+    fn broker(&self) -> Broker {
+        Broker::Nats
+    }
+
     fn publish<'a>(
         &'a self,
         event: &'a OutboxEvent,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Published> + Send + 'a>> {
         Box::pin(async move {
             self.ensure_stream().await?;
             let payload = serde_json::to_vec(event).map_err(|e| e.to_string())?;

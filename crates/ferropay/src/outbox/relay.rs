@@ -1,13 +1,18 @@
 //! The outbox relay: publishes the outbox's unpublished events, oldest first, to a broker
-//! ([`Publish`]: NATS JetStream in [`super::nats`]), then marks them published.
+//! ([`Publish`]: NATS JetStream in [`super::nats`], Kafka in [`super::kafka`]), then marks them
+//! published.
 //!
-//! Exactly once into the broker: an event is marked only after the broker acknowledged it, so a
-//! relay that dies in between publishes it again; every event goes out under its outbox id as the
-//! broker's message id, so the broker drops that second copy (JetStream's `Nats-Msg-Id`
-//! deduplication). Several instances may relay at once: each publishes in the same order and
-//! waits for each acknowledgement before the next, so the stream keeps that order and the
-//! broker drops what two relays both sent. A broker that is down delays events; it loses none:
-//! they wait in the outbox, and the relay backs off and tries again.
+//! Each broker keeps its own record of what it published ([`Broker::published_column`]), so a
+//! relay to NATS and one to Kafka run side by side and neither's mark hides an event from the
+//! other.
+//!
+//! At least once into the broker, and once after deduplication: an event is marked only after the
+//! broker acknowledged it, so a relay that dies in between publishes it again, under the same
+//! outbox id. JetStream drops that second copy itself (`Nats-Msg-Id`); Kafka keeps it, and
+//! receivers drop it by the outbox id in its `ferropay-outbox-id` header. Several instances may
+//! relay at once: each publishes in the same order, so one payment's events keep their order. A
+//! broker that is down delays events; it loses none: they wait in the outbox, and the relay backs
+//! off and tries again.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -38,14 +43,67 @@ pub struct OutboxEvent {
     pub data: serde_json::Value,
 }
 
+/// The brokers the outbox is relayed to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Broker {
+    Nats,
+    Kafka,
+}
+
+impl Broker {
+    /// `nats`, `kafka`: the `broker` label of the relay's metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Broker::Nats => "nats",
+            Broker::Kafka => "kafka",
+        }
+    }
+
+    /// The outbox column that holds when this broker acknowledged an event (NULL: not yet).
+    pub fn published_column(self) -> &'static str {
+        match self {
+            Broker::Nats => "published_at_ms",
+            Broker::Kafka => "kafka_published_at_ms",
+        }
+    }
+}
+
+/// What publishing one event came to.
+pub type Published = std::result::Result<(), String>;
+
 /// A broker the relay publishes to.
 pub trait Publish: Send + Sync {
+    /// Which broker this is: where the relay records what it published.
+    fn broker(&self) -> Broker;
+
     /// Publishes one event and resolves once the broker has stored it (a duplicate of an event
     /// stored before counts as stored).
     fn publish<'a>(
         &'a self,
         event: &'a OutboxEvent,
-    ) -> Pin<Box<dyn Future<Output = std::result::Result<(), String>> + Send + 'a>>;
+    ) -> Pin<Box<dyn Future<Output = Published> + Send + 'a>>;
+
+    /// Publishes `events` in their order and answers what each came to, in the same order; an
+    /// event without an answer (the list may stop short) was not published. By default one at a
+    /// time, each after the previous one's acknowledgement, stopping at the first failure; a
+    /// broker that keeps the order of events sent at once sends them all before waiting.
+    fn publish_all<'a>(
+        &'a self,
+        events: &'a [OutboxEvent],
+    ) -> Pin<Box<dyn Future<Output = Vec<Published>> + Send + 'a>> {
+        Box::pin(async move {
+            let mut outcomes = Vec::with_capacity(events.len());
+            for event in events {
+                let outcome = self.publish(event).await;
+                let failed = outcome.is_err();
+                outcomes.push(outcome);
+                if failed {
+                    break;
+                }
+            }
+            outcomes
+        })
+    }
 
     /// Where events go, for logs (`nats://…/FERROPAY`).
     fn describe(&self) -> String;
@@ -96,6 +154,7 @@ async fn run(
     mut stopped: watch::Receiver<bool>,
 ) {
     tracing::info!(to = %broker.describe(), "outbox relay started");
+    let label = broker.broker().name();
     let mut failures = 0_u32;
     while !*stopped.borrow() {
         let wait_ms = match relay_once(&store, broker.as_ref(), config.batch).await {
@@ -111,7 +170,8 @@ async fn run(
             }
             Err(error) => {
                 failures = failures.saturating_add(1);
-                metrics::counter!("ferropay_outbox_relay_failures_total").increment(1);
+                metrics::counter!("ferropay_outbox_relay_failures_total", "broker" => label)
+                    .increment(1);
                 let wait_ms = config
                     .retry_base_ms
                     .saturating_mul(1 << failures.min(16))
@@ -128,40 +188,55 @@ async fn run(
     tracing::info!("outbox relay stopped");
 }
 
-/// One round: the oldest `batch` unpublished events, published in order; those the broker
-/// acknowledged are marked published (also when a later one failed). Answers how many went out.
+/// One round: the oldest `batch` events this broker has not published, published in order; those
+/// the broker acknowledged are marked published (also when another one failed). Answers how many
+/// went out.
 pub async fn relay_once(store: &Store, broker: &dyn Publish, batch: u32) -> Result<usize> {
-    let events = unpublished(store, batch).await?;
-    let mut acknowledged: Vec<&str> = Vec::with_capacity(events.len());
-    let mut failure = None;
-    for event in &events {
-        match broker.publish(event).await {
-            Ok(()) => acknowledged.push(&event.id),
-            Err(error) => {
-                failure = Some(error);
-                break;
-            }
-        }
+    let kind = broker.broker();
+    let events = unpublished(store, kind, batch).await?;
+    let outcomes = broker.publish_all(&events).await;
+    let acknowledged: Vec<&str> = events
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, outcome)| outcome.is_ok())
+        .map(|(event, _)| event.id.as_str())
+        .collect();
+    let failure = events
+        .iter()
+        .zip(&outcomes)
+        .find_map(|(event, outcome)| Some((event, outcome.as_ref().err()?)));
+    mark_published(store, kind, &acknowledged).await?;
+    metrics::counter!("ferropay_outbox_published_total", "broker" => kind.name())
+        .increment(acknowledged.len() as u64);
+    if let Some((event, error)) = failure {
+        return Err(crate::Error::Internal(format!(
+            "publishing outbox event {} to {}: {error}",
+            event.id,
+            kind.name()
+        )));
     }
-    mark_published(store, &acknowledged).await?;
-    metrics::counter!("ferropay_outbox_published_total").increment(acknowledged.len() as u64);
-    match failure {
-        None => Ok(acknowledged.len()),
-        Some(error) => Err(crate::Error::Internal(format!(
-            "publishing outbox event {}: {error}",
-            events[acknowledged.len()].id
-        ))),
+    if outcomes.len() < events.len() {
+        return Err(crate::Error::Internal(format!(
+            "{} of {} outbox events were not published to {}",
+            events.len() - outcomes.len(),
+            events.len(),
+            kind.name()
+        )));
     }
+    Ok(acknowledged.len())
 }
 
-async fn unpublished(store: &Store, batch: u32) -> Result<Vec<OutboxEvent>> {
-    let rows = sqlx::query(
+async fn unpublished(store: &Store, broker: Broker, batch: u32) -> Result<Vec<OutboxEvent>> {
+    // The column is one of two constants, never input.
+    let statement = format!(
         "SELECT id, topic, aggregate_id, payload, created_at_ms FROM outbox \
-         WHERE published_at_ms IS NULL ORDER BY created_at_ms, id LIMIT $1",
-    )
-    .bind(i64::from(batch))
-    .fetch_all(store.pool())
-    .await?;
+         WHERE {} IS NULL ORDER BY created_at_ms, id LIMIT $1",
+        broker.published_column()
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(statement))
+        .bind(i64::from(batch))
+        .fetch_all(store.pool())
+        .await?;
     rows.iter()
         .map(|row| {
             let payload: String = row.try_get("payload")?;
@@ -177,13 +252,14 @@ async fn unpublished(store: &Store, batch: u32) -> Result<Vec<OutboxEvent>> {
         .collect()
 }
 
-async fn mark_published(store: &Store, ids: &[&str]) -> Result<()> {
+async fn mark_published(store: &Store, broker: Broker, ids: &[&str]) -> Result<()> {
     if ids.is_empty() {
         return Ok(());
     }
-    let mut prefix = String::from("UPDATE outbox SET published_at_ms = ");
+    let column = broker.published_column();
+    let mut prefix = format!("UPDATE outbox SET {column} = ");
     sql::push_param(&mut prefix, store.backend(), 1);
-    prefix.push_str(" WHERE published_at_ms IS NULL AND id IN ");
+    prefix.push_str(&format!(" WHERE {column} IS NULL AND id IN "));
     let statement = sql::in_list(store.backend(), &prefix, 2, ids.len(), "");
     let mut query = sqlx::query(sqlx::AssertSqlSafe(statement)).bind(now_ms());
     for id in ids {

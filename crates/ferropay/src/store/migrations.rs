@@ -26,6 +26,8 @@ const API_KEY_SCOPES: &str = include_str!("../../migrations/0009_api_key_scopes.
 const LIST_INDEXES: &str = include_str!("../../migrations/0010_list_indexes.sql");
 /// Version 11: webhooks to merchants: endpoints, deliveries, attempts (portable SQL).
 const WEBHOOK_ENDPOINTS: &str = include_str!("../../migrations/0011_webhook_endpoints.sql");
+/// Version 12: the Kafka relay's own record of what it published (portable SQL).
+const OUTBOX_KAFKA: &str = include_str!("../../migrations/0012_outbox_kafka.sql");
 
 fn migrations(backend: Backend) -> Vec<Migration> {
     let append_only = match backend {
@@ -44,6 +46,7 @@ fn migrations(backend: Backend) -> Vec<Migration> {
         migration(9, "api key scopes", API_KEY_SCOPES),
         migration(10, "list indexes", LIST_INDEXES),
         migration(11, "webhook endpoints", WEBHOOK_ENDPOINTS),
+        migration(12, "outbox kafka", OUTBOX_KAFKA),
     ]
 }
 
