@@ -35,7 +35,7 @@ struct Cli {
 enum Command {
     /// Run the API, the webhooks, the pages and the workers (and the sandbox PSP, unless
     /// --psp-url names another PSP).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run the sandbox PSP alone.
     SandboxPsp(SandboxArgs),
     /// Manage API keys.
@@ -480,7 +480,7 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve(args) => serve_command(args).await,
+        Command::Serve(args) => serve_command(*args).await,
         Command::SandboxPsp(args) => sandbox_command(args).await,
         Command::ApiKey { command } => api_key_command(command).await,
         Command::Reconcile(args) => reconcile::run(args).await,

@@ -496,3 +496,55 @@ fn view_of(row: &sqlx::any::AnyRow) -> Result<RefundView> {
         created_at: rfc3339_from_ms(row.try_get("created_at_ms")?),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::fee_returned_minor;
+
+    #[test]
+    fn ninety_refunds_of_one_return_the_fee_share_and_the_last_returns_the_rest() {
+        // An order of 100 at a 10 % fee (10): refunded one unit at a time.
+        let (mut refunded, mut fee_back) = (0, 0);
+        for step in 1..=100 {
+            let fee = fee_returned_minor(100, 10, refunded, fee_back, 1).unwrap();
+            refunded += 1;
+            fee_back += fee;
+            assert_eq!(fee_back, 10 * refunded / 100, "after {step} refunds");
+        }
+        assert_eq!(fee_back, 10);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Whatever the sequence of partial refunds, the fee returned so far is the order's fee
+        /// times the share refunded, rounded down (within one minor unit of exact), and all of
+        /// it once the order is fully refunded; no refund returns more fee than its amount.
+        #[test]
+        fn the_fee_returned_follows_the_cumulative_refund(
+            order_minor in 1..100_000_i64,
+            fee_bps in 0..=10_000_i64,
+            cuts in proptest::collection::vec(1..10_000_i64, 1..30),
+        ) {
+            let order_fee = order_minor * fee_bps / 10_000;
+            let (mut refunded, mut fee_back) = (0_i64, 0_i64);
+            for cut in cuts {
+                let remaining = order_minor - refunded;
+                if remaining == 0 { break; }
+                let amount = cut.min(remaining);
+                let fee = fee_returned_minor(order_minor, order_fee, refunded, fee_back, amount).unwrap();
+                prop_assert!((0..=amount).contains(&fee));
+                refunded += amount;
+                fee_back += fee;
+                let exact = i128::from(order_fee) * i128::from(refunded);
+                prop_assert!(i128::from(fee_back) * i128::from(order_minor) <= exact);
+                prop_assert!(exact - i128::from(fee_back) * i128::from(order_minor) < i128::from(order_minor));
+            }
+            if refunded == order_minor {
+                prop_assert_eq!(fee_back, order_fee);
+            }
+        }
+    }
+}
