@@ -163,7 +163,7 @@ struct ServeArgs {
     #[arg(long, env = "FERROPAY_ENGINE_QUEUE", default_value_t = EngineConfig::default().queue_capacity as u32,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     engine_queue: u32,
-    /// Money engine batches in flight at once (0: two on PostgreSQL, one on SQLite).
+    /// Money engine batches in flight at once (0: three on PostgreSQL, one on SQLite).
     #[arg(long, env = "FERROPAY_ENGINE_LANES", default_value_t = 0,
           value_parser = clap::value_parser!(u32).range(0..=16))]
     engine_lanes: u32,

@@ -48,9 +48,10 @@ pub struct EngineConfig {
     pub linger_us: u64,
     /// Most commands waiting for the engine; past it, `try_submit` is refused (back-pressure).
     pub queue_capacity: usize,
-    /// Batches in flight at once (0: the database's default — two on PostgreSQL, where the
-    /// next batch locks and decides while the last one commits; one on SQLite, whose one
-    /// writer would only make the second wait).
+    /// Batches in flight at once (0: the database's default — three on PostgreSQL, where the
+    /// next batches lock and decide while the last one commits (measured: 14.8k transfers/s
+    /// with one or two, 17.3k with three, 17.8k with four); one on SQLite, whose one writer
+    /// would only make the second wait).
     pub lanes: usize,
 }
 
@@ -162,7 +163,7 @@ impl Engine {
             known_wallets: Mutex::default(),
         });
         let lanes = match (config.lanes, backend) {
-            (0, crate::store::Backend::Postgres) => 2,
+            (0, crate::store::Backend::Postgres) => 3,
             (0, crate::store::Backend::Sqlite) => 1,
             (lanes, _) => lanes,
         };
