@@ -80,11 +80,11 @@ impl WriteSql {
                 ])
             ),
             payments: format!(
-                "UPDATE payments SET status = x.s, psp_reference = x.pr, failure_code = x.f, \
+                "UPDATE payments SET status = x.st, psp_reference = x.pr, failure_code = x.f, \
                  updated_at_ms = x.at FROM {} WHERE payments.id = x.id",
                 rows(&[
                     ("id", Text),
-                    ("s", Text),
+                    ("st", Text),
                     ("pr", Text),
                     ("f", Text),
                     ("at", Int)
@@ -281,20 +281,12 @@ struct AnswerRow<'a> {
 }
 
 #[derive(Serialize)]
+/// A payment's, refund's or payout's state as the batch leaves it.
 struct StatusRow<'a> {
     id: &'a str,
     #[serde(rename = "st")]
     status: &'a str,
     /// The PSP's reference or id.
-    pr: Option<&'a str>,
-    f: Option<&'a str>,
-    at: i64,
-}
-
-#[derive(Serialize)]
-struct PaymentStatusRow<'a> {
-    id: &'a str,
-    s: &'a str,
     pr: Option<&'a str>,
     f: Option<&'a str>,
     at: i64,
@@ -444,14 +436,14 @@ pub(crate) async fn write(
     }
 
     run(tx, &sql.events, &events).await?;
-    let payments: Vec<PaymentStatusRow> = view
+    let payments: Vec<StatusRow> = view
         .dirty
         .payments
         .iter()
         .filter_map(|id| view.payments.get(id))
-        .map(|p| PaymentStatusRow {
+        .map(|p| StatusRow {
             id: &p.id,
-            s: &p.status,
+            status: &p.status,
             pr: p.psp_reference.as_deref(),
             f: p.failure_code.as_deref(),
             at,

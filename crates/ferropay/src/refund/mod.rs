@@ -151,6 +151,12 @@ impl Command for CreateRefund {
             ));
         }
         let amount_minor = self.input.amount.unwrap_or(remaining_minor);
+        if amount_minor <= 0 {
+            return Err(Error::invalid(
+                "amount",
+                "must be a positive count of minor units",
+            ));
+        }
         if amount_minor > remaining_minor {
             return Err(Error::invalid(
                 "amount",
