@@ -68,8 +68,9 @@ pub async fn create_payment(
         }
     };
 
-    let answered = match register_inline(service, &payment_id).await {
-        Ok(rejection) => answer(service, scope, &payment_id, rejection).await,
+    let answered = match register_inline(service, scope, &payment_id).await {
+        Ok(Registered::Answered(outcome)) => Ok(outcome),
+        Ok(Registered::Settled(rejection)) => answer(service, scope, &payment_id, rejection).await,
         Err(error) => Err(error),
     };
     if let Err(error) = &answered {
@@ -155,22 +156,36 @@ async fn insert_payment(
     Ok(payment_id)
 }
 
+/// How the inline registration ended.
+enum Registered {
+    /// The session was stored, the job completed and the answer saved, in one transaction.
+    Answered(CreateOutcome),
+    /// The payment no longer waits for its session (`Some`: the PSP refused it for good); the
+    /// answer is still to be saved.
+    Settled(Option<String>),
+}
+
 /// Step 3, inline: claims the payment's registration job and runs it now, with a few quick
-/// retries of passing failures, all within the lease. `Ok(Some(message))` when the PSP refused
-/// the session for good. When the job is running in another worker, waits for it within the
+/// retries of passing failures, all within the lease. When it stores the session, it saves the
+/// answer in the same transaction (`Registered::Answered`); `Settled(Some(message))` when the PSP
+/// refused the session for good. When the job is running in another worker, waits for it within the
 /// same budget. A passing failure leaves the job queued for the workers and answers
 /// `PspUnavailable`.
-async fn register_inline(service: &Ferropay, payment_id: &str) -> Result<Option<String>> {
+async fn register_inline(
+    service: &Ferropay,
+    scope: &KeyScope,
+    payment_id: &str,
+) -> Result<Registered> {
     let config = &service.config.jobs;
     let deadline = Instant::now() + Duration::from_millis(config.run_timeout_ms());
     loop {
         if registration_settled(service, payment_id).await? {
-            return Ok(None);
+            return Ok(Registered::Settled(None));
         }
         if let Some(job) =
             jobs::claim_by_key(&service.store, register::KIND, payment_id, config).await?
         {
-            return run_claimed(service, payment_id, &job, deadline).await;
+            return run_claimed(service, scope, payment_id, &job, deadline).await;
         }
         if jobs::status_of(&service.store, register::KIND, payment_id)
             .await?
@@ -208,10 +223,11 @@ async fn registration_settled(service: &Ferropay, payment_id: &str) -> Result<bo
 /// jitter, and records its outcome on the queue.
 async fn run_claimed(
     service: &Ferropay,
+    scope: &KeyScope,
     payment_id: &str,
     job: &ClaimedJob,
     deadline: Instant,
-) -> Result<Option<String>> {
+) -> Result<Registered> {
     let config = &service.config.jobs;
     let attempts = service.config.psp_register_attempts.max(1);
     let mut backoff_ms = 50_u64;
@@ -221,10 +237,17 @@ async fn run_claimed(
         if left.is_zero() {
             break;
         }
-        match tokio::time::timeout(left, register::register_once(service, payment_id)).await {
-            Ok(Ok(())) => {
+        let inline = register::Inline { job, scope };
+        match tokio::time::timeout(
+            left,
+            register::register_with(service, payment_id, Some(inline)),
+        )
+        .await
+        {
+            Ok(Ok(Some(answered))) => return Ok(Registered::Answered(answered)),
+            Ok(Ok(None)) => {
                 jobs::complete(service.store.pool(), job).await?;
-                return Ok(None);
+                return Ok(Registered::Settled(None));
             }
             Ok(Err(JobError::Permanent(message))) => {
                 jobs::fail(
@@ -234,7 +257,7 @@ async fn run_claimed(
                     config,
                 )
                 .await?;
-                return Ok(Some(message));
+                return Ok(Registered::Settled(Some(message)));
             }
             Ok(Err(JobError::Retryable(message))) => last_error = message,
             Err(_) => {

@@ -12,9 +12,10 @@ use serde_json::json;
 use sqlx::Row;
 
 use super::model::OrderStatus;
-use super::repo::lock_payment;
+use super::repo::{load_view_on, lock_payment};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
+use crate::idempotency::{self, CreateOutcome, KeyScope};
 use crate::jobs::{self, ClaimedJob, JobError, JobFuture, JobHandler, JobOutcome};
 use crate::psp::{PspError, PspSession, SessionRequest};
 use crate::service::Ferropay;
@@ -60,9 +61,27 @@ pub(crate) fn handler(service: &Ferropay) -> Arc<dyn JobHandler> {
     Arc::new(RegisterSession(service.clone()))
 }
 
+/// What `POST /v1/payments`, running the registration inline, adds to the transaction that
+/// stores the session: its claimed job marked done, and its answer saved with its key — one
+/// write transaction where there were three.
+pub(crate) struct Inline<'a> {
+    pub job: &'a ClaimedJob,
+    pub scope: &'a KeyScope,
+}
+
 /// One attempt. `Ok` when the payment has its session (now or from an earlier run) or no longer
 /// waits for one. A permanent refusal by the PSP fails the payment before it is returned.
 pub(crate) async fn register_once(service: &Ferropay, payment_id: &str) -> Result<(), JobError> {
+    register_with(service, payment_id, None).await.map(|_| ())
+}
+
+/// [`register_once`], with the inline request's job and answer: `Ok(Some(answer))` when this
+/// attempt stored the session, completed the job and saved the answer in one transaction.
+pub(crate) async fn register_with(
+    service: &Ferropay,
+    payment_id: &str,
+    inline: Option<Inline<'_>>,
+) -> Result<Option<CreateOutcome>, JobError> {
     let row = sqlx::query(
         "SELECT status, psp_token, amount_minor, currency, return_url FROM payments WHERE id = $1",
     )
@@ -73,7 +92,7 @@ pub(crate) async fn register_once(service: &Ferropay, payment_id: &str) -> Resul
     let status: String = row.try_get("status")?;
     let token: Option<String> = row.try_get("psp_token")?;
     if token.is_some() || status != "requires_payment" {
-        return Ok(());
+        return Ok(None);
     }
     let request = SessionRequest {
         idempotency_key: payment_id.to_owned(),
@@ -85,7 +104,7 @@ pub(crate) async fn register_once(service: &Ferropay, payment_id: &str) -> Resul
             .unwrap_or_default(),
     };
     match service.connector.register_session(&request).await {
-        Ok(session) => Ok(store_session(service, payment_id, &session).await?),
+        Ok(session) => Ok(store_session(service, payment_id, &session, inline).await?),
         Err(PspError::Permanent(message)) => {
             tracing::error!(%payment_id, %message, "the PSP refused the session");
             reject_payment(service, payment_id).await?;
@@ -100,7 +119,12 @@ pub(crate) async fn register_once(service: &Ferropay, payment_id: &str) -> Resul
 
 /// Step 4: the token and hosted-page URL, stored before anyone can see the page; the orders
 /// move to `executing`.
-async fn store_session(service: &Ferropay, payment_id: &str, session: &PspSession) -> Result<()> {
+async fn store_session(
+    service: &Ferropay,
+    payment_id: &str,
+    session: &PspSession,
+    inline: Option<Inline<'_>>,
+) -> Result<Option<CreateOutcome>> {
     let mut tx = service.store.begin_write().await?;
     let row = lock_payment(&service.store, &mut tx, payment_id)
         .await?
@@ -141,8 +165,28 @@ async fn store_session(service: &Ferropay, payment_id: &str, session: &PspSessio
     .bind(OrderStatus::NotStarted.as_str())
     .execute(&mut *tx)
     .await?;
+    let mut answered = None;
+    if let Some(Inline { job, scope }) = inline {
+        // A lease lost meanwhile leaves the job to its new holder, which finds the session.
+        jobs::complete(&mut *tx, job).await?;
+        let view = load_view_on(&mut tx, payment_id).await?;
+        let body = serde_json::to_string(&view).map_err(|e| Error::Internal(e.to_string()))?;
+        match idempotency::finish(&mut tx, scope, 201, &body).await {
+            Ok(()) => {
+                answered = Some(CreateOutcome {
+                    status: 201,
+                    body,
+                    replayed: false,
+                })
+            }
+            // A request that took the key over has answered: the session is stored all the
+            // same, and the caller's own answer step says 409.
+            Err(Error::Conflict { .. }) => {}
+            Err(error) => return Err(error),
+        }
+    }
     tx.commit().await?;
-    Ok(())
+    Ok(answered)
 }
 
 /// The PSP refused the session for good: the payment fails (`psp_rejected`), and with it the
