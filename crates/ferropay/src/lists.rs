@@ -9,7 +9,6 @@ use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::clock::rfc3339_from_ms;
 use crate::error::{Error, Result};
 use crate::payin::model::{PaymentStatus, PaymentView};
 use crate::payin::repo::load_view_on;
@@ -328,19 +327,7 @@ pub async fn refunds(
         .await?;
     let data = rows
         .iter()
-        .map(|row| {
-            Ok(RefundView {
-                id: row.try_get("id")?,
-                payment_id: row.try_get("payment_id")?,
-                order_id: row.try_get("order_id")?,
-                seller_id: row.try_get("seller_id")?,
-                amount: row.try_get("amount_minor")?,
-                currency: row.try_get("currency")?,
-                status: row.try_get("status")?,
-                failure_code: row.try_get("failure_code")?,
-                created_at: rfc3339_from_ms(row.try_get("created_at_ms")?),
-            })
-        })
+        .map(crate::refund::view_of)
         .collect::<Result<Vec<_>>>()?;
     Ok(page_of(data, page.limit))
 }
@@ -369,18 +356,7 @@ pub async fn payouts(
         .await?;
     let data = rows
         .iter()
-        .map(|row| {
-            Ok(PayoutView {
-                id: row.try_get("id")?,
-                seller_id: row.try_get("seller_id")?,
-                amount: row.try_get("amount_minor")?,
-                currency: row.try_get("currency")?,
-                status: row.try_get("status")?,
-                failure_code: row.try_get("failure_code")?,
-                created_at: rfc3339_from_ms(row.try_get("created_at_ms")?),
-                updated_at: rfc3339_from_ms(row.try_get("updated_at_ms")?),
-            })
-        })
+        .map(crate::payout::view_of)
         .collect::<Result<Vec<_>>>()?;
     Ok(page_of(data, page.limit))
 }

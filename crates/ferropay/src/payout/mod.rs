@@ -413,7 +413,7 @@ async fn load_on(tx: &mut Tx, payout_id: &str) -> Result<PayoutView> {
     view_of(&row)
 }
 
-fn view_of(row: &sqlx::any::AnyRow) -> Result<PayoutView> {
+pub(crate) fn view_of(row: &sqlx::any::AnyRow) -> Result<PayoutView> {
     Ok(PayoutView {
         id: row.try_get("id")?,
         seller_id: row.try_get("seller_id")?,

@@ -489,7 +489,7 @@ pub async fn list(store: &Store, payment_id: &str) -> Result<Vec<RefundView>> {
     rows.iter().map(view_of).collect()
 }
 
-fn view_of(row: &sqlx::any::AnyRow) -> Result<RefundView> {
+pub(crate) fn view_of(row: &sqlx::any::AnyRow) -> Result<RefundView> {
     Ok(RefundView {
         id: row.try_get("id")?,
         payment_id: row.try_get("payment_id")?,
