@@ -20,6 +20,19 @@ pub fn verify(
     now_s: i64,
 ) -> Result<(), WebhookError> {
     let header = header.ok_or(WebhookError::MissingSignature)?;
+    check(secret.expose(), header, body, TOLERANCE_S, now_s)
+}
+
+/// The scheme itself, for any secret and tolerance: the PSP's webhooks to us, and ours to
+/// merchants (`crate::webhooks::signature`), are signed the same way. Any one `v1` matching
+/// passes; compared in constant time.
+pub(crate) fn check(
+    secret: &str,
+    header: &str,
+    body: &[u8],
+    tolerance_s: i64,
+    now_s: i64,
+) -> Result<(), WebhookError> {
     let mut timestamp_s: Option<i64> = None;
     let mut signatures: Vec<Vec<u8>> = Vec::new();
     for part in header.split(',') {
@@ -42,7 +55,7 @@ pub fn verify(
         return Err(WebhookError::MalformedSignature);
     }
     let skew_s = now_s.saturating_sub(timestamp_s);
-    if skew_s.abs() > TOLERANCE_S {
+    if skew_s.saturating_abs() > tolerance_s {
         return Err(WebhookError::StaleTimestamp(skew_s));
     }
     let mac = signed_mac(secret, timestamp_s, body);
@@ -58,15 +71,24 @@ pub fn verify(
 
 /// The header value for `body` signed at `timestamp_s` (used by tests and tools).
 pub fn sign(secret: &Secret, timestamp_s: i64, body: &[u8]) -> String {
-    let digest = signed_mac(secret, timestamp_s, body)
-        .finalize()
-        .into_bytes();
-    format!("t={timestamp_s},v1={}", hex::encode(digest))
+    format!(
+        "t={timestamp_s},v1={}",
+        signature_hex(secret.expose(), timestamp_s, body)
+    )
 }
 
-fn signed_mac(secret: &Secret, timestamp_s: i64, body: &[u8]) -> HmacSha256 {
-    let mut mac = HmacSha256::new_from_slice(secret.expose().as_bytes())
-        .expect("HMAC accepts keys of any length");
+/// One `v1` value: hex HMAC-SHA256(secret, "<t>.<body>").
+pub(crate) fn signature_hex(secret: &str, timestamp_s: i64, body: &[u8]) -> String {
+    hex::encode(
+        signed_mac(secret, timestamp_s, body)
+            .finalize()
+            .into_bytes(),
+    )
+}
+
+fn signed_mac(secret: &str, timestamp_s: i64, body: &[u8]) -> HmacSha256 {
+    let mut mac =
+        HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC accepts keys of any length");
     mac.update(timestamp_s.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
