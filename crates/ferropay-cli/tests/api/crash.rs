@@ -273,13 +273,16 @@ async fn pay(http: &reqwest::Client, payment: &Value, buyer: Buyer) {
     }
 }
 
-/// The sandbox's own record of payment `reference`: its sessions (retrying injected faults).
+/// The sandbox's own record of payment `reference`: its sessions (retrying injected faults, and
+/// a sandbox process that is still starting: up to 30 s, not a count of tries that a slow start
+/// on a loaded machine could use up in a fraction of a second).
 async fn sandbox_sessions(
     http: &reqwest::Client,
     sandbox_url: &str,
     reference: &str,
 ) -> Vec<Value> {
-    for _ in 0..100 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
         let response = http
             .get(format!("{sandbox_url}/v1/payment_sessions"))
             .query(&[("reference", reference)])
@@ -292,8 +295,9 @@ async fn sandbox_sessions(
             let body: Value = response.json().await.unwrap();
             return body["data"].as_array().cloned().unwrap_or_default();
         }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("the sandbox did not list sessions for {reference}");
+    panic!("the sandbox did not list sessions for {reference} within 30 s");
 }
 
 async fn count(store: &Store, sql: &'static str) -> i64 {
