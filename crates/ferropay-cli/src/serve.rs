@@ -1,15 +1,19 @@
 //! `ferropay serve`: binds the API, opens (and migrates) the database, wires the PSP connector —
 //! the in-process sandbox PSP with a generated key and webhook secret, or a PSP elsewhere —,
 //! starts the job workers and the outbox relay, schedules the nightly reconciliation and the
-//! payouts, and serves until asked to stop.
+//! payouts (each day once across instances), writes signed ledger checkpoints, and serves until
+//! asked to stop.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use ferropay::chain_keys::ChainKeys;
 use ferropay::engine::EngineConfig;
 use ferropay::jobs::JobsConfig;
+use ferropay::jobs::scheduled::ScheduledRuns;
 use ferropay::jobs::worker::Workers;
 use ferropay::outbox::kafka::{KafkaConfig, KafkaPublisher};
 use ferropay::outbox::nats::{NatsConfig, NatsPublisher};
@@ -25,7 +29,7 @@ use ferropay::webhooks::dispatch::Dispatcher;
 use ferropay::{Ferropay, FerropayConfig};
 use sandbox_psp::{SandboxConfig, SandboxHandle};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 /// How long one PSP call may take before it counts as a passing failure, in ms.
@@ -66,6 +70,12 @@ pub struct ServeConfig {
     pub engine: EngineConfig,
     /// Webhooks to merchants (delivered by this instance's workers when it runs any).
     pub webhooks: WebhookConfig,
+    /// The ledger chain's keys (`crate::ledger_keys` finds them); `None`: an unkeyed chain.
+    pub ledger_keys: Option<ChainKeys>,
+    /// Append a signed checkpoint of the chain's head to this file (and the log) every
+    /// `checkpoint_every_ms` while the head moves; `None`: no checkpoints. Needs `ledger_keys`.
+    pub checkpoint_file: Option<PathBuf>,
+    pub checkpoint_every_ms: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -104,6 +114,10 @@ pub struct Running {
     server: JoinHandle<std::io::Result<()>>,
     payout_schedule: Option<JoinHandle<()>>,
     nightly: Option<JoinHandle<()>>,
+    /// Tells the schedules to stop: a run in progress is marked interrupted for another
+    /// instance.
+    schedule_stop: watch::Sender<bool>,
+    checkpoints: Option<JoinHandle<()>>,
 }
 
 impl Running {
@@ -111,13 +125,17 @@ impl Running {
     /// period), stops the sandbox, closes the database.
     pub async fn shutdown(self) {
         let _ = self.stop.send(());
-        if let Some(nightly) = self.nightly {
-            nightly.abort();
+        // The schedules mark a run in progress interrupted (another instance, or the next
+        // start, runs it again), within the jobs' grace period.
+        let _ = self.schedule_stop.send(true);
+        let grace = Duration::from_millis(JOBS_GRACE_MS);
+        for schedule in [self.nightly, self.payout_schedule].into_iter().flatten() {
+            let abort = schedule.abort_handle();
+            if tokio::time::timeout(grace, schedule).await.is_err() {
+                abort.abort();
+            }
         }
         let _ = self.server.await;
-        if let Some(schedule) = self.payout_schedule {
-            schedule.abort();
-        }
         if let Some(dispatcher) = self.dispatcher {
             dispatcher
                 .shutdown(Duration::from_millis(JOBS_GRACE_MS))
@@ -136,6 +154,9 @@ impl Running {
         }
         if let Some(sandbox) = self.sandbox {
             sandbox.shutdown();
+        }
+        if let Some(checkpoints) = self.checkpoints {
+            checkpoints.abort();
         }
         self.service.store.close().await;
     }
@@ -162,6 +183,22 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let store = Store::open(&config.database_url, config.max_db_connections)
         .await
         .with_context(|| format!("opening the database {}", redact_url(&config.database_url)))?;
+    let store = match config.ledger_keys {
+        Some(keys) => {
+            tracing::info!(key_id = keys.current().id(), "ledger chain keyed");
+            store.with_chain_keys(keys)
+        }
+        None => store,
+    };
+    let checkpoints = match (&config.checkpoint_file, store.chain_keys()) {
+        (Some(path), Some(_)) => Some(ferropay::ledger::checkpoint::spawn_writer(
+            store.clone(),
+            path.clone(),
+            config.checkpoint_every_ms.max(1),
+        )),
+        (Some(_), None) => anyhow::bail!("ledger checkpoints need the chain keys"),
+        (None, _) => None,
+    };
 
     let (connector, sandbox, sandbox_api_key) = match config.psp {
         PspChoice::InProcessSandbox {
@@ -271,15 +308,29 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let server = tokio::spawn(ferropay_http::serve(listener, service.clone(), async {
         let _ = stopped.await;
     }));
-    let payout_schedule = config
-        .payout_schedule
-        .map(|schedule| ferropay::payout::schedule::spawn(service.clone(), schedule));
+    // The schedules run each day once across instances, under a lease as long as the jobs'
+    // (`--lease-s`), and look for runs to take over twice per lease.
+    let (schedule_stop, schedule_stopped) = watch::channel(false);
+    let scheduled_runs = ScheduledRuns::new(service.store.clone(), config.jobs.lease_ms);
+    let check_ms = u64::try_from(config.jobs.lease_ms / 2).unwrap_or(1).max(1);
+    let payout_schedule = config.payout_schedule.map(|schedule| {
+        ferropay::payout::schedule::spawn(
+            service.clone(),
+            schedule,
+            scheduled_runs.clone(),
+            check_ms,
+            schedule_stopped.clone(),
+        )
+    });
     tracing::info!(%addr, %public_url, database = service.store.backend().name(), "ferropay serving");
     let nightly = config.reconcile_at.map(|at| {
         tokio::spawn(schedule::run_nightly(
             service.reconciler(),
             at,
             std::env::temp_dir(),
+            scheduled_runs.clone(),
+            check_ms,
+            schedule_stopped.clone(),
         ))
     });
     Ok(Running {
@@ -296,6 +347,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         server,
         payout_schedule,
         nightly,
+        schedule_stop,
+        checkpoints,
     })
 }
 

@@ -41,10 +41,23 @@ pub struct TestDb {
 
 enum Cleanup {
     File(std::path::PathBuf),
-    PgDatabase { admin_url: String, name: String },
+    PgDatabase {
+        admin_url: String,
+        name: String,
+    },
+    /// A database the test owns otherwise (its own server, removed with it).
+    Nothing,
 }
 
 impl TestDb {
+    /// A database at `url` that the test removes by other means (a server of its own).
+    pub fn unmanaged(url: String) -> Self {
+        Self {
+            url,
+            cleanup: Cleanup::Nothing,
+        }
+    }
+
     /// A fresh database, or `None` for PostgreSQL when no test database is configured.
     pub async fn create(db: Db) -> Option<Self> {
         match db {
@@ -88,6 +101,7 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         match &self.cleanup {
+            Cleanup::Nothing => {}
             Cleanup::File(dir) => {
                 let _ = std::fs::remove_dir_all(dir);
             }
@@ -114,6 +128,14 @@ impl Drop for TestDb {
             }
         }
     }
+}
+
+/// What a sibling instance may differ in.
+pub struct SiblingOptions {
+    /// The first instance's keys make one chain (`spawn_sibling`'s default).
+    pub ledger_keys: Option<ferropay::chain_keys::ChainKeys>,
+    pub jobs: JobsConfig,
+    pub reconcile_at: Option<ferropay::reconcile::schedule::TimeOfDay>,
 }
 
 /// A running ferropay with its in-process sandbox, and a client that talks to both.
@@ -143,6 +165,15 @@ pub struct AppOptions {
     pub psp_ca_pem: Option<Vec<u8>>,
     /// Webhooks to merchants: private destinations allowed, quick retries.
     pub webhooks: ferropay::webhooks::WebhookConfig,
+    /// The ledger chain's keys; `None`: where `ferropay serve` would find them (on SQLite a
+    /// `ledger-keys` file beside the database, created; on PostgreSQL none, an unkeyed chain),
+    /// so that the `ferropay` commands a test runs on the same database agree.
+    pub ledger_keys: Option<ferropay::chain_keys::ChainKeys>,
+    /// Signed ledger checkpoints appended here every 50 ms while the head moves.
+    pub checkpoint_file: Option<std::path::PathBuf>,
+    /// The nightly reconciliation's time of day, and the payout schedule, if any.
+    pub reconcile_at: Option<ferropay::reconcile::schedule::TimeOfDay>,
+    pub payout_schedule: Option<ferropay::payout::schedule::PayoutSchedule>,
 }
 
 impl Default for AppOptions {
@@ -165,6 +196,10 @@ impl Default for AppOptions {
             kafka: None,
             psp_ca_pem: None,
             webhooks: test_webhook_config(),
+            ledger_keys: None,
+            checkpoint_file: None,
+            reconcile_at: None,
+            payout_schedule: None,
         }
     }
 }
@@ -205,6 +240,11 @@ pub async fn spawn_app(db: Db) -> Option<TestApp> {
 
 pub async fn spawn_app_with(db: Db, options: AppOptions) -> Option<TestApp> {
     let db = TestDb::create(db).await?;
+    Some(spawn_app_in(db, options).await)
+}
+
+/// A running app on `db`.
+pub async fn spawn_app_in(db: TestDb, options: AppOptions) -> TestApp {
     let psp = match options.psp_url {
         None => PspChoice::InProcessSandbox {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -224,15 +264,20 @@ pub async fn spawn_app_with(db: Db, options: AppOptions) -> Option<TestApp> {
         public_url: None,
         psp,
         platform_fee_bps: options.platform_fee_bps,
-        payout_schedule: None,
+        payout_schedule: options.payout_schedule,
         poll_after_ms: options.poll_after_ms,
         jobs: options.jobs,
-        reconcile_at: None,
+        reconcile_at: options.reconcile_at,
         nats: options.nats,
         kafka: options.kafka,
         retention: None,
         engine: ferropay::engine::EngineConfig::default(),
         webhooks: options.webhooks,
+        ledger_keys: options.ledger_keys.or_else(|| {
+            ferropay_cli::ledger_keys::resolve(&Default::default(), &db.url).expect("chain keys")
+        }),
+        checkpoint_file: options.checkpoint_file,
+        checkpoint_every_ms: 50,
     })
     .await
     .expect("ferropay starts");
@@ -245,7 +290,7 @@ pub async fn spawn_app_with(db: Db, options: AppOptions) -> Option<TestApp> {
         .as_ref()
         .map(|s| s.base_url.clone())
         .unwrap_or_default();
-    Some(TestApp {
+    TestApp {
         base_url: running.public_url.clone(),
         sandbox_url,
         api_key,
@@ -256,7 +301,7 @@ pub async fn spawn_app_with(db: Db, options: AppOptions) -> Option<TestApp> {
             .unwrap(),
         running: Some(running),
         db,
-    })
+    }
 }
 
 /// A checkout body with two sellers: 1500 to seller_a and 250 to seller_b (USD).
@@ -536,6 +581,16 @@ impl TestApp {
     /// A second ferropay instance on this app's database, registering at this app's sandbox
     /// PSP (several stateless instances on one PostgreSQL, as in production).
     pub async fn spawn_sibling(&self) -> Running {
+        self.spawn_sibling_with(SiblingOptions {
+            ledger_keys: self.service().store.chain_keys().cloned(),
+            jobs: test_jobs_config(),
+            reconcile_at: None,
+        })
+        .await
+    }
+
+    /// [`Self::spawn_sibling`] with its own chain keys, jobs' lease and nightly reconciliation.
+    pub async fn spawn_sibling_with(&self, options: SiblingOptions) -> Running {
         serve::start(ServeConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             database_url: self.db.url.clone(),
@@ -550,13 +605,16 @@ impl TestApp {
             platform_fee_bps: 0,
             payout_schedule: None,
             poll_after_ms: 60_000,
-            jobs: test_jobs_config(),
-            reconcile_at: None,
+            jobs: options.jobs,
+            reconcile_at: options.reconcile_at,
             nats: None,
             kafka: None,
             retention: None,
             engine: ferropay::engine::EngineConfig::default(),
             webhooks: test_webhook_config(),
+            ledger_keys: options.ledger_keys,
+            checkpoint_file: None,
+            checkpoint_every_ms: 0,
         })
         .await
         .expect("a second instance starts")

@@ -23,7 +23,7 @@ pub mod breaks;
 mod heal;
 pub mod line;
 mod matcher;
-mod reader;
+pub mod reader;
 mod run;
 pub mod schedule;
 

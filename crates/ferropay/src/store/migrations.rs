@@ -28,6 +28,10 @@ const LIST_INDEXES: &str = include_str!("../../migrations/0010_list_indexes.sql"
 const WEBHOOK_ENDPOINTS: &str = include_str!("../../migrations/0011_webhook_endpoints.sql");
 /// Version 12: the Kafka relay's own record of what it published (portable SQL).
 const OUTBOX_KAFKA: &str = include_str!("../../migrations/0012_outbox_kafka.sql");
+/// Version 17: the chain key id of each journal transaction, and scheduled runs held under a
+/// lease (portable SQL).
+const KEYED_CHAIN_SCHEDULED_RUNS: &str =
+    include_str!("../../migrations/0017_keyed_chain_scheduled_runs.sql");
 
 fn migrations(backend: Backend) -> Vec<Migration> {
     let append_only = match backend {
@@ -47,6 +51,11 @@ fn migrations(backend: Backend) -> Vec<Migration> {
         migration(10, "list indexes", LIST_INDEXES),
         migration(11, "webhook endpoints", WEBHOOK_ENDPOINTS),
         migration(12, "outbox kafka", OUTBOX_KAFKA),
+        migration(
+            17,
+            "keyed chain and scheduled runs",
+            KEYED_CHAIN_SCHEDULED_RUNS,
+        ),
     ]
 }
 
