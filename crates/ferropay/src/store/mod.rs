@@ -27,7 +27,7 @@ pub type Tx = Transaction<'static, Any>;
 /// How long a request waits for a free database connection before it is answered 503 with
 /// `Retry-After` (the database is down, restarting, or overloaded): a few seconds, so that an
 /// outage fails requests fast instead of piling them up.
-pub const ACQUIRE_TIMEOUT_MS: u64 = 5_000;
+pub const ACQUIRE_TIMEOUT_MS: u64 = 3_000;
 
 /// SQLite's one writer connection: writers queue for it in order, which under load takes
 /// longer than a connection from the pool, and is no outage.
