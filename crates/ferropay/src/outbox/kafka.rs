@@ -82,7 +82,8 @@ impl KafkaConfig {
     pub fn kafka_topic(&self, topic: &str) -> String {
         let family = topic.split('.').next().unwrap_or(topic);
         match family {
-            "payment" | "refund" => format!("{}payments", self.topic_prefix),
+            // Keyed by the payment: a dispute's events stay in order with its payment's.
+            "payment" | "refund" | "dispute" => format!("{}payments", self.topic_prefix),
             "payout" => format!("{}payouts", self.topic_prefix),
             other => format!("{}{other}", self.topic_prefix),
         }
