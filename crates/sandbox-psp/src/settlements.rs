@@ -21,9 +21,9 @@ use axum::{Json, body::Bytes};
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::clock::{civil_from_unix_s, rfc3339, unix_now_s, unix_s_of_date};
+use crate::clock::{civil_from_unix_s, rfc3339, unix_s_of_date};
 use crate::errors::ApiError;
-use crate::request::{Fields, json_object};
+use crate::request::json_object;
 use crate::sessions::SessionStatus;
 use crate::store::new_id;
 

@@ -38,16 +38,22 @@ impl TestApp {
     /// The payment's disputes once it has `count` of them, for at most 10 s.
     async fn wait_for_disputes(&self, payment_id: &str, count: usize) -> Vec<Value> {
         let path = format!("/v1/payments/{payment_id}/disputes");
-        let mut found = Vec::new();
-        eventually(Duration::from_secs(10), "the dispute is booked", || async {
-            found = self.get_json(&path).await["data"]
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = self.get_json(&path).await["data"]
                 .as_array()
                 .unwrap()
                 .clone();
-            found.len() == count
-        })
-        .await;
-        found
+            if found.len() == count {
+                return found;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{payment_id} has {} disputes after 10 s, not {count}",
+                found.len()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// Waits (10 s at most) until the dispute `id` of `payment_id` has `status`.
