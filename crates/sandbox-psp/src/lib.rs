@@ -25,6 +25,7 @@
 //! | `POST /v1/test/lost_webhooks` | test hook: never send webhooks about these merchant references |
 //! | `POST /v1/test/outage`, `GET …` | test hook: every other `/v1/*` call answers 503 while down |
 //! | `POST /v1/test/unauthorized_after_effect` | test hook: the next N refund/payout creations answer 401 after taking place |
+//! | `POST /v1/test/unauthorized_before_effect` | test hook: the next N refund/payout creations or look-ups by key answer 401, doing nothing |
 //!
 //! # Decisions beyond the contract
 //!
@@ -135,6 +136,8 @@
 //!   `{"count": N}` (0–100): the next N `POST /v1/refunds` or `POST /v1/payouts` that succeed
 //!   take place (and settle as usual) but answer 401 `invalid_api_key`, as an expired or rotated
 //!   key may answer a retry that the provider had already served.
+//!   `POST /v1/test/unauthorized_before_effect` with `{"count": N}`: the next N refund or payout
+//!   creations, or look-ups of one by `idempotency_key`, answer 401 and do nothing.
 //! - **Secrets.** `SandboxConfig`'s `Debug` hides the API key and the webhook secret; nothing
 //!   logs them, nor card numbers.
 //! - **Lifetime.** [`spawn`] serves in background tasks; dropping the [`SandboxHandle`] leaves it
@@ -399,6 +402,10 @@ fn routes(app: AppState) -> Router {
         .route(
             "/test/unauthorized_after_effect",
             post(test_hooks::set_unauthorized_after_effect),
+        )
+        .route(
+            "/test/unauthorized_before_effect",
+            post(test_hooks::set_unauthorized_before_effect),
         )
         .fallback(api::not_found)
         .layer(axum::middleware::from_fn_with_state(

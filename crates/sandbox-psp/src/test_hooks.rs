@@ -1,7 +1,9 @@
 //! Test hooks that make the sandbox misbehave on demand, for the failures a client must ride
-//! out: an outage (every `/v1/*` call but the test hooks answers 503 until it ends, counted) and
+//! out: an outage (every `/v1/*` call but the test hooks answers 503 until it ends, counted),
 //! answers that lie after the effect (the next N refund or payout creations take place, then
-//! answer 401, as an expired or rotated key might on a retry the provider had already served).
+//! answer 401, as an expired or rotated key might on a retry the provider had already served),
+//! and refusals before any effect (the next N refund or payout creations or look-ups by key
+//! answer 401 and do nothing).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
@@ -25,6 +27,8 @@ pub(crate) struct TestSwitches {
     refused_calls: AtomicU64,
     /// Refund or payout creations still to answer 401 after taking place.
     unauthorized_after_effect: AtomicU32,
+    /// Refund or payout creations, and look-ups by key, still to answer 401 without effect.
+    unauthorized_before_effect: AtomicU32,
 }
 
 /// `POST /v1/test/outage` `{"down": bool}`: starts or ends an outage; answers `{down,
@@ -66,20 +70,45 @@ pub(crate) async fn set_unauthorized_after_effect(
     State(app): State<AppState>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let body = json_object(&body)?;
-    let count = body
-        .get("count")
-        .and_then(Value::as_u64)
-        .filter(|count| *count <= 100)
-        .ok_or_else(|| ApiError::invalid_field("count must be an integer from 0 to 100"))?;
-    let count = u32::try_from(count).unwrap_or(100);
+    let count = count_of(&body)?;
     app.switches
         .unauthorized_after_effect
         .store(count, Ordering::SeqCst);
     Ok(Json(json!({ "count": count })))
 }
 
-/// Middleware on `/v1/*`, outside the key check: the outage, then the lie after the effect.
+/// `POST /v1/test/unauthorized_before_effect` `{"count": N}` (0..=100): the next N refund or
+/// payout creations, and look-ups of one by idempotency key, answer 401 `invalid_api_key`
+/// without doing anything (a key that really is wrong).
+pub(crate) async fn set_unauthorized_before_effect(
+    State(app): State<AppState>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let count = count_of(&body)?;
+    app.switches
+        .unauthorized_before_effect
+        .store(count, Ordering::SeqCst);
+    Ok(Json(json!({ "count": count })))
+}
+
+fn count_of(body: &Bytes) -> Result<u32, ApiError> {
+    let body = json_object(body)?;
+    let count = body
+        .get("count")
+        .and_then(Value::as_u64)
+        .filter(|count| *count <= 100)
+        .ok_or_else(|| ApiError::invalid_field("count must be an integer from 0 to 100"))?;
+    Ok(u32::try_from(count).unwrap_or(100))
+}
+
+/// Takes one from `counter` if it is above zero.
+fn take_one(counter: &AtomicU32) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+/// Middleware on `/v1/*`, outside the key check: the outage, then the 401s.
 pub(crate) async fn apply_switches(
     State(app): State<AppState>,
     request: Request,
@@ -94,18 +123,24 @@ pub(crate) async fn apply_switches(
         switches.refused_calls.fetch_add(1, Ordering::SeqCst);
         return ApiError::outage().into_response();
     }
-    let creates_money_movement = request.method() == Method::POST
-        && (path.ends_with("/refunds") || path.ends_with("/payouts"));
+    let money_route = path.ends_with("/refunds") || path.ends_with("/payouts");
+    let creates_money_movement = request.method() == Method::POST && money_route;
+    let looks_up_by_key = request.method() == Method::GET
+        && money_route
+        && request
+            .uri()
+            .query()
+            .is_some_and(|q| q.contains("idempotency_key="));
+    if (creates_money_movement || looks_up_by_key) && take_one(&switches.unauthorized_before_effect)
+    {
+        tracing::debug!(%path, "sandbox PSP: answering 401 before any effect");
+        return ApiError::unauthorized().into_response();
+    }
     if !creates_money_movement {
         return next.run(request).await;
     }
     let answer = next.run(request).await;
-    if answer.status().is_success()
-        && switches
-            .unauthorized_after_effect
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-    {
+    if answer.status().is_success() && take_one(&switches.unauthorized_after_effect) {
         tracing::debug!(%path, "sandbox PSP: answering 401 after the effect");
         return ApiError::unauthorized().into_response();
     }
