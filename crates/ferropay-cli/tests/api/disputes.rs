@@ -166,7 +166,17 @@ async fn a_lost_dispute_and_a_won_one_end_in_balanced_books(db: Db) {
     let bad = app.send_evidence(lost_id, json!({"text": ""})).await;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     let body: Value = bad.json().await.unwrap();
-    assert!(body["error"]["message"].as_str().unwrap().contains("text"));
+    assert_eq!(body["error"]["field"], "text", "{body}");
+    let bad_status = app
+        .http
+        .get(format!("{}/v1/disputes?status=open", app.base_url))
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_status.status(), StatusCode::BAD_REQUEST);
+    let body: Value = bad_status.json().await.unwrap();
+    assert_eq!(body["error"]["field"], "status", "{body}");
     let unknown = app.send_evidence("dp_nope", json!({"text": "x"})).await;
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
     let won_only = app.get_json("/v1/disputes?status=won").await;
