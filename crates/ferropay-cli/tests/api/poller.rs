@@ -213,7 +213,7 @@ async fn an_hour_long_psp_outage_delays_payments_but_never_dead_letters_their_po
         .unwrap();
     let ceiling_ms = ferropay::payin::poll::MAX_POLL_INTERVAL_MS;
     eventually(
-        std::time::Duration::from_secs(20),
+        std::time::Duration::from_secs(30),
         "every poll waits the ceiling",
         || async {
             let now = ferropay::clock::now_ms();

@@ -75,9 +75,9 @@ pub(crate) fn add_keys(keys: &mut Keys, update: &PaymentUpdate) {
     keys.payments.insert(update.reference.clone());
     keys.source_refs.insert(capture_ref(&update.reference));
     if update.outcome == crate::psp::PspOutcome::Succeeded {
-        // A late capture must know whether another payment has the checkout.
+        // A late capture must know whether another payment has the checkout (loaded only for
+        // the batch's failed or expired payments: nothing on the common path).
         keys.live_siblings = true;
-        keys.refund_totals = true;
     }
 }
 
