@@ -194,6 +194,11 @@ async fn a_checkout_paid_twice_is_refunded_at_once(db: Db) {
     // ...and then the first one's page, left open, too.
     app.pay(&first, CARD_OK).await;
     let refunded = app.wait_for_status(first_id, "refunded").await;
+    assert_eq!(
+        refunded["failure_code"],
+        Value::Null,
+        "it did not fail after all"
+    );
     assert_eq!(refunded["orders"][0]["status"], "refunded");
     assert_eq!(refunded["orders"][1]["status"], "refunded");
     let refunds = app

@@ -233,6 +233,10 @@ impl View {
                 if failure_code.is_some() {
                     row.failure_code = failure_code.clone();
                 }
+                if status == "succeeded" {
+                    // A late capture: the payment that had failed took the money after all.
+                    row.failure_code = None;
+                }
                 self.dirty.payments.insert(id.clone());
             }
             Effect::DuplicateOf { id, duplicate_of } => {
