@@ -6,7 +6,9 @@ use std::borrow::Cow;
 use sqlx::SqlSafeStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
-use super::dialect::{APPEND_ONLY_POSTGRES, APPEND_ONLY_SQLITE};
+use super::dialect::{
+    APPEND_ONLY_POSTGRES, APPEND_ONLY_SQLITE, DISPUTES_POSTGRES, DISPUTES_SQLITE,
+};
 use super::{Backend, Store, StoreError};
 
 const SCHEMA: &str = include_str!("../../migrations/0001_schema.sql");
@@ -34,9 +36,9 @@ const KEYED_CHAIN_SCHEDULED_RUNS: &str =
     include_str!("../../migrations/0017_keyed_chain_scheduled_runs.sql");
 
 fn migrations(backend: Backend) -> Vec<Migration> {
-    let append_only = match backend {
-        Backend::Sqlite => APPEND_ONLY_SQLITE,
-        Backend::Postgres => APPEND_ONLY_POSTGRES,
+    let (append_only, disputes) = match backend {
+        Backend::Sqlite => (APPEND_ONLY_SQLITE, DISPUTES_SQLITE),
+        Backend::Postgres => (APPEND_ONLY_POSTGRES, DISPUTES_POSTGRES),
     };
     vec![
         migration(1, "schema", SCHEMA),
@@ -51,6 +53,7 @@ fn migrations(backend: Backend) -> Vec<Migration> {
         migration(10, "list indexes", LIST_INDEXES),
         migration(11, "webhook endpoints", WEBHOOK_ENDPOINTS),
         migration(12, "outbox kafka", OUTBOX_KAFKA),
+        migration(13, "disputes", disputes),
         migration(
             17,
             "keyed chain and scheduled runs",
