@@ -4,10 +4,12 @@
 
 mod helpers;
 
+mod bad_bytes;
 mod bad_input;
 mod bench;
 mod cards;
 mod cli_env;
+mod closed_days;
 mod crash;
 mod demo;
 mod dlq;
@@ -18,6 +20,7 @@ mod instances;
 mod jobs;
 mod kafka_events;
 mod ledger;
+mod limits;
 mod lists;
 mod merchant_webhooks;
 mod minimal_psp;
