@@ -153,8 +153,7 @@ impl Running {
 }
 
 pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
-    let listener = TcpListener::bind(config.listen)
-        .await
+    let listener = ferropay_http::server::bind(config.listen)
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let public_url = config

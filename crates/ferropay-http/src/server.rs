@@ -25,6 +25,23 @@ const OVERFLOW_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 /// The pause after a failed accept (EMFILE, ENFILE, ECONNABORTED …).
 const ACCEPT_RETRY: Duration = Duration::from_millis(20);
 
+/// Connections the kernel queues for `accept` (it caps this at `net.core.somaxconn`): a burst
+/// of connections waits there instead of being half-open, which the client believes accepted
+/// while the server never sees it.
+pub const LISTEN_BACKLOG: u32 = 4_096;
+
+/// A listener on `addr` with [`LISTEN_BACKLOG`].
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Connections past the cap that still get an answer: a tenth of the cap, 8 to 256.
 pub fn overflow_slots(max_connections: usize) -> usize {
     (max_connections / 10).clamp(8, 256)

@@ -195,7 +195,7 @@ async fn bad_json_is_refused_naming_the_field_and_moves_nothing(db: Db) {
     assert_eq!(app.count("SELECT COUNT(*) FROM payouts").await, 0);
     assert_eq!(app.count("SELECT COUNT(*) FROM payments").await, 1);
     let refunded: i64 = app
-        .count("SELECT COALESCE(SUM(amount_minor), 0) FROM refunds")
+        .count("SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM refunds")
         .await;
     assert_eq!(refunded, 100);
     assert!(app.verify_ledger().await.ok());
