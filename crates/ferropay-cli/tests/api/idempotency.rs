@@ -181,9 +181,11 @@ async fn after_a_503_a_worker_registers_the_payment_in_the_background(db: Db) {
             .unwrap()
             .get("id")
     };
+    // Left on the queue: waiting, or being tried by a worker (and failing) at this moment.
     let queued = app
         .count(
-            "SELECT COUNT(*) FROM jobs WHERE kind = 'payin.register_session' AND status = 'queued'",
+            "SELECT COUNT(*) FROM jobs WHERE kind = 'payin.register_session' \
+             AND status IN ('queued', 'running')",
         )
         .await;
     assert_eq!(queued, 1, "the registration is left on the queue");
