@@ -82,13 +82,19 @@ impl KeyRateLimiter {
     }
 }
 
-/// 503 in the contract's shape, for a full server.
+/// 503 in the contract's shape, for a full server. Counted, not logged: under a flood a log line
+/// per refusal would be a second flood.
 pub fn busy(what: &str) -> Response {
-    ApiError(ferropay::Error::Unavailable {
+    metrics::counter!("ferropay_http_shed_total", "reason" => what.to_owned()).increment(1);
+    let error = ferropay::Error::Unavailable {
         message: format!("{what}; try again shortly"),
         retry_after_s: BUSY_RETRY_AFTER_S,
-    })
-    .into_response()
+    };
+    let mut response = json_response(StatusCode::SERVICE_UNAVAILABLE, error.to_body().to_string());
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(BUSY_RETRY_AFTER_S));
+    response
 }
 
 /// The body read in full within `body_read_timeout_ms` and at most [`crate::MAX_BODY_BYTES`]
