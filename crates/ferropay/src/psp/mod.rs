@@ -3,8 +3,13 @@
 //! webhook, fetch a day's settlement file), and the types they speak.
 //! The sandbox connector is in [`sandbox`]; webhook signatures in [`signature`].
 
+pub mod dispute;
+pub mod lookup;
 pub mod sandbox;
 pub mod signature;
+
+pub use dispute::{DisputeStatus, DisputeUpdate};
+pub use lookup::MadeByKey;
 
 use std::future::Future;
 use std::path::Path;
@@ -130,6 +135,8 @@ pub enum PspEventKind {
     Refund(SettlementUpdate),
     /// A payout settled: `payout.paid|failed`.
     Payout(SettlementUpdate),
+    /// A dispute opened or decided: `dispute.created|won|lost`.
+    Dispute(DisputeUpdate),
     /// A type this version does not act on; recorded and acknowledged.
     Other,
 }
@@ -239,6 +246,54 @@ pub trait Connector: Send + Sync {
     /// streamed chunk by chunk so memory does not grow with the file. Answers the bytes written.
     fn settlement_file<'a>(&'a self, date: time::Date, destination: &'a Path)
     -> PspFuture<'a, u64>;
+
+    /// The refund that our `create_refund` with this idempotency key (our refund id) made, if it
+    /// took effect: asked before a refusal is believed, so that only the PSP's "not made" (or
+    /// "failed") fails a refund. A PSP that cannot answer leaves the refund pending.
+    fn refund_by_key<'a>(&'a self, idempotency_key: &'a str) -> PspFuture<'a, MadeByKey> {
+        Box::pin(async move {
+            Err(PspError::Retryable(format!(
+                "{} cannot look up refund {idempotency_key} by its idempotency key",
+                self.name()
+            )))
+        })
+    }
+
+    /// The payout that our `create_payout` with this idempotency key (our payout id) made, if it
+    /// took effect (see [`Connector::refund_by_key`]).
+    fn payout_by_key<'a>(&'a self, idempotency_key: &'a str) -> PspFuture<'a, MadeByKey> {
+        Box::pin(async move {
+            Err(PspError::Retryable(format!(
+                "{} cannot look up payout {idempotency_key} by its idempotency key",
+                self.name()
+            )))
+        })
+    }
+
+    /// A dispute as the PSP has it now (reconciliation heals a dispute whose webhook was lost).
+    fn dispute_status<'a>(&'a self, psp_dispute_id: &'a str) -> PspFuture<'a, DisputeUpdate> {
+        Box::pin(async move {
+            Err(PspError::Permanent(format!(
+                "{} cannot tell dispute {psp_dispute_id}",
+                self.name()
+            )))
+        })
+    }
+
+    /// Sends the merchant's evidence on a dispute; answers the dispute as it then stands.
+    fn submit_dispute_evidence<'a>(
+        &'a self,
+        psp_dispute_id: &'a str,
+        evidence: &'a str,
+    ) -> PspFuture<'a, DisputeUpdate> {
+        let _ = evidence;
+        Box::pin(async move {
+            Err(PspError::Permanent(format!(
+                "{} takes no evidence on dispute {psp_dispute_id}",
+                self.name()
+            )))
+        })
+    }
 
     /// The header that carries this PSP's webhook signature.
     fn signature_header(&self) -> &'static str;

@@ -6,7 +6,9 @@ use std::borrow::Cow;
 use sqlx::SqlSafeStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
-use super::dialect::{APPEND_ONLY_POSTGRES, APPEND_ONLY_SQLITE};
+use super::dialect::{
+    APPEND_ONLY_POSTGRES, APPEND_ONLY_SQLITE, DISPUTES_POSTGRES, DISPUTES_SQLITE,
+};
 use super::{Backend, Store, StoreError};
 
 const SCHEMA: &str = include_str!("../../migrations/0001_schema.sql");
@@ -30,9 +32,9 @@ const WEBHOOK_ENDPOINTS: &str = include_str!("../../migrations/0011_webhook_endp
 const OUTBOX_KAFKA: &str = include_str!("../../migrations/0012_outbox_kafka.sql");
 
 fn migrations(backend: Backend) -> Vec<Migration> {
-    let append_only = match backend {
-        Backend::Sqlite => APPEND_ONLY_SQLITE,
-        Backend::Postgres => APPEND_ONLY_POSTGRES,
+    let (append_only, disputes) = match backend {
+        Backend::Sqlite => (APPEND_ONLY_SQLITE, DISPUTES_SQLITE),
+        Backend::Postgres => (APPEND_ONLY_POSTGRES, DISPUTES_POSTGRES),
     };
     vec![
         migration(1, "schema", SCHEMA),
@@ -47,6 +49,7 @@ fn migrations(backend: Backend) -> Vec<Migration> {
         migration(10, "list indexes", LIST_INDEXES),
         migration(11, "webhook endpoints", WEBHOOK_ENDPOINTS),
         migration(12, "outbox kafka", OUTBOX_KAFKA),
+        migration(13, "disputes", disputes),
     ]
 }
 
