@@ -104,6 +104,12 @@ impl PspEvent {
                 optional(&mut texts, "data.currency", &update.currency);
                 optional(&mut texts, "data.failure_code", &update.failure_code);
             }
+            PspEventKind::Dispute(update) => {
+                texts.push(("data.id", update.psp_dispute_id.as_str()));
+                texts.push(("data.reference", update.reference.as_str()));
+                texts.push(("data.currency", update.currency.as_str()));
+                texts.push(("data.reason", update.reason.as_str()));
+            }
             PspEventKind::Other => {}
         }
         texts
