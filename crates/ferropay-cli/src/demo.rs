@@ -114,6 +114,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Value> {
         poll_after_ms: 60_000,
         jobs: JobsConfig::default(),
         reconcile_at: None,
+        reconcile_day_close_lag_ms: 0,
         nats: None,
         retention: None,
         engine: ferropay::engine::EngineConfig::default(),
@@ -125,6 +126,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Value> {
         )?,
         checkpoint_file: None,
         checkpoint_every_ms: 0,
+        limits: ferropay_http::ServerLimits::default(),
     })
     .await?;
     let result = seed(&running, &key.secret).await;
@@ -327,7 +329,7 @@ async fn seed(running: &serve::Running, key: &str) -> anyhow::Result<Value> {
     let report = running
         .service
         .reconciler()
-        .reconcile_day(date, &std::env::temp_dir())
+        .reconcile_day(date, &std::env::temp_dir(), true)
         .await?;
     let verified = running.service.verify_ledger().await?;
     let wallets = {
@@ -344,7 +346,7 @@ async fn seed(running: &serve::Running, key: &str) -> anyhow::Result<Value> {
         "payments": payments,
         "refunds": refunds,
         "payout": {"id": payout_id, "seller_id": "seller_a", "amount": payout["amount"], "status": "paid"},
-        "reconciliation": {"date": date.to_string(), "lines": report.lines, "matched": report.matched,
+        "reconciliation": {"date": date.to_string(), "provisional": report.provisional, "lines": report.lines, "matched": report.matched,
                            "breaks": report.breaks_found},
         "wallets": wallets,
         "ledger": {"transactions": verified.transactions, "balanced": verified.balanced,

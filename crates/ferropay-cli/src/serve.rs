@@ -59,6 +59,9 @@ pub struct ServeConfig {
     pub jobs: JobsConfig,
     /// When (UTC) to fetch and reconcile the previous day's settlement file; `None`: never.
     pub reconcile_at: Option<TimeOfDay>,
+    /// A UTC day may be reconciled for good this long after it ended (the PSP's file is final
+    /// then); before, only provisionally. Tests that reconcile the day they paid on: minus a day.
+    pub reconcile_day_close_lag_ms: i64,
     /// Relay the outbox to NATS JetStream; `None`: not to NATS.
     pub nats: Option<NatsConfig>,
     /// Relay the outbox to Kafka (beside NATS or alone); `None`: not to Kafka. Neither: events
@@ -76,6 +79,8 @@ pub struct ServeConfig {
     /// `checkpoint_every_ms` while the head moves; `None`: no checkpoints. Needs `ledger_keys`.
     pub checkpoint_file: Option<PathBuf>,
     pub checkpoint_every_ms: u64,
+    /// Timeouts, connection and in-flight caps, per-API-key rate limits of the HTTP server.
+    pub limits: ferropay_http::ServerLimits,
 }
 
 #[derive(Clone, Debug)]
@@ -169,8 +174,7 @@ impl Running {
 }
 
 pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
-    let listener = TcpListener::bind(config.listen)
-        .await
+    let listener = ferropay_http::server::bind(config.listen)
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let public_url = config
@@ -267,6 +271,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             .collect(),
             engine: config.engine.clone(),
             webhooks: config.webhooks.clone(),
+            reconcile_day_close_lag_ms: config.reconcile_day_close_lag_ms,
             ..FerropayConfig::default()
         },
     )?;
@@ -305,9 +310,14 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         )
     });
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(ferropay_http::serve(listener, service.clone(), async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(ferropay_http::serve(
+        listener,
+        service.clone(),
+        config.limits.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     // The schedules run each day once across instances, under a lease as long as the jobs'
     // (`--lease-s`), and look for runs to take over twice per lease.
     let (schedule_stop, schedule_stopped) = watch::channel(false);

@@ -47,6 +47,9 @@ pub struct FerropayConfig {
     pub outbox_relays: Vec<Broker>,
     /// The money engine's batching.
     pub engine: EngineConfig,
+    /// A UTC day's settlement file is final this long after midnight (negative in tests that
+    /// reconcile the day they paid on): [`crate::reconcile::days`].
+    pub reconcile_day_close_lag_ms: i64,
 }
 
 /// The default for `poll_after_ms`: long enough that the webhook has nearly always come first.
@@ -63,6 +66,7 @@ impl Default for FerropayConfig {
             outbox_relays: Vec::new(),
             engine: EngineConfig::default(),
             webhooks: WebhookConfig::default(),
+            reconcile_day_close_lag_ms: 0,
         }
     }
 }
@@ -154,6 +158,7 @@ impl Ferropay {
         let event = self
             .connector
             .verify_webhook(signature, raw_body, now_s())?;
+        event.check_texts()?;
         let command = ApplyEvent {
             psp: psp.to_owned(),
             event,
@@ -251,6 +256,7 @@ impl Ferropay {
             psp: self.connector.name().to_owned(),
             connector: Some(self.connector.clone()),
             platform_fee_bps: self.config.platform_fee_bps,
+            day_close_lag_ms: self.config.reconcile_day_close_lag_ms,
         }
     }
 }

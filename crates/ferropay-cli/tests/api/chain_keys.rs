@@ -261,6 +261,8 @@ async fn restart_with_keys(app: &mut TestApp, keys: &ChainKeys) {
         poll_after_ms: 60_000,
         jobs: test_jobs_config(),
         reconcile_at: None,
+        reconcile_day_close_lag_ms: -ferropay::reconcile::days::DAY_MS,
+        limits: ferropay_http::ServerLimits::default(),
         nats: None,
         kafka: None,
         retention: None,

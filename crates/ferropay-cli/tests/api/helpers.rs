@@ -174,6 +174,11 @@ pub struct AppOptions {
     /// The nightly reconciliation's time of day, and the payout schedule, if any.
     pub reconcile_at: Option<ferropay::reconcile::schedule::TimeOfDay>,
     pub payout_schedule: Option<ferropay::payout::schedule::PayoutSchedule>,
+    /// When a UTC day counts as closed for reconciliation: by default minus a day, so that tests
+    /// reconcile the day they paid on for good (production: 0, at midnight UTC).
+    pub reconcile_day_close_lag_ms: i64,
+    /// The HTTP server's limits (production's defaults unless a test changes them).
+    pub limits: ferropay_http::ServerLimits,
 }
 
 impl Default for AppOptions {
@@ -200,6 +205,8 @@ impl Default for AppOptions {
             checkpoint_file: None,
             reconcile_at: None,
             payout_schedule: None,
+            reconcile_day_close_lag_ms: -ferropay::reconcile::days::DAY_MS,
+            limits: ferropay_http::ServerLimits::default(),
         }
     }
 }
@@ -268,6 +275,7 @@ pub async fn spawn_app_in(db: TestDb, options: AppOptions) -> TestApp {
         poll_after_ms: options.poll_after_ms,
         jobs: options.jobs,
         reconcile_at: options.reconcile_at,
+        reconcile_day_close_lag_ms: options.reconcile_day_close_lag_ms,
         nats: options.nats,
         kafka: options.kafka,
         retention: None,
@@ -278,6 +286,7 @@ pub async fn spawn_app_in(db: TestDb, options: AppOptions) -> TestApp {
         }),
         checkpoint_file: options.checkpoint_file,
         checkpoint_every_ms: 50,
+        limits: options.limits,
     })
     .await
     .expect("ferropay starts");
@@ -607,6 +616,7 @@ impl TestApp {
             poll_after_ms: 60_000,
             jobs: options.jobs,
             reconcile_at: options.reconcile_at,
+            reconcile_day_close_lag_ms: -ferropay::reconcile::days::DAY_MS,
             nats: None,
             kafka: None,
             retention: None,
@@ -615,6 +625,7 @@ impl TestApp {
             ledger_keys: options.ledger_keys,
             checkpoint_file: None,
             checkpoint_every_ms: 0,
+            limits: ferropay_http::ServerLimits::default(),
         })
         .await
         .expect("a second instance starts")

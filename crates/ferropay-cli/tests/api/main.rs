@@ -4,11 +4,13 @@
 
 mod helpers;
 
+mod bad_bytes;
 mod bad_input;
 mod bench;
 mod cards;
 mod chain_keys;
 mod cli_env;
+mod closed_days;
 mod crash;
 mod demo;
 mod disputes;
@@ -22,6 +24,7 @@ mod jobs;
 mod kafka_events;
 mod late_capture;
 mod ledger;
+mod limits;
 mod lists;
 mod merchant_webhooks;
 mod minimal_psp;

@@ -363,12 +363,18 @@ pub struct ReconciliationRunRequest {
     /// The settlement day, `YYYY-MM-DD`.
     #[schema(example = "2026-11-24", format = Date)]
     pub date: String,
+    /// `true` reconciles a day that has not closed (today's file is still partial): the run
+    /// reads and matches and posts nothing, stores no break. Default `false`: only a closed
+    /// UTC day (not today, not later, not before our first payment) is accepted.
+    pub provisional: Option<bool>,
 }
 
 /// The report of a reconciliation run (`lines`, `matched`, `breaks`, `run_id`, …).
 #[derive(Serialize, ToSchema)]
 pub struct ReconciliationReport {
     pub run_id: String,
+    /// The run was provisional: nothing was posted or stored.
+    pub provisional: bool,
     pub lines: u64,
     pub matched: u64,
     pub breaks: Vec<serde_json::Value>,

@@ -176,7 +176,7 @@ async fn fetch_and_reconcile(
 ) -> Result<ReconcileReport> {
     let mut attempt = 1;
     loop {
-        match reconciler.reconcile_day(day, work_dir).await {
+        match reconciler.reconcile_day(day, work_dir, false).await {
             Err(Error::PspUnavailable { message, .. }) if attempt < FETCH_ATTEMPTS => {
                 tracing::warn!(%day, attempt, %message, "settlement file not fetched; will retry");
                 tokio::time::sleep(FETCH_RETRY).await;
