@@ -21,7 +21,7 @@ use crate::db_test;
 use crate::helpers::*;
 
 /// The schedules' lease in these tests: a dead holder's run is taken over within it.
-const LEASE_MS: i64 = 1_500;
+const LEASE_MS: i64 = 4_000;
 /// Every settlement file fetch takes this long at the sandbox: a run is caught in the middle.
 const PSP_LATENCY_MS: u64 = 1_500;
 
@@ -88,6 +88,17 @@ async fn reconciliation_statuses(app: &TestApp, day: time::Date) -> Vec<String> 
     statuses
 }
 
+/// A paid payment, made three days ago as far as reconciliation can tell (the PSP has files of
+/// ours from its day on), so that the last days may be reconciled.
+async fn paid_three_days_ago(app: &TestApp) {
+    app.paid_payment("chk_sched_first").await;
+    sqlx::query("UPDATE payments SET created_at_ms = created_at_ms - $1")
+        .bind(3 * 86_400_000_i64)
+        .execute(app.service().store.pool())
+        .await
+        .unwrap();
+}
+
 async fn wait_until_claimed_by(app: &TestApp, slot: &str, holder: &str) {
     eventually(Duration::from_secs(20), "the run is claimed", || async {
         scheduled_run(app, schedule::SCHEDULE, slot)
@@ -102,6 +113,7 @@ async fn a_killed_holders_run_is_taken_over_and_a_stopped_ones_at_once(db: Db) {
     let Some(app) = spawn_app_with(db, slow_psp_options(Some(far_from_now()))).await else {
         return;
     };
+    paid_three_days_ago(&app).await;
     let store = app.service().store.clone();
     let work_dir = std::env::temp_dir();
 
@@ -204,6 +216,7 @@ async fn two_instances_run_each_scheduled_day_once() {
     let Some(app) = spawn_app_with(Db::Postgres, options).await else {
         return;
     };
+    paid_three_days_ago(&app).await;
     let other = app.spawn_sibling().await;
     let work_dir = std::env::temp_dir();
     let runs_a = ScheduledRuns::new(app.service().store.clone(), 30_000);
@@ -251,6 +264,7 @@ async fn two_instances_run_each_scheduled_day_once() {
         .collect();
     assert_eq!(paid.len(), 1, "{outcomes:?}");
     assert_eq!(paid[0].len(), 2, "seller_a and seller_b are paid out");
+    assert_eq!(paid[0][0].amount, 3 * 1_500, "seller_a's three payments");
     assert_eq!(app.count("SELECT COUNT(*) FROM payouts").await, 2);
     let again =
         ferropay::payout::schedule::run_day(&other.service, &runs_b, &date, 1, stop.clone())
@@ -272,6 +286,7 @@ async fn a_stopped_instance_hands_its_run_to_the_next() {
         jobs: short_lease_jobs(),
         reconcile_at,
     };
+    paid_three_days_ago(&app).await;
     let b = app.spawn_sibling_with(sibling(Some(far_from_now()))).await;
 
     // A third instance dies holding yesterday's run; B takes it over once the lease is out.
