@@ -261,6 +261,10 @@ struct ServeArgs {
     #[arg(long, env = "FERROPAY_JOB_MAX_ATTEMPTS", default_value_t = RetryPolicy::default().max_attempts,
           value_parser = clap::value_parser!(u32).range(1..))]
     job_max_attempts: u32,
+    /// ...and only once it is this old: within the window a passing failure (a PSP outage) is
+    /// always retried, at most five minutes apart, so the service recovers by itself.
+    #[arg(long, env = "FERROPAY_JOB_RETRY_WINDOW_S", default_value_t = 86_400)]
+    job_retry_window_s: u64,
     /// When (HH:MM, UTC) to fetch the previous day's settlement file from the PSP and reconcile
     /// it, every day; `off` never does.
     #[arg(long, env = "FERROPAY_RECONCILE_AT", default_value = "02:00", value_parser = parse_reconcile_at)]
@@ -872,6 +876,7 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<ExitCode> {
             concurrency: args.job_concurrency,
             retry: RetryPolicy {
                 max_attempts: args.job_max_attempts,
+                retry_window_ms: args.job_retry_window_s.saturating_mul(1_000),
                 ..RetryPolicy::default()
             },
             ..JobsConfig::default()

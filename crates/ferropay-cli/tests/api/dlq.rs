@@ -40,6 +40,7 @@ async fn a_registration_that_keeps_failing_is_dead_lettered_then_replayed(db: Db
         base_delay_ms: 10,
         max_delay_ms: 50,
         max_attempts: 3,
+        retry_window_ms: 0,
     };
     let Some(mut app) = spawn_app_with(db, options).await else {
         return;

@@ -221,6 +221,7 @@ pub fn test_webhook_config() -> ferropay::webhooks::WebhookConfig {
             base_delay_ms: 50,
             max_delay_ms: 400,
             max_attempts: u32::MAX,
+            retry_window_ms: 0,
         },
         dispatch_idle_ms: 25,
         ..ferropay::webhooks::WebhookConfig::default()
@@ -235,6 +236,7 @@ pub fn test_jobs_config() -> JobsConfig {
             base_delay_ms: 50,
             max_delay_ms: 1_000,
             max_attempts: 20,
+            retry_window_ms: 0,
         },
         idle_poll_ms: 25,
         ..JobsConfig::default()

@@ -48,6 +48,7 @@ fn config(lease_ms: i64, max_attempts: u32) -> JobsConfig {
             base_delay_ms: 20,
             max_delay_ms: 200,
             max_attempts,
+            retry_window_ms: 0,
         },
         concurrency: 3,
         idle_poll_ms: 10,
@@ -371,10 +372,86 @@ async fn workers_in_two_instances_run_every_job_once(db: Db) {
     );
 }
 
+/// A PSP down for an hour: a job failing for a passing reason far past its attempts is retried,
+/// never dead-lettered, while it is younger than the retry window; once it is older (its row
+/// backdated past the window, as a day's outage would leave it), the next failure dead-letters.
+async fn passing_failures_within_the_retry_window_are_retried_past_the_attempts(db: Db) {
+    let Some((_db, store)) = open(db).await else {
+        return;
+    };
+    let kinds = [KIND.to_owned()];
+    let hour_ms: u64 = 60 * 60 * 1000;
+    let config = JobsConfig {
+        lease_ms: 60_000,
+        retry: RetryPolicy {
+            base_delay_ms: 1,
+            max_delay_ms: 2,
+            max_attempts: 3,
+            retry_window_ms: 2 * hour_ms,
+        },
+        concurrency: 1,
+        idle_poll_ms: 10,
+    };
+    let ids = enqueue_many(&store, KIND, 1).await;
+    let claim = || async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(job) = jobs::claim_due(&store, &kinds, &config).await.unwrap() {
+                return job;
+            }
+            assert!(Instant::now() < deadline, "the job did not come back");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    // An hour old (the outage so far): ten failures, three times its attempts, none fatal.
+    sqlx::query("UPDATE jobs SET created_at_ms = $1 WHERE id = $2")
+        .bind(now_ms() - hour_ms as i64)
+        .bind(&ids[0])
+        .execute(store.pool())
+        .await
+        .unwrap();
+    for attempt in 1..=10 {
+        let job = claim().await;
+        assert_eq!((job.id.as_str(), job.attempts), (ids[0].as_str(), attempt));
+        let failed = jobs::fail(
+            &store,
+            &job,
+            &JobError::Retryable("PSP down".into()),
+            &config,
+        )
+        .await
+        .unwrap();
+        assert!(
+            matches!(failed, Failed::Retrying { .. }),
+            "attempt {attempt}: {failed:?}"
+        );
+    }
+    assert!(jobs::dlq::list(&store).await.unwrap().is_empty());
+    // Past the window: the next passing failure ends in the dead-letter queue.
+    sqlx::query("UPDATE jobs SET created_at_ms = $1 WHERE id = $2")
+        .bind(now_ms() - 3 * hour_ms as i64)
+        .bind(&ids[0])
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let job = claim().await;
+    let failed = jobs::fail(
+        &store,
+        &job,
+        &JobError::Retryable("PSP down".into()),
+        &config,
+    )
+    .await
+    .unwrap();
+    assert_eq!(failed, Failed::Dead);
+    assert_eq!(job_row(&store, &ids[0]).await.0, "dead");
+}
+
 db_test!(
     enqueue_is_idempotent_by_kind_and_key,
     concurrent_claims_take_each_job_once,
     a_crashed_workers_job_is_claimed_again_after_its_lease,
     failures_back_off_and_end_in_the_dead_letter_queue,
+    passing_failures_within_the_retry_window_are_retried_past_the_attempts,
     workers_in_two_instances_run_every_job_once,
 );

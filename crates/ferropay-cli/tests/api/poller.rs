@@ -146,6 +146,7 @@ async fn an_hour_long_psp_outage_delays_payments_but_never_dead_letters_their_po
                 base_delay_ms: 20,
                 max_delay_ms: 100,
                 max_attempts,
+                retry_window_ms: 0,
             },
             ..test_jobs_config()
         },

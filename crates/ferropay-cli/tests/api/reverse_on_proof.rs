@@ -132,6 +132,7 @@ async fn a_payout_the_provider_cannot_account_for_stays_pending_until_an_operato
                 base_delay_ms: 20,
                 max_delay_ms: 100,
                 max_attempts: 3,
+                retry_window_ms: 0,
             },
             ..test_jobs_config()
         },

@@ -133,7 +133,11 @@ pub async fn claim_due(
             return Ok(None);
         };
         let job = claimed_from_row(&row, lease_token)?;
-        if job.attempts <= config.retry.max_attempts.max(1) {
+        // Back from a lease that ran out (the statement wrote exactly this), or from a failure
+        // that `fail` chose to retry (within the retry window, past the attempts perhaps).
+        let lease_ran_out = row.try_get::<Option<String>, _>("last_error")?.as_deref()
+            == Some(lease_ran_out_text(job.attempts - 1).as_str());
+        if !lease_ran_out || job.attempts <= config.retry.max_attempts.max(1) {
             return Ok(Some(job));
         }
         // Every allowed attempt was claimed and none came back: its workers died or hung.
@@ -158,13 +162,20 @@ fn claim_due_sql(backend: Backend, kind_count: usize) -> String {
     format!(
         "UPDATE jobs SET status = '{RUNNING}', attempts = attempts + 1, \
          last_error = CASE WHEN status = '{RUNNING}' \
-             THEN 'attempt ' || attempts || ' ran out of its lease' ELSE last_error END, \
+             THEN 'attempt ' || attempts || '{LEASE_RAN_OUT}' ELSE last_error END, \
          lease_token = $1, due_at_ms = $2, updated_at_ms = $3 \
          WHERE id = (SELECT id FROM jobs WHERE status IN ('{QUEUED}', '{RUNNING}') \
              AND due_at_ms <= $3 AND kind IN ({}) ORDER BY due_at_ms LIMIT 1{lock}) \
-         RETURNING id, kind, idempotency_key, payload, attempts",
+         RETURNING id, kind, idempotency_key, payload, attempts, last_error",
         kinds.join(", ")
     )
+}
+
+/// What a claim writes into `last_error` of a job whose attempt's lease ran out.
+const LEASE_RAN_OUT: &str = " ran out of its lease";
+
+fn lease_ran_out_text(attempt: u32) -> String {
+    format!("attempt {attempt}{LEASE_RAN_OUT}")
 }
 
 /// Claims one job by kind and key whatever its due time and status, for work that a caller
@@ -273,7 +284,10 @@ pub async fn fail(
     error: &JobError,
     config: &JobsConfig,
 ) -> Result<Failed> {
-    let retry = matches!(error, JobError::Retryable(_)) && config.retry.may_retry(job.attempts);
+    let retry = matches!(error, JobError::Retryable(_))
+        && config
+            .retry
+            .may_retry(job.attempts, age_ms(store, job).await?);
     if !retry {
         return Ok(if dead_letter(store, job, error).await? {
             Failed::Dead
@@ -301,6 +315,17 @@ pub async fn fail(
     } else {
         Failed::LeaseLost
     })
+}
+
+/// How long ago `job` was enqueued (0 if it is gone: its outcome is then not ours to write).
+async fn age_ms(store: &Store, job: &ClaimedJob) -> Result<u64> {
+    let created_at_ms: Option<i64> =
+        sqlx::query_scalar("SELECT created_at_ms FROM jobs WHERE id = $1")
+            .bind(&job.id)
+            .fetch_optional(store.pool())
+            .await?;
+    let now = crate::clock::now_ms();
+    Ok(created_at_ms.map_or(0, |at| u64::try_from(now - at).unwrap_or(0)))
 }
 
 /// Moves a job we hold to the dead-letter queue with `error`. `false` when the lease was lost.

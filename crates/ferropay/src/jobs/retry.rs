@@ -3,6 +3,10 @@
 //!
 //! Full jitter (a uniform wait in `0..=min(cap, base * 2^(attempt-1))`) spreads the retries of
 //! many jobs that failed together (a PSP outage) instead of sending them back in one burst.
+//!
+//! A job is dead-lettered after a passing failure only when it has used its attempts AND is
+//! older than the retry window (a day by default): a PSP down for an hour, or a night, delays a
+//! refund or a payout but never leaves it to an operator; the service recovers by itself.
 
 /// When and how often a failed job is tried again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -11,8 +15,11 @@ pub struct RetryPolicy {
     pub base_delay_ms: u64,
     /// The backoff's cap: no retry waits longer than this.
     pub max_delay_ms: u64,
-    /// A job that has failed this many attempts moves to the dead-letter queue (at least 1).
+    /// A job that has failed this many attempts moves to the dead-letter queue (at least 1)...
     pub max_attempts: u32,
+    /// ...once it is also this old: within the window a passing failure is always retried
+    /// (at most `max_delay_ms` apart). 0: the attempts alone decide.
+    pub retry_window_ms: u64,
 }
 
 impl Default for RetryPolicy {
@@ -24,6 +31,7 @@ impl Default for RetryPolicy {
             base_delay_ms: 500,
             max_delay_ms: 5 * 60 * 1000,
             max_attempts: 20,
+            retry_window_ms: 24 * 60 * 60 * 1000,
         }
     }
 }
@@ -43,9 +51,10 @@ impl RetryPolicy {
         rand::random_range(0..=self.ceiling_ms(attempt))
     }
 
-    /// Whether a job that has made `attempts` attempts, the last one failed, may try again.
-    pub fn may_retry(&self, attempts: u32) -> bool {
-        attempts < self.max_attempts.max(1)
+    /// Whether a job that has made `attempts` attempts, the last one failed for a passing
+    /// reason, may try again, `age_ms` after it was enqueued.
+    pub fn may_retry(&self, attempts: u32, age_ms: u64) -> bool {
+        attempts < self.max_attempts.max(1) || age_ms < self.retry_window_ms
     }
 }
 
@@ -59,6 +68,7 @@ mod tests {
             base_delay_ms: 100,
             max_delay_ms: 1_000,
             max_attempts: 5,
+            retry_window_ms: 0,
         };
         let ceilings: Vec<u64> = (1..=6).map(|a| policy.ceiling_ms(a)).collect();
         assert_eq!(ceilings, [100, 200, 400, 800, 1_000, 1_000]);
@@ -68,6 +78,7 @@ mod tests {
             base_delay_ms: u64::MAX,
             max_delay_ms: u64::MAX,
             max_attempts: 1,
+            retry_window_ms: 0,
         };
         assert_eq!(huge.ceiling_ms(40), u64::MAX);
     }
@@ -78,6 +89,7 @@ mod tests {
             base_delay_ms: 100,
             max_delay_ms: 10_000,
             max_attempts: 5,
+            retry_window_ms: 0,
         };
         let waits: Vec<u64> = (0..2_000).map(|_| policy.backoff_ms(4)).collect();
         assert!(waits.iter().all(|w| *w <= 800));
@@ -87,18 +99,25 @@ mod tests {
     }
 
     #[test]
-    fn attempts_are_bounded() {
+    fn attempts_are_bounded_once_the_window_has_passed() {
+        let day_ms = 24 * 60 * 60 * 1000;
         let policy = RetryPolicy {
             max_attempts: 3,
             ..RetryPolicy::default()
         };
-        assert!(policy.may_retry(1));
-        assert!(policy.may_retry(2));
-        assert!(!policy.may_retry(3));
+        assert_eq!(policy.retry_window_ms, day_ms, "a day by default");
+        let old_ms = day_ms;
+        assert!(policy.may_retry(1, old_ms));
+        assert!(policy.may_retry(2, old_ms));
+        assert!(!policy.may_retry(3, old_ms));
+        // Within the window (an hour-long outage) every passing failure is retried.
+        assert!(policy.may_retry(3, 60 * 60 * 1000));
+        assert!(policy.may_retry(500, day_ms - 1));
         let zero = RetryPolicy {
             max_attempts: 0,
+            retry_window_ms: 0,
             ..RetryPolicy::default()
         };
-        assert!(!zero.may_retry(1), "zero is taken as one attempt");
+        assert!(!zero.may_retry(1, 0), "zero is taken as one attempt");
     }
 }

@@ -52,6 +52,7 @@ impl Default for WebhookConfig {
                 base_delay_ms: 10_000,
                 max_delay_ms: 3_600_000,
                 max_attempts: u32::MAX,
+                retry_window_ms: 0,
             },
             retry_window_ms: RETRY_WINDOW_MS,
             dispatch_idle_ms: 250,
