@@ -1,7 +1,8 @@
 //! ferropay's HTTP face: the axum router for the pay-in API, reconciliation for operators, the
-//! PSP webhooks, the buyer's status page and health. Handlers only translate HTTP to
+//! PSP webhooks, the buyer's status page, the operator console (`/console`) and health. Handlers only translate HTTP to
 //! [`ferropay::Ferropay`]'s use cases and their errors back to the contract's JSON errors.
 
+mod console;
 pub mod error;
 pub mod extract;
 pub mod openapi;
@@ -86,6 +87,7 @@ pub fn router(service: Ferropay) -> Router {
         .route("/docs", get(openapi::docs))
         .route("/docs/docs.js", get(openapi::docs_js))
         .route("/metrics", get(routes::metrics::render))
+        .merge(console::router())
         .fallback(routes::health::not_found)
         .method_not_allowed_fallback(routes::health::method_not_allowed)
         .layer(middleware::from_fn(refuse_nul_in_uri))

@@ -8,6 +8,7 @@ mod bad_input;
 mod bench;
 mod cards;
 mod cli_env;
+mod console;
 mod crash;
 mod demo;
 mod dlq;

@@ -28,6 +28,9 @@ const LIST_INDEXES: &str = include_str!("../../migrations/0010_list_indexes.sql"
 const WEBHOOK_ENDPOINTS: &str = include_str!("../../migrations/0011_webhook_endpoints.sql");
 /// Version 12: the Kafka relay's own record of what it published (portable SQL).
 const OUTBOX_KAFKA: &str = include_str!("../../migrations/0012_outbox_kafka.sql");
+/// Version 15: the operator console's sessions and indexes, and the analysts' views (portable
+/// SQL).
+const CONSOLE: &str = include_str!("../../migrations/0015_console.sql");
 
 fn migrations(backend: Backend) -> Vec<Migration> {
     let append_only = match backend {
@@ -47,6 +50,7 @@ fn migrations(backend: Backend) -> Vec<Migration> {
         migration(10, "list indexes", LIST_INDEXES),
         migration(11, "webhook endpoints", WEBHOOK_ENDPOINTS),
         migration(12, "outbox kafka", OUTBOX_KAFKA),
+        migration(15, "console and analyst views", CONSOLE),
     ]
 }
 
