@@ -274,7 +274,7 @@ test("an operator resolves a reconciliation break", async () => {
   execFileSync(BIN, [
     "reconcile", "--file", file, "--database-url", database,
     "--psp-url", `http://127.0.0.1:${pspPort}`, "--psp-api-key", PSP_KEY,
-  ], { encoding: "utf8" });
+  ], { encoding: "utf8", env: { ...process.env, FERROPAY_LOG: "warn" } });
 
   const { context, page } = await newConsole();
   await signIn(page);
@@ -329,19 +329,19 @@ test("an operator replays a dead letter once its cause is fixed", async () => {
 test("a form posted without its CSRF token is refused and changes nothing", async () => {
   const { context, page } = await newConsole();
   await signIn(page);
-  // Another site's form would post the same fields without the token: the session cookie is
-  // sent (from this page, same site), the token is not.
-  await page.goto(`${baseUrl}/console/ledger`);
-  const status = await page.evaluate(async () => {
-    const response = await fetch("/console/ledger/verify", {
-      method: "POST",
-      headers: { "content-type": "application/x-www-form-urlencoded" },
-      body: "",
-    });
-    return response.status;
+  // Another site's form would post the same fields without the token: sent with this
+  // browser's session cookie (the console's Content-Security-Policy keeps its own pages from
+  // scripting such a request), it is refused.
+  const forged = await page.request.post(`${baseUrl}/console/ledger/verify`, {
+    form: {}, maxRedirects: 0,
   });
-  assert.equal(status, 403);
+  assert.equal(forged.status(), 403);
+  assert.ok((await forged.text()).includes("csrf_failed"));
+  const blocked = await page.evaluate(() => fetch("/console/ledger/verify", { method: "POST" })
+    .then(() => "sent", () => "blocked"));
+  assert.equal(blocked, "blocked", "the page's CSP allows no script-made request");
   // The page's own form, with its token removed before it is sent.
+  await page.goto(`${baseUrl}/console/ledger`);
   await page.locator('form[action="/console/ledger/verify"] input[name="csrf"]').evaluate((el) => el.remove());
   await page.getByRole("button", { name: "Verify the ledger now" }).click();
   await page.locator('[data-code="csrf_failed"]').waitFor();

@@ -52,7 +52,7 @@ pub async fn list(
                         tr data-job=(j.id) {
                             td.mono { a href={ "/console/dead-letters/" (seg(&j.id)) } { (j.id) } }
                             td { (j.kind) }
-                            td.mono { (j.idempotency_key) }
+                            td.mono { (about(&j.idempotency_key)) }
                             td.num { (j.attempts) }
                             td { (j.last_error.as_deref().unwrap_or("—")) }
                             td { (j.dead_at_ms.map(at).unwrap_or_default()) }
@@ -87,7 +87,7 @@ pub async fn show(
             dl.facts {
                 dt { "Kind" } dd { (job.kind) }
                 dt { "Status" } dd #job-status { (badge(&job.status)) }
-                dt { "About" } dd.mono { (job.idempotency_key) }
+                dt { "About" } dd.mono { (about(&job.idempotency_key)) }
                 dt { "Attempts" } dd { (job.attempts) }
                 dt { "Created" } dd { (at(job.created_at_ms)) " UTC" }
                 @if let Some(dead_at) = job.dead_at_ms { dt { "Finished" } dd { (at(dead_at)) " UTC" } }
@@ -110,6 +110,17 @@ pub async fn show(
         &session,
         body,
     ))
+}
+
+/// What a job is about: a link to the payment when it is one.
+fn about(key: &str) -> Markup {
+    html! {
+        @if key.starts_with("pay_") {
+            a href={ "/console/payments/" (seg(key)) } { (key) }
+        } @else {
+            (key)
+        }
+    }
 }
 
 #[derive(Deserialize)]

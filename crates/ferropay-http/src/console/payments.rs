@@ -116,7 +116,7 @@ pub async fn list(
                             td.mono { (p.checkout_id) }
                             td { a href=(layout::link("/console/payments", &[("buyer_id", &p.buyer_id)])) { (p.buyer_id) } }
                             td.mono { (p.psp_reference.as_deref().unwrap_or("—")) }
-                            td { (at(p.created_at_ms)) }
+                            td.nowrap { (at(p.created_at_ms)) }
                         }
                     }
                     @if page.rows.is_empty() { tr { td colspan="7" { "No payment matches." } } }
@@ -139,7 +139,7 @@ pub async fn show(
         div.grid {
             section.card #summary {
                 div.split {
-                    h2 { "Payment " span.mono { (p.id) } }
+                    h2 { "Summary" }
                     span #status { (badge(p.status.as_str())) }
                 }
                 dl.facts {
@@ -171,7 +171,7 @@ pub async fn show(
                     p.hint #no-refunds { "No refund." }
                 } @else {
                     table #refunds {
-                        thead { tr { th { "Refund" } th { "Order" } th { "Status" } th.num { "Amount" } th { "Created" } } }
+                        thead { tr { th { "Refund" } th { "Order" } th { "Status" } th.num { "Amount" } } }
                         tbody {
                             @for r in &detail.refunds {
                                 tr data-refund=(r.id) {
@@ -179,7 +179,6 @@ pub async fn show(
                                     td.mono { (r.order_id) }
                                     td { (badge(&r.status)) }
                                     td.num { (money(r.amount, &r.currency)) }
-                                    td { (r.created_at.replace('T', " ").replace('Z', "")) }
                                 }
                             }
                         }

@@ -7,9 +7,9 @@
 
 use sqlx::Row;
 
-use crate::clock::rfc3339_from_ms;
 use crate::error::Result;
 use crate::lists::{Param, Select};
+use crate::money::{Currency, format_minor};
 use crate::payin::model::{PaymentStatus, PaymentView};
 use crate::payin::repo::load_view;
 use crate::payin::{poll, register};
@@ -176,10 +176,9 @@ pub async fn detail(store: &Store, payment_id: &str) -> Result<PaymentDetail> {
         moment: Moment::Created,
         title: "created".into(),
         detail: format!(
-            "{} orders, {} {}",
+            "{} orders, {}",
             payment.orders.len(),
-            payment.amount,
-            payment.currency
+            amount(payment.amount, &payment.currency)
         ),
     }];
     timeline.extend(jobs(store, payment_id).await?);
@@ -193,8 +192,10 @@ pub async fn detail(store: &Store, payment_id: &str) -> Result<PaymentDetail> {
             moment: Moment::Refund,
             title: format!("refund {}", refund.id),
             detail: format!(
-                "{} {} of order {}: {}",
-                refund.amount, refund.currency, refund.order_id, refund.status
+                "{} of order {}: {}",
+                amount(refund.amount, &refund.currency),
+                refund.order_id,
+                refund.status
             ),
         });
     }
@@ -231,8 +232,12 @@ async fn jobs(store: &Store, payment_id: &str) -> Result<Vec<TimelineEntry>> {
         .map(|row| {
             let kind: String = row.try_get("kind")?;
             let last_error: Option<String> = row.try_get("last_error")?;
+            let status: String = row.try_get("status")?;
+            let attempts: i64 = row.try_get("attempts")?;
             let what = if kind == register::KIND {
                 "registered at the PSP"
+            } else if attempts == 0 && status == crate::jobs::status::DONE {
+                "poll cancelled: the webhook came first"
             } else {
                 "polled at the PSP"
             };
@@ -241,9 +246,7 @@ async fn jobs(store: &Store, payment_id: &str) -> Result<Vec<TimelineEntry>> {
                 moment: Moment::Job,
                 title: what.to_owned(),
                 detail: format!(
-                    "job {kind}: {}, {} attempts{}",
-                    row.try_get::<String, _>("status")?,
-                    row.try_get::<i64, _>("attempts")?,
+                    "job {kind}: {status}, {attempts} attempts{}",
                     last_error
                         .map(|e| format!(", last error: {e}"))
                         .unwrap_or_default()
@@ -331,7 +334,10 @@ async fn events(store: &Store, aggregate_ids: &[String]) -> Result<Vec<TimelineE
     Ok(entries)
 }
 
-/// RFC 3339 of a stored time (for pages).
-pub fn at(at_ms: i64) -> String {
-    rfc3339_from_ms(at_ms)
+/// An amount in its currency's units (`12.34 USD`).
+fn amount(amount_minor: i64, currency: &str) -> String {
+    match Currency::parse(currency) {
+        Ok(parsed) => format_minor(amount_minor, parsed),
+        Err(_) => format!("{amount_minor} {currency}"),
+    }
 }
