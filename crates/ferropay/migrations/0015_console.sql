@@ -28,6 +28,7 @@ CREATE INDEX webhook_deliveries_event ON webhook_deliveries (event_id);
 CREATE INDEX webhook_deliveries_created ON webhook_deliveries (created_at_ms, id);
 CREATE INDEX reconciliation_breaks_kind
     ON reconciliation_breaks (kind, status, created_at_ms, id);
+CREATE INDEX reconciliation_breaks_created ON reconciliation_breaks (created_at_ms, id);
 CREATE INDEX journal_transactions_day
     ON journal_transactions ((created_at_ms - created_at_ms % 86400000), kind);
 -- trial balances from the index alone.

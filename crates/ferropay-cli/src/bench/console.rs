@@ -331,10 +331,16 @@ pub async fn run(args: ConsoleArgs) -> anyhow::Result<ExitCode> {
     for failure in &failures {
         println!("  failed         {failure}");
     }
+    if machine.was_shared() {
+        println!(
+            "  NOTE: the machine was busy before this run (see load_1m_before): its figures are from a shared machine."
+        );
+    }
     print_json_line(&json!({
-        "benchmark": "console",
-        "build": profile,
-        "database": version,
+        "bench": "console",
+        "profile": profile,
+        "database": database.backend.name(),
+        "database_version": version,
         "machine": machine.json(),
         "payments": args.payments,
         "samples": args.samples,
@@ -348,6 +354,7 @@ pub async fn run(args: ConsoleArgs) -> anyhow::Result<ExitCode> {
         "slowest_page_p99_us": console_p99_us,
         "target_met": met,
         "failures": failures,
+        "ok": failures.is_empty(),
     }));
     Ok(if failures.is_empty() {
         ExitCode::SUCCESS

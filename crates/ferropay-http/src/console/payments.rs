@@ -105,7 +105,7 @@ pub async fn list(
             table #payments {
                 thead { tr {
                     th { "Payment" } th { "Status" } th.num { "Amount" } th { "Checkout" }
-                    th { "Buyer" } th { "PSP reference" } th { "Created (UTC)" }
+                    th { "Buyer" } th { "Created (UTC)" }
                 } }
                 tbody {
                     @for p in &page.rows {
@@ -115,11 +115,10 @@ pub async fn list(
                             td.num { (money(p.amount_minor, &p.currency)) }
                             td.mono { (p.checkout_id) }
                             td { a href=(layout::link("/console/payments", &[("buyer_id", &p.buyer_id)])) { (p.buyer_id) } }
-                            td.mono { (p.psp_reference.as_deref().unwrap_or("—")) }
                             td.nowrap { (at(p.created_at_ms)) }
                         }
                     }
-                    @if page.rows.is_empty() { tr { td colspan="7" { "No payment matches." } } }
+                    @if page.rows.is_empty() { tr { td colspan="6" { "No payment matches." } } }
                 }
             }
         }

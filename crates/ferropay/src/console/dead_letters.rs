@@ -52,7 +52,7 @@ pub async fn list(
     select.text_eq("kind", &kind.map(str::to_owned));
     if let Some(cursor) = after {
         select.condition(
-            "(finished_at_ms < ? OR (finished_at_ms = ? AND id < ?))",
+            "finished_at_ms <= ? AND (finished_at_ms < ? OR id < ?)",
             vec![
                 Param::Int(cursor.at_ms),
                 Param::Int(cursor.at_ms),

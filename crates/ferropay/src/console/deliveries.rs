@@ -36,7 +36,7 @@ pub async fn list(
     select.text_eq("d.endpoint_id", &filter.endpoint_id);
     if let Some(cursor) = after {
         select.condition(
-            "(d.created_at_ms < ? OR (d.created_at_ms = ? AND d.id < ?))",
+            "d.created_at_ms <= ? AND (d.created_at_ms < ? OR d.id < ?)",
             vec![
                 Param::Int(cursor.at_ms),
                 Param::Int(cursor.at_ms),

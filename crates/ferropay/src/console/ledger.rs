@@ -38,7 +38,7 @@ pub async fn trial_balance(
             .rsplit_once('~')
             .ok_or_else(|| Error::invalid("after", "must be a cursor from a page's link"))?;
         select.condition(
-            "(account > ? OR (account = ? AND currency > ?))",
+            "account >= ? AND (account > ? OR currency > ?)",
             vec![
                 Param::Text(account.to_owned()),
                 Param::Text(account.to_owned()),

@@ -80,7 +80,7 @@ pub async fn list(
     select.created_between(at, filter.created_gte_ms, filter.created_lt_ms);
     if let Some(cursor) = after {
         select.condition(
-            &format!("({at} < ? OR ({at} = ? AND {id} < ?))"),
+            &format!("{at} <= ? AND ({at} < ? OR {id} < ?)"),
             vec![
                 Param::Int(cursor.at_ms),
                 Param::Int(cursor.at_ms),

@@ -33,7 +33,7 @@ pub async fn runs(store: &Store, after: Option<&Cursor>) -> Result<Paged<RunRow>
     let mut select = Select::new(store.backend());
     if let Some(cursor) = after {
         select.condition(
-            "(started_at_ms < ? OR (started_at_ms = ? AND id < ?))",
+            "started_at_ms <= ? AND (started_at_ms < ? OR id < ?)",
             vec![
                 Param::Int(cursor.at_ms),
                 Param::Int(cursor.at_ms),
@@ -124,7 +124,7 @@ pub async fn breaks(
     let mut at_ms = Vec::new();
     if let Some(cursor) = after {
         select.condition(
-            "(created_at_ms < ? OR (created_at_ms = ? AND id < ?))",
+            "created_at_ms <= ? AND (created_at_ms < ? OR id < ?)",
             vec![
                 Param::Int(cursor.at_ms),
                 Param::Int(cursor.at_ms),

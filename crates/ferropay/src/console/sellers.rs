@@ -39,7 +39,7 @@ pub async fn list(
             .rsplit_once('~')
             .ok_or_else(|| Error::invalid("after", "must be a cursor from a page's link"))?;
         select.condition(
-            "(seller_id > ? OR (seller_id = ? AND currency > ?))",
+            "seller_id >= ? AND (seller_id > ? OR currency > ?)",
             vec![
                 Param::Text(seller.to_owned()),
                 Param::Text(seller.to_owned()),
@@ -148,7 +148,16 @@ pub async fn detail(
         })
         .collect::<Result<Vec<_>>>()?;
     if wallet.is_empty() && payouts.is_empty() && rows.is_empty() {
-        return Err(Error::NotFound(format!("seller `{seller_id}`")));
+        // A seller whose payments were never captured has orders and nothing else yet.
+        let has_orders =
+            sqlx::query("SELECT 1 AS one FROM payment_orders WHERE seller_id = $1 LIMIT 1")
+                .bind(seller_id)
+                .fetch_optional(store.pool())
+                .await?
+                .is_some();
+        if !has_orders {
+            return Err(Error::NotFound(format!("seller `{seller_id}`")));
+        }
     }
     Ok(SellerDetail {
         seller_id: seller_id.to_owned(),
