@@ -31,18 +31,21 @@ CREATE INDEX reconciliation_breaks_kind
 CREATE INDEX reconciliation_breaks_created ON reconciliation_breaks (created_at_ms, id);
 CREATE INDEX journal_transactions_day
     ON journal_transactions ((created_at_ms - created_at_ms % 86400000), kind);
--- trial balances from the index alone.
-CREATE INDEX postings_account_amount ON postings (account, currency, amount_minor);
-
 -- trial_balance: every ledger account's balance per currency (debits positive, credits
--- negative). The balances of a currency sum to zero: each journal transaction does.
+-- negative). The balances of a currency sum to zero: each journal transaction does. Kept in
+-- `account_balances` by a trigger on `postings` (0015 of each dialect), in the same transaction
+-- as the postings, so that reading a busy account's balance does not sum its million postings;
+-- postings are append-only (0002), so inserts are all the trigger follows. The console's tests
+-- check it against the postings' own sums on both databases.
+CREATE TABLE account_balances (
+    account       TEXT NOT NULL,
+    currency      TEXT NOT NULL,
+    balance_minor BIGINT NOT NULL,
+    postings      BIGINT NOT NULL,
+    PRIMARY KEY (account, currency)
+);
 CREATE VIEW trial_balance AS
-SELECT account,
-       currency,
-       CAST(SUM(amount_minor) AS BIGINT) AS balance_minor,
-       COUNT(*) AS postings
-FROM postings
-GROUP BY account, currency;
+SELECT account, currency, balance_minor, postings FROM account_balances;
 
 -- seller_balances: each seller's wallet per currency, as `GET /v1/sellers/{id}/wallet` shows it
 -- (crates/ferropay/src/wallet reads this view): the balance the ledger keeps (minus the seller

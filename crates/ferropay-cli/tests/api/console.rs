@@ -363,6 +363,10 @@ async fn a_paid_payment_its_timeline_its_refund_and_the_books(db: Db) {
     assert!(verified.contains(r#"data-ok="true""#), "{verified}");
     assert!(verified.contains(r#"data-currency="USD""#));
     assert!(verified.contains(r#"data-total="0""#));
+    assert_eq!(
+        balances_differing_from_postings(&app.service().store).await,
+        0
+    );
 
     // The overview counts today's payments and draws the hour's capture.
     let overview = browser.page("/console").await;
@@ -619,6 +623,8 @@ async fn page_queries_and_views_on_a_seeded_database(db: Db) {
             .unwrap()
             .get("t");
     assert_eq!(total, 0);
+    // The balances the trigger keeps are the postings' own sums, account by account.
+    assert_eq!(balances_differing_from_postings(&store).await, 0);
     let mismatched = count_on(
         &store,
         "SELECT COUNT(*) FROM seller_balances s JOIN trial_balance t \
@@ -689,6 +695,18 @@ async fn page_queries_and_views_on_a_seeded_database(db: Db) {
         .unwrap();
     assert_eq!(dead.rows.len(), console::PAGE_ROWS as usize);
     assert!(dead.next.is_some());
+}
+
+/// Accounts whose `trial_balance` row differs from the sum and count of their postings.
+async fn balances_differing_from_postings(store: &ferropay::store::Store) -> i64 {
+    count_on(
+        store,
+        "SELECT COUNT(*) FROM (SELECT account, currency, CAST(SUM(amount_minor) AS BIGINT) AS s, \
+         COUNT(*) AS n FROM postings GROUP BY account, currency) p \
+         FULL OUTER JOIN trial_balance t ON t.account = p.account AND t.currency = p.currency \
+         WHERE t.balance_minor IS NULL OR p.s IS NULL OR t.balance_minor <> p.s OR t.postings <> p.n",
+    )
+    .await
 }
 
 async fn count_on_with(store: &ferropay::store::Store, sql: &'static str, param: &str) -> i64 {

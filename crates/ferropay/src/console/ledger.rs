@@ -1,5 +1,5 @@
-//! The console's ledger: the trial balance (the `trial_balance` view, paged by account and
-//! currency over the covering index `postings_account_amount`), one journal transaction with
+//! The console's ledger: the trial balance (the `trial_balance` view over `account_balances`,
+//! paged by account and currency), one journal transaction with
 //! its postings and hash, the journal transactions of a payment, the `daily_settlement` view,
 //! and, on demand only (it reads the whole journal), `ledger verify` with the trial balance's
 //! total per currency, which is zero when the books balance.
@@ -23,90 +23,50 @@ pub struct AccountBalance {
 }
 
 /// A page of the trial balance, by account then currency, from the account `from` on (an
-/// account name or its beginning: a search) or after the cursor `ACCOUNT~CURRENCY`.
-///
-/// The page's accounts are found first, one index seek each (a loose index scan: neither
-/// database skips from one account to the next by itself, and walking every posting of a busy
-/// account to find the next one would read the journal), then their balances are read from the
-/// `trial_balance` view: only the postings of the page's own accounts are summed.
+/// account name or its beginning: a search) or after the cursor `ACCOUNT~CURRENCY`. The view
+/// reads `account_balances` (kept by a trigger on postings), in its key's order.
 pub async fn trial_balance(
     store: &Store,
     from: Option<&str>,
     after: Option<&str>,
 ) -> Result<Paged<AccountBalance>> {
-    let mut position: Option<(String, String)> = match after {
-        Some(after) => {
-            let (account, currency) = after
-                .rsplit_once('~')
-                .ok_or_else(|| Error::invalid("after", "must be a cursor from a page's link"))?;
-            Some((account.to_owned(), currency.to_owned()))
-        }
-        None => None,
-    };
-    let mut keys: Vec<(String, String)> = Vec::new();
-    while keys.len() <= PAGE_ROWS as usize {
-        let row = match &position {
-            None => {
-                sqlx::query(
-                    "SELECT account, currency FROM postings WHERE account >= $1 \
-                     ORDER BY account, currency LIMIT 1",
-                )
-                .bind(from.unwrap_or(""))
-                .fetch_optional(store.pool())
-                .await?
-            }
-            Some((account, currency)) => {
-                sqlx::query(
-                    "SELECT account, currency FROM postings WHERE account >= $1 \
-                     AND (account > $2 OR currency > $3) ORDER BY account, currency LIMIT 1",
-                )
-                .bind(account)
-                .bind(account)
-                .bind(currency)
-                .fetch_optional(store.pool())
-                .await?
-            }
-        };
-        let Some(row) = row else { break };
-        let key: (String, String) = (row.try_get("account")?, row.try_get("currency")?);
-        position = Some(key.clone());
-        keys.push(key);
+    let mut select = Select::new(store.backend());
+    if let Some(from) = from {
+        select.condition("account >= ?", vec![Param::Text(from.to_owned())]);
     }
-    let mut rows = Vec::with_capacity(keys.len());
-    if !keys.is_empty() {
-        let mut select = Select::new(store.backend());
-        let mut accounts: Vec<&String> = keys.iter().map(|(account, _)| account).collect();
-        accounts.dedup();
-        let placeholders = vec!["?"; accounts.len()].join(", ");
+    if let Some(after) = after {
+        let (account, currency) = after
+            .rsplit_once('~')
+            .ok_or_else(|| Error::invalid("after", "must be a cursor from a page's link"))?;
         select.condition(
-            &format!("account IN ({placeholders})"),
-            accounts.iter().map(|a| Param::Text((*a).clone())).collect(),
+            "account >= ? AND (account > ? OR currency > ?)",
+            vec![
+                Param::Text(account.to_owned()),
+                Param::Text(account.to_owned()),
+                Param::Text(currency.to_owned()),
+            ],
         );
-        let found = select
-            .fetch_ordered(
-                store,
-                "SELECT account, currency, balance_minor, postings FROM trial_balance",
-                "",
-                "account, currency",
-                // Every currency of the page's accounts (`fetch_ordered` adds one).
-                u32::MAX - 1,
-            )
-            .await?;
-        for row in &found {
-            let balance = AccountBalance {
+    }
+    let rows = select
+        .fetch_ordered(
+            store,
+            "SELECT account, currency, balance_minor, postings FROM trial_balance",
+            "",
+            "account, currency",
+            PAGE_ROWS,
+        )
+        .await?;
+    let rows = rows
+        .iter()
+        .map(|row| {
+            Ok(AccountBalance {
                 account: row.try_get("account")?,
                 currency: row.try_get("currency")?,
                 balance_minor: row.try_get("balance_minor")?,
                 postings: row.try_get("postings")?,
-            };
-            if keys
-                .iter()
-                .any(|(a, c)| *a == balance.account && *c == balance.currency)
-            {
-                rows.push(balance);
-            }
-        }
-    }
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(Paged::of(rows, PAGE_ROWS, |row| {
         format!("{}~{}", row.account, row.currency)
     }))

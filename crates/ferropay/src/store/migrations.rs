@@ -28,14 +28,21 @@ const LIST_INDEXES: &str = include_str!("../../migrations/0010_list_indexes.sql"
 const WEBHOOK_ENDPOINTS: &str = include_str!("../../migrations/0011_webhook_endpoints.sql");
 /// Version 12: the Kafka relay's own record of what it published (portable SQL).
 const OUTBOX_KAFKA: &str = include_str!("../../migrations/0012_outbox_kafka.sql");
-/// Version 15: the operator console's sessions and indexes, and the analysts' views (portable
-/// SQL).
-const CONSOLE: &str = include_str!("../../migrations/0015_console.sql");
+/// Version 15: the operator console's sessions and indexes, the analysts' views, and account
+/// balances kept by a trigger on postings (portable SQL, then each dialect's trigger).
+const CONSOLE_SQLITE: &str = concat!(
+    include_str!("../../migrations/0015_console.sql"),
+    include_str!("../../migrations/sqlite/0015_account_balances.sql")
+);
+const CONSOLE_POSTGRES: &str = concat!(
+    include_str!("../../migrations/0015_console.sql"),
+    include_str!("../../migrations/postgres/0015_account_balances.sql")
+);
 
 fn migrations(backend: Backend) -> Vec<Migration> {
-    let append_only = match backend {
-        Backend::Sqlite => APPEND_ONLY_SQLITE,
-        Backend::Postgres => APPEND_ONLY_POSTGRES,
+    let (append_only, console) = match backend {
+        Backend::Sqlite => (APPEND_ONLY_SQLITE, CONSOLE_SQLITE),
+        Backend::Postgres => (APPEND_ONLY_POSTGRES, CONSOLE_POSTGRES),
     };
     vec![
         migration(1, "schema", SCHEMA),
@@ -50,7 +57,7 @@ fn migrations(backend: Backend) -> Vec<Migration> {
         migration(10, "list indexes", LIST_INDEXES),
         migration(11, "webhook endpoints", WEBHOOK_ENDPOINTS),
         migration(12, "outbox kafka", OUTBOX_KAFKA),
-        migration(15, "console and analyst views", CONSOLE),
+        migration(15, "console and analyst views", console),
     ]
 }
 
