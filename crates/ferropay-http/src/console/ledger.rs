@@ -125,6 +125,7 @@ pub async fn verify(
                 (line(report.chain_intact, "The hash chain is intact.", "The hash chain is broken."))
                 (line(report.balanced, "Every transaction balances.", "Some transactions do not balance."))
                 (line(report.wallets_match, "Every wallet equals its account's postings.", "Some wallets differ from their postings."))
+                (line(report.balances_match, "Every account's kept balance equals its postings.", "Some kept account balances differ from their postings."))
             }
             @for id in &report.unbalanced_transactions {
                 p.bad-line { "Unbalanced: " a href={ "/console/ledger/transactions/" (seg(id)) } { (id) } }
