@@ -126,6 +126,11 @@ fn pages(payments: i64) -> Vec<PageKind> {
             }),
         ),
         page(
+            "daily settlement (7 days)",
+            false,
+            Box::new(|_| "/console/ledger/settlement".into()),
+        ),
+        page(
             "journal transaction",
             false,
             Box::new(move |n| {

@@ -339,6 +339,10 @@ async fn a_paid_payment_its_timeline_its_refund_and_the_books(db: Db) {
     );
 
     // The ledger: the trial balance, a transaction with its hash, and verify on demand.
+    let settlement = browser.page("/console/ledger/settlement?days=3").await;
+    assert!(settlement.contains("<td>sandbox</td>"), "{settlement}");
+    let (status, _) = browser.get("/console/ledger/settlement?days=99").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     let ledger = browser.page("/console/ledger").await;
     assert!(ledger.contains(r#"data-account="seller:seller_a""#));
     assert!(ledger.contains(r#"data-account="psp_receivable:sandbox""#));

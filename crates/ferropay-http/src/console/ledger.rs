@@ -17,7 +17,7 @@ use super::auth::{Act, Session};
 use super::error::{ConsoleError, ConsoleResult};
 use super::layout::{self, at, day, money, seg};
 
-/// Days of `daily_settlement` shown, today included.
+/// Days of `daily_settlement` shown by default, today included.
 const SETTLEMENT_DAYS: i64 = 7;
 
 #[derive(Deserialize, Default)]
@@ -36,11 +36,6 @@ pub async fn page(
     let q = filter_text("q", query.q.as_deref())?;
     let after = filter_text("after", query.after.as_deref())?;
     let balances = ledger::trial_balance(&service.store, q.as_deref(), after.as_deref()).await?;
-    let settlement = ledger::daily_settlement(
-        &service.store,
-        day_start_ms(now_ms()) - (SETTLEMENT_DAYS - 1) * 86_400_000,
-    )
-    .await?;
     let body = html! {
         div.split {
             form.filters method="get" action="/console/ledger" {
@@ -79,8 +74,43 @@ pub async fn page(
             }
             (layout::pager("/console/ledger", &[("q", q.as_deref().unwrap_or(""))], after.is_none(), balances.next.as_deref()))
         }
+        p { a href="/console/ledger/settlement" { "Daily settlement: what the PSP owes and paid out, day by day »" } }
+    };
+    Ok(layout::page("Ledger", "/console/ledger", &session, body))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SettlementQuery {
+    days: Option<String>,
+}
+
+/// `GET /console/ledger/settlement?days=N`: the last N days (1 to 31, default 7) of
+/// `daily_settlement`. A page of its own: it reads every journal transaction of those days.
+pub async fn settlement(
+    State(service): State<Ferropay>,
+    session: Session,
+    query: Result<QueryParams<SettlementQuery>, crate::error::ApiError>,
+) -> ConsoleResult<Markup> {
+    let QueryParams(query) = query.map_err(|e| ConsoleError::Domain(e.0))?;
+    let days = match filter_text("days", query.days.as_deref())? {
+        None => SETTLEMENT_DAYS,
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|d| (1..=31).contains(d))
+            .ok_or_else(|| {
+                ferropay::Error::invalid("days", "must be a number of days from 1 to 31")
+            })?,
+    };
+    let settlement = ledger::daily_settlement(
+        &service.store,
+        day_start_ms(now_ms()) - (days - 1) * 86_400_000,
+    )
+    .await?;
+    let body = html! {
         section.card {
-            h2 { "Daily settlement, last " (SETTLEMENT_DAYS) " days" }
+            h2 { "Daily settlement, last " (days) " days" }
             p.hint { "From the " code { "daily_settlement" } " view: what the day's captures, refunds and fees added to what the PSP owes, "
                 "against what the PSP paid out to the bank that day (from reconciled settlement files)." }
             div.table-wrap {
@@ -101,7 +131,12 @@ pub async fn page(
             }
         }
     };
-    Ok(layout::page("Ledger", "/console/ledger", &session, body))
+    Ok(layout::page(
+        "Daily settlement",
+        "/console/ledger",
+        &session,
+        body,
+    ))
 }
 
 #[derive(Deserialize)]

@@ -51,6 +51,7 @@ pub fn router() -> Router<Ferropay> {
         .route("/console/sellers/{id}", get(sellers::show))
         .route("/console/ledger", get(ledger::page))
         .route("/console/ledger/verify", post(ledger::verify))
+        .route("/console/ledger/settlement", get(ledger::settlement))
         .route(
             "/console/ledger/transactions/{id}",
             get(ledger::transaction),
