@@ -1,7 +1,8 @@
 //! ferropay's HTTP face: the axum router for the pay-in API, reconciliation for operators, the
-//! PSP webhooks, the buyer's status page and health. Handlers only translate HTTP to
+//! PSP webhooks, the buyer's status page, the operator console (`/console`) and health. Handlers only translate HTTP to
 //! [`ferropay::Ferropay`]'s use cases and their errors back to the contract's JSON errors.
 
+mod console;
 pub mod error;
 pub mod extract;
 pub mod json;
@@ -114,6 +115,7 @@ pub fn router_with(service: Ferropay, limits: &ServerLimits) -> Router {
         .route("/openapi.json", get(openapi::spec))
         .route("/docs", get(openapi::docs))
         .route("/docs/docs.js", get(openapi::docs_js))
+        .merge(console::router())
         .fallback(routes::health::not_found)
         .method_not_allowed_fallback(routes::health::method_not_allowed)
         .layer(shed)

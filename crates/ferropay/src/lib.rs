@@ -11,6 +11,7 @@ pub mod background;
 pub mod backlog;
 pub mod chain_keys;
 pub mod clock;
+pub mod console;
 pub mod dispute;
 pub mod engine;
 pub mod error;

@@ -192,6 +192,34 @@ impl Select {
         }
     }
 
+    /// `select … WHERE conditions ORDER BY order_by LIMIT limit + 1`, for lists walked in
+    /// another order than `(created_at_ms, id)` (the operator console's).
+    pub(crate) async fn fetch_ordered(
+        mut self,
+        store: &Store,
+        select_from: &str,
+        group_by: &str,
+        order_by: &str,
+        limit: u32,
+    ) -> Result<Vec<AnyRow>> {
+        let mut text = select_from.to_owned();
+        if !self.conditions.is_empty() {
+            text.push_str(" WHERE ");
+            text.push_str(&self.conditions.join(" AND "));
+        }
+        text.push_str(group_by);
+        let limit_param = self.param(Param::Int(i64::from(limit) + 1));
+        text.push_str(&format!(" ORDER BY {order_by} LIMIT {limit_param}"));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(text));
+        for param in self.params {
+            query = match param {
+                Param::Text(value) => query.bind(value),
+                Param::Int(value) => query.bind(value),
+            };
+        }
+        Ok(query.fetch_all(store.pool()).await?)
+    }
+
     /// `select … WHERE conditions ORDER BY … LIMIT limit + 1` (one more shows `has_more`).
     pub(crate) async fn fetch(
         mut self,

@@ -297,7 +297,52 @@ async fn relay_bench_moves_every_event_to_the_broker(db: Db) {
     }
 }
 
+async fn console_bench_loads_every_page(db: Db) {
+    let Some(database) = TestDb::create(db).await else {
+        return;
+    };
+    let (code, stdout, json) = run_bench(args(&[
+        "console",
+        "--database-url",
+        &database.url,
+        "--payments",
+        "2000",
+        "--samples",
+        "3",
+    ]))
+    .await;
+    assert_eq!(code, 0, "{stdout}");
+    assert_eq!(json["bench"], "console");
+    assert_eq!(json["profile"], "debug");
+    assert_eq!(json["ok"], true, "{json}");
+    assert_eq!(json["failures"].as_array().unwrap().len(), 0);
+    let pages = json["pages"].as_array().unwrap();
+    assert!(pages.len() >= 15, "{json}");
+    for page in pages {
+        assert_sane_latency(&page["latency"], 3);
+    }
+    assert!(pages.iter().any(|p| p["reference"] == true));
+    // The seed is what it says: 2000 payments, 70 of each 100 captured.
+    let store = ferropay::store::Store::open(&database.url, 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        count_on(&store, "SELECT COUNT(*) FROM payments").await,
+        2000
+    );
+    assert_eq!(
+        count_on(
+            &store,
+            "SELECT COUNT(*) FROM journal_transactions WHERE kind = 'capture'"
+        )
+        .await,
+        1400
+    );
+    store.close().await;
+}
+
 db_test!(
+    console_bench_loads_every_page,
     relay_bench_moves_every_event_to_the_broker,
     payments_closed_loop_settles_every_payment,
     payments_open_loop_settles_every_payment,

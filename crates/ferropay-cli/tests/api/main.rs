@@ -11,6 +11,7 @@ mod cards;
 mod chain_keys;
 mod cli_env;
 mod closed_days;
+mod console;
 mod crash;
 mod demo;
 mod disputes;

@@ -1,6 +1,8 @@
 //! `ledger verify`: the internal check that the books hold. Every journal transaction sums to
 //! zero per currency (I3), each wallet equals minus the sum of its seller account (I4), and the
-//! hash chain is intact from the first transaction to the head (tampering shows as a break).
+//! hash chain is intact from the first transaction to the head (tampering shows as a break),
+//! and each row of `account_balances` (kept by a trigger on postings, read by the
+//! `trial_balance` view) equals the sum and count of its account's postings.
 //! The journal is streamed, so memory does not grow with the ledger.
 //!
 //! Keyed chains: each transaction is checked with the chain key it names (the verifier must
@@ -39,16 +41,24 @@ pub struct VerifyReport {
     pub checkpoints_checked: i64,
     pub checkpoints_ok: bool,
     pub checkpoint_problems: Vec<String>,
+    /// Every `account_balances` row equals its account's postings, and every account has one.
+    pub balances_match: bool,
     /// Sum of all postings per currency: zero everywhere when balanced.
     pub totals_by_currency: BTreeMap<String, i64>,
     pub unbalanced_transactions: Vec<String>,
     pub wallet_mismatches: Vec<WalletMismatch>,
     pub chain_breaks: Vec<ChainBreak>,
+    /// `account:currency` of the accounts whose kept balance differs from their postings.
+    pub balance_mismatches: Vec<String>,
 }
 
 impl VerifyReport {
     pub fn ok(&self) -> bool {
-        self.balanced && self.wallets_match && self.chain_intact && self.checkpoints_ok
+        self.balanced
+            && self.wallets_match
+            && self.chain_intact
+            && self.checkpoints_ok
+            && self.balances_match
     }
 }
 
@@ -97,10 +107,12 @@ pub async fn verify_with(store: &Store, options: &VerifyOptions) -> Result<Verif
         checkpoints_checked: 0,
         checkpoints_ok: true,
         checkpoint_problems: Vec::new(),
+        balances_match: true,
         totals_by_currency: BTreeMap::new(),
         unbalanced_transactions: Vec::new(),
         wallet_mismatches: Vec::new(),
         chain_breaks: Vec::new(),
+        balance_mismatches: Vec::new(),
     };
     let mut seller_sums: BTreeMap<(String, String), i64> = BTreeMap::new();
     // One snapshot for the journal, the head and the wallets, so that a posting committed while
@@ -155,6 +167,7 @@ pub async fn verify_with(store: &Store, options: &VerifyOptions) -> Result<Verif
     }
     check_head(&mut snapshot, &mut report, &last_hash).await?;
     check_wallets(&mut snapshot, &mut report, seller_sums).await?;
+    check_account_balances(&mut snapshot, &mut report).await?;
     snapshot.rollback().await?;
     Ok(report)
 }
@@ -424,6 +437,37 @@ async fn check_head(
     }
     if report.totals_by_currency.values().any(|total| *total != 0) {
         report.balanced = false;
+    }
+    Ok(())
+}
+
+/// Each kept account balance against its postings, in the database (one pass over postings).
+async fn check_account_balances(
+    snapshot: &mut AnyConnection,
+    report: &mut VerifyReport,
+) -> Result<()> {
+    let rows = sqlx::query(
+        "SELECT COALESCE(p.account, b.account) AS account, \
+           COALESCE(p.currency, b.currency) AS currency FROM \
+           (SELECT account, currency, CAST(SUM(amount_minor) AS BIGINT) AS total, \
+              COUNT(*) AS n FROM postings GROUP BY account, currency) p \
+         FULL OUTER JOIN account_balances b \
+           ON b.account = p.account AND b.currency = p.currency \
+         WHERE b.account IS NULL OR p.account IS NULL OR b.balance_minor <> p.total \
+           OR b.postings <> p.n \
+         ORDER BY 1, 2",
+    )
+    .fetch_all(&mut *snapshot)
+    .await?;
+    for row in rows {
+        report.balances_match = false;
+        if report.balance_mismatches.len() < MAX_LISTED {
+            let account: String = row.try_get("account")?;
+            let currency: String = row.try_get("currency")?;
+            report
+                .balance_mismatches
+                .push(format!("{account}:{currency}"));
+        }
     }
     Ok(())
 }

@@ -208,11 +208,11 @@ pub struct BreakView {
     pub resolved_at: Option<String>,
 }
 
-const SELECT_BREAK: &str = "SELECT id, run_id, kind, psp_reference, merchant_reference, line_no, \
+pub(crate) const SELECT_BREAK: &str = "SELECT id, run_id, kind, psp_reference, merchant_reference, line_no, \
      currency, expected_minor, actual_minor, detail, auto_healed, status, resolution, \
      created_at_ms, resolved_at_ms FROM reconciliation_breaks";
 
-fn view(row: &sqlx::any::AnyRow) -> Result<BreakView> {
+pub(crate) fn view(row: &sqlx::any::AnyRow) -> Result<BreakView> {
     let auto_healed: i64 = row.try_get("auto_healed")?;
     let resolved_at_ms: Option<i64> = row.try_get("resolved_at_ms")?;
     Ok(BreakView {

@@ -27,31 +27,24 @@ pub struct WalletBalance {
     pub payouts_in_flight: i64,
 }
 
-/// A seller's balances, one per currency, sorted by currency. A seller with none has an empty list.
+/// A seller's balances, one per currency, sorted by currency. A seller with none has an empty
+/// list. Read from the `seller_balances` view (migration 0015), which analysts and the operator
+/// console read too, so all show the same figures.
 pub async fn balances(store: &Store, seller_id: &str) -> Result<Vec<WalletBalance>> {
     let rows = sqlx::query(
-        "SELECT w.currency, w.balance_minor, \
-           CAST(COALESCE((SELECT SUM(p.amount_minor) FROM payouts p \
-             WHERE p.seller_id = w.seller_id AND p.currency = w.currency \
-             AND p.status IN ('pending', 'in_transit')), 0) AS BIGINT) AS in_flight_minor, \
-           CAST(COALESCE((SELECT SUM(r.amount_minor - r.platform_fee_minor) FROM refunds r \
-             WHERE r.seller_id = w.seller_id AND r.currency = w.currency \
-             AND r.status = 'pending'), 0) AS BIGINT) AS held_minor \
-         FROM wallets w WHERE w.seller_id = $1 ORDER BY w.currency",
+        "SELECT currency, amount_minor, available_minor, payouts_in_flight_minor \
+         FROM seller_balances WHERE seller_id = $1 ORDER BY currency",
     )
     .bind(seller_id)
     .fetch_all(store.pool())
     .await?;
     rows.iter()
         .map(|row| {
-            let balance_minor: i64 = row.try_get("balance_minor")?;
-            let in_flight_minor: i64 = row.try_get("in_flight_minor")?;
-            let held_minor: i64 = row.try_get("held_minor")?;
             Ok(WalletBalance {
                 currency: row.try_get("currency")?,
-                amount: balance_minor + in_flight_minor,
-                available: balance_minor - held_minor,
-                payouts_in_flight: in_flight_minor,
+                amount: row.try_get("amount_minor")?,
+                available: row.try_get("available_minor")?,
+                payouts_in_flight: row.try_get("payouts_in_flight_minor")?,
             })
         })
         .collect()

@@ -373,7 +373,7 @@ pub async fn deliveries(
     Ok(page_of(data, page.limit))
 }
 
-async fn delivery_of(store: &Store, row: &sqlx::any::AnyRow) -> Result<DeliveryView> {
+pub(crate) async fn delivery_of(store: &Store, row: &sqlx::any::AnyRow) -> Result<DeliveryView> {
     let id: String = row.try_get("id")?;
     let attempts = sqlx::query(
         "SELECT attempted_at_ms, status_code, latency_ms, error FROM webhook_attempts \

@@ -1,0 +1,138 @@
+//! `GET /console/dead-letters`: the dead-letter queue, the latest death first, by job kind;
+//! `GET /console/dead-letters/{id}`: one job (its payload, attempts and last error) and, while
+//! it is dead, the form that replays it (`POST …/replay`: `jobs::dlq::replay`, as `ferropay dlq
+//! replay` does).
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use ferropay::Ferropay;
+use ferropay::console::{Cursor, dead_letters, filter_text};
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use crate::extract::QueryParams;
+
+use super::auth::{Act, Session};
+use super::error::{ConsoleError, ConsoleResult};
+use super::layout::{self, at, badge, seg};
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    kind: Option<String>,
+    after: Option<String>,
+}
+
+pub async fn list(
+    State(service): State<Ferropay>,
+    session: Session,
+    query: Result<QueryParams<ListQuery>, crate::error::ApiError>,
+) -> ConsoleResult<Markup> {
+    let QueryParams(query) = query.map_err(|e| ConsoleError::Domain(e.0))?;
+    let kind = filter_text("kind", query.kind.as_deref())?;
+    let after = filter_text("after", query.after.as_deref())?
+        .map(|a| Cursor::parse(&a))
+        .transpose()?;
+    let page = dead_letters::list(&service.store, kind.as_deref(), after.as_ref()).await?;
+    let kinds = service.job_registry().kinds();
+    let body = html! {
+        form.filters method="get" action="/console/dead-letters" {
+            label { "Job kind" select name="kind" {
+                option value="" { "any" }
+                @for k in &kinds { option value=(k) selected[kind.as_deref() == Some(k.as_str())] { (k) } }
+            } }
+            button type="submit" { "Show" }
+        }
+        p.hint { "Jobs that failed for good or too often. Fix the cause, then replay: the job runs again with a fresh attempt count." }
+        div.table-wrap {
+            table #dead-letters {
+                thead { tr { th { "Job" } th { "Kind" } th { "About" } th.num { "Attempts" } th { "Last error" } th { "Dead since (UTC)" } } }
+                tbody {
+                    @for j in &page.rows {
+                        tr data-job=(j.id) {
+                            td.mono { a href={ "/console/dead-letters/" (seg(&j.id)) } { (j.id) } }
+                            td { (j.kind) }
+                            td.mono { (about(&j.idempotency_key)) }
+                            td.num { (j.attempts) }
+                            td { (j.last_error.as_deref().unwrap_or("—")) }
+                            td { (j.dead_at_ms.map(at).unwrap_or_default()) }
+                        }
+                    }
+                    @if page.rows.is_empty() { tr { td colspan="6" { "The dead-letter queue is empty." } } }
+                }
+            }
+        }
+        (layout::pager("/console/dead-letters", &[("kind", kind.as_deref().unwrap_or(""))], after.is_none(), page.next.as_deref()))
+    };
+    Ok(layout::page(
+        "Dead letters",
+        "/console/dead-letters",
+        &session,
+        body,
+    ))
+}
+
+pub async fn show(
+    State(service): State<Ferropay>,
+    session: Session,
+    Path(job_id): Path<String>,
+) -> ConsoleResult<Markup> {
+    let job = dead_letters::job(&service.store, &job_id).await?;
+    let payload = serde_json::from_str::<serde_json::Value>(&job.payload)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or_else(|| job.payload.clone());
+    let body = html! {
+        section.card #job data-status=(job.status) {
+            dl.facts {
+                dt { "Kind" } dd { (job.kind) }
+                dt { "Status" } dd #job-status { (badge(&job.status)) }
+                dt { "About" } dd.mono { (about(&job.idempotency_key)) }
+                dt { "Attempts" } dd { (job.attempts) }
+                dt { "Created" } dd { (at(job.created_at_ms)) " UTC" }
+                @if let Some(dead_at) = job.dead_at_ms { dt { "Finished" } dd { (at(dead_at)) " UTC" } }
+                dt { "Last error" } dd { (job.last_error.as_deref().unwrap_or("—")) }
+            }
+            h2 { "Payload" }
+            pre { (payload) }
+        }
+        @if job.status == "dead" {
+            form #replay method="post" action={ "/console/dead-letters/" (seg(&job.id)) "/replay" } {
+                (layout::csrf(&session))
+                button type="submit" { "Replay this job" }
+            }
+        }
+        p { a href="/console/dead-letters" { "« The dead-letter queue" } }
+    };
+    Ok(layout::page(
+        &format!("Job {}", job.id),
+        "/console/dead-letters",
+        &session,
+        body,
+    ))
+}
+
+/// What a job is about: a link to the payment when it is one.
+fn about(key: &str) -> Markup {
+    html! {
+        @if key.starts_with("pay_") {
+            a href={ "/console/payments/" (seg(key)) } { (key) }
+        } @else {
+            (key)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayForm {}
+
+pub async fn replay(
+    State(service): State<Ferropay>,
+    Path(job_id): Path<String>,
+    act: Act<ReplayForm>,
+) -> ConsoleResult<Response> {
+    ferropay::jobs::dlq::replay(&service.store, &job_id).await?;
+    tracing::info!(%job_id, key_id = %act.session.operator.principal.key_id, "dead job replayed from the console");
+    Ok(Redirect::to(&format!("/console/dead-letters/{}", seg(&job_id))).into_response())
+}

@@ -1,0 +1,78 @@
+//! The console's merchant webhook deliveries: every delivery newest first, filtered by status
+//! and endpoint (keyset on `(created_at_ms, id)` over `webhook_deliveries_created` and
+//! `webhook_deliveries_endpoint`), each with its endpoint's URL and its attempts.
+//! Redelivering is `webhooks::deliver::redeliver`, as the API's redeliver does.
+
+use sqlx::Row;
+
+use crate::error::Result;
+use crate::lists::{Param, Select};
+use crate::store::Store;
+use crate::webhooks::deliver::{DeliveryView, delivery_of};
+
+use super::{Cursor, PAGE_ROWS, Paged};
+
+/// A delivery with where it goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryRow {
+    pub url: String,
+    pub delivery: DeliveryView,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct DeliveryFilter {
+    /// `pending`, `succeeded` or `failed`.
+    pub status: Option<String>,
+    pub endpoint_id: Option<String>,
+}
+
+pub async fn list(
+    store: &Store,
+    filter: &DeliveryFilter,
+    after: Option<&Cursor>,
+) -> Result<Paged<DeliveryRow>> {
+    let mut select = Select::new(store.backend());
+    select.text_eq("d.status", &filter.status);
+    select.text_eq("d.endpoint_id", &filter.endpoint_id);
+    if let Some(cursor) = after {
+        select.condition(
+            "d.created_at_ms <= ? AND (d.created_at_ms < ? OR d.id < ?)",
+            vec![
+                Param::Int(cursor.at_ms),
+                Param::Int(cursor.at_ms),
+                Param::Text(cursor.id.clone()),
+            ],
+        );
+    }
+    let rows = select
+        .fetch_ordered(
+            store,
+            "SELECT d.id, d.endpoint_id, d.event_id, d.event_type, d.status, d.created_at_ms, \
+             e.url FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id",
+            "",
+            "d.created_at_ms DESC, d.id DESC",
+            PAGE_ROWS,
+        )
+        .await?;
+    let mut data = Vec::with_capacity(rows.len());
+    for row in &rows {
+        data.push((
+            row.try_get::<i64, _>("created_at_ms")?,
+            DeliveryRow {
+                url: row.try_get("url")?,
+                delivery: delivery_of(store, row).await?,
+            },
+        ));
+    }
+    let page = Paged::of(data, PAGE_ROWS, |(at_ms, row)| {
+        Cursor {
+            at_ms: *at_ms,
+            id: row.delivery.id.clone(),
+        }
+        .encode()
+    });
+    Ok(Paged {
+        rows: page.rows.into_iter().map(|(_, row)| row).collect(),
+        next: page.next,
+    })
+}
