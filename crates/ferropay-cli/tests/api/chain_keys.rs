@@ -421,6 +421,12 @@ async fn checkpoints_catch_a_removed_tail_that_the_chain_alone_cannot(db: Db) {
             "UPDATE wallets SET balance_minor = balance_minor - 500 \
              WHERE seller_id = 'seller_b'"
                 .to_owned(),
+            // ...and the per-account balances that `ledger verify` checks against them.
+            "DELETE FROM account_balances".to_owned(),
+            "INSERT INTO account_balances (account, currency, balance_minor, postings) \
+             SELECT account, currency, SUM(amount_minor), COUNT(*) FROM postings \
+             GROUP BY account, currency"
+                .to_owned(),
             format!(
                 "UPDATE ledger_head SET seq = 2, hash = {}, transaction_id = '{second}' \
                  WHERE id = 1",
