@@ -14,7 +14,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use ferropay::Ferropay;
 
 /// The largest request body accepted, in bytes; larger ones get 413.
@@ -40,6 +40,10 @@ pub fn router(service: Ferropay) -> Router {
             post(routes::payouts::create).get(routes::payouts::list),
         )
         .route("/v1/payouts", get(routes::payouts::list_all))
+        .route(
+            "/v1/sellers/{seller_id}/psp_accounts/{psp}",
+            put(routes::sellers::set_psp_account),
+        )
         .route("/v1/events", get(routes::events::list))
         .route(
             "/v1/reconciliation/breaks",

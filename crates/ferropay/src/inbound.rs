@@ -27,7 +27,7 @@ impl Command for ApplyEvent {
             PspEventKind::Payment(update) => apply::add_keys(keys, update),
             PspEventKind::Refund(update) => refund::add_settlement_keys(keys, update),
             PspEventKind::Payout(update) => payout::add_settlement_keys(keys, update),
-            PspEventKind::Other => {}
+            PspEventKind::Dispute(_) | PspEventKind::Other => {}
         }
     }
 
@@ -43,6 +43,10 @@ impl Command for ApplyEvent {
             PspEventKind::Refund(update) | PspEventKind::Payout(update) => {
                 Some(update.reference.clone())
             }
+            PspEventKind::Dispute(update) => update
+                .payment_reference
+                .clone()
+                .or_else(|| update.psp_payment_reference.clone()),
             PspEventKind::Other => None,
         };
         staged.push(Effect::Event {
@@ -79,7 +83,8 @@ impl Command for ApplyEvent {
                     changed: settled != payout::Settled::Unchanged,
                 }
             }
-            PspEventKind::Other => ApplyResult::Ignored,
+            // Recorded with its reference; the dispute flow is what moves money on it.
+            PspEventKind::Dispute(_) | PspEventKind::Other => ApplyResult::Ignored,
         })
     }
 }

@@ -143,6 +143,8 @@ pub struct AppOptions {
     pub psp_ca_pem: Option<Vec<u8>>,
     /// Webhooks to merchants: private destinations allowed, quick retries.
     pub webhooks: ferropay::webhooks::WebhookConfig,
+    /// Stripe and Adyen (at the fakes) beside the sandbox, and the routing rule.
+    pub psps: ferropay::psp::config::PspSettings,
 }
 
 impl Default for AppOptions {
@@ -165,6 +167,7 @@ impl Default for AppOptions {
             kafka: None,
             psp_ca_pem: None,
             webhooks: test_webhook_config(),
+            psps: Default::default(),
         }
     }
 }
@@ -223,6 +226,7 @@ pub async fn spawn_app_with(db: Db, options: AppOptions) -> Option<TestApp> {
         max_db_connections: 8,
         public_url: None,
         psp,
+        psps: options.psps,
         platform_fee_bps: options.platform_fee_bps,
         payout_schedule: None,
         poll_after_ms: options.poll_after_ms,
@@ -547,6 +551,7 @@ impl TestApp {
                 webhook_secret: Secret::new(WEBHOOK_SECRET),
                 root_ca_pem: None,
             },
+            psps: Default::default(),
             platform_fee_bps: 0,
             payout_schedule: None,
             poll_after_ms: 60_000,

@@ -38,6 +38,7 @@ pub const SECURITY_SCHEME: &str = "api_key";
         routes::payouts::create,
         routes::payouts::list,
         routes::payouts::list_all,
+        routes::sellers::set_psp_account,
         routes::events::list,
         routes::reconciliation::list_breaks,
         routes::reconciliation::resolve_break,

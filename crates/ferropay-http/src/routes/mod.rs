@@ -10,6 +10,7 @@ pub mod payments;
 pub mod payouts;
 pub mod reconciliation;
 pub mod refunds;
+pub mod sellers;
 pub mod wallets;
 pub mod webhook_endpoints;
 pub mod webhooks;

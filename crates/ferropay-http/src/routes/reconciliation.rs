@@ -155,7 +155,11 @@ pub async fn settlement_file(
         "ferropay-settlement-download-{}.csv",
         ferropay::ids::new_id("stl")
     ));
-    let fetched = service.connector.settlement_file(date, &path).await;
+    let fetched = service
+        .connectors
+        .default_connector()
+        .settlement_file(date, &path)
+        .await;
     let opened = match fetched {
         Ok(_) => tokio::fs::File::open(&path)
             .await

@@ -92,6 +92,11 @@ async fn insert_payment(
     scope: &KeyScope,
     payment: &NewPayment,
 ) -> Result<String> {
+    let psp = service
+        .connectors
+        .route(payment.psp.as_deref(), payment.currency.code())?
+        .name()
+        .to_owned();
     let payment_id = new_id("pay");
     let now = now_ms();
     let return_url = payment
@@ -110,7 +115,7 @@ async fn insert_payment(
     .bind(payment.buyer_email.as_deref())
     .bind(payment.currency.code())
     .bind(payment.total.get())
-    .bind(service.connector.name())
+    .bind(&psp)
     .bind(&return_url)
     .bind(now)
     .bind(i64::from(service.config.platform_fee_bps))

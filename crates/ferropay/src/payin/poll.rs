@@ -81,16 +81,16 @@ async fn poll_once(service: &Ferropay, payment_id: &str) -> Result<JobOutcome, J
         due_at_ms: next_poll_at_ms(now_ms(), created_at_ms, service.config.poll_after_ms),
     };
     let psp: String = row.try_get("psp")?;
-    if psp != service.connector.name() {
+    let Some(connector) = service.connectors.get(&psp) else {
         return Err(JobError::Permanent(format!(
             "payment `{payment_id}` belongs to PSP `{psp}`, which is not configured"
         )));
-    }
+    };
     // Not registered yet: its registration job is on it; look again later.
     let Some(token) = row.try_get::<Option<String>, _>("psp_token")? else {
         return Ok(again());
     };
-    let session = service.connector.session_status(&token).await?;
+    let session = connector.session_status(&token).await?;
     if let Some(reference) = session.reference.as_deref()
         && reference != payment_id
     {

@@ -16,7 +16,7 @@ pub async fn load_view(store: &Store, payment_id: &str) -> Result<PaymentView> {
 /// The same, on a given connection or transaction (to see its own writes).
 pub async fn load_view_on(conn: &mut AnyConnection, payment_id: &str) -> Result<PaymentView> {
     let row = sqlx::query(
-        "SELECT id, checkout_id, buyer_id, buyer_email, currency, amount_minor, status, psp_url, \
+        "SELECT id, checkout_id, buyer_id, buyer_email, currency, amount_minor, status, psp, psp_url, \
          return_url, failure_code, created_at_ms, updated_at_ms FROM payments WHERE id = $1",
     )
     .bind(payment_id)
@@ -54,6 +54,7 @@ pub async fn load_view_on(conn: &mut AnyConnection, payment_id: &str) -> Result<
             .ok_or_else(|| Error::Internal(format!("payment status `{status}`")))?,
         amount: row.try_get("amount_minor")?,
         currency: row.try_get("currency")?,
+        psp: row.try_get("psp")?,
         redirect_url: row.try_get("psp_url")?,
         return_url: row.try_get("return_url")?,
         failure_code: row.try_get("failure_code")?,

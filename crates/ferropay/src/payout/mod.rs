@@ -215,13 +215,21 @@ pub async fn send(service: &Ferropay, payout_id: &str) -> Result<(), PspError> {
     if status != "pending" {
         return Ok(());
     }
+    // Payouts go through the connector the routing names for them, to the seller's account
+    // there (if one is registered).
+    let connector = service.connectors.payouts();
+    let seller_id: String = row.try_get("seller_id").map_err(retryable)?;
+    let destination_account = crate::sellers::psp_account(store, &seller_id, connector.name())
+        .await
+        .map_err(|e| PspError::Retryable(e.to_string()))?;
     let request = PayoutRequest {
         payout_id: payout_id.to_owned(),
-        seller_id: row.try_get("seller_id").map_err(retryable)?,
+        seller_id,
+        destination_account,
         amount_minor: row.try_get("amount_minor").map_err(retryable)?,
         currency: row.try_get("currency").map_err(retryable)?,
     };
-    match service.connector.create_payout(&request).await {
+    match connector.create_payout(&request).await {
         Ok(accepted) => {
             // The status and its event (`payout.in_transit`) in one transaction.
             let in_transit = async {
@@ -229,10 +237,11 @@ pub async fn send(service: &Ferropay, payout_id: &str) -> Result<(), PspError> {
                 let mut tx = store.begin_write().await?;
                 let moved = sqlx::query(
                     "UPDATE payouts SET status = 'in_transit', psp_payout_id = $1, \
-                     updated_at_ms = $2 WHERE id = $3 AND status = 'pending'",
+                     updated_at_ms = $2, psp = $3 WHERE id = $4 AND status = 'pending'",
                 )
                 .bind(&accepted.psp_id)
                 .bind(now)
+                .bind(connector.name())
                 .bind(payout_id)
                 .execute(&mut *tx)
                 .await?

@@ -1,16 +1,40 @@
 //! PSP integration: the one trait that every PSP connector implements (register a hosted-page
 //! session, ask a session's status or find sessions by our reference, verify and parse a
 //! webhook, fetch a day's settlement file), and the types they speak.
-//! The sandbox connector is in [`sandbox`]; webhook signatures in [`signature`].
+//!
+//! - [`sandbox`]: the built-in sandbox PSP (the default connector);
+//! - [`stripe`]: Stripe (Checkout Sessions, refunds, Connect transfers, balance transactions);
+//! - [`adyen`]: Adyen (Pay by Link, refunds by PSP reference, HMAC-signed notifications);
+//! - [`registry`]: the connectors configured at once, and the rule that picks one per payment;
+//! - [`config`]: the connectors' settings, from `ferropay.toml`, the environment and files;
+//! - [`signature`]: the `t=…,v1=…` HMAC-SHA256 webhook signature (the sandbox's and Stripe's).
 
+pub mod adyen;
+pub mod config;
+pub mod registry;
 pub mod sandbox;
 pub mod signature;
+pub mod stripe;
 
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 
 use serde::Deserialize;
+
+/// The columns of ferropay's settlement file (CONTRACT.md, "Settlement file"), in order: what
+/// [`Connector::settlement_file`] writes, whatever the PSP's own format.
+pub const SETTLEMENT_COLUMNS: [&str; 9] = [
+    "psp_reference",
+    "merchant_reference",
+    "type",
+    "created_at",
+    "currency",
+    "gross",
+    "fee",
+    "net",
+    "batch",
+];
 
 /// A boxed future, so that connectors can live behind `Arc<dyn Connector>`.
 pub type PspFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, PspError>> + Send + 'a>>;
@@ -25,6 +49,8 @@ pub struct SessionRequest {
     /// Our payment's id, which the PSP echoes as the merchant reference.
     pub reference: String,
     pub return_url: String,
+    /// What the buyer is paying for, where the PSP's page shows it (`Checkout chk_1`).
+    pub description: String,
 }
 
 /// A hosted-page session as the PSP reports it.
@@ -80,6 +106,9 @@ pub enum PspEventKind {
     Refund(SettlementUpdate),
     /// A payout settled: `payout.paid|failed`.
     Payout(SettlementUpdate),
+    /// A dispute (chargeback) opened, moved or closed at the PSP: recorded; the dispute flow
+    /// acts on it.
+    Dispute(DisputeUpdate),
     /// A type this version does not act on; recorded and acknowledged.
     Other,
 }
@@ -97,6 +126,37 @@ pub struct SettlementUpdate {
     pub failure_code: Option<String>,
 }
 
+/// A dispute as the PSP reports it (Stripe's `charge.dispute.*`, Adyen's `CHARGEBACK*`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DisputeUpdate {
+    /// The PSP's id for the dispute (Stripe `du_…`; Adyen: the chargeback's PSP reference).
+    pub psp_dispute_id: String,
+    /// Our payment id, when the notification carries it.
+    pub payment_reference: Option<String>,
+    /// The disputed payment's reference at the PSP (Stripe's charge or payment intent; Adyen's
+    /// original PSP reference).
+    pub psp_payment_reference: Option<String>,
+    pub stage: DisputeStage,
+    /// The disputed amount, positive.
+    pub amount_minor: Option<i64>,
+    pub currency: Option<String>,
+    /// The PSP's reason code, as it says it.
+    pub reason: Option<String>,
+}
+
+/// Where a dispute stands, in ferropay's words (each connector maps its own statuses).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DisputeStage {
+    /// Opened (Stripe `needs_response`/`warning_needs_response`; Adyen `CHARGEBACK`).
+    Opened,
+    /// Evidence sent, the bank is deciding.
+    UnderReview,
+    /// Closed in our favour (Stripe `won`; Adyen `CHARGEBACK_REVERSED`).
+    Won,
+    /// Closed against us (Stripe `lost`; Adyen `SECOND_CHARGEBACK`).
+    Lost,
+}
+
 /// A refund we ask the PSP to make.
 #[derive(Clone, Debug)]
 pub struct RefundRequest {
@@ -104,6 +164,9 @@ pub struct RefundRequest {
     pub refund_id: String,
     /// The refunded payment's session token at the PSP.
     pub payment_token: String,
+    /// The refunded payment's reference at the PSP (Stripe's payment intent, Adyen's PSP
+    /// reference), when the PSP has told it.
+    pub psp_reference: Option<String>,
     pub amount_minor: i64,
     pub currency: String,
 }
@@ -114,6 +177,9 @@ pub struct PayoutRequest {
     /// Our payout's id: the idempotency key and the reference echoed in its webhook.
     pub payout_id: String,
     pub seller_id: String,
+    /// The seller's account at this PSP (Stripe's connected account `acct_…`), when ferropay
+    /// has one registered.
+    pub destination_account: Option<String>,
     pub amount_minor: i64,
     pub currency: String,
 }
@@ -159,6 +225,15 @@ pub enum WebhookError {
     MalformedBody(String),
 }
 
+/// How a webhook is answered once it is applied: the PSP decides what counts as received.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WebhookAck {
+    /// `200` with `{"received": true, "outcome": …}` (the sandbox, Stripe).
+    Json,
+    /// `200` with this exact text body (Adyen requires `[accepted]`).
+    Text(&'static str),
+}
+
 /// One PSP, as ferropay sees it (after hyperswitch's connector trait).
 pub trait Connector: Send + Sync {
     /// The PSP's name in URLs and account names (`sandbox`).
@@ -190,16 +265,29 @@ pub trait Connector: Send + Sync {
     fn settlement_file<'a>(&'a self, date: time::Date, destination: &'a Path)
     -> PspFuture<'a, u64>;
 
-    /// The header that carries this PSP's webhook signature.
-    fn signature_header(&self) -> &'static str;
+    /// The header that carries this PSP's webhook signature; `None` when the signature is in
+    /// the body (Adyen's `additionalData.hmacSignature`).
+    fn signature_header(&self) -> Option<&'static str>;
 
-    /// Verifies a webhook on its raw body and parses it. `now_s` is the current Unix time.
+    /// Verifies a webhook on its raw body and parses its events (Adyen batches several in one
+    /// request). `now_s` is the current Unix time. Any item failing refuses the whole request.
     fn verify_webhook(
         &self,
         signature: Option<&str>,
         body: &[u8],
         now_s: i64,
-    ) -> Result<PspEvent, WebhookError>;
+    ) -> Result<Vec<PspEvent>, WebhookError>;
+
+    /// Whether [`Connector::settlement_file`] can fetch a day's settlement (the nightly run asks
+    /// only those that can).
+    fn settles_by_day(&self) -> bool {
+        true
+    }
+
+    /// How an applied webhook is answered.
+    fn webhook_ack(&self) -> WebhookAck {
+        WebhookAck::Json
+    }
 }
 
 impl PspSession {

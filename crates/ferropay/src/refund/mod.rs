@@ -250,8 +250,8 @@ pub fn fee_returned_minor(
 pub async fn send(service: &Ferropay, refund_id: &str) -> Result<(), PspError> {
     let store = &service.store;
     let row = sqlx::query(
-        "SELECT r.status, r.amount_minor, r.currency, p.psp_token FROM refunds r \
-         JOIN payments p ON p.id = r.payment_id WHERE r.id = $1",
+        "SELECT r.status, r.amount_minor, r.currency, p.psp, p.psp_token, p.psp_reference \
+         FROM refunds r JOIN payments p ON p.id = r.payment_id WHERE r.id = $1",
     )
     .bind(refund_id)
     .fetch_optional(store.pool())
@@ -269,12 +269,21 @@ pub async fn send(service: &Ferropay, refund_id: &str) -> Result<(), PspError> {
     let request = RefundRequest {
         refund_id: refund_id.to_owned(),
         payment_token: get("psp_token")?,
+        psp_reference: row
+            .try_get("psp_reference")
+            .map_err(|e| PspError::Retryable(e.to_string()))?,
         amount_minor: row
             .try_get("amount_minor")
             .map_err(|e| PspError::Retryable(e.to_string()))?,
         currency: get("currency")?,
     };
-    match service.connector.create_refund(&request).await {
+    // The refund goes to the PSP that took the payment.
+    let psp = get("psp")?;
+    let connector = service
+        .connectors
+        .of(&psp)
+        .map_err(|e| PspError::Retryable(e.to_string()))?;
+    match connector.create_refund(&request).await {
         Ok(accepted) => {
             sqlx::query("UPDATE refunds SET psp_refund_id = $1, updated_at_ms = $2 WHERE id = $3")
                 .bind(&accepted.psp_id)
@@ -297,10 +306,7 @@ pub async fn send(service: &Ferropay, refund_id: &str) -> Result<(), PspError> {
             };
             service
                 .engine
-                .submit(SettleRefund {
-                    psp: service.connector.name().to_owned(),
-                    update,
-                })
+                .submit(SettleRefund { psp, update })
                 .await
                 .map_err(|e| PspError::Retryable(e.to_string()))?;
             Ok(())

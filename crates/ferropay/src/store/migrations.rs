@@ -28,11 +28,15 @@ const LIST_INDEXES: &str = include_str!("../../migrations/0010_list_indexes.sql"
 const WEBHOOK_ENDPOINTS: &str = include_str!("../../migrations/0011_webhook_endpoints.sql");
 /// Version 12: the Kafka relay's own record of what it published (portable SQL).
 const OUTBOX_KAFKA: &str = include_str!("../../migrations/0012_outbox_kafka.sql");
+/// Version 14: sellers' accounts at the PSPs and the PSP of each payout (per dialect folder,
+/// the same SQL in both).
+const CONNECTORS_POSTGRES: &str = include_str!("../../migrations/postgres/0014_connectors.sql");
+const CONNECTORS_SQLITE: &str = include_str!("../../migrations/sqlite/0014_connectors.sql");
 
 fn migrations(backend: Backend) -> Vec<Migration> {
-    let append_only = match backend {
-        Backend::Sqlite => APPEND_ONLY_SQLITE,
-        Backend::Postgres => APPEND_ONLY_POSTGRES,
+    let (append_only, connectors) = match backend {
+        Backend::Sqlite => (APPEND_ONLY_SQLITE, CONNECTORS_SQLITE),
+        Backend::Postgres => (APPEND_ONLY_POSTGRES, CONNECTORS_POSTGRES),
     };
     vec![
         migration(1, "schema", SCHEMA),
@@ -47,6 +51,7 @@ fn migrations(backend: Backend) -> Vec<Migration> {
         migration(10, "list indexes", LIST_INDEXES),
         migration(11, "webhook endpoints", WEBHOOK_ENDPOINTS),
         migration(12, "outbox kafka", OUTBOX_KAFKA),
+        migration(14, "connectors", connectors),
     ]
 }
 
