@@ -89,15 +89,29 @@ fn notification_example(name: &str) -> Value {
         .clone()
 }
 
-fn service_error(status: u16, code: &str, message: &str, kind: &str) -> Response {
-    (
-        StatusCode::from_u16(status).unwrap(),
-        axum::Json(
-            json!({"status": status, "errorCode": code, "message": message, "errorType": kind,
-            "pspReference": format!("{:016}", rand::random_range(0..10_000_000_000_000_000u64))}),
-        ),
-    )
-        .into_response()
+/// A refusal as Adyen's `ServiceError`.
+struct Refusal {
+    status: u16,
+    body: Value,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (
+            StatusCode::from_u16(self.status).unwrap(),
+            axum::Json(self.body),
+        )
+            .into_response()
+    }
+}
+
+fn service_error(status: u16, code: &str, message: &str, kind: &str) -> Refusal {
+    let psp_reference = format!("{:016}", rand::random_range(0..10_000_000_000_000_000u64));
+    Refusal {
+        status,
+        body: json!({"status": status, "errorCode": code, "message": message,
+            "errorType": kind, "pspReference": psp_reference}),
+    }
 }
 
 /// Minor units as the report writes them: `5.00`.
@@ -174,6 +188,16 @@ impl AdyenFake {
 
     pub fn link(&self, id: &str) -> Value {
         self.books.lock().unwrap().links[id].clone()
+    }
+
+    /// How many links carry our payment id as their reference.
+    pub fn links_for(&self, payment_id: &str) -> usize {
+        let books = self.books.lock().unwrap();
+        books
+            .links
+            .values()
+            .filter(|l| l["reference"] == payment_id)
+            .count()
     }
 
     /// The PSP reference of the link's authorised payment.
@@ -268,7 +292,7 @@ Reserved5,Reserved6,Reserved7,Reserved8,Reserved9,Reserved10\n",
         out
     }
 
-    fn create_link(&self, body: &Value) -> Result<(u16, Value), Response> {
+    fn create_link(&self, body: &Value) -> Result<(u16, Value), Refusal> {
         if body["merchantAccount"] != MERCHANT_ACCOUNT {
             return Err(service_error(
                 403,
@@ -325,7 +349,7 @@ Reserved5,Reserved6,Reserved7,Reserved8,Reserved9,Reserved10\n",
         Ok((201, link))
     }
 
-    fn refund(&self, payment: &str, body: &Value) -> Result<(u16, Value), Response> {
+    fn refund(&self, payment: &str, body: &Value) -> Result<(u16, Value), Refusal> {
         if body["merchantAccount"] != MERCHANT_ACCOUNT {
             return Err(service_error(
                 403,
@@ -446,12 +470,16 @@ async fn api(
             "000",
             "HTTP Status Response - Unauthorized",
             "security",
-        );
+        )
+        .into_response();
     }
     match fake.faults.take_api_fault() {
-        Some(429) => return service_error(429, "429", "Too many requests", "validation"),
+        Some(429) => {
+            return service_error(429, "429", "Too many requests", "validation").into_response();
+        }
         Some(_) => {
-            return service_error(500, "905", "Payment details are not supported", "internal");
+            return service_error(500, "905", "Payment details are not supported", "internal")
+                .into_response();
         }
         None => {}
     }
@@ -460,13 +488,14 @@ async fn api(
         return match path.as_slice() {
             ["paymentLinks", id] => match fake.books.lock().unwrap().links.get(*id) {
                 Some(link) => axum::Json(link.clone()).into_response(),
-                None => service_error(422, "14_012", "Payment link not found", "validation"),
+                None => service_error(422, "14_012", "Payment link not found", "validation")
+                    .into_response(),
             },
-            _ => service_error(404, "000", "Not found", "validation"),
+            _ => service_error(404, "000", "Not found", "validation").into_response(),
         };
     }
     let Ok(json_body) = serde_json::from_slice::<Value>(&body) else {
-        return service_error(400, "702", "Unexpected input", "validation");
+        return service_error(400, "702", "Unexpected input", "validation").into_response();
     };
     let key = headers
         .get("idempotency-key")
@@ -483,7 +512,8 @@ async fn api(
                 "704",
                 "request already processed or in progress",
                 "validation",
-            );
+            )
+            .into_response();
         }
         if let Some((status, answer)) = fake.books.lock().unwrap().keys.get(key) {
             return (
@@ -509,7 +539,7 @@ async fn api(
             }
             (StatusCode::from_u16(status).unwrap(), axum::Json(answer)).into_response()
         }
-        Err(response) => response,
+        Err(refusal) => refusal.into_response(),
     }
 }
 

@@ -80,13 +80,32 @@ fn fixture(resource: &str) -> Value {
     provider_json("stripe/fixtures3.json")["resources"][resource].clone()
 }
 
+/// A refusal in Stripe's error shape; retryable ones say so in `Stripe-Should-Retry`.
+struct Refusal {
+    status: StatusCode,
+    body: Value,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let retry = self.status == StatusCode::TOO_MANY_REQUESTS || self.status.is_server_error();
+        let mut response = (self.status, axum::Json(self.body)).into_response();
+        if retry {
+            response
+                .headers_mut()
+                .insert("stripe-should-retry", "true".parse().unwrap());
+        }
+        response
+    }
+}
+
 fn error(
     status: StatusCode,
     kind: &str,
     code: Option<&str>,
     message: &str,
     param: Option<&str>,
-) -> Response {
+) -> Refusal {
     let mut body = json!({"error": {"type": kind, "message": message}});
     if let Some(code) = code {
         body["error"]["code"] = json!(code);
@@ -94,16 +113,10 @@ fn error(
     if let Some(param) = param {
         body["error"]["param"] = json!(param);
     }
-    let mut response = (status, axum::Json(body)).into_response();
-    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-        response
-            .headers_mut()
-            .insert("stripe-should-retry", "true".parse().unwrap());
-    }
-    response
+    Refusal { status, body }
 }
 
-fn missing(param: &str) -> Response {
+fn missing(param: &str) -> Refusal {
     error(
         StatusCode::BAD_REQUEST,
         "invalid_request_error",
@@ -113,7 +126,7 @@ fn missing(param: &str) -> Response {
     )
 }
 
-fn no_such(what: &str, id: &str) -> Response {
+fn no_such(what: &str, id: &str) -> Refusal {
     error(
         StatusCode::NOT_FOUND,
         "invalid_request_error",
@@ -196,6 +209,16 @@ impl StripeFake {
     /// The session as the API shows it.
     pub fn session(&self, id: &str) -> Value {
         self.books.lock().unwrap().sessions[id].clone()
+    }
+
+    /// How many sessions carry our payment id.
+    pub fn sessions_for(&self, payment_id: &str) -> usize {
+        let books = self.books.lock().unwrap();
+        books
+            .sessions
+            .values()
+            .filter(|s| s["client_reference_id"] == payment_id)
+            .count()
     }
 
     /// Settles an asynchronous payment (SEPA) now, as Stripe does days later.
@@ -455,7 +478,7 @@ impl StripeFake {
     }
 
     /// Expires an open session now (`POST /v1/checkout/sessions/{id}/expire`).
-    fn expire(&self, session_id: &str) -> Result<Value, Response> {
+    fn expire(&self, session_id: &str) -> Result<Value, Refusal> {
         let mut books = self.books.lock().unwrap();
         let session = books
             .sessions
@@ -477,7 +500,7 @@ impl StripeFake {
         Ok(session)
     }
 
-    fn create_session(&self, form: &Form) -> Result<Value, Response> {
+    fn create_session(&self, form: &Form) -> Result<Value, Refusal> {
         for required in [
             "mode",
             "success_url",
@@ -540,7 +563,7 @@ impl StripeFake {
         Ok(session)
     }
 
-    fn create_refund(&self, form: &Form) -> Result<Value, Response> {
+    fn create_refund(&self, form: &Form) -> Result<Value, Refusal> {
         let intent_id = param(form, "payment_intent").ok_or_else(|| missing("payment_intent"))?;
         let mut books = self.books.lock().unwrap();
         let intent = books
@@ -613,7 +636,7 @@ impl StripeFake {
         Ok(refund)
     }
 
-    fn create_transfer(&self, form: &Form) -> Result<Value, Response> {
+    fn create_transfer(&self, form: &Form) -> Result<Value, Refusal> {
         let amount: i64 = param(form, "amount")
             .and_then(|a| a.parse().ok())
             .ok_or_else(|| missing("amount"))?;
@@ -661,7 +684,7 @@ impl StripeFake {
     }
 
     /// One GET of the API.
-    fn read(&self, path: &[&str], query: &Form) -> Result<Value, Response> {
+    fn read(&self, path: &[&str], query: &Form) -> Result<Value, Refusal> {
         let books = self.books.lock().unwrap();
         let expand = |what: &str| query.iter().any(|(k, v)| k == "expand[]" && v == what);
         let with_intent = |mut session: Value, books: &Books| {
@@ -808,7 +831,8 @@ async fn api(
             None,
             "Invalid API Key provided: sk_test_****",
             None,
-        );
+        )
+        .into_response();
     }
     match fake.faults.take_api_fault() {
         Some(429) => {
@@ -818,7 +842,7 @@ async fn api(
                 Some("rate_limit"),
                 "Request rate limit exceeded. Learn more about rate limits here https://stripe.com/docs/rate-limits.",
                 None,
-            );
+            ).into_response();
         }
         Some(_) => {
             return error(
@@ -827,7 +851,8 @@ async fn api(
                 None,
                 "Sorry, something went wrong. We've already been notified of the problem.",
                 None,
-            );
+            )
+            .into_response();
         }
         None => {}
     }
@@ -838,7 +863,7 @@ async fn api(
             .collect();
         return match fake.read(&path, &query) {
             Ok(object) => axum::Json(object).into_response(),
-            Err(response) => response,
+            Err(refusal) => refusal.into_response(),
         };
     }
     if method != Method::POST {
@@ -848,7 +873,8 @@ async fn api(
             None,
             "Unrecognized request URL.",
             None,
-        );
+        )
+        .into_response();
     }
     let is_form = headers
         .get("content-type")
@@ -861,7 +887,8 @@ async fn api(
             None,
             "Invalid request: the body must be application/x-www-form-urlencoded.",
             None,
-        );
+        )
+        .into_response();
     }
     let form: Form = form_urlencoded::parse(&body).into_owned().collect();
     let key = headers
@@ -881,7 +908,7 @@ async fn api(
                         "Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '{key}' if you meant to execute a different request."
                     ),
                     None,
-                );
+                ).into_response();
             }
             let mut response = (
                 StatusCode::from_u16(*status).unwrap(),
@@ -918,7 +945,7 @@ async fn api(
             }
             axum::Json(object).into_response()
         }
-        Err(response) => response,
+        Err(refusal) => refusal.into_response(),
     }
 }
 

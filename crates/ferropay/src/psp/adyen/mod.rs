@@ -97,7 +97,8 @@ impl AdyenConnector {
         })
     }
 
-    /// Sends with our key; 429, 5xx and no answer are passing failures, other refusals not.
+    /// Sends with our key; 429, 5xx, a key in flight (`704`) and no answer are passing
+    /// failures, other refusals not.
     /// Adyen's error body is a `ServiceError` (`status`, `errorCode`, `message`, `errorType`).
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, PspError> {
         let response = request
@@ -121,8 +122,15 @@ impl AdyenConnector {
             error["errorCode"].as_str().unwrap_or("none"),
             error["errorType"].as_str().unwrap_or("no type"),
         );
+        // 704: a request with this idempotency key is still being processed; the same request
+        // again gets its answer.
+        let in_flight = error["errorCode"].as_str() == Some("704");
         Err(
-            if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 409 {
+            if status.is_server_error()
+                || status.as_u16() == 429
+                || status.as_u16() == 409
+                || in_flight
+            {
                 PspError::Retryable(message)
             } else {
                 PspError::Permanent(message)
