@@ -1,9 +1,10 @@
 //! The same black-box flows through each connector — the sandbox, Stripe (at its fake) and
-//! Adyen (at its fake) — on SQLite and on PostgreSQL: pay (and 3-D Secure where the provider has
-//! it), decline, refund, a lost webhook healed by the poller, webhooks sent twice and out of
-//! order applied once, a rate-limited registration retried, and a forged or stale signature
-//! refused. Each ends with `ledger verify` clean and the PSP's receivable what the flow left.
-//! Then what is particular to one PSP: routing, Stripe Connect payouts, Stripe's async payments,
+//! Adyen (at its fake) — on SQLite and on PostgreSQL: pay, decline, refund, a lost webhook healed
+//! by the poller, webhooks sent twice and out of order applied once, and a forged or stale
+//! signature refused. Each ends with `ledger verify` clean and the PSP's receivable what the flow
+//! left. For the real providers also their failure modes on registration (429, 5xx, an
+//! idempotency key in flight) and a restart with the registration still queued. Then what is
+//! particular to one PSP: routing, 3-D Secure, Stripe Connect payouts, Stripe's async payments,
 //! and each provider's settlement reconciled clean and with injected breaks reported by kind.
 
 use std::sync::Arc;
@@ -577,9 +578,113 @@ each_psp!(
     forged_and_stale_signatures_are_refused,
 );
 
+/// The provider answers 5xx to every registration, and ferropay stops (as a crash would leave
+/// it: the request answered 503, the registration job queued). The provider recovers; another
+/// instance on the same database registers the payment from the queue, with the same
+/// idempotency key, so the provider holds one session; its webhooks went to the stopped
+/// instance, so the new one's poller captures the payment.
+async fn registration_survives_a_restart(db: Db, psp: Psp) {
+    let options = AppOptions {
+        poll_after_ms: 200,
+        ..AppOptions::default()
+    };
+    let routing = Routing {
+        default: Some(psp.name().into()),
+        ..Routing::default()
+    };
+    let Some(mut rig) = rig_with(db, psp, options, routing).await else {
+        return;
+    };
+    let faults = match psp {
+        Psp::Sandbox => unreachable!("the sandbox's crash is tested in crash.rs"),
+        Psp::Stripe => &rig.stripe.faults,
+        Psp::Adyen => &rig.adyen.faults,
+    };
+    faults.server_errors.store(1_000_000, Ordering::SeqCst);
+    let response = rig
+        .app
+        .post_payment("key-restart", &checkout("chk_restart"))
+        .await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let payment_id: String = {
+        use sqlx::Row;
+        sqlx::query("SELECT id FROM payments WHERE checkout_id = 'chk_restart'")
+            .fetch_one(rig.app.service().store.pool())
+            .await
+            .unwrap()
+            .get(0)
+    };
+    rig.app.running.take().unwrap().shutdown().await;
+    faults.server_errors.store(0, Ordering::SeqCst);
+
+    let restarted = ferropay_cli::serve::start(ferropay_cli::serve::ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: rig.app.db.url.clone(),
+        max_db_connections: 8,
+        public_url: None,
+        psp: ferropay_cli::serve::PspChoice::Remote {
+            url: rig.app.sandbox_url.clone(),
+            api_key: Secret::new(PSP_API_KEY),
+            webhook_secret: Secret::new(WEBHOOK_SECRET),
+            root_ca_pem: None,
+        },
+        psps: settings(&rig.stripe, &rig.adyen, Routing::default()),
+        platform_fee_bps: 0,
+        payout_schedule: None,
+        poll_after_ms: 200,
+        jobs: test_jobs_config(),
+        reconcile_at: None,
+        nats: None,
+        kafka: None,
+        retention: None,
+        engine: ferropay::engine::EngineConfig::default(),
+        webhooks: test_webhook_config(),
+    })
+    .await
+    .expect("the second instance starts");
+    let service = restarted.service.clone();
+    let registered = || async {
+        service
+            .payment(&payment_id)
+            .await
+            .unwrap()
+            .redirect_url
+            .is_some()
+    };
+    eventually(
+        Duration::from_secs(20),
+        "the queued registration runs",
+        registered,
+    )
+    .await;
+    let sessions = match psp {
+        Psp::Stripe => rig.stripe.sessions_for(&payment_id),
+        _ => rig.adyen.links_for(&payment_id),
+    };
+    assert_eq!(sessions, 1, "one session at the provider");
+    let payment = serde_json::to_value(service.payment(&payment_id).await.unwrap()).unwrap();
+    rig.pay(&payment).await;
+    eventually(
+        Duration::from_secs(20),
+        "the poller captures it",
+        || async { service.payment(&payment_id).await.unwrap().status.as_str() == "succeeded" },
+    )
+    .await;
+    assert!(service.verify_ledger().await.unwrap().ok());
+    restarted.shutdown().await;
+}
+
 // The provider's own failure modes (the sandbox's are tested in jobs.rs and crash.rs).
-each_psp!(@psp stripe_faults Stripe provider_failures_on_registration_are_retried);
-each_psp!(@psp adyen_faults Adyen provider_failures_on_registration_are_retried);
+each_psp!(
+    @psp stripe_faults Stripe
+    provider_failures_on_registration_are_retried,
+    registration_survives_a_restart
+);
+each_psp!(
+    @psp adyen_faults Adyen
+    provider_failures_on_registration_are_retried,
+    registration_survives_a_restart
+);
 
 // ---- What is particular to one provider. ----
 
