@@ -985,6 +985,55 @@ async fn adyen_settlement_report_reconciles(db: Db) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `ferropay serve --config`: a configuration that cannot work stops the server at start, saying
+/// what is wrong, without repeating a secret.
+#[tokio::test]
+async fn serve_refuses_a_connector_configuration_that_cannot_work() {
+    let db = TestDb::create(Db::Sqlite).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("ferropay-conf-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("ferropay.toml");
+    let config_arg = config.to_str().unwrap().to_owned();
+    let serve = |env: &[(&str, &str)]| {
+        let mut all = vec![
+            ("FERROPAY_DATABASE_URL", db.url.as_str()),
+            ("FERROPAY_LISTEN", "127.0.0.1:0"),
+            ("FERROPAY_SANDBOX_LISTEN", "127.0.0.1:0"),
+            ("FERROPAY_JOB_CONCURRENCY", "0"),
+        ];
+        all.extend_from_slice(env);
+        run_cli_with_env(&["serve", "--config", &config_arg], &all)
+    };
+    for (text, env, needle) in [
+        ("[stripe]\n", vec![], "FERROPAY_STRIPE_SECRET_KEY"),
+        (
+            "[stripe]\nsecret_key = \"sk_live_pasted_here\"\n",
+            vec![],
+            "unknown field",
+        ),
+        (
+            "[routing]\ndefault = \"adyen\"\n",
+            vec![],
+            "`adyen`, which is not configured",
+        ),
+        (
+            "",
+            vec![
+                ("FERROPAY_ADYEN_API_KEY", "AQE_key"),
+                ("FERROPAY_ADYEN_HMAC_KEY", "00ff"),
+            ],
+            "FERROPAY_ADYEN_MERCHANT_ACCOUNT",
+        ),
+    ] {
+        std::fs::write(&config, text).unwrap();
+        let (code, stdout, stderr) = serve(&env);
+        assert_ne!(code, 0, "{text}: {stdout}{stderr}");
+        assert!(stderr.contains(needle), "{text}: {stderr}");
+        assert!(!stderr.contains("sk_live_pasted_here"), "{stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 crate::db_test!(
     routing_by_request_and_currency,
     stripe_three_d_secure,

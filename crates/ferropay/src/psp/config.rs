@@ -86,7 +86,14 @@ pub fn load(
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("reading {}: {e}", path.display()))?;
-            toml::from_str::<ConfigFile>(&text).map_err(|e| format!("{}: {e}", path.display()))?
+            toml::from_str::<ConfigFile>(&text).map_err(|e| {
+                // The message and the line only: toml's own rendering quotes the line, which
+                // could hold a secret pasted where it does not belong.
+                let line = e
+                    .span()
+                    .map_or(0, |span| text[..span.start].matches('\n').count() + 1);
+                format!("{} line {line}: {}", path.display(), e.message())
+            })?
         }
         None => ConfigFile::default(),
     };
@@ -250,6 +257,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(settings.adyen.unwrap().merchant_account, "Other");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_secret_in_the_file_is_refused_without_being_repeated() {
+        let dir = std::env::temp_dir().join(format!("ferropay-config-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ferropay.toml");
+        std::fs::write(&path, "[stripe]\nsecret_key = \"sk_live_do_not_print\"\n").unwrap();
+        let error = load(Some(&path), &env_of(&[])).unwrap_err();
+        assert!(error.contains("secret_key"), "{error}");
+        assert!(error.contains("line 2"), "{error}");
+        assert!(!error.contains("sk_live_do_not_print"), "{error}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
