@@ -895,14 +895,32 @@ async fn stripe_balance_transactions_reconcile(db: Db) {
         .await;
     let today = time::OffsetDateTime::now_utc().date();
     rig.stripe.payout(now_s());
+    // Through the API, as an operator runs it.
+    let app = &rig.app;
+    let run = |psp: &'static str| async move {
+        let body = json!({"date": today.to_string(), "psp": psp});
+        app.post_keyed("/v1/reconciliation/runs", "unused", &body)
+            .await
+    };
+    let unknown = run("paypal").await;
+    assert_eq!(unknown.status(), StatusCode::BAD_REQUEST);
+    let error: Value = unknown.json().await.unwrap();
+    assert_eq!(error["error"]["field"], "psp");
+    let response = run("stripe").await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let report: Value = response.json().await.unwrap();
+    assert_eq!(report["psp"], "stripe");
+    // Two charges, the refund, the payout to the bank.
+    assert_eq!(report["lines"], 4, "{report:#}");
+    assert_eq!(report["breaks_found"], 0, "{report:#}");
+    assert_eq!(rig.receivable().await, 0);
+    rig.ledger_clean().await;
     let reconciler = rig.app.service().psp_reconciler("stripe").unwrap();
     let dir = std::env::temp_dir();
     let report = reconciler.reconcile_day(today, &dir).await.unwrap();
-    // Two charges, the refund, the payout to the bank.
-    assert_eq!(report.lines, 4, "{report:#?}");
+    // Read again: matched again, nothing posted twice.
     assert_eq!(report.breaks_found, 0, "{report:#?}");
     assert_eq!(rig.receivable().await, 0);
-    rig.ledger_clean().await;
 
     // A dispute on the second payment, then the next payout.
     let session = rig.stripe.session(&token(&second));

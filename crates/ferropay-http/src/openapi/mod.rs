@@ -116,6 +116,7 @@ impl Modify for Surface {
             for (method, operation) in [
                 (axum::http::Method::GET, &mut item.get),
                 (axum::http::Method::POST, &mut item.post),
+                (axum::http::Method::PUT, &mut item.put),
                 (axum::http::Method::DELETE, &mut item.delete),
             ] {
                 let Some(operation) = operation else {

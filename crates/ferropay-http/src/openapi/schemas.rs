@@ -336,6 +336,10 @@ pub struct ReconciliationRunRequest {
     /// The settlement day, `YYYY-MM-DD`.
     #[schema(example = "2026-11-24", format = Date)]
     pub date: String,
+    /// The PSP to reconcile (`sandbox`, `stripe`; Adyen settles per batch: see `ferropay
+    /// reconcile --psp adyen --file`); default: the default PSP.
+    #[schema(example = "stripe")]
+    pub psp: Option<String>,
 }
 
 /// The report of a reconciliation run (`lines`, `matched`, `breaks`, `run_id`, …).

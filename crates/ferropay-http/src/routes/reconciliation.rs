@@ -103,6 +103,9 @@ pub async fn resolve_break(
 #[serde(deny_unknown_fields)]
 pub struct RunInput {
     date: String,
+    /// The PSP to reconcile; default: the default PSP.
+    #[serde(default)]
+    psp: Option<String>,
 }
 
 /// Fetch a day's settlement file from the PSP and reconcile it now, as the nightly run does.
@@ -110,6 +113,7 @@ pub struct RunInput {
     request_body = schemas::ReconciliationRunRequest,
     responses(
         (status = 201, description = "The run's report", body = schemas::ReconciliationReport),
+        (status = 400, description = "Not a date, or no PSP of that name", body = schemas::ErrorBody),
         (status = 413, description = "The body is larger than 64 KiB", body = schemas::ErrorBody),
         (status = 502, description = "The PSP refused to give the file", body = schemas::ErrorBody),
         (status = 503, description = "The PSP is unavailable", body = schemas::ErrorBody,
@@ -122,7 +126,18 @@ pub async fn run(
 ) -> Result<Response, ApiError> {
     let date =
         parse_date(&body.typed.date).map_err(|message| ApiError::invalid("date", message))?;
-    let reconciler = service.reconciler();
+    let reconciler = match &body.typed.psp {
+        None => service.reconciler(),
+        Some(psp) => {
+            if service.connectors.get(psp).is_none() {
+                return Err(ApiError::invalid(
+                    "psp",
+                    format!("no PSP named `{psp}` is configured"),
+                ));
+            }
+            service.psp_reconciler(psp)?
+        }
+    };
     // A run outlives a client that hangs up: its row and postings are never left half done.
     let run =
         tokio::spawn(async move { reconciler.reconcile_day(date, &std::env::temp_dir()).await });
