@@ -43,10 +43,7 @@ impl Command for ApplyEvent {
             PspEventKind::Refund(update) | PspEventKind::Payout(update) => {
                 Some(update.reference.clone())
             }
-            PspEventKind::Dispute(update) => update
-                .payment_reference
-                .clone()
-                .or_else(|| update.psp_payment_reference.clone()),
+            PspEventKind::Dispute(update) => Some(update.psp_dispute_id.clone()),
             PspEventKind::Other => None,
         };
         staged.push(Effect::Event {

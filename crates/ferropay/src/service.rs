@@ -19,7 +19,7 @@ use crate::payin::request::{CreatePaymentInput, NewPayment};
 use crate::payin::{poll, register};
 use crate::payout::{self, PayoutInput, PayoutView};
 use crate::psp::registry::Connectors;
-use crate::psp::{Connector, WebhookAck, WebhookError};
+use crate::psp::{Connector, PspEventKind, WebhookAck, WebhookError};
 use crate::reconcile::Reconciler;
 use crate::refund::{self, RefundInput, RefundView};
 use crate::secret::Secret;
@@ -156,7 +156,17 @@ impl Ferropay {
         raw_body: &[u8],
     ) -> Result<(Vec<ApplyResult>, WebhookAck), WebhookRejection> {
         let connector = self.webhook_connector(psp)?;
-        let events = connector.verify_webhook(signature, raw_body, now_s())?;
+        let mut events = connector.verify_webhook(signature, raw_body, now_s())?;
+        for event in &mut events {
+            // A dispute names the payment as the PSP knows it (Stripe: its PaymentIntent).
+            if let PspEventKind::Dispute(update) = &mut event.kind
+                && let Some(id) =
+                    crate::payin::repo::resolve_payment_id(&self.store, psp, &update.reference)
+                        .await?
+            {
+                update.reference = id;
+            }
+        }
         let mut results = Vec::with_capacity(events.len());
         for event in events {
             let command = ApplyEvent {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use ferropay::psp::MadeByKey;
 use ferropay::psp::adyen::AdyenConfig;
 use ferropay::psp::config::PspSettings;
 use ferropay::psp::registry::Routing;
@@ -845,6 +846,23 @@ async fn stripe_connect_payouts(db: Db) {
         )
         .await;
     assert_eq!(rig.app.wallet_minor("seller_a", "USD").await, 0);
+    // "Was it made?", asked by our key (reverse only on proof): yes, and paid; another key: no.
+    let stripe = rig.app.service().connectors.of("stripe").unwrap().clone();
+    match stripe
+        .payout_by_key(payout["id"].as_str().unwrap())
+        .await
+        .unwrap()
+    {
+        MadeByKey::Made { psp_id, settled } => {
+            assert!(psp_id.starts_with("tr_"), "{psp_id}");
+            assert!(settled.is_some_and(|s| s.succeeded && s.amount_minor == Some(1500)));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        stripe.payout_by_key("pout_never_sent").await.unwrap(),
+        MadeByKey::NotMade
+    );
 
     let response = rig
         .app

@@ -68,6 +68,25 @@ pub async fn load_view_on(conn: &mut AnyConnection, payment_id: &str) -> Result<
     })
 }
 
+/// Our payment id for what a PSP calls `reference`: the payment itself when it is our id, else the
+/// payment registered with `psp` under that PSP reference (Stripe's disputes name the
+/// PaymentIntent, not our id). `None` when neither.
+pub async fn resolve_payment_id(
+    store: &Store,
+    psp: &str,
+    reference: &str,
+) -> Result<Option<String>> {
+    let row = sqlx::query(
+        "SELECT id FROM payments WHERE id = $1 \
+         UNION ALL SELECT id FROM payments WHERE psp = $2 AND psp_reference = $1",
+    )
+    .bind(reference)
+    .bind(psp)
+    .fetch_optional(store.pool())
+    .await?;
+    Ok(row.map(|row| row.try_get("id")).transpose()?)
+}
+
 /// Locks the payment row for the rest of the transaction (PostgreSQL row lock; SQLite's write
 /// transaction already holds the database's one write lock).
 pub(crate) async fn lock_payment(

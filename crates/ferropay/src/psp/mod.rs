@@ -7,14 +7,20 @@
 //! - [`adyen`]: Adyen (Pay by Link, refunds by PSP reference, HMAC-signed notifications);
 //! - [`registry`]: the connectors configured at once, and the rule that picks one per payment;
 //! - [`config`]: the connectors' settings, from `ferropay.toml`, the environment and files;
-//! - [`signature`]: the `t=…,v1=…` HMAC-SHA256 webhook signature (the sandbox's and Stripe's).
+//! - [`signature`]: the `t=…,v1=…` HMAC-SHA256 webhook signature (the sandbox's and Stripe's);
+//! - [`dispute`], [`lookup`]: disputes as PSPs report them; what a PSP made of a call by its key.
 
 pub mod adyen;
 pub mod config;
+pub mod dispute;
+pub mod lookup;
 pub mod registry;
 pub mod sandbox;
 pub mod signature;
 pub mod stripe;
+
+pub use dispute::{DisputeStatus, DisputeUpdate};
+pub use lookup::MadeByKey;
 
 use std::future::Future;
 use std::path::Path;
@@ -106,8 +112,8 @@ pub enum PspEventKind {
     Refund(SettlementUpdate),
     /// A payout settled: `payout.paid|failed`.
     Payout(SettlementUpdate),
-    /// A dispute (chargeback) opened, moved or closed at the PSP: recorded; the dispute flow
-    /// acts on it.
+    /// A dispute opened or decided (Stripe's `charge.dispute.*`, Adyen's `CHARGEBACK*`): recorded;
+    /// the dispute flow acts on it.
     Dispute(DisputeUpdate),
     /// A type this version does not act on; recorded and acknowledged.
     Other,
@@ -124,37 +130,6 @@ pub struct SettlementUpdate {
     pub amount_minor: Option<i64>,
     pub currency: Option<String>,
     pub failure_code: Option<String>,
-}
-
-/// A dispute as the PSP reports it (Stripe's `charge.dispute.*`, Adyen's `CHARGEBACK*`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DisputeUpdate {
-    /// The PSP's id for the dispute (Stripe `du_…`; Adyen: the chargeback's PSP reference).
-    pub psp_dispute_id: String,
-    /// Our payment id, when the notification carries it.
-    pub payment_reference: Option<String>,
-    /// The disputed payment's reference at the PSP (Stripe's charge or payment intent; Adyen's
-    /// original PSP reference).
-    pub psp_payment_reference: Option<String>,
-    pub stage: DisputeStage,
-    /// The disputed amount, positive.
-    pub amount_minor: Option<i64>,
-    pub currency: Option<String>,
-    /// The PSP's reason code, as it says it.
-    pub reason: Option<String>,
-}
-
-/// Where a dispute stands, in ferropay's words (each connector maps its own statuses).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DisputeStage {
-    /// Opened (Stripe `needs_response`/`warning_needs_response`; Adyen `CHARGEBACK`).
-    Opened,
-    /// Evidence sent, the bank is deciding.
-    UnderReview,
-    /// Closed in our favour (Stripe `won`; Adyen `CHARGEBACK_REVERSED`).
-    Won,
-    /// Closed against us (Stripe `lost`; Adyen `SECOND_CHARGEBACK`).
-    Lost,
 }
 
 /// A refund we ask the PSP to make.
@@ -264,6 +239,54 @@ pub trait Connector: Send + Sync {
     /// streamed chunk by chunk so memory does not grow with the file. Answers the bytes written.
     fn settlement_file<'a>(&'a self, date: time::Date, destination: &'a Path)
     -> PspFuture<'a, u64>;
+
+    /// The refund that our `create_refund` with this idempotency key (our refund id) made, if it
+    /// took effect: asked before a refusal is believed, so that only the PSP's "not made" (or
+    /// "failed") fails a refund. A PSP that cannot answer leaves the refund pending.
+    fn refund_by_key<'a>(&'a self, idempotency_key: &'a str) -> PspFuture<'a, MadeByKey> {
+        Box::pin(async move {
+            Err(PspError::Retryable(format!(
+                "{} cannot look up refund {idempotency_key} by its idempotency key",
+                self.name()
+            )))
+        })
+    }
+
+    /// The payout that our `create_payout` with this idempotency key (our payout id) made, if it
+    /// took effect (see [`Connector::refund_by_key`]).
+    fn payout_by_key<'a>(&'a self, idempotency_key: &'a str) -> PspFuture<'a, MadeByKey> {
+        Box::pin(async move {
+            Err(PspError::Retryable(format!(
+                "{} cannot look up payout {idempotency_key} by its idempotency key",
+                self.name()
+            )))
+        })
+    }
+
+    /// A dispute as the PSP has it now (reconciliation heals a dispute whose webhook was lost).
+    fn dispute_status<'a>(&'a self, psp_dispute_id: &'a str) -> PspFuture<'a, DisputeUpdate> {
+        Box::pin(async move {
+            Err(PspError::Permanent(format!(
+                "{} cannot tell dispute {psp_dispute_id}",
+                self.name()
+            )))
+        })
+    }
+
+    /// Sends the merchant's evidence on a dispute; answers the dispute as it then stands.
+    fn submit_dispute_evidence<'a>(
+        &'a self,
+        psp_dispute_id: &'a str,
+        evidence: &'a str,
+    ) -> PspFuture<'a, DisputeUpdate> {
+        let _ = evidence;
+        Box::pin(async move {
+            Err(PspError::Permanent(format!(
+                "{} takes no evidence on dispute {psp_dispute_id}",
+                self.name()
+            )))
+        })
+    }
 
     /// The header that carries this PSP's webhook signature; `None` when the signature is in
     /// the body (Adyen's `additionalData.hmacSignature`).

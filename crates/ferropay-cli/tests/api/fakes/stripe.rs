@@ -753,6 +753,16 @@ impl StripeFake {
                 .get(*id)
                 .cloned()
                 .ok_or_else(|| no_such("refund", id)),
+            ["transfers"] => {
+                let group = param(query, "transfer_group");
+                let data = books
+                    .transfers
+                    .values()
+                    .filter(|t| group.is_none_or(|g| t["transfer_group"] == g))
+                    .cloned()
+                    .collect();
+                Ok(list("/v1/transfers", data))
+            }
             ["transfers", id] => books
                 .transfers
                 .get(*id)

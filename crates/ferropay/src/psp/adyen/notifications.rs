@@ -12,17 +12,17 @@
 //! | `OFFER_CLOSED`, `EXPIRE` | `true` | payment expired |
 //! | `REFUND` | `true` / `false` | refund succeeded / failed |
 //! | `REFUND_FAILED`, `REFUNDED_REVERSED` | any | refund failed |
-//! | `NOTIFICATION_OF_CHARGEBACK`, `CHARGEBACK`, `REQUEST_FOR_INFORMATION` | any | dispute opened |
-//! | `PREARBITRATION_OPEN`, `INFORMATION_SUPPLIED` | any | dispute under review |
-//! | `CHARGEBACK_REVERSED`, `PREARBITRATION_WON` | any | dispute won |
-//! | `SECOND_CHARGEBACK`, `PREARBITRATION_LOST` | any | dispute lost |
+//! | `NOTIFICATION_OF_CHARGEBACK`, `CHARGEBACK`, `REQUEST_FOR_INFORMATION` | any | dispute `needs_response` |
+//! | `PREARBITRATION_OPEN`, `INFORMATION_SUPPLIED` | any | dispute `under_review` |
+//! | `CHARGEBACK_REVERSED`, `PREARBITRATION_WON` | any | dispute `won` |
+//! | `SECOND_CHARGEBACK`, `PREARBITRATION_LOST` | any | dispute `lost` |
 //! | anything else | | recorded |
 
 use serde_json::Value;
 
 use super::hmac;
 use crate::psp::{
-    DisputeStage, DisputeUpdate, PaymentUpdate, PspEvent, PspEventKind, PspOutcome,
+    DisputeStatus, DisputeUpdate, PaymentUpdate, PspEvent, PspEventKind, PspOutcome,
     SettlementUpdate, WebhookError,
 };
 
@@ -97,16 +97,28 @@ fn event_of(item: &Value, index: usize, now_s: i64) -> Result<PspEvent, WebhookE
             }),
         })
     };
-    let dispute = |stage: DisputeStage| {
-        PspEventKind::Dispute(DisputeUpdate {
+    let dispute = |status: DisputeStatus| -> Result<PspEventKind, WebhookError> {
+        let missing = |what: &str| {
+            WebhookError::MalformedBody(format!(
+                "notificationItems[{index}]: a {code} without {what}"
+            ))
+        };
+        Ok(PspEventKind::Dispute(DisputeUpdate {
             psp_dispute_id: psp_reference.to_owned(),
-            payment_reference: Some(merchant_reference.to_owned()).filter(|r| !r.is_empty()),
-            psp_payment_reference: original.clone(),
-            stage,
-            amount_minor,
-            currency: currency.clone(),
-            reason: item["reason"].as_str().map(str::to_owned),
-        })
+            reference: Some(merchant_reference)
+                .filter(|r| !r.is_empty())
+                .ok_or_else(|| missing("merchantReference"))?
+                .to_owned(),
+            amount_minor: amount_minor.ok_or_else(|| missing("amount.value"))?,
+            currency: currency.clone().ok_or_else(|| missing("amount.currency"))?,
+            reason: item["additionalData"]["chargebackReasonCode"]
+                .as_str()
+                .or_else(|| item["reason"].as_str())
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+            status,
+        }))
     };
     let kind = match (code, success) {
         ("AUTHORISATION" | "CAPTURE", true) => payment(PspOutcome::Succeeded, None),
@@ -117,11 +129,11 @@ fn event_of(item: &Value, index: usize, now_s: i64) -> Result<PspEvent, WebhookE
         ("REFUND", succeeded) => refund(succeeded),
         ("REFUND_FAILED" | "REFUNDED_REVERSED", _) => refund(false),
         ("NOTIFICATION_OF_CHARGEBACK" | "CHARGEBACK" | "REQUEST_FOR_INFORMATION", _) => {
-            dispute(DisputeStage::Opened)
+            dispute(DisputeStatus::NeedsResponse)?
         }
-        ("PREARBITRATION_OPEN" | "INFORMATION_SUPPLIED", _) => dispute(DisputeStage::UnderReview),
-        ("CHARGEBACK_REVERSED" | "PREARBITRATION_WON", _) => dispute(DisputeStage::Won),
-        ("SECOND_CHARGEBACK" | "PREARBITRATION_LOST", _) => dispute(DisputeStage::Lost),
+        ("PREARBITRATION_OPEN" | "INFORMATION_SUPPLIED", _) => dispute(DisputeStatus::UnderReview)?,
+        ("CHARGEBACK_REVERSED" | "PREARBITRATION_WON", _) => dispute(DisputeStatus::Won)?,
+        ("SECOND_CHARGEBACK" | "PREARBITRATION_LOST", _) => dispute(DisputeStatus::Lost)?,
         _ => PspEventKind::Other,
     };
     let created_s = item["eventDate"]
@@ -188,7 +200,7 @@ mod tests {
         assert_eq!(events[1].kind, PspEventKind::Other);
         assert!(matches!(events[2].kind, PspEventKind::Refund(ref u) if !u.succeeded));
         assert!(
-            matches!(events[3].kind, PspEventKind::Dispute(ref d) if d.stage == DisputeStage::Opened)
+            matches!(events[3].kind, PspEventKind::Dispute(ref d) if d.status == DisputeStatus::NeedsResponse && d.reference == "pay_1")
         );
         assert_eq!(events[4].kind, PspEventKind::Other);
     }

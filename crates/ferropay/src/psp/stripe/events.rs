@@ -121,25 +121,28 @@ pub fn transfer_update(transfer: &Value) -> Option<SettlementUpdate> {
     })
 }
 
+/// A dispute: `reference` is the disputed PaymentIntent until ferropay resolves it to our payment
+/// (a dispute carries no metadata of ours; `Ferropay::handle_webhook` finds the payment by its
+/// PSP reference).
 fn dispute(object: &Value) -> Option<DisputeUpdate> {
     Some(DisputeUpdate {
         psp_dispute_id: object["id"].as_str()?.to_owned(),
-        payment_reference: object["metadata"][PAYMENT_KEY].as_str().map(str::to_owned),
-        psp_payment_reference: object["payment_intent"]
+        reference: object["metadata"][PAYMENT_KEY]
             .as_str()
-            .or_else(|| object["charge"].as_str())
-            .map(str::to_owned),
-        stage: status::dispute_stage(object["status"].as_str()?)?,
-        amount_minor: object["amount"].as_i64(),
-        currency: object["currency"].as_str().map(str::to_ascii_uppercase),
-        reason: object["reason"].as_str().map(str::to_owned),
+            .or_else(|| object["payment_intent"].as_str())
+            .or_else(|| object["charge"].as_str())?
+            .to_owned(),
+        amount_minor: object["amount"].as_i64()?,
+        currency: object["currency"].as_str()?.to_ascii_uppercase(),
+        reason: object["reason"].as_str().unwrap_or("general").to_owned(),
+        status: status::dispute_status(object["status"].as_str()?)?,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::psp::DisputeStage;
+    use crate::psp::DisputeStatus;
     use serde_json::json;
 
     fn event(kind: &str, object: Value) -> Vec<u8> {
@@ -208,8 +211,9 @@ mod tests {
         else {
             panic!("not a dispute")
         };
-        assert_eq!(update.stage, DisputeStage::Opened);
-        assert_eq!(update.psp_payment_reference.as_deref(), Some("pi_1"));
+        assert_eq!(update.status, DisputeStatus::NeedsResponse);
+        assert_eq!(update.reference, "pi_1");
+        assert_eq!((update.amount_minor, &update.currency[..]), (1750, "USD"));
     }
 
     #[test]

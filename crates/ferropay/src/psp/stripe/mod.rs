@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{
-    Accepted, Connector, PayoutRequest, PspError, PspEvent, PspFuture, PspSession,
+    Accepted, Connector, MadeByKey, PayoutRequest, PspError, PspEvent, PspFuture, PspSession,
     PspSessionStatus, RefundRequest, SessionRequest, SettlementUpdate, WebhookError,
 };
 use crate::secret::Secret;
@@ -364,6 +364,24 @@ impl Connector for StripeConnector {
         destination: &'a Path,
     ) -> PspFuture<'a, u64> {
         Box::pin(report::write_day(self, date, destination))
+    }
+
+    fn payout_by_key<'a>(&'a self, idempotency_key: &'a str) -> PspFuture<'a, MadeByKey> {
+        Box::pin(async move {
+            // Our transfers carry the payout id as their `transfer_group`.
+            let list: List = serde_json::from_value(
+                self.get("/v1/transfers", &[("transfer_group", idempotency_key)])
+                    .await?,
+            )
+            .map_err(|e| PspError::Retryable(format!("unreadable transfer list: {e}")))?;
+            Ok(match list.data.first() {
+                None => MadeByKey::NotMade,
+                Some(transfer) => MadeByKey::Made {
+                    psp_id: id_of(transfer, "transfer")?,
+                    settled: events::transfer_update(transfer),
+                },
+            })
+        })
     }
 
     fn signature_header(&self) -> Option<&'static str> {

@@ -15,14 +15,14 @@
 //! | `succeeded` | succeeded |
 //! | `failed`, `canceled` | failed |
 //!
-//! | Dispute `status` | ferropay dispute stage |
+//! | Dispute `status` | ferropay dispute |
 //! |---|---|
-//! | `warning_needs_response`, `needs_response` | opened |
-//! | `warning_under_review`, `under_review` | under review |
-//! | `won`, `warning_closed` | won |
-//! | `lost` | lost |
+//! | `warning_needs_response`, `needs_response` | `needs_response` |
+//! | `warning_under_review`, `under_review` | `under_review` |
+//! | `won`, `warning_closed` | `won` |
+//! | `lost` | `lost` |
 
-use crate::psp::{DisputeStage, PspSessionStatus};
+use crate::psp::{DisputeStatus, PspSessionStatus};
 
 /// A Checkout Session's state (see the table above).
 pub fn session_status(
@@ -81,12 +81,12 @@ pub const REFUND_EVENTS: [&str; 4] = [
 ];
 
 /// A dispute's stage (see the table above).
-pub fn dispute_stage(status: &str) -> Option<DisputeStage> {
+pub fn dispute_status(status: &str) -> Option<DisputeStatus> {
     Some(match status {
-        "warning_needs_response" | "needs_response" => DisputeStage::Opened,
-        "warning_under_review" | "under_review" => DisputeStage::UnderReview,
-        "won" | "warning_closed" => DisputeStage::Won,
-        "lost" => DisputeStage::Lost,
+        "warning_needs_response" | "needs_response" => DisputeStatus::NeedsResponse,
+        "warning_under_review" | "under_review" => DisputeStatus::UnderReview,
+        "won" | "warning_closed" => DisputeStatus::Won,
+        "lost" => DisputeStatus::Lost,
         _ => return None,
     })
 }
@@ -133,8 +133,11 @@ mod tests {
         assert_eq!(refund_settled("succeeded"), Some(true));
         assert_eq!(refund_settled("canceled"), Some(false));
         assert_eq!(refund_settled("pending"), None);
-        assert_eq!(dispute_stage("needs_response"), Some(DisputeStage::Opened));
-        assert_eq!(dispute_stage("lost"), Some(DisputeStage::Lost));
-        assert_eq!(dispute_stage("charge_refunded"), None);
+        assert_eq!(
+            dispute_status("needs_response"),
+            Some(DisputeStatus::NeedsResponse)
+        );
+        assert_eq!(dispute_status("lost"), Some(DisputeStatus::Lost));
+        assert_eq!(dispute_status("charge_refunded"), None);
     }
 }
