@@ -183,6 +183,10 @@ struct ServeArgs {
     /// The in-process sandbox's review delay for card 4000 0000 0000 0259, in seconds.
     #[arg(long, env = "FERROPAY_REVIEW_DELAY_S", default_value_t = 5)]
     review_delay_s: u64,
+    /// The in-process sandbox disputes a payment made with card 4000 0000 0000 2685 this long
+    /// after it succeeded, in seconds.
+    #[arg(long, env = "FERROPAY_DISPUTE_DELAY_S", default_value_t = 10)]
+    dispute_delay_s: u64,
     /// The in-process sandbox's API key, which its settlement files
     /// (GET /v1/settlements/YYYY-MM-DD.csv) need; default: a new one at each start, printed.
     #[arg(long, env = "FERROPAY_SANDBOX_API_KEY", hide_env_values = true)]
@@ -372,6 +376,10 @@ struct SandboxArgs {
     webhook_reorder: bool,
     #[arg(long, env = "FERROPAY_REVIEW_DELAY_S", default_value_t = 5)]
     review_delay_s: u64,
+    /// Card 4000 0000 0000 2685's payments are disputed this long after they succeed, in
+    /// seconds.
+    #[arg(long, env = "FERROPAY_DISPUTE_DELAY_S", default_value_t = 10)]
+    dispute_delay_s: u64,
     /// How long a session stays open before it expires, in seconds.
     #[arg(long, env = "FERROPAY_SESSION_TTL_S", default_value_t = 3600)]
     session_ttl_s: u64,
@@ -662,6 +670,7 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 public_url: args.sandbox_public_url,
                 merchant_name: args.sandbox_merchant_name,
                 review_delay_ms: args.review_delay_s.saturating_mul(1000),
+                dispute_delay_ms: args.dispute_delay_s.saturating_mul(1000),
                 faults: Faults {
                     webhook_latency_ms: args.sandbox_webhook_latency_ms,
                     ..Faults::default()
@@ -804,6 +813,7 @@ async fn sandbox_command(args: SandboxArgs) -> anyhow::Result<ExitCode> {
             public_url: args.public_url,
             merchant_name: args.merchant_name,
             review_delay_ms: args.review_delay_s.saturating_mul(1000),
+            dispute_delay_ms: args.dispute_delay_s.saturating_mul(1000),
             session_ttl_ms: args.session_ttl_s.saturating_mul(1000),
             webhook_retry_base_ms: args.webhook_retry_base_ms,
             webhook_retry_max_ms: args.webhook_retry_max_ms,

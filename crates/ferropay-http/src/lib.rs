@@ -34,6 +34,12 @@ pub fn router(service: Ferropay) -> Router {
             post(routes::refunds::create).get(routes::refunds::list),
         )
         .route("/v1/refunds", get(routes::refunds::list_all))
+        .route("/v1/payments/{id}/disputes", get(routes::disputes::list))
+        .route("/v1/disputes", get(routes::disputes::list_all))
+        .route(
+            "/v1/disputes/{id}/evidence",
+            post(routes::disputes::submit_evidence),
+        )
         .route("/v1/sellers/{seller_id}/wallet", get(routes::wallets::show))
         .route(
             "/v1/sellers/{seller_id}/payouts",

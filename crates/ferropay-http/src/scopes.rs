@@ -30,6 +30,9 @@ pub const ROUTES: &[(&str, &str, &[Scope])] = &[
     ("POST", "/v1/payments/{id}/refunds", &[Payments]),
     ("GET", "/v1/payments/{id}/refunds", READ_PAYMENTS),
     ("GET", "/v1/refunds", READ_PAYMENTS),
+    ("GET", "/v1/payments/{id}/disputes", READ_PAYMENTS),
+    ("GET", "/v1/disputes", READ_PAYMENTS),
+    ("POST", "/v1/disputes/{id}/evidence", &[Payments]),
     (
         "GET",
         "/v1/sellers/{seller_id}/wallet",

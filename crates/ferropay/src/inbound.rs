@@ -1,13 +1,13 @@
 //! Inbound PSP webhooks, after their signature is verified: the event as one command to the
 //! money engine ([`ApplyEvent`]). Decided in the engine's batch: a duplicate event id changes
 //! nothing; otherwise its dedupe row is written with whatever the event moves (a payment, a
-//! refund or a payout), in the batch's one commit.
+//! refund, a payout or a dispute), in the batch's one commit.
 
 use crate::engine::{Command, Effect, Keys, Staged, View};
 use crate::error::Result;
 use crate::payin::apply::{self, ApplyResult};
 use crate::psp::{PspEvent, PspEventKind};
-use crate::{payout, refund};
+use crate::{dispute, payout, refund};
 
 /// A verified webhook event from `psp`.
 pub struct ApplyEvent {
@@ -27,7 +27,8 @@ impl Command for ApplyEvent {
             PspEventKind::Payment(update) => apply::add_keys(keys, update),
             PspEventKind::Refund(update) => refund::add_settlement_keys(keys, update),
             PspEventKind::Payout(update) => payout::add_settlement_keys(keys, update),
-            PspEventKind::Dispute(_) | PspEventKind::Other => {}
+            PspEventKind::Dispute(update) => dispute::add_keys(keys, update),
+            PspEventKind::Other => {}
         }
     }
 
@@ -80,8 +81,25 @@ impl Command for ApplyEvent {
                     changed: settled != payout::Settled::Unchanged,
                 }
             }
-            // Recorded with its reference; the dispute flow is what moves money on it.
-            PspEventKind::Dispute(_) | PspEventKind::Other => ApplyResult::Ignored,
+            PspEventKind::Dispute(update) => {
+                let applied = dispute::decide(view, staged, psp, update)?;
+                match applied {
+                    dispute::DisputeApplied::UnknownPayment => ApplyResult::UnknownPayment {
+                        reference: update.reference.clone(),
+                    },
+                    dispute::DisputeApplied::Moved { .. } => ApplyResult::Settled {
+                        reference: update.psp_dispute_id.clone(),
+                        outcome: "dispute_moved",
+                        changed: true,
+                    },
+                    dispute::DisputeApplied::Unchanged { .. } => ApplyResult::Settled {
+                        reference: update.psp_dispute_id.clone(),
+                        outcome: "dispute_unchanged",
+                        changed: false,
+                    },
+                }
+            }
+            PspEventKind::Other => ApplyResult::Ignored,
         })
     }
 }

@@ -10,6 +10,7 @@ pub mod api_keys;
 pub mod background;
 pub mod backlog;
 pub mod clock;
+pub mod dispute;
 pub mod engine;
 pub mod error;
 pub mod events;

@@ -4,6 +4,11 @@
 //! `ApplyEvent` and the poller's `ApplyPaymentUpdate`, against SQLite. After every delivery the payment's status is the pure state machine's, it
 //! never moves backwards, and the ledger holds at most one capture; at the end the sellers'
 //! wallets hold exactly what a success owes them and `ledger verify` passes.
+//!
+//! A second property covers late captures of a checkout paid again: a payment our side expired
+//! or failed, whose checkout another payment has paid, then succeeds at the PSP (delivered any
+//! number of times, by webhook or poll, among contrary events): it is captured once and refunded
+//! in full at once, and its sellers have nothing of it available.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -219,6 +224,147 @@ fn generated_event_sequences_apply_like_the_pure_state_machine() {
     let result = runner.run(&any_case(), |case| {
         let n = case_no.fetch_add(1, Ordering::SeqCst);
         runtime.block_on(check(&store, &engine, n, case))
+    });
+    let report = runtime
+        .block_on(ferropay::ledger::verify::verify(&store))
+        .unwrap();
+    runtime.block_on(store.close());
+    let _ = std::fs::remove_dir_all(&dir);
+    result.unwrap();
+    assert!(report.ok(), "{report:?}");
+}
+
+#[derive(Clone, Debug)]
+struct LateCase {
+    /// What our side decided first: `Failed` or `Expired`.
+    ours: PspOutcome,
+    /// The deliveries after the checkout was paid again: the PSP's success among noise.
+    deliveries: Vec<(PspOutcome, bool)>,
+    orders_minor: Vec<i64>,
+}
+
+fn any_late_case() -> impl Strategy<Value = LateCase> {
+    let noise = proptest::sample::select(vec![
+        PspOutcome::Processing,
+        PspOutcome::Succeeded,
+        PspOutcome::Failed,
+        PspOutcome::Expired,
+    ]);
+    (
+        proptest::sample::select(vec![PspOutcome::Failed, PspOutcome::Expired]),
+        proptest::collection::vec((noise, any::<bool>()), 0..6),
+        any::<bool>(),
+        proptest::collection::vec(1..=100_000_i64, 1..4),
+    )
+        .prop_map(|(ours, mut deliveries, via_poll, orders_minor)| {
+            // The PSP's success comes at least once.
+            deliveries.push((PspOutcome::Succeeded, via_poll));
+            LateCase {
+                ours,
+                deliveries,
+                orders_minor,
+            }
+        })
+}
+
+async fn check_late(
+    store: &Store,
+    engine: &Engine,
+    case_no: usize,
+    case: LateCase,
+) -> Result<(), TestCaseError> {
+    let payment_id = insert_payment(store, case_no, &case.orders_minor).await;
+    let total: i64 = case.orders_minor.iter().sum();
+    let submit = |outcome: PspOutcome, via_poll: bool, n: usize| {
+        let update = update(&payment_id, outcome, total);
+        async move {
+            if via_poll {
+                engine
+                    .submit(ApplyPaymentUpdate {
+                        psp: PSP.into(),
+                        update,
+                        fallback_fee_bps: 0,
+                    })
+                    .await
+                    .unwrap();
+            } else {
+                engine
+                    .submit(ApplyEvent {
+                        psp: PSP.into(),
+                        event: PspEvent {
+                            id: format!("evt_late_{case_no}_{n}"),
+                            event_type: format!("payment.{outcome:?}").to_lowercase(),
+                            created_s: 0,
+                            kind: PspEventKind::Payment(update),
+                        },
+                        fallback_fee_bps: 0,
+                    })
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    submit(case.ours, true, 0).await;
+    // The buyer paid the checkout again, with another payment.
+    let other = format!("pay_case_{case_no}_again");
+    sqlx::query(
+        "INSERT INTO payments (id, checkout_id, buyer_id, currency, amount_minor, status, psp, \
+         created_at_ms, updated_at_ms) VALUES ($1, $2, 'buyer', 'EUR', $3, 'succeeded', $4, 0, 0)",
+    )
+    .bind(&other)
+    .bind(format!("chk_{case_no}"))
+    .bind(total)
+    .bind(PSP)
+    .execute(store.pool())
+    .await
+    .unwrap();
+    for (n, (outcome, via_poll)) in case.deliveries.iter().enumerate() {
+        submit(*outcome, *via_poll, n + 1).await;
+    }
+    let (status, captures) = status_and_captures(store, &payment_id).await;
+    prop_assert_eq!(status, PaymentStatus::Succeeded);
+    prop_assert_eq!(captures, 1);
+    let row = sqlx::query(
+        "SELECT duplicate_of, (SELECT COUNT(*) FROM refunds r WHERE r.payment_id = p.id \
+         AND r.status = 'pending') AS refunds, (SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) \
+         FROM refunds r WHERE r.payment_id = p.id) AS refunded FROM payments p WHERE p.id = $1",
+    )
+    .bind(&payment_id)
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    prop_assert_eq!(row.get::<Option<String>, _>("duplicate_of"), Some(other));
+    prop_assert_eq!(row.get::<i64, _>("refunds"), case.orders_minor.len() as i64);
+    prop_assert_eq!(row.get::<i64, _>("refunded"), total);
+    for (position, amount_minor) in case.orders_minor.iter().enumerate() {
+        let wallet = ferropay::wallet::balances(store, &seller(case_no, position))
+            .await
+            .unwrap();
+        // Captured, and all of it held for the refund on its way.
+        prop_assert_eq!(wallet.iter().map(|b| b.amount).sum::<i64>(), *amount_minor);
+        prop_assert_eq!(wallet.iter().map(|b| b.available).sum::<i64>(), 0);
+    }
+    Ok(())
+}
+
+#[test]
+fn a_late_capture_of_a_checkout_paid_again_is_captured_once_and_refunded_at_once() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = std::env::temp_dir().join(format!("ferropay-prop-{}", uuid::Uuid::now_v7()));
+    let url = format!("sqlite://{}/ferropay.db", dir.display());
+    let store = runtime.block_on(Store::open(&url, 2)).unwrap();
+    let engine = runtime
+        .block_on(async { Engine::start(store.clone(), Default::default()) })
+        .unwrap();
+    let case_no = AtomicUsize::new(0);
+    let mut runner = TestRunner::new(Config {
+        cases: 48,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let result = runner.run(&any_late_case(), |case| {
+        let n = case_no.fetch_add(1, Ordering::SeqCst);
+        runtime.block_on(check_late(&store, &engine, n, case))
     });
     let report = runtime
         .block_on(ferropay::ledger::verify::verify(&store))

@@ -8,6 +8,8 @@ use crate::clock::year_month;
 pub(crate) enum CardOutcome {
     /// Succeeds at once.
     Succeed,
+    /// Succeeds at once; the buyer's bank disputes it `dispute_delay_ms` later.
+    SucceedThenDispute,
     /// Declined at once with this failure code.
     Decline(&'static str),
     /// Asks for a 3-D Secure challenge first.
@@ -24,7 +26,7 @@ pub(crate) struct TestCard {
     pub(crate) does: &'static str,
 }
 
-pub(crate) const TEST_CARDS: [TestCard; 6] = [
+pub(crate) const TEST_CARDS: [TestCard; 7] = [
     TestCard {
         number: "4242424242424242",
         outcome: CardOutcome::Succeed,
@@ -49,6 +51,11 @@ pub(crate) const TEST_CARDS: [TestCard; 6] = [
         number: "4000000000000259",
         outcome: CardOutcome::Review,
         does: "held for review, then succeeds",
+    },
+    TestCard {
+        number: "4000000000002685",
+        outcome: CardOutcome::SucceedThenDispute,
+        does: "succeeds, then is disputed (chargeback) after the dispute delay",
     },
     TestCard {
         number: "4000000000000119",

@@ -56,6 +56,17 @@ impl ApiError {
         }
     }
 
+    /// 503 answered while an outage is switched on (`POST /v1/test/outage`).
+    pub(crate) fn outage() -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            kind: "api_error",
+            code: "outage",
+            message: "the sandbox is in an outage (POST /v1/test/outage); try again later"
+                .to_owned(),
+        }
+    }
+
     /// 500 answered by fault injection.
     pub(crate) fn injected() -> Self {
         Self {

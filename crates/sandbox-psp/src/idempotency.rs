@@ -68,6 +68,16 @@ impl IdempotencyRecords {
         }
     }
 
+    /// The id of what a key's request created (its recorded 2xx answer's `id`), if it created
+    /// something: how a client that lost the answer finds out whether its call took effect.
+    pub(crate) fn created_id(&self, scope: Scope, key: &str) -> Option<String> {
+        let record = self.records.get(&(scope, key.to_owned()))?;
+        if !record.answer.status.is_success() {
+            return None;
+        }
+        record.answer.body.get("id")?.as_str().map(str::to_owned)
+    }
+
     pub(crate) fn record(
         &mut self,
         scope: Scope,

@@ -10,14 +10,22 @@
 //! | `GET /v1/payment_sessions/{token}` | the session with its current `status` and `failure_code` |
 //! | `GET /v1/payment_sessions?reference=R` | `{"data": [sessions…]}` whose merchant reference is R |
 //! | `POST /v1/refunds`, `GET /v1/refunds/{id}` | refunds, settled later by webhook |
+//! | `GET /v1/refunds?idempotency_key=K` | `{"data": [refund]}` the POST with key K made, or `[]` |
 //! | `POST /v1/payouts`, `GET /v1/payouts/{id}` | payouts to sellers, settled later by webhook |
+//! | `GET /v1/payouts?idempotency_key=K` | `{"data": [payout]}` the POST with key K made, or `[]` |
 //! | `GET /pay/{token}`, `POST /pay/{token}` | the hosted payment page |
 //! | `POST /pay/{token}/challenge` | the 3-D Secure challenge |
 //! | `GET /assets/hosted-page.js`, `GET /favicon.ico` | the hosted page's script and icon |
 //! | `GET /v1/settlements/{YYYY-MM-DD}.csv` | that UTC day's settlement file (CSV, below) |
 //! | `POST /v1/test/settlement_faults`, `DELETE …` | test hook: make settlement files wrong on purpose |
-//! | `POST /v1/test/chargebacks` | test hook: a chargeback on a succeeded payment |
+//! | `GET /v1/disputes/{id}` | a dispute (chargeback) and where it stands |
+//! | `POST /v1/disputes/{id}/evidence` | the merchant's evidence: `needs_response` → `under_review` |
+//! | `POST /v1/test/disputes/{id}/decide` | test hook: `{"outcome": "won" \| "lost"}` |
+//! | `POST /v1/test/chargebacks` | test hook: a dispute on a succeeded payment, its webhook lost |
 //! | `POST /v1/test/lost_webhooks` | test hook: never send webhooks about these merchant references |
+//! | `POST /v1/test/outage`, `GET …` | test hook: every other `/v1/*` call answers 503 while down |
+//! | `POST /v1/test/unauthorized_after_effect` | test hook: the next N refund/payout creations answer 401 after taking place |
+//! | `POST /v1/test/unauthorized_before_effect` | test hook: the next N refund/payout creations or look-ups by key answer 401, doing nothing |
 //!
 //! # Decisions beyond the contract
 //!
@@ -100,15 +108,36 @@
 //!   payment for a reference nobody registered (ids fixed when the faults are set, dated at the
 //!   start of the day asked for). The payout line adds up the lines as written. The answer echoes
 //!   the faults with the unknown lines' references. `DELETE` clears them.
+//! - **Disputes.** Card `4000 0000 0000 2685` succeeds, and `dispute_delay_ms` later (default
+//!   10 s; `--dispute-delay-s`) the buyer's bank disputes the whole payment (reason
+//!   `fraudulent`): webhook `dispute.created` with data `{id, payment_token, psp_reference,
+//!   reference, amount, currency, reason, status: "needs_response", evidence_submitted,
+//!   created}`, and the funds leave the merchant's balance (a `chargeback` line that day, fee
+//!   `chargeback_fee_minor`). `POST /v1/disputes/{id}/evidence` `{text}` (1–20,000 characters,
+//!   with an `Idempotency-Key`) moves an open dispute to `under_review` and answers it (400 once
+//!   decided). The test hook `POST /v1/test/disputes/{id}/decide` `{"outcome": "won"|"lost"}`
+//!   decides an open one: `dispute.won` (the funds come back: a `chargeback_reversal` line that
+//!   day, gross `+amount`, no fee) or `dispute.lost`. `GET /v1/disputes/{id}` shows one.
 //! - **Chargebacks** (test hook): `POST /v1/test/chargebacks` with `{payment_token |
-//!   psp_reference, amount?}` (default: the whole payment; 400 if the payment has not succeeded or
-//!   the amount exceeds it, 404 if unknown) records a chargeback dated now, 201 with its id. It
-//!   appears in the settlement file only; no webhook is sent.
+//!   psp_reference, amount?, reason?, notify?}` (default: the whole payment, `fraudulent`; 400
+//!   if the payment has not succeeded or the amount exceeds it, 404 if unknown) opens a dispute
+//!   now, 201 with the dispute. Without `"notify": true` no webhook is sent (a dispute whose
+//!   webhook was lost): only the settlement file and `GET /v1/disputes/{id}` tell of it.
 //! - **Lost webhooks** (test hook): `POST /v1/test/lost_webhooks` with `{"references":
 //!   [merchant reference…]}` (at most 1,000 in all) adds to the references whose webhook events
 //!   are never sent from then on, as if every delivery were lost; answers the whole list. The
 //!   sessions move as usual, so the payment shows in the settlement file and in
 //!   `GET /v1/payment_sessions`.
+//! - **Outage** (test hook): `POST /v1/test/outage` with `{"down": true}` makes every `/v1/*`
+//!   call but the test hooks answer 503 `outage` (before the key check) until `{"down":
+//!   false}`; the hosted page and webhooks go on. Answers (and `GET` shows) `{down,
+//!   refused_calls}`, the calls refused since the outage began.
+//! - **Lie after the effect** (test hook): `POST /v1/test/unauthorized_after_effect` with
+//!   `{"count": N}` (0–100): the next N `POST /v1/refunds` or `POST /v1/payouts` that succeed
+//!   take place (and settle as usual) but answer 401 `invalid_api_key`, as an expired or rotated
+//!   key may answer a retry that the provider had already served.
+//!   `POST /v1/test/unauthorized_before_effect` with `{"count": N}`: the next N refund or payout
+//!   creations, or look-ups of one by `idempotency_key`, answer 401 and do nothing.
 //! - **Secrets.** `SandboxConfig`'s `Debug` hides the API key and the webhook secret; nothing
 //!   logs them, nor card numbers.
 //! - **Lifetime.** [`spawn`] serves in background tasks; dropping the [`SandboxHandle`] leaves it
@@ -118,6 +147,7 @@ mod api;
 mod background;
 mod cards;
 mod clock;
+mod disputes;
 mod errors;
 mod faults;
 mod hosted_page;
@@ -130,6 +160,7 @@ mod request;
 mod sessions;
 mod settlements;
 mod store;
+mod test_hooks;
 mod webhooks;
 
 use std::fmt;
@@ -184,6 +215,8 @@ pub struct SandboxConfig {
     pub settlement_fee_fixed_minor: i64,
     /// The fee on each chargeback, in minor units of its currency.
     pub chargeback_fee_minor: i64,
+    /// Card `4000 0000 0000 2685`: the payment succeeds, and is disputed this long after.
+    pub dispute_delay_ms: u64,
     /// Injected faults.
     pub faults: Faults,
 }
@@ -205,6 +238,7 @@ impl Default for SandboxConfig {
             settlement_fee_bps: 290,
             settlement_fee_fixed_minor: 30,
             chargeback_fee_minor: 1_500,
+            dispute_delay_ms: 10_000,
             faults: Faults::default(),
         }
     }
@@ -231,6 +265,7 @@ impl fmt::Debug for SandboxConfig {
                 &self.settlement_fee_fixed_minor,
             )
             .field("chargeback_fee_minor", &self.chargeback_fee_minor)
+            .field("dispute_delay_ms", &self.dispute_delay_ms)
             .field("faults", &self.faults)
             .finish()
     }
@@ -265,6 +300,8 @@ pub(crate) struct App {
     store: Mutex<Store>,
     pub(crate) background: Background,
     pub(crate) http: reqwest::Client,
+    /// The outage and lie-after-effect test switches.
+    pub(crate) switches: test_hooks::TestSwitches,
 }
 
 impl App {
@@ -309,6 +346,7 @@ pub async fn spawn(
         store: Mutex::new(Store::default()),
         background,
         http,
+        switches: test_hooks::TestSwitches::default(),
     });
     app.background.submit(sessions::sweep_expired(app.clone()));
 
@@ -343,21 +381,40 @@ fn routes(app: AppState) -> Router {
             post(api::create_session).get(api::list_sessions),
         )
         .route("/payment_sessions/{token}", get(api::get_session))
-        .route("/refunds", post(refunds::create))
+        .route("/refunds", post(refunds::create).get(refunds::find_by_key))
         .route("/refunds/{id}", get(refunds::get))
-        .route("/payouts", post(payouts::create))
+        .route("/payouts", post(payouts::create).get(payouts::find_by_key))
         .route("/payouts/{id}", get(payouts::get))
         .route("/settlements/{file}", get(settlements::file))
         .route(
             "/test/settlement_faults",
             post(settlements::set_faults).delete(settlements::clear_faults),
         )
-        .route("/test/chargebacks", post(settlements::create_chargeback))
+        .route("/test/chargebacks", post(disputes::create_chargeback))
+        .route("/disputes/{id}", get(disputes::get))
+        .route("/disputes/{id}/evidence", post(disputes::submit_evidence))
+        .route("/test/disputes/{id}/decide", post(disputes::decide))
         .route("/test/lost_webhooks", post(settlements::lose_webhooks))
+        .route(
+            "/test/outage",
+            post(test_hooks::set_outage).get(test_hooks::get_outage),
+        )
+        .route(
+            "/test/unauthorized_after_effect",
+            post(test_hooks::set_unauthorized_after_effect),
+        )
+        .route(
+            "/test/unauthorized_before_effect",
+            post(test_hooks::set_unauthorized_before_effect),
+        )
         .fallback(api::not_found)
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             api::require_api_key,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            test_hooks::apply_switches,
         ))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),

@@ -158,6 +158,32 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct ByKey {
+    idempotency_key: Option<String>,
+}
+
+/// `GET /v1/refunds?idempotency_key=K` → `{"data": [refund]}`: the refund that the `POST` with
+/// this key created, or an empty list when that call never took effect.
+pub(crate) async fn find_by_key(
+    State(app): State<AppState>,
+    axum::extract::Query(query): axum::extract::Query<ByKey>,
+) -> Result<Json<Value>, ApiError> {
+    let key = query
+        .idempotency_key
+        .filter(|key| !key.is_empty())
+        .ok_or_else(|| ApiError::invalid_field("idempotency_key is required"))?;
+    let store = app.store();
+    let found: Vec<Value> = store
+        .idempotency
+        .created_id(Scope::Refunds, &key)
+        .and_then(|id| store.refunds.get(&id))
+        .map(|refund| refund.to_json())
+        .into_iter()
+        .collect();
+    Ok(Json(json!({ "data": found })))
+}
+
 /// `GET /v1/refunds/{id}`.
 pub(crate) async fn get(
     State(app): State<AppState>,

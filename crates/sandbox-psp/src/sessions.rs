@@ -206,7 +206,7 @@ pub(crate) fn attempt_card(
         }
         session.card_last4 = Some(card_last4);
         match outcome {
-            CardOutcome::Succeed => {
+            CardOutcome::Succeed | CardOutcome::SucceedThenDispute => {
                 let event = session.move_to(Transition::Succeeded);
                 (Attempted::Decided(session.clone()), Some(event))
             }
@@ -234,6 +234,10 @@ pub(crate) fn attempt_card(
     if outcome == CardOutcome::Review {
         app.background
             .submit(finish_review(app.clone(), token.to_owned()));
+    }
+    if outcome == CardOutcome::SucceedThenDispute && matches!(attempted, Attempted::Decided(_)) {
+        app.background
+            .submit(crate::disputes::open_later(app.clone(), token.to_owned()));
     }
     attempted
 }

@@ -1,11 +1,12 @@
 //! Settlement files (`GET /v1/settlements/{YYYY-MM-DD}.csv`): what the PSP did with the
 //! merchant's money on one UTC day, one CSV line per movement, and what it paid to the bank.
 //! Also the test hooks that make a file wrong on purpose (`/v1/test/settlement_faults`), that
-//! inject chargebacks (`POST /v1/test/chargebacks`), and that lose a payment's webhooks so that
+//! lose a payment's webhooks so that
 //! only reconciliation can find it (`POST /v1/test/lost_webhooks`).
 //!
 //! Lines, in this order: payments (by the time they succeeded), succeeded refunds (by the time
-//! they settled), chargebacks (by the time they were injected), the injected unknown lines, then
+//! they settled), chargebacks (by the time their dispute opened) and chargeback reversals (by
+//! the time their dispute was won), the injected unknown lines, then
 //! one `payout_to_bank` line per currency. Amounts are signed from the point of view of the
 //! merchant's balance at the PSP: a payment adds (`gross > 0`), a refund or chargeback takes
 //! (`gross < 0`), and the payout moves the day's net to the bank (`gross = net = -(sum of the
@@ -20,9 +21,9 @@ use axum::{Json, body::Bytes};
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::clock::{civil_from_unix_s, rfc3339, unix_now_s, unix_s_of_date};
+use crate::clock::{civil_from_unix_s, rfc3339, unix_s_of_date};
 use crate::errors::ApiError;
-use crate::request::{Fields, json_object};
+use crate::request::json_object;
 use crate::sessions::SessionStatus;
 use crate::store::new_id;
 
@@ -32,17 +33,6 @@ pub const HEADER: &str =
 
 /// At most this many references per fault list, and unknown lines per file.
 const FAULTS_MAX: usize = 1_000;
-
-/// A chargeback injected by `POST /v1/test/chargebacks`.
-#[derive(Debug, Clone)]
-pub(crate) struct Chargeback {
-    id: String,
-    /// The disputed payment's merchant reference and currency.
-    reference: String,
-    currency: String,
-    amount: i64,
-    created_unix_s: i64,
-}
 
 /// Discrepancies injected into every settlement file until replaced or cleared. A reference
 /// names a line by its `psp_reference` or its `merchant_reference`.
@@ -238,20 +228,36 @@ fn render(app: &AppState, day_start_s: i64) -> String {
             })
             .collect();
         let mut chargebacks: Vec<Line> = store
-            .chargebacks
+            .disputes
             .iter()
-            .filter(|chargeback| day.contains(&chargeback.created_unix_s))
-            .map(|chargeback| Line {
-                psp_reference: chargeback.id.clone(),
-                merchant_reference: chargeback.reference.clone(),
+            .filter(|dispute| day.contains(&dispute.created_unix_s))
+            .map(|dispute| Line {
+                psp_reference: dispute.id.clone(),
+                merchant_reference: dispute.reference.clone(),
                 refund_reference: None,
                 kind: "chargeback",
-                created_unix_s: chargeback.created_unix_s,
-                currency: chargeback.currency.clone(),
-                gross: -chargeback.amount,
+                created_unix_s: dispute.created_unix_s,
+                currency: dispute.currency.clone(),
+                gross: -dispute.amount,
                 fee: config.chargeback_fee_minor,
             })
             .collect();
+        // A won dispute gives the funds back on the day it was decided, without a fee.
+        chargebacks.extend(store.disputes.iter().filter_map(|dispute| {
+            let decided = dispute.decided_unix_s?;
+            (dispute.status == crate::disputes::DisputeStatus::Won && day.contains(&decided)).then(
+                || Line {
+                    psp_reference: dispute.id.clone(),
+                    merchant_reference: dispute.reference.clone(),
+                    refund_reference: None,
+                    kind: "chargeback_reversal",
+                    created_unix_s: decided,
+                    currency: dispute.currency.clone(),
+                    gross: dispute.amount,
+                    fee: 0,
+                },
+            )
+        }));
         let by_time = |a: &Line, b: &Line| {
             (a.created_unix_s, &a.psp_reference).cmp(&(b.created_unix_s, &b.psp_reference))
         };
@@ -408,66 +414,6 @@ pub(crate) async fn lose_webhooks(
     let mut listed: Vec<&String> = store.lost_webhook_references.iter().collect();
     listed.sort();
     Ok(Json(json!({ "references": listed })))
-}
-
-/// `POST /v1/test/chargebacks` `{payment_token | psp_reference, amount?}`: the buyer's bank took
-/// back (part of) a succeeded payment. It shows in today's settlement file; no webhook is sent.
-pub(crate) async fn create_chargeback(
-    State(app): State<AppState>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let body = json_object(&body)?;
-    let fields = Fields::of(&body)?;
-    let payment = match (
-        fields.optional_text("payment_token")?,
-        fields.optional_text("psp_reference")?,
-    ) {
-        (Some(token), _) => token,
-        (None, Some(psp_reference)) => psp_reference,
-        (None, None) => {
-            return Err(ApiError::invalid_field(
-                "payment_token or psp_reference is required",
-            ));
-        }
-    };
-    let amount = match body.get("amount") {
-        None | Some(Value::Null) => None,
-        Some(_) => Some(fields.amount("amount")?),
-    };
-    let mut store = app.store();
-    let Some(session) = store.session_by_token_or_psp_reference(&payment) else {
-        return Err(ApiError::not_found(
-            "no payment has this payment_token or psp_reference",
-        ));
-    };
-    if session.status != SessionStatus::Succeeded {
-        return Err(ApiError::invalid_field(
-            "only a succeeded payment can be charged back",
-        ));
-    }
-    let amount = amount.unwrap_or(session.amount);
-    if amount > session.amount {
-        return Err(ApiError::invalid_field(
-            "amount must not exceed the payment's amount",
-        ));
-    }
-    let chargeback = Chargeback {
-        id: new_id("cb_"),
-        reference: session.reference.clone(),
-        currency: session.currency.clone(),
-        amount,
-        created_unix_s: unix_now_s(),
-    };
-    let answer = json!({
-        "id": chargeback.id,
-        "reference": chargeback.reference,
-        "psp_reference": session.psp_reference,
-        "amount": chargeback.amount,
-        "currency": chargeback.currency,
-        "created": chargeback.created_unix_s,
-    });
-    store.chargebacks.push(chargeback);
-    Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 
 #[cfg(test)]

@@ -5,11 +5,12 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use tokio::time::Instant;
 
+use crate::disputes::Dispute;
 use crate::idempotency::IdempotencyRecords;
 use crate::payouts::Payout;
 use crate::refunds::Refund;
 use crate::sessions::Session;
-use crate::settlements::{Chargeback, SettlementFaults};
+use crate::settlements::SettlementFaults;
 
 #[derive(Default)]
 pub(crate) struct Store {
@@ -27,8 +28,8 @@ pub(crate) struct Store {
     /// By id.
     pub(crate) payouts: HashMap<String, Payout>,
     pub(crate) idempotency: IdempotencyRecords,
-    /// Injected by `POST /v1/test/chargebacks`, in creation order.
-    pub(crate) chargebacks: Vec<Chargeback>,
+    /// Disputes (chargebacks), in creation order.
+    pub(crate) disputes: Vec<Dispute>,
     /// Injected by `POST /v1/test/settlement_faults`.
     pub(crate) settlement_faults: SettlementFaults,
     /// Merchant references whose webhooks are never sent (`POST /v1/test/lost_webhooks`).

@@ -1129,3 +1129,146 @@ async fn settlement_files_list_the_day_with_fees_and_the_payout() {
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
     h.sandbox.shutdown();
 }
+
+// ---------------------------------------------------------------- disputes and test switches
+
+#[tokio::test]
+async fn a_disputed_card_is_charged_back_then_won_with_its_lines_and_webhooks() {
+    let h = start(|c| c.dispute_delay_ms = 50).await;
+    let session = h.new_session("pay_disputed").await;
+    let token = token_of(&session);
+    h.pay(&token, "4000 0000 0000 2685").await;
+    let created = h
+        .hooks
+        .wait_until("dispute.created", |events| {
+            events.iter().any(|e| e["type"] == "dispute.created")
+        })
+        .await;
+    let dispute = created
+        .iter()
+        .find(|e| e["type"] == "dispute.created")
+        .unwrap()["data"]
+        .clone();
+    assert_eq!(dispute["reference"], "pay_disputed");
+    assert_eq!(dispute["payment_token"], token.as_str());
+    assert_eq!(dispute["amount"], 1750);
+    assert_eq!(dispute["reason"], "fraudulent");
+    assert_eq!(dispute["status"], "needs_response");
+    let id = dispute["id"].as_str().unwrap();
+
+    // Evidence: under review; a body without text is refused.
+    let evidence = h
+        .post_json(
+            &format!("/v1/disputes/{id}/evidence"),
+            Some("ev-1"),
+            &json!({"text": "signed for"}),
+        )
+        .await;
+    assert_eq!(evidence.status(), StatusCode::OK);
+    let evidence: Value = evidence.json().await.unwrap();
+    assert_eq!(evidence["status"], "under_review");
+    assert_eq!(evidence["evidence_submitted"], true);
+    let no_text = h
+        .post_json(
+            &format!("/v1/disputes/{id}/evidence"),
+            Some("ev-2"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(no_text.status(), StatusCode::BAD_REQUEST);
+
+    let won = h
+        .post_json(
+            &format!("/v1/test/disputes/{id}/decide"),
+            None,
+            &json!({"outcome": "won"}),
+        )
+        .await;
+    assert_eq!(won.status(), StatusCode::OK);
+    h.hooks.wait_for(id, "dispute.won").await;
+    let again = h
+        .post_json(
+            &format!("/v1/test/disputes/{id}/decide"),
+            None,
+            &json!({"outcome": "lost"}),
+        )
+        .await;
+    assert_eq!(again.status(), StatusCode::BAD_REQUEST, "decided once");
+    let (status, shown) = h.get_json(&format!("/v1/disputes/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(shown["status"], "won");
+
+    // The day: the payment, its chargeback (with the fee), the reversal (without), the payout.
+    let (_, rows) = h.settlement().await;
+    let kinds: Vec<&str> = rows.iter().map(|r| r[2].as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "payment",
+            "chargeback",
+            "chargeback_reversal",
+            "payout_to_bank"
+        ],
+        "{rows:?}"
+    );
+    let chargeback = &rows[1];
+    assert_eq!(chargeback[0], id);
+    assert_eq!(chargeback[1], "pay_disputed");
+    assert_eq!(
+        (amount(chargeback, 5), amount(chargeback, 6)),
+        (-1750, 1500)
+    );
+    let reversal = &rows[2];
+    assert_eq!(reversal[0], id);
+    assert_eq!((amount(reversal, 5), amount(reversal, 6)), (1750, 0));
+    let nets: i64 = rows.iter().map(|r| amount(r, 7)).sum();
+    assert_eq!(nets, 0);
+    h.sandbox.shutdown();
+}
+
+#[tokio::test]
+async fn an_outage_refuses_the_api_and_a_lie_after_the_effect_is_found_by_key() {
+    let h = start(|_| {}).await;
+    let session = h.new_session("pay_switches").await;
+    let token = token_of(&session);
+    h.pay(&token, CARD_OK).await;
+
+    let down = h
+        .post_json("/v1/test/outage", None, &json!({"down": true}))
+        .await;
+    assert_eq!(down.status(), StatusCode::OK);
+    let (status, _) = h.get_json(&format!("/v1/payment_sessions/{token}")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let (_, outage) = h.get_json("/v1/test/outage").await;
+    assert_eq!(outage, json!({"down": true, "refused_calls": 1}));
+    h.post_json("/v1/test/outage", None, &json!({"down": false}))
+        .await;
+    assert_eq!(h.session(&token).await["status"], "succeeded");
+
+    // Nothing made under this key yet.
+    let (status, none) = h.get_json("/v1/payouts?idempotency_key=pout_1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(none, json!({"data": []}));
+    h.post_json(
+        "/v1/test/unauthorized_after_effect",
+        None,
+        &json!({"count": 1}),
+    )
+    .await;
+    let payout =
+        json!({"amount": 500, "currency": "USD", "destination": "seller_a", "reference": "pout_1"});
+    let lied = h.post_json("/v1/payouts", Some("pout_1"), &payout).await;
+    assert_eq!(lied.status(), StatusCode::UNAUTHORIZED);
+    // It was made all the same: found by its key, and it settles.
+    let (_, found) = h.get_json("/v1/payouts?idempotency_key=pout_1").await;
+    assert_eq!(found["data"].as_array().unwrap().len(), 1);
+    assert_eq!(found["data"][0]["reference"], "pout_1");
+    let id = found["data"][0]["id"].as_str().unwrap().to_owned();
+    h.hooks.wait_for(&id, "payout.paid").await;
+    // Once only: the retry replays the same payout.
+    let retried = h.post_json("/v1/payouts", Some("pout_1"), &payout).await;
+    assert_eq!(retried.status(), StatusCode::CREATED);
+    let retried: Value = retried.json().await.unwrap();
+    assert_eq!(retried["id"], id.as_str());
+    h.sandbox.shutdown();
+}

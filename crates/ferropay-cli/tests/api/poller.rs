@@ -123,7 +123,151 @@ async fn a_webhook_that_settles_the_payment_cancels_its_poll(db: Db) {
     );
 }
 
+/// A PSP outage of an hour: every poll of every pending payment fails, many more times than a
+/// job may fail before it is dead-lettered, and backs off to the ceiling; none is
+/// dead-lettered. Once the PSP is back (and the clock has moved on an hour), every pending
+/// payment settles as the PSP decided.
+async fn an_hour_long_psp_outage_delays_payments_but_never_dead_letters_their_polls(db: Db) {
+    let sandbox = sandbox_psp::spawn(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        SandboxConfig {
+            webhook_url: String::new(),
+            ..AppOptions::default().sandbox
+        },
+    )
+    .await
+    .unwrap();
+    let max_attempts = 3;
+    let options = AppOptions {
+        psp_url: Some(sandbox.base_url.clone()),
+        poll_after_ms: 100,
+        jobs: ferropay::jobs::JobsConfig {
+            retry: ferropay::jobs::RetryPolicy {
+                base_delay_ms: 20,
+                max_delay_ms: 100,
+                max_attempts,
+            },
+            ..test_jobs_config()
+        },
+        ..AppOptions::default()
+    };
+    let Some(mut app) = spawn_app_with(db, options).await else {
+        sandbox.shutdown();
+        return;
+    };
+    app.sandbox_url = sandbox.base_url.clone();
+    let mut payments = Vec::new();
+    for (i, _) in [CARD_OK, CARD_DECLINED, CARD_OK].iter().enumerate() {
+        payments.push(app.create_payment(&format!("chk_outage_{i}")).await);
+    }
+    // The PSP's API goes down; its hosted page still takes the buyers' cards.
+    let outage = |down: bool| {
+        let app = &app;
+        async move {
+            app.http
+                .post(format!("{}/v1/test/outage", app.sandbox_url))
+                .bearer_auth(PSP_API_KEY)
+                .json(&serde_json::json!({ "down": down }))
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    outage(true).await;
+    for (payment, card) in payments.iter().zip([CARD_OK, CARD_DECLINED, CARD_OK]) {
+        app.pay(payment, card).await;
+    }
+    // Many more failed polls than a job may fail: still queued, none dead.
+    let refused_at_least = (3 * (max_attempts + 2)) as u64;
+    eventually(
+        std::time::Duration::from_secs(20),
+        "the polls keep failing",
+        || async {
+            let state = app
+                .http
+                .get(format!("{}/v1/test/outage", app.sandbox_url))
+                .bearer_auth(PSP_API_KEY)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap();
+            state["refused_calls"].as_u64().unwrap() >= refused_at_least
+        },
+    )
+    .await;
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM jobs WHERE status = 'dead'")
+            .await,
+        0
+    );
+    // An hour on: the payments are an hour old, so the polls back off to the ceiling.
+    let store = &app.service().store;
+    sqlx::query("UPDATE payments SET created_at_ms = created_at_ms - 3600000")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let ceiling_ms = ferropay::payin::poll::MAX_POLL_INTERVAL_MS;
+    eventually(
+        std::time::Duration::from_secs(30),
+        "every poll waits the ceiling",
+        || async {
+            let now = ferropay::clock::now_ms();
+            let waiting: i64 = sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM jobs WHERE kind = 'payin.poll_session' \
+                 AND status = 'queued' AND due_at_ms > $1",
+            )
+            .bind(now + ceiling_ms - 60_000)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+            waiting == 3
+        },
+    )
+    .await;
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM jobs WHERE status = 'dead'")
+            .await,
+        0
+    );
+    for payment in &payments {
+        assert_eq!(
+            app.get_payment(payment["id"].as_str().unwrap()).await["status"],
+            "requires_payment"
+        );
+    }
+    // The PSP is back, and the clock has moved past the polls' time.
+    let state = outage(false).await;
+    assert_eq!(state["down"], false);
+    sqlx::query(
+        "UPDATE jobs SET due_at_ms = $1 WHERE kind = 'payin.poll_session' AND status = 'queued'",
+    )
+    .bind(ferropay::clock::now_ms())
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let id = |i: usize| payments[i]["id"].as_str().unwrap().to_owned();
+    app.wait_for_status(&id(0), "succeeded").await;
+    app.wait_for_status(&id(1), "failed").await;
+    app.wait_for_status(&id(2), "succeeded").await;
+    assert_eq!(app.wallet_minor("seller_a", "USD").await, 3_000);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM jobs WHERE status = 'dead'")
+            .await,
+        0
+    );
+    let report = app.verify_ledger().await;
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.transactions, 2);
+    sandbox.shutdown();
+}
+
 db_test!(
+    an_hour_long_psp_outage_delays_payments_but_never_dead_letters_their_polls,
     lost_webhooks_are_made_good_by_polling,
     an_expired_session_expires_the_payment,
     a_webhook_that_settles_the_payment_cancels_its_poll,

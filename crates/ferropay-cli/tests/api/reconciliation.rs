@@ -48,7 +48,7 @@ fn ferropay(args: &[&str]) -> (i32, String) {
 
 impl TestApp {
     /// `POST` to one of the sandbox's test hooks.
-    async fn sandbox_hook(&self, path: &str, body: Value) -> Value {
+    pub(crate) async fn sandbox_hook(&self, path: &str, body: Value) -> Value {
         let response = self
             .http
             .post(format!("{}{path}", self.sandbox_url))
@@ -108,7 +108,7 @@ impl TestApp {
     }
 
     /// `POST /v1/reconciliation/runs` for today's file: the report (201).
-    async fn reconcile_today_via_api(&self) -> Value {
+    pub(crate) async fn reconcile_today_via_api(&self) -> Value {
         let response = self
             .http
             .post(format!("{}/v1/reconciliation/runs", self.base_url))
@@ -134,7 +134,7 @@ impl TestApp {
     }
 
     /// A paid payment: created, paid with `card`, and waited for until `status`.
-    async fn paid(&self, checkout_id: &str, card: &str, status: &str) -> Value {
+    pub(crate) async fn paid(&self, checkout_id: &str, card: &str, status: &str) -> Value {
         let payment = self.create_payment(checkout_id).await;
         self.pay(&payment, card).await;
         self.wait_for_status(payment["id"].as_str().unwrap(), status)
@@ -160,7 +160,7 @@ impl TestApp {
 }
 
 /// The breaks of `report` of one kind.
-fn of_kind<'a>(report: &'a Value, kind: &str) -> Vec<&'a Value> {
+pub(crate) fn of_kind<'a>(report: &'a Value, kind: &str) -> Vec<&'a Value> {
     report["breaks"]
         .as_array()
         .unwrap()
@@ -169,7 +169,7 @@ fn of_kind<'a>(report: &'a Value, kind: &str) -> Vec<&'a Value> {
         .collect()
 }
 
-fn id_of(payment: &Value) -> &str {
+pub(crate) fn id_of(payment: &Value) -> &str {
     payment["id"].as_str().unwrap()
 }
 
@@ -688,38 +688,56 @@ async fn a_file_that_is_not_a_settlement_file_is_refused(db: Db) {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-async fn a_chargeback_is_left_for_an_operator_and_the_bank_pays_the_psp(db: Db) {
+/// A chargeback the PSP sent no webhook about (a dispute whose webhook was lost): the file's
+/// `chargeback` line is healed by asking the PSP for the dispute, which books the withdrawal
+/// from the sellers; the day leaves no open break and `psp_receivable` at zero.
+async fn a_chargeback_without_its_webhook_is_healed_and_the_bank_pays_the_psp(db: Db) {
     let Some(app) = spawn_app(db).await else {
         return;
     };
     let payment = app.paid("chk_disputed", CARD_OK, "succeeded").await;
     let session = app.psp_sessions_for(id_of(&payment)).await.remove(0);
-    app.sandbox_hook(
-        "/v1/test/chargebacks",
-        json!({"psp_reference": session["psp_reference"]}),
-    )
-    .await;
+    let dispute = app
+        .sandbox_hook(
+            "/v1/test/chargebacks",
+            json!({"psp_reference": session["psp_reference"]}),
+        )
+        .await;
+    assert_eq!(app.wallet_minor("seller_a", "USD").await, 1500);
     let report = app.reconcile_today_via_api().await;
-    // The payment and the payout match; the chargeback is not in our books.
+    // The payment, the chargeback (healed) and the payout match.
     assert_eq!(report["lines"], 3, "{report:#}");
-    assert_eq!(report["matched"], 2, "{report:#}");
-    let disputed = of_kind(&report, "missing_in_ledger");
-    assert_eq!(disputed.len(), 1, "{report:#}");
-    assert!(
-        disputed[0]["psp_reference"]
-            .as_str()
-            .unwrap()
-            .starts_with("cb_")
+    assert_eq!(report["matched"], 3, "{report:#}");
+    let healed = of_kind(&report, "missing_in_ledger");
+    assert_eq!(healed.len(), 1, "{report:#}");
+    assert_eq!(healed[0]["psp_reference"], dispute["id"]);
+    assert_eq!(healed[0]["merchant_reference"], id_of(&payment));
+    assert_eq!(healed[0]["auto_healed"], true, "{report:#}");
+    assert_eq!(
+        report["breaks"].as_array().unwrap().len(),
+        1,
+        "nothing else: {report:#}"
     );
-    assert_eq!(disputed[0]["merchant_reference"], id_of(&payment));
-    assert_eq!(disputed[0]["auto_healed"], false);
+    // The dispute is booked: the sellers gave their shares back.
+    let disputes = app
+        .get_json(&format!("/v1/payments/{}/disputes", id_of(&payment)))
+        .await;
+    assert_eq!(disputes["data"][0]["psp_dispute_id"], dispute["id"]);
+    assert_eq!(disputes["data"][0]["status"], "needs_response");
+    assert_eq!(disputes["data"][0]["amount"], 1750);
+    assert_eq!(app.wallet_minor("seller_a", "USD").await, 0);
+    assert_eq!(app.wallet_minor("seller_b", "USD").await, 0);
     // The chargeback and its 1500 fee exceed the day's sales: the PSP takes the difference
     // from our bank (1750 - 81 - 1750 - 1500 = -1581).
     assert_eq!(app.account_sum("bank", "USD").await, -1581);
     assert_eq!(app.account_sum("psp_fees:sandbox", "USD").await, 81 + 1500);
-    // What the PSP took back is what the open break explains.
-    assert_eq!(app.account_sum("psp_receivable:sandbox", "USD").await, 1750);
+    assert_eq!(app.account_sum("psp_receivable:sandbox", "USD").await, 0);
     assert!(app.verify_ledger().await.ok());
+    // Read again, the file changes nothing.
+    let again = app.reconcile_today_via_api().await;
+    assert_eq!(again["matched"], 3, "{again:#}");
+    assert_eq!(app.account_sum("psp_receivable:sandbox", "USD").await, 0);
+    assert_eq!(app.wallet_minor("seller_a", "USD").await, 0);
 }
 
 /// `GET /v1/reconciliation/settlement_files/{date}`: the PSP's file of the day through ferropay,
@@ -789,7 +807,7 @@ db_test!(
     the_days_settlement_file_comes_through_ferropay,
     a_healed_payment_is_split_at_its_own_platform_fee,
     a_missing_in_ledger_break_closes_once_the_ledger_has_it,
-    a_chargeback_is_left_for_an_operator_and_the_bank_pays_the_psp,
+    a_chargeback_without_its_webhook_is_healed_and_the_bank_pays_the_psp,
     every_discrepancy_is_reported_as_its_kind_and_a_lost_payment_is_healed,
     a_clean_day_settles_to_the_bank_once_and_the_books_balance,
     a_file_that_is_not_a_settlement_file_is_refused,

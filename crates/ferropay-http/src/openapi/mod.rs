@@ -24,7 +24,7 @@ pub const SECURITY_SCHEME: &str = "api_key";
 #[openapi(
     info(
         title = "ferropay",
-        description = "The payment system of an online marketplace: payments through a PSP's hosted page, split across sellers; refunds; payouts; events; reconciliation.",
+        description = "The payment system of an online marketplace: payments through a PSP's hosted page, split across sellers; refunds; disputes; payouts; events; reconciliation.",
         license(name = "Proprietary")
     ),
     paths(
@@ -34,6 +34,9 @@ pub const SECURITY_SCHEME: &str = "api_key";
         routes::refunds::create,
         routes::refunds::list,
         routes::refunds::list_all,
+        routes::disputes::list,
+        routes::disputes::list_all,
+        routes::disputes::submit_evidence,
         routes::wallets::show,
         routes::payouts::create,
         routes::payouts::list,
@@ -66,6 +69,7 @@ pub const SECURITY_SCHEME: &str = "api_key";
     tags(
         (name = "payments", description = "Payments of checkouts, split across sellers"),
         (name = "refunds", description = "Money back to buyers, per order"),
+        (name = "disputes", description = "Chargebacks: money a buyer's bank took back, and the merchant's answer"),
         (name = "payouts", description = "Money on to sellers"),
         (name = "wallets", description = "What the platform owes each seller"),
         (name = "events", description = "Every state change, oldest first"),

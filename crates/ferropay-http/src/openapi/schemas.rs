@@ -80,6 +80,59 @@ pub enum RefundStatus {
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+pub enum DisputeStatus {
+    NeedsResponse,
+    UnderReview,
+    Won,
+    Lost,
+}
+
+/// A dispute (chargeback): what the buyer's bank took back of a payment, through the PSP.
+#[derive(Serialize, ToSchema)]
+pub struct Dispute {
+    pub id: String,
+    pub payment_id: String,
+    /// Only forward: `needs_response` → `under_review` → `won` | `lost`.
+    pub status: DisputeStatus,
+    /// Minor units: what the PSP took back (taken from the sellers' wallets and the platform's
+    /// fees at once; given back if the dispute is won).
+    pub amount: i64,
+    pub currency: String,
+    /// The card network's reason (`fraudulent`, `product_not_received`, …).
+    #[schema(example = "fraudulent")]
+    pub reason: String,
+    /// The PSP's id of the dispute (its settlement lines' `psp_reference`).
+    pub psp_dispute_id: String,
+    pub evidence_submitted: bool,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+}
+
+/// `POST /v1/disputes/{id}/evidence`.
+#[derive(Serialize, ToSchema)]
+pub struct DisputeEvidence {
+    /// Delivery proof, correspondence, terms: what the PSP passes to the card network.
+    #[schema(min_length = 1, max_length = 20000)]
+    pub text: String,
+}
+
+/// A payment's disputes, oldest first (all of them).
+#[derive(Serialize, ToSchema)]
+pub struct DisputesOfPayment {
+    pub data: Vec<Dispute>,
+}
+
+/// A page of disputes, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct DisputeList {
+    pub data: Vec<Dispute>,
+    pub has_more: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum PayoutStatus {
     Pending,
     InTransit,

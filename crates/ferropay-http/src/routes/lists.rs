@@ -5,6 +5,7 @@
 use ferropay::error::Result;
 use ferropay::lists::{Page, PaymentFilter, PayoutFilter, RefundFilter, parse_time_ms};
 use ferropay::payin::model::PaymentStatus;
+use ferropay::psp::DisputeStatus;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -182,5 +183,34 @@ fn one_of(field: &str, value: &Option<String>, allowed: &[&str]) -> Result<Optio
             format!("must be one of {}", allowed.join(", ")),
         )),
         other => Ok(other.clone()),
+    }
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DisputeListQuery {
+    /// Items per page (default 20).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
+    limit: Option<String>,
+    /// The id of the last item of the previous page: the page starts after it.
+    starting_after: Option<String>,
+    /// Only disputes in this status.
+    #[param(value_type = Option<crate::openapi::schemas::DisputeStatus>)]
+    status: Option<String>,
+}
+
+impl DisputeListQuery {
+    pub fn parse(&self) -> Result<(Option<DisputeStatus>, Page)> {
+        let status = match &self.status {
+            None => None,
+            Some(text) => Some(DisputeStatus::parse(text).ok_or_else(|| {
+                ferropay::Error::invalid(
+                    "status",
+                    "must be one of needs_response, under_review, won, lost",
+                )
+            })?),
+        };
+        Ok((status, page(&self.limit, &self.starting_after)?))
     }
 }

@@ -1,6 +1,7 @@
 //! One module per part of the contract's HTTP API, and the envelope every list answers in.
 
 pub mod api_keys;
+pub mod disputes;
 pub mod events;
 pub mod health;
 pub mod lists;

@@ -25,7 +25,7 @@ pub trait Command: Send + 'static {
     fn decide(&self, view: &View, staged: &mut Staged) -> Result<Self::Answer>;
 }
 
-/// The rows a batch locks (in this order, each set sorted: payments, refunds, payouts,
+/// The rows a batch locks (in this order, each set sorted: payments, refunds, payouts, disputes,
 /// idempotency keys, wallets; the chain head last) and the facts it loads.
 #[derive(Debug, Default)]
 pub struct Keys {
@@ -33,6 +33,12 @@ pub struct Keys {
     /// Refunds, with their payments (locked first).
     pub refunds: BTreeSet<String>,
     pub payouts: BTreeSet<String>,
+    /// Disputes by the PSP's dispute id (locked after payouts; one that does not exist yet is
+    /// created by the command, the unique index refusing a second creation in a parallel batch).
+    pub disputes: BTreeSet<String>,
+    /// Load, for the batch's failed or expired payments, the other payments of their checkouts
+    /// that are live (in flight or paid): a late capture of one is refunded at once.
+    pub live_siblings: bool,
     /// `(api_key_id, idempotency_key)` whose answer the command saves.
     pub idempotency: BTreeSet<(String, String)>,
     /// Wallets the command moves (those of a loaded payment's orders, refund or payout are

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::view::{PayoutRow, RefundRow, View};
+use super::view::{DisputeRow, PayoutRow, RefundRow, View};
 use crate::error::{Error, Result};
 use crate::ids::new_id;
 use crate::ledger::{NewJournalTransaction, PostOutcome, check_balanced};
@@ -23,6 +23,11 @@ pub enum Effect {
         status: String,
         psp_reference: Option<String>,
         failure_code: Option<String>,
+    },
+    /// A payment captured late while another payment had its checkout: refunded at once.
+    DuplicateOf {
+        id: String,
+        duplicate_of: String,
     },
     /// One order of a payment (by its place in the payment's orders).
     Order {
@@ -44,6 +49,12 @@ pub enum Effect {
         status: String,
         psp_payout_id: Option<String>,
         failure_code: Option<String>,
+    },
+    NewDispute(DisputeRow),
+    /// A dispute's new status (by the PSP's dispute id).
+    Dispute {
+        psp_dispute_id: String,
+        status: String,
     },
     /// A balanced journal transaction (checked when staged), with the id it will have.
     Post {

@@ -1,5 +1,5 @@
 //! Loading a batch's view: the decided rows locked in one global order — payments, refunds,
-//! payouts, idempotency keys, wallets, each sorted by key — so that the engines of several
+//! payouts, disputes, idempotency keys, wallets, each sorted by key — so that the engines of several
 //! instances never deadlock, then the facts the decisions need (orders, refund totals, holds,
 //! events seen, references posted). Each is one set-based statement.
 
@@ -10,7 +10,9 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::command::Keys;
-use super::view::{OrderRow, PaymentRow, PayoutRow, RefundRow, RefundTotals, View, WalletRow};
+use super::view::{
+    DisputeRow, OrderRow, PaymentRow, PayoutRow, RefundRow, RefundTotals, View, WalletRow,
+};
 use crate::error::{Error, Result};
 use crate::money::{Currency, Money};
 use crate::store::bulk::{Col, for_update, in_json_list, json_rows, to_param};
@@ -22,6 +24,8 @@ pub(crate) struct LoadSql {
     payments: String,
     refunds: String,
     payouts: String,
+    disputes: String,
+    live_siblings: String,
     keys: String,
     orders: String,
     refund_totals: String,
@@ -42,7 +46,8 @@ impl LoadSql {
             ),
             payments: format!(
                 "SELECT id, checkout_id, status, amount_minor, currency, psp, psp_token, \
-                 psp_reference, failure_code, platform_fee_bps, created_at_ms FROM payments \
+                 psp_reference, failure_code, platform_fee_bps, duplicate_of, created_at_ms \
+                 FROM payments \
                  WHERE {} ORDER BY id{}",
                 in_json_list(b, "id", 1),
                 for_update(b, None)
@@ -59,6 +64,19 @@ impl LoadSql {
                  failure_code, created_at_ms, updated_at_ms FROM payouts WHERE {} ORDER BY id{}",
                 in_json_list(b, "id", 1),
                 for_update(b, None)
+            ),
+            disputes: format!(
+                "SELECT id, psp, psp_dispute_id, payment_id, currency, amount_minor, reason, \
+                 status, created_at_ms, updated_at_ms FROM disputes WHERE {} \
+                 ORDER BY psp_dispute_id{}",
+                in_json_list(b, "psp_dispute_id", 1),
+                for_update(b, None)
+            ),
+            // Not locked: the unique index on a checkout's live payment settles a race.
+            live_siblings: format!(
+                "SELECT checkout_id, id FROM payments WHERE {} \
+                 AND status NOT IN ('failed', 'expired') AND duplicate_of IS NULL",
+                in_json_list(b, "checkout_id", 1)
             ),
             keys: format!(
                 "SELECT k.api_key_id, k.idempotency_key, k.response_status \
@@ -174,6 +192,7 @@ pub(crate) async fn load(
                 psp_reference: row.try_get("psp_reference")?,
                 failure_code: row.try_get("failure_code")?,
                 platform_fee_bps: row.try_get("platform_fee_bps")?,
+                duplicate_of: row.try_get("duplicate_of")?,
                 created_at_ms: row.try_get("created_at_ms")?,
             };
             view.payments.insert(payment.id.clone(), payment);
@@ -211,6 +230,39 @@ pub(crate) async fn load(
             };
             wallet_keys.insert((payout.seller_id.clone(), payout.amount.currency()));
             view.payouts.insert(payout.id.clone(), payout);
+        }
+    }
+    if !keys.disputes.is_empty() {
+        for row in fetch(tx, &sql.disputes, ids(&keys.disputes)).await? {
+            let dispute = DisputeRow {
+                id: row.try_get("id")?,
+                psp: row.try_get("psp")?,
+                psp_dispute_id: row.try_get("psp_dispute_id")?,
+                payment_id: row.try_get("payment_id")?,
+                amount: money(&row, "amount_minor")?,
+                reason: row.try_get("reason")?,
+                status: row.try_get("status")?,
+                created_at_ms: row.try_get("created_at_ms")?,
+                updated_at_ms: row.try_get("updated_at_ms")?,
+            };
+            view.disputes
+                .insert(dispute.psp_dispute_id.clone(), dispute);
+        }
+    }
+    if keys.live_siblings {
+        let checkouts: BTreeSet<&String> = view
+            .payments
+            .values()
+            .filter(|p| matches!(p.status.as_str(), "failed" | "expired"))
+            .map(|p| &p.checkout_id)
+            .collect();
+        if !checkouts.is_empty() {
+            for row in fetch(tx, &sql.live_siblings, ids(checkouts)).await? {
+                view.live_siblings
+                    .entry(row.try_get("checkout_id")?)
+                    .or_default()
+                    .push(row.try_get("id")?);
+            }
         }
     }
     if !keys.idempotency.is_empty() {

@@ -21,6 +21,8 @@ pub struct PaymentRow {
     pub failure_code: Option<String>,
     /// The payment's own platform fee rate (`None` for payments from before it was kept).
     pub platform_fee_bps: Option<i64>,
+    /// A late capture refunded at once: the payment that paid its checkout.
+    pub duplicate_of: Option<String>,
     pub created_at_ms: i64,
 }
 
@@ -73,6 +75,19 @@ pub struct PayoutRow {
     pub updated_at_ms: i64,
 }
 
+#[derive(Clone, Debug)]
+pub struct DisputeRow {
+    pub id: String,
+    pub psp: String,
+    pub psp_dispute_id: String,
+    pub payment_id: String,
+    pub amount: Money,
+    pub reason: String,
+    pub status: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
 /// The refunds of one order, by state (minor units of the payment's currency).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RefundTotals {
@@ -101,6 +116,11 @@ pub struct View {
     pub orders: HashMap<String, Vec<OrderRow>>,
     pub refunds: HashMap<String, RefundRow>,
     pub payouts: HashMap<String, PayoutRow>,
+    /// By the PSP's dispute id.
+    pub disputes: HashMap<String, DisputeRow>,
+    /// Checkout id → its live payments (not failed or expired, not a refunded duplicate);
+    /// loaded for the batch's failed or expired payments when a command asked.
+    pub live_siblings: HashMap<String, Vec<String>>,
     /// By order row id; loaded when a command asked for refund totals.
     pub refund_totals: HashMap<String, RefundTotals>,
     pub wallets: BTreeMap<(String, Currency), WalletRow>,
@@ -122,6 +142,8 @@ pub struct Dirty {
     pub refunds: BTreeSet<String>,
     pub new_payouts: Vec<String>,
     pub payouts: BTreeSet<String>,
+    pub new_disputes: Vec<String>,
+    pub disputes: BTreeSet<String>,
 }
 
 impl View {
@@ -141,6 +163,15 @@ impl View {
             .get(order_row_id)
             .copied()
             .unwrap_or_default()
+    }
+
+    /// Another payment of `checkout_id` than `payment_id` that is live (in flight or paid).
+    pub fn live_sibling(&self, checkout_id: &str, payment_id: &str) -> Option<&str> {
+        self.live_siblings
+            .get(checkout_id)?
+            .iter()
+            .map(String::as_str)
+            .find(|id| *id != payment_id)
     }
 
     /// A wallet the batch loaded (a command that moves a wallet names it in its keys).
@@ -202,7 +233,37 @@ impl View {
                 if failure_code.is_some() {
                     row.failure_code = failure_code.clone();
                 }
+                if status == "succeeded" {
+                    // A late capture: the payment that had failed took the money after all.
+                    row.failure_code = None;
+                }
                 self.dirty.payments.insert(id.clone());
+            }
+            Effect::DuplicateOf { id, duplicate_of } => {
+                let row = self
+                    .payments
+                    .get_mut(id)
+                    .ok_or_else(|| Error::Internal(format!("payment {id} not loaded")))?;
+                row.duplicate_of = Some(duplicate_of.clone());
+                self.dirty.payments.insert(id.clone());
+            }
+            Effect::NewDispute(dispute) => {
+                self.dirty.new_disputes.push(dispute.psp_dispute_id.clone());
+                self.disputes
+                    .insert(dispute.psp_dispute_id.clone(), dispute.clone());
+            }
+            Effect::Dispute {
+                psp_dispute_id,
+                status,
+            } => {
+                let row = self.disputes.get_mut(psp_dispute_id).ok_or_else(|| {
+                    Error::Internal(format!("dispute {psp_dispute_id} not loaded"))
+                })?;
+                row.status = status.clone();
+                row.updated_at_ms = self.now_ms;
+                if !self.dirty.new_disputes.contains(psp_dispute_id) {
+                    self.dirty.disputes.insert(psp_dispute_id.clone());
+                }
             }
             Effect::Order {
                 payment_id,

@@ -21,6 +21,8 @@ pub(crate) struct WriteSql {
     refunds: String,
     new_payouts: String,
     payouts: String,
+    new_disputes: String,
+    disputes: String,
     jobs: String,
     cancel_jobs: String,
     outbox: String,
@@ -81,14 +83,36 @@ impl WriteSql {
             ),
             payments: format!(
                 "UPDATE payments SET status = x.st, psp_reference = x.pr, failure_code = x.f, \
-                 updated_at_ms = x.at FROM {} WHERE payments.id = x.id",
+                 duplicate_of = x.dup, updated_at_ms = x.at FROM {} WHERE payments.id = x.id",
                 rows(&[
                     ("id", Text),
                     ("st", Text),
                     ("pr", Text),
                     ("f", Text),
+                    ("dup", Text),
                     ("at", Int)
                 ])
+            ),
+            new_disputes: format!(
+                "INSERT INTO disputes (id, psp, psp_dispute_id, payment_id, currency, amount_minor, \
+                 reason, status, created_at_ms, updated_at_ms) \
+                 SELECT x.id, x.psp, x.pd, x.p, x.c, x.a, x.r, x.st, x.at, x.at FROM {}",
+                rows(&[
+                    ("id", Text),
+                    ("psp", Text),
+                    ("pd", Text),
+                    ("p", Text),
+                    ("c", Text),
+                    ("a", Int),
+                    ("r", Text),
+                    ("st", Text),
+                    ("at", Int)
+                ])
+            ),
+            disputes: format!(
+                "UPDATE disputes SET status = x.st, updated_at_ms = x.at FROM {} \
+                 WHERE disputes.psp_dispute_id = x.pd AND disputes.psp = x.psp",
+                rows(&[("pd", Text), ("psp", Text), ("st", Text), ("at", Int)])
             ),
             orders: format!(
                 "UPDATE payment_orders SET status = x.s, platform_fee_minor = x.fee, \
@@ -316,6 +340,38 @@ struct NewRefundRow<'a> {
 }
 
 #[derive(Serialize)]
+struct PaymentStatusRow<'a> {
+    id: &'a str,
+    #[serde(rename = "st")]
+    status: &'a str,
+    pr: Option<&'a str>,
+    f: Option<&'a str>,
+    dup: Option<&'a str>,
+    at: i64,
+}
+
+#[derive(Serialize)]
+struct NewDisputeRow<'a> {
+    id: &'a str,
+    psp: &'a str,
+    pd: &'a str,
+    p: &'a str,
+    c: &'static str,
+    a: i64,
+    r: &'a str,
+    st: &'a str,
+    at: i64,
+}
+
+#[derive(Serialize)]
+struct DisputeStatusRow<'a> {
+    pd: &'a str,
+    psp: &'a str,
+    st: &'a str,
+    at: i64,
+}
+
+#[derive(Serialize)]
 struct NewPayoutRow<'a> {
     id: &'a str,
     s: &'a str,
@@ -431,21 +487,25 @@ pub(crate) async fn write(
             | Effect::NewRefund(_)
             | Effect::Refund { .. }
             | Effect::NewPayout(_)
-            | Effect::Payout { .. } => {}
+            | Effect::Payout { .. }
+            | Effect::DuplicateOf { .. }
+            | Effect::NewDispute(_)
+            | Effect::Dispute { .. } => {}
         }
     }
 
     run(tx, &sql.events, &events).await?;
-    let payments: Vec<StatusRow> = view
+    let payments: Vec<PaymentStatusRow> = view
         .dirty
         .payments
         .iter()
         .filter_map(|id| view.payments.get(id))
-        .map(|p| StatusRow {
+        .map(|p| PaymentStatusRow {
             id: &p.id,
             status: &p.status,
             pr: p.psp_reference.as_deref(),
             f: p.failure_code.as_deref(),
+            dup: p.duplicate_of.as_deref(),
             at,
         })
         .collect();
@@ -528,6 +588,37 @@ pub(crate) async fn write(
         })
         .collect();
     run(tx, &sql.payouts, &payouts).await?;
+    let new_disputes: Vec<NewDisputeRow> = view
+        .dirty
+        .new_disputes
+        .iter()
+        .filter_map(|id| view.disputes.get(id))
+        .map(|d| NewDisputeRow {
+            id: &d.id,
+            psp: &d.psp,
+            pd: &d.psp_dispute_id,
+            p: &d.payment_id,
+            c: d.amount.currency().code(),
+            a: d.amount.minor(),
+            r: &d.reason,
+            st: &d.status,
+            at: d.created_at_ms,
+        })
+        .collect();
+    run(tx, &sql.new_disputes, &new_disputes).await?;
+    let disputes: Vec<DisputeStatusRow> = view
+        .dirty
+        .disputes
+        .iter()
+        .filter_map(|id| view.disputes.get(id))
+        .map(|d| DisputeStatusRow {
+            pd: &d.psp_dispute_id,
+            psp: &d.psp,
+            st: &d.status,
+            at,
+        })
+        .collect();
+    run(tx, &sql.disputes, &disputes).await?;
     run(tx, &sql.jobs, &jobs).await?;
     run(tx, &sql.cancel_jobs, &cancels).await?;
     run(tx, &sql.outbox, &outbox).await?;

@@ -82,7 +82,8 @@ impl KafkaConfig {
     pub fn kafka_topic(&self, topic: &str) -> String {
         let family = topic.split('.').next().unwrap_or(topic);
         match family {
-            "payment" | "refund" => format!("{}payments", self.topic_prefix),
+            // Keyed by the payment: a dispute's events stay in order with its payment's.
+            "payment" | "refund" | "dispute" => format!("{}payments", self.topic_prefix),
             "payout" => format!("{}payouts", self.topic_prefix),
             other => format!("{}{other}", self.topic_prefix),
         }
@@ -287,12 +288,13 @@ mod tests {
     use super::KafkaConfig;
 
     #[test]
-    fn a_payment_and_its_refunds_share_a_topic_and_payouts_have_their_own() {
+    fn a_payment_its_refunds_and_disputes_share_a_topic_and_payouts_have_their_own() {
         let config = KafkaConfig::new("127.0.0.1:9092");
         assert_eq!(config.kafka_topic("payment.succeeded"), "ferropay.payments");
         assert_eq!(config.kafka_topic("refund.succeeded"), "ferropay.payments");
         assert_eq!(config.kafka_topic("payout.in_transit"), "ferropay.payouts");
-        assert_eq!(config.kafka_topic("dispute.opened"), "ferropay.dispute");
+        assert_eq!(config.kafka_topic("dispute.created"), "ferropay.payments");
+        assert_eq!(config.kafka_topic("webhook.other"), "ferropay.webhook");
         assert_eq!(config.topics(), ["ferropay.payments", "ferropay.payouts"]);
     }
 }

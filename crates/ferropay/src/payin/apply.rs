@@ -4,7 +4,10 @@
 //! sellers' wallets), the poll that is no longer needed, and an outbox event — all written with
 //! the batch's one commit. An outcome the state machine rejects changes nothing.
 //!
-//! The webhook, the poller and reconciliation's heal all submit this same command.
+//! The webhook, the poller and reconciliation's heal all submit this same command, so a late
+//! capture (a `succeeded` after we marked the payment `failed` or `expired`) is booked the same
+//! way whichever finds it: captured, logged and evented (`payment.late_capture`), and, when
+//! another payment already has the checkout, refunded in full at once.
 
 use serde::Serialize;
 
@@ -71,6 +74,11 @@ impl Command for ApplyPaymentUpdate {
 pub(crate) fn add_keys(keys: &mut Keys, update: &PaymentUpdate) {
     keys.payments.insert(update.reference.clone());
     keys.source_refs.insert(capture_ref(&update.reference));
+    if update.outcome == crate::psp::PspOutcome::Succeeded {
+        // A late capture must know whether another payment has the checkout (loaded only for
+        // the batch's failed or expired payments: nothing on the common path).
+        keys.live_siblings = true;
+    }
 }
 
 fn capture_ref(payment_id: &str) -> String {
@@ -160,8 +168,9 @@ pub(crate) fn decide(
             platform_fee_minor: transition.capture.then_some(*fee_minor),
         });
     }
-    if transition.payment.is_final() {
-        // The poller has nothing left to ask about this payment.
+    if transition.payment == PaymentStatus::Succeeded {
+        // The poller has nothing left to ask about this payment. (A failed or expired one keeps
+        // its poll for a last look: the PSP may take the money after all.)
         staged.push(Effect::CancelJob {
             kind: super::poll::KIND,
             key: payment_id.clone(),
@@ -170,6 +179,35 @@ pub(crate) fn decide(
     if transition.capture {
         let capture = capture_transaction(view, psp, payment, &fees)?;
         staged.post(view, capture)?;
+    }
+    // A late capture while another payment has the checkout (paid, or in flight): the buyer
+    // paid twice. This one is booked and refunded at once, in full.
+    let duplicate_of = transition
+        .late
+        .then(|| view.live_sibling(&payment.checkout_id, &payment_id))
+        .flatten();
+    if transition.late {
+        tracing::warn!(%payment_id, from = status.as_str(), ?duplicate_of, "late capture: the PSP took the money after we gave up");
+        metrics::counter!("ferropay_late_captures_total").increment(1);
+        staged.outbox(
+            "payment.late_capture",
+            payment_id.clone(),
+            serde_json::json!({
+                "payment_id": payment_id,
+                "checkout_id": payment.checkout_id,
+                "from": status,
+                "amount": payment.amount.minor(),
+                "currency": payment.amount.currency().code(),
+                "duplicate_of": duplicate_of,
+            }),
+        );
+    }
+    if let Some(paid_by) = duplicate_of {
+        staged.push(Effect::DuplicateOf {
+            id: payment_id.clone(),
+            duplicate_of: paid_by.to_owned(),
+        });
+        crate::refund::stage_full_refund(view, staged, payment, &fees)?;
     }
     staged.outbox(
         format!("payment.{}", transition.payment.as_str()),

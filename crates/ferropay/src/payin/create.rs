@@ -23,7 +23,8 @@ use crate::idempotency::{self, Claim, KeyScope, RecoveryPoint};
 use crate::ids::new_id;
 use crate::jobs::{self, ClaimedJob, JobError};
 use crate::service::Ferropay;
-use crate::store::is_unique_violation;
+use crate::store::bulk::{Col, json_rows, to_param};
+use crate::store::{Tx, is_unique_violation};
 
 /// How often a request that finds its registration running in another worker looks again.
 const WAIT_STEP_MS: u64 = 50;
@@ -37,6 +38,14 @@ pub async fn create_payment(
     payment: &NewPayment,
     fingerprint: &str,
 ) -> Result<CreateOutcome> {
+    // The common case, a key never seen: two write transactions in all (this one, and the one
+    // that stores the session with the answer).
+    if let Some(fresh) = create_fresh(service, scope, payment, fingerprint).await? {
+        let deadline = Instant::now() + Duration::from_millis(service.config.jobs.run_timeout_ms());
+        let registered = run_claimed(service, scope, &fresh.payment_id, &fresh.job, deadline).await;
+        return answer_registered(service, scope, &fresh.payment_id, registered).await;
+    }
+
     let store = &service.store;
     let lock_timeout_ms = service.config.jobs.lease_ms;
     let claim = idempotency::claim(store, scope, fingerprint, now_ms(), lock_timeout_ms).await?;
@@ -68,9 +77,21 @@ pub async fn create_payment(
         }
     };
 
-    let answered = match register_inline(service, scope, &payment_id).await {
+    let registered = register_inline(service, scope, &payment_id).await;
+    answer_registered(service, scope, &payment_id, registered).await
+}
+
+/// Turns the inline registration's outcome into the request's answer; when it is not final,
+/// releases the key so that a retry resumes from `payment_created`.
+async fn answer_registered(
+    service: &Ferropay,
+    scope: &KeyScope,
+    payment_id: &str,
+    registered: Result<Registered>,
+) -> Result<CreateOutcome> {
+    let answered = match registered {
         Ok(Registered::Answered(outcome)) => Ok(outcome),
-        Ok(Registered::Settled(rejection)) => answer(service, scope, &payment_id, rejection).await,
+        Ok(Registered::Settled(rejection)) => answer(service, scope, payment_id, rejection).await,
         Err(error) => Err(error),
     };
     if let Err(error) = &answered {
@@ -78,11 +99,50 @@ pub async fn create_payment(
             tracing::warn!(%payment_id, %error, "PSP registration failed; the key is released for a retry");
         }
         // Not final: a retry with the same key resumes from `payment_created`.
-        if let Err(release) = idempotency::release(store, scope).await {
+        if let Err(release) = idempotency::release(&service.store, scope).await {
             tracing::warn!(%payment_id, error = %release, "could not release the idempotency key; it expires with its lock");
         }
     }
     answered
+}
+
+/// A payment created with its key in one transaction, its registration job leased to us.
+struct Fresh {
+    payment_id: String,
+    job: ClaimedJob,
+}
+
+/// Steps 2 and 3's claim, for a key never seen: the key (straight at `payment_created`), the
+/// payment and its orders, its registration job already leased to this request and its poll
+/// job, in one transaction. `None` when the key exists: the caller takes the general path.
+async fn create_fresh(
+    service: &Ferropay,
+    scope: &KeyScope,
+    payment: &NewPayment,
+    fingerprint: &str,
+) -> Result<Option<Fresh>> {
+    // The routing rule first: a PSP the request names that is not configured refuses it before
+    // anything is written.
+    let psp = service
+        .connectors
+        .route(payment.psp.as_deref(), payment.currency.code())?
+        .name()
+        .to_owned();
+    let payment_id = new_id("pay");
+    let now = now_ms();
+    let mut tx = service.store.begin_write().await?;
+    if !idempotency::claim_new_with_payment(&mut tx, scope, fingerprint, &payment_id, now).await? {
+        tx.rollback().await?;
+        return Ok(None);
+    }
+    // An error drops the transaction: the key goes with the payment, nothing is left.
+    insert_rows(service, &mut tx, &payment_id, &psp, payment, now).await?;
+    let job =
+        register::enqueue_claimed(&mut tx, &payment_id, now, service.config.jobs.lease_ms).await?;
+    poll::enqueue(&mut tx, &payment_id, now + service.config.poll_after_ms).await?;
+    tx.commit().await?;
+    metrics::counter!("ferropay_payments_total", "status" => "requires_payment").increment(1);
+    Ok(Some(Fresh { payment_id, job }))
 }
 
 /// Step 2: the payment event and its orders, `requires_payment` / `not_started`, in one
@@ -99,27 +159,58 @@ async fn insert_payment(
         .to_owned();
     let payment_id = new_id("pay");
     let now = now_ms();
+    let mut tx = service.store.begin_write().await?;
+    insert_rows(service, &mut tx, &payment_id, &psp, payment, now).await?;
+    // The PSP calls the payment will need are queued with it: they happen even if this
+    // request dies right after the commit.
+    register::enqueue(&mut tx, &payment_id, now).await?;
+    poll::enqueue(&mut tx, &payment_id, now + service.config.poll_after_ms).await?;
+    idempotency::mark_payment_created(&mut tx, scope, &payment_id).await?;
+    tx.commit().await?;
+    metrics::counter!("ferropay_payments_total", "status" => "requires_payment").increment(1);
+    Ok(payment_id)
+}
+
+/// One order's row, as the bulk insert reads it.
+#[derive(serde::Serialize)]
+struct OrderRow<'a> {
+    id: String,
+    position: i64,
+    order_id: &'a str,
+    seller_id: &'a str,
+    amount_minor: i64,
+}
+
+/// The payment's row and its orders' rows (one statement each). A checkout that already has a
+/// payment in flight or paid is `checkout_in_flight`.
+async fn insert_rows(
+    service: &Ferropay,
+    tx: &mut Tx,
+    payment_id: &str,
+    psp: &str,
+    payment: &NewPayment,
+    now: i64,
+) -> Result<()> {
     let return_url = payment
         .return_url
         .clone()
         .unwrap_or_else(|| format!("{}/payments/{payment_id}/status", service.config.public_url));
-    let mut tx = service.store.begin_write().await?;
     let inserted = sqlx::query(
         "INSERT INTO payments (id, checkout_id, buyer_id, buyer_email, currency, amount_minor, \
          status, psp, return_url, created_at_ms, updated_at_ms, platform_fee_bps) \
          VALUES ($1, $2, $3, $4, $5, $6, 'requires_payment', $7, $8, $9, $9, $10)",
     )
-    .bind(&payment_id)
+    .bind(payment_id)
     .bind(&payment.checkout_id)
     .bind(&payment.buyer_id)
     .bind(payment.buyer_email.as_deref())
     .bind(payment.currency.code())
     .bind(payment.total.get())
-    .bind(&psp)
+    .bind(psp)
     .bind(&return_url)
     .bind(now)
     .bind(i64::from(service.config.platform_fee_bps))
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await;
     match inserted {
         Ok(_) => {}
@@ -134,31 +225,50 @@ async fn insert_payment(
         }
         Err(error) => return Err(error.into()),
     }
-    for (position, order) in payment.orders.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO payment_orders (id, payment_id, position, order_id, seller_id, \
-             amount_minor, status, created_at_ms, updated_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
-        )
-        .bind(new_id("po"))
-        .bind(&payment_id)
-        .bind(position as i64)
-        .bind(&order.order_id)
-        .bind(&order.seller_id)
-        .bind(order.amount.get())
-        .bind(OrderStatus::NotStarted.as_str())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-    }
-    // The PSP calls the payment will need are queued with it: they happen even if this
-    // request dies right after the commit.
-    register::enqueue(&mut tx, &payment_id, now).await?;
-    poll::enqueue(&mut tx, &payment_id, now + service.config.poll_after_ms).await?;
-    idempotency::mark_payment_created(&mut tx, scope, &payment_id).await?;
-    tx.commit().await?;
-    metrics::counter!("ferropay_payments_total", "status" => "requires_payment").increment(1);
-    Ok(payment_id)
+    let rows: Vec<OrderRow<'_>> = payment
+        .orders
+        .iter()
+        .enumerate()
+        .map(|(position, order)| OrderRow {
+            id: new_id("po"),
+            position: position as i64,
+            order_id: &order.order_id,
+            seller_id: &order.seller_id,
+            amount_minor: order.amount.get(),
+        })
+        .collect();
+    let source = json_rows(
+        service.store.backend(),
+        4,
+        "o",
+        &[
+            ("id", Col::Text),
+            ("position", Col::Int),
+            ("order_id", Col::Text),
+            ("seller_id", Col::Text),
+            ("amount_minor", Col::Int),
+        ],
+    );
+    // Only fixed text is formatted in: the source's columns and the dialect's JSON expansion.
+    let written = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO payment_orders (id, payment_id, position, order_id, seller_id, \
+         amount_minor, status, created_at_ms, updated_at_ms) \
+         SELECT o.id, $1, o.position, o.order_id, o.seller_id, o.amount_minor, $2, $3, $3 \
+         FROM {source}"
+    )))
+    .bind(payment_id)
+    .bind(OrderStatus::NotStarted.as_str())
+    .bind(now)
+    .bind(to_param(&rows))
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    assert_eq!(
+        written,
+        rows.len() as u64,
+        "every order of payment {payment_id} is written"
+    );
+    Ok(())
 }
 
 /// How the inline registration ended.

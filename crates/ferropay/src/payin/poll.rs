@@ -6,7 +6,11 @@
 //! One job per payment, enqueued with it and due `poll_after_ms` later. While the payment stays
 //! pending the job comes back, each time a little later (half the payment's age, between
 //! `poll_after_ms` and [`MAX_POLL_INTERVAL_MS`]), until the payment is final; a webhook that
-//! finalizes the payment first cancels it.
+//! makes the payment succeed first cancels it. A webhook that fails or expires it leaves the
+//! job for one last look: if the PSP took the money after all (a page left open), the poller
+//! books it as a late capture through the same path. A PSP that does not answer (an outage of
+//! an hour or a day) only delays the next poll, up to the ceiling: the job never dead-letters
+//! on its own.
 
 use std::sync::Arc;
 
@@ -19,6 +23,7 @@ use super::register::payment_id_of;
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::jobs::{self, ClaimedJob, JobError, JobFuture, JobHandler, JobOutcome};
+use crate::psp::PspOutcome;
 use crate::service::Ferropay;
 use crate::store::Tx;
 
@@ -64,7 +69,13 @@ impl JobHandler for PollSession {
     }
 }
 
-/// Asks the PSP about a pending payment once and applies the answer.
+/// Asks the PSP about a pending payment once and applies the answer. A payment that a webhook
+/// failed or expired gets the same look while its session is still open at the PSP: a buyer who
+/// pays on a page left open after all is captured (a late capture), never lost.
+///
+/// A PSP (or engine) that does not answer never fails the job: the poll comes back at the
+/// poller's pace, which backs off with the payment's age to [`MAX_POLL_INTERVAL_MS`], so an
+/// outage of an hour or a day delays payments but never dead-letters their polls.
 async fn poll_once(service: &Ferropay, payment_id: &str) -> Result<JobOutcome, JobError> {
     let row =
         sqlx::query("SELECT status, psp, psp_token, created_at_ms FROM payments WHERE id = $1")
@@ -73,7 +84,9 @@ async fn poll_once(service: &Ferropay, payment_id: &str) -> Result<JobOutcome, J
             .await?
             .ok_or_else(|| JobError::Permanent(format!("no payment `{payment_id}`")))?;
     let status = parse_status(&row.try_get::<String, _>("status")?)?;
-    if status.is_final() {
+    // Failed or expired on our side: one more look while the PSP may still take the money.
+    let last_look = matches!(status, PaymentStatus::Failed | PaymentStatus::Expired);
+    if status.is_final() && !last_look {
         return Ok(JobOutcome::Done);
     }
     let created_at_ms: i64 = row.try_get("created_at_ms")?;
@@ -88,9 +101,18 @@ async fn poll_once(service: &Ferropay, payment_id: &str) -> Result<JobOutcome, J
     };
     // Not registered yet: its registration job is on it; look again later.
     let Some(token) = row.try_get::<Option<String>, _>("psp_token")? else {
-        return Ok(again());
+        return Ok(if last_look { JobOutcome::Done } else { again() });
     };
-    let session = connector.session_status(&token).await?;
+    let session = match connector.session_status(&token).await {
+        Ok(session) => session,
+        Err(error) => {
+            // A poll is a read: asking again later is always safe, and giving up would leave
+            // a payment the buyer may have paid in the dark.
+            tracing::warn!(%payment_id, %error, "the PSP did not answer a poll; polling again later");
+            metrics::counter!("ferropay_poll_psp_failures_total").increment(1);
+            return Ok(again());
+        }
+    };
     if let Some(reference) = session.reference.as_deref()
         && reference != payment_id
     {
@@ -101,14 +123,32 @@ async fn poll_once(service: &Ferropay, payment_id: &str) -> Result<JobOutcome, J
     let Some(update) = session.as_update(payment_id) else {
         return Ok(again()); // still open: the buyer has not paid yet
     };
-    let result = service
+    if last_look && update.outcome != PspOutcome::Succeeded {
+        // Still open (processing): look again; decided otherwise: nothing more to learn.
+        return Ok(if update.outcome == PspOutcome::Processing {
+            again()
+        } else {
+            JobOutcome::Done
+        });
+    }
+    let applied = service
         .engine
         .submit(ApplyPaymentUpdate {
             psp: psp.clone(),
             update,
             fallback_fee_bps: service.config.platform_fee_bps,
         })
-        .await?;
+        .await;
+    let result = match applied {
+        Ok(result) => result,
+        Err(error) => match JobError::from(error) {
+            JobError::Retryable(message) => {
+                tracing::warn!(%payment_id, %message, "the PSP's answer could not be applied yet; polling again later");
+                return Ok(again());
+            }
+            permanent => return Err(permanent),
+        },
+    };
     let now_status = match &result {
         ApplyResult::Applied { to, .. } => *to,
         ApplyResult::Unchanged { status, .. } => *status,

@@ -37,6 +37,25 @@ pub(crate) async fn enqueue(tx: &mut Tx, payment_id: &str, now_ms: i64) -> Resul
     Ok(())
 }
 
+/// Queues the registration of a new payment already leased to the request that creates it,
+/// which runs it at once (see [`super::create`]).
+pub(crate) async fn enqueue_claimed(
+    tx: &mut Tx,
+    payment_id: &str,
+    now_ms: i64,
+    lease_ms: i64,
+) -> Result<ClaimedJob> {
+    jobs::enqueue_claimed(
+        tx,
+        KIND,
+        &json!({ "payment_id": payment_id }),
+        payment_id,
+        now_ms,
+        lease_ms,
+    )
+    .await
+}
+
 /// The payment's id from a job's payload.
 pub(crate) fn payment_id_of(job: &ClaimedJob) -> Result<&str, JobError> {
     job.payload["payment_id"]
@@ -132,10 +151,22 @@ async fn store_session(
     session: &PspSession,
     inline: Option<Inline<'_>>,
 ) -> Result<Option<CreateOutcome>> {
+    let now = now_ms();
     let mut tx = service.store.begin_write().await?;
-    let row = lock_payment(&service.store, &mut tx, payment_id)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("payment `{payment_id}`")))?;
+    // The update locks the row and says what the session must match; a mismatch rolls it back.
+    let row = sqlx::query(
+        "UPDATE payments SET psp_token = $1, psp_url = $2, \
+         psp_reference = COALESCE(psp_reference, $3), updated_at_ms = $4 WHERE id = $5 \
+         RETURNING amount_minor, currency",
+    )
+    .bind(&session.token)
+    .bind(&session.url)
+    .bind(session.psp_reference.as_deref())
+    .bind(now)
+    .bind(payment_id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| Error::NotFound(format!("payment `{payment_id}`")))?;
     let amount_minor: i64 = row.try_get("amount_minor")?;
     let currency: String = row.try_get("currency")?;
     let differs = |said: Option<&str>, ours: &str| said.is_some_and(|said| said != ours);
@@ -150,18 +181,6 @@ async fn store_session(
             session.token
         )));
     }
-    let now = now_ms();
-    sqlx::query(
-        "UPDATE payments SET psp_token = $1, psp_url = $2, \
-         psp_reference = COALESCE(psp_reference, $3), updated_at_ms = $4 WHERE id = $5",
-    )
-    .bind(&session.token)
-    .bind(&session.url)
-    .bind(session.psp_reference.as_deref())
-    .bind(now)
-    .bind(payment_id)
-    .execute(&mut *tx)
-    .await?;
     sqlx::query(
         "UPDATE payment_orders SET status = $1, updated_at_ms = $2 \
          WHERE payment_id = $3 AND status = $4",

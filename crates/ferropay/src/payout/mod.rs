@@ -22,7 +22,7 @@ use crate::ids::new_id;
 use crate::ledger::{NewJournalTransaction, Posting, accounts};
 use crate::money::{AmountMinor, Currency, Money};
 use crate::outbox;
-use crate::psp::{PayoutRequest, PspError, SettlementUpdate};
+use crate::psp::{MadeByKey, PayoutRequest, PspError, SettlementUpdate};
 use crate::service::Ferropay;
 use crate::store::{Store, Tx};
 
@@ -200,7 +200,9 @@ fn view_of_row(payout: &PayoutRow) -> PayoutView {
 }
 
 /// Calls the payout provider for a pending payout (the [`job`]'s work; safe to run again: the provider
-/// dedupes on the payout's id). A permanent refusal fails the payout and reverses it.
+/// dedupes on the payout's id). A refusal reverses the payout only once the provider, asked by
+/// the payout's idempotency key, says it never made it; until it can say, the payout stays
+/// pending and the job retries (then dead-letters, still pending, for an operator).
 pub async fn send(service: &Ferropay, payout_id: &str) -> Result<(), PspError> {
     let store = &service.store;
     let retryable = |e: sqlx::Error| PspError::Retryable(e.to_string());
@@ -231,58 +233,97 @@ pub async fn send(service: &Ferropay, payout_id: &str) -> Result<(), PspError> {
     };
     match connector.create_payout(&request).await {
         Ok(accepted) => {
-            // The status and its event (`payout.in_transit`) in one transaction.
-            let in_transit = async {
-                let now = now_ms();
-                let mut tx = store.begin_write().await?;
-                let moved = sqlx::query(
-                    "UPDATE payouts SET status = 'in_transit', psp_payout_id = $1, \
-                     updated_at_ms = $2, psp = $3 WHERE id = $4 AND status = 'pending'",
-                )
-                .bind(&accepted.psp_id)
-                .bind(now)
-                .bind(connector.name())
-                .bind(payout_id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if moved == 1 {
-                    let view = load_on(&mut tx, payout_id).await?;
-                    outbox::enqueue(
-                        &mut tx,
-                        "payout.in_transit",
-                        &view.seller_id,
-                        &serde_json::to_value(&view).map_err(|e| Error::Internal(e.to_string()))?,
-                        now,
-                    )
-                    .await?;
-                }
-                tx.commit().await?;
-                Ok::<(), Error>(())
-            };
-            in_transit
-                .await
-                .map_err(|e| PspError::Retryable(e.to_string()))
+            mark_in_transit(service, payout_id, &accepted.psp_id, connector.name()).await
         }
         Err(PspError::Permanent(message)) => {
-            tracing::error!(%payout_id, %message, "payout provider refused the payout");
-            let update = SettlementUpdate {
-                reference: payout_id.to_owned(),
-                succeeded: false,
-                psp_id: None,
-                amount_minor: None,
-                currency: None,
-                failure_code: Some("provider_rejected".into()),
-            };
-            service
-                .engine
-                .submit(SettlePayout { update })
-                .await
-                .map_err(|e| PspError::Retryable(e.to_string()))?;
-            Ok(())
+            // Reverse only on proof: an error answer (an expired or rotated key refusing a
+            // retry) may hide a payout the provider made; a reversal would pay the seller twice.
+            tracing::warn!(%payout_id, %message, "the provider refused the payout; asking whether it made it");
+            let made = connector.payout_by_key(payout_id).await.map_err(|e| {
+                PspError::Retryable(format!(
+                    "the provider refused payout {payout_id} ({message}) and could not say \
+                         whether it made it: {e}"
+                ))
+            })?;
+            match made {
+                MadeByKey::NotMade => {
+                    tracing::error!(%payout_id, %message, "payout provider refused the payout and never made it");
+                    let update = SettlementUpdate {
+                        reference: payout_id.to_owned(),
+                        succeeded: false,
+                        psp_id: None,
+                        amount_minor: None,
+                        currency: None,
+                        failure_code: Some("provider_rejected".into()),
+                    };
+                    settle(service, update).await
+                }
+                MadeByKey::Made { psp_id, settled } => {
+                    tracing::info!(%payout_id, %psp_id, "the provider made the payout despite its error answer");
+                    mark_in_transit(service, payout_id, &psp_id, connector.name()).await?;
+                    match settled {
+                        Some(mut update) => {
+                            update.reference = payout_id.to_owned();
+                            settle(service, update).await
+                        }
+                        None => Ok(()),
+                    }
+                }
+            }
         }
         Err(error) => Err(error),
     }
+}
+
+async fn settle(service: &Ferropay, update: SettlementUpdate) -> Result<(), PspError> {
+    service
+        .engine
+        .submit(SettlePayout { update })
+        .await
+        .map_err(|e| PspError::Retryable(e.to_string()))?;
+    Ok(())
+}
+
+/// The provider accepted the payout: `in_transit` with its id, and the event, in one transaction.
+async fn mark_in_transit(
+    service: &Ferropay,
+    payout_id: &str,
+    psp_id: &str,
+    psp: &str,
+) -> Result<(), PspError> {
+    let store = &service.store;
+    let in_transit = async {
+        let now = now_ms();
+        let mut tx = store.begin_write().await?;
+        // The provider it went through is remembered: its status is asked there.
+        let moved = sqlx::query(
+            "UPDATE payouts SET status = 'in_transit', psp_payout_id = $1, \
+             updated_at_ms = $2, psp = $3 WHERE id = $4 AND status = 'pending'",
+        )
+        .bind(psp_id)
+        .bind(now)
+        .bind(psp)
+        .bind(payout_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if moved == 1 {
+            let view = load_on(&mut tx, payout_id).await?;
+            outbox::enqueue(
+                &mut tx,
+                "payout.in_transit",
+                &view.seller_id,
+                &serde_json::to_value(&view).map_err(|e| Error::Internal(e.to_string()))?,
+                now,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok::<(), Error>(())
+    };
+    in_transit
+        .await
+        .map_err(|e| PspError::Retryable(e.to_string()))
 }
 
 /// What settling a payout did.

@@ -12,9 +12,9 @@ use serde_json::Value;
 
 use super::signature;
 use super::{
-    Accepted, Connector, PaymentUpdate, PayoutRequest, PspError, PspEvent, PspEventKind, PspFuture,
-    PspOutcome, PspSession, PspSessionStatus, RefundRequest, SessionRequest, SettlementUpdate,
-    WebhookError,
+    Accepted, Connector, DisputeStatus, DisputeUpdate, MadeByKey, PaymentUpdate, PayoutRequest,
+    PspError, PspEvent, PspEventKind, PspFuture, PspOutcome, PspSession, PspSessionStatus,
+    RefundRequest, SessionRequest, SettlementUpdate, WebhookError,
 };
 use crate::secret::Secret;
 
@@ -202,6 +202,95 @@ impl SandboxConnector {
     }
 }
 
+impl SandboxConnector {
+    /// The refund or payout (`what`) our `POST` with `key` made, if any.
+    async fn by_key(
+        &self,
+        what: &'static str,
+        key: &str,
+        success: &str,
+    ) -> Result<MadeByKey, PspError> {
+        let list: WireList<WireSettlementFull> = self
+            .call(
+                self.http
+                    .get(format!("{}/v1/{what}", self.base_url))
+                    .query(&[("idempotency_key", key)]),
+                what,
+            )
+            .await?;
+        let Some(found) = list.data.into_iter().next() else {
+            return Ok(MadeByKey::NotMade);
+        };
+        let psp_id = found.id.clone();
+        let succeeded = match found.status.as_str() {
+            "failed" => Some(false),
+            status if status == success => Some(true),
+            _ => None,
+        };
+        let settled = succeeded.map(|succeeded| {
+            WireSettlementData {
+                reference: found.reference,
+                id: Some(found.id),
+                amount: found.amount,
+                currency: found.currency,
+                failure_code: found.failure_code,
+            }
+            .into_update(succeeded)
+        });
+        Ok(MadeByKey::Made { psp_id, settled })
+    }
+
+    async fn dispute(&self, request: reqwest::RequestBuilder) -> Result<DisputeUpdate, PspError> {
+        let wire: WireDispute = self.call(request, "dispute").await?;
+        wire.into_update()
+            .map_err(|e| PspError::Retryable(format!("unreadable sandbox dispute: {e}")))
+    }
+}
+
+#[derive(Deserialize)]
+struct WireList<T> {
+    data: Vec<T>,
+}
+
+#[derive(Deserialize)]
+struct WireSettlementFull {
+    id: String,
+    status: String,
+    reference: String,
+    #[serde(default)]
+    amount: Option<i64>,
+    #[serde(default)]
+    currency: Option<String>,
+    #[serde(default)]
+    failure_code: Option<String>,
+}
+
+/// A dispute as the sandbox shows it (and sends it in `dispute.*` webhooks).
+#[derive(Deserialize)]
+struct WireDispute {
+    id: String,
+    reference: String,
+    amount: i64,
+    currency: String,
+    reason: String,
+    status: String,
+}
+
+impl WireDispute {
+    fn into_update(self) -> Result<DisputeUpdate, String> {
+        let status = DisputeStatus::parse(&self.status)
+            .ok_or_else(|| format!("dispute status `{}`", self.status))?;
+        Ok(DisputeUpdate {
+            psp_dispute_id: self.id,
+            reference: self.reference,
+            amount_minor: self.amount,
+            currency: self.currency,
+            reason: self.reason,
+            status,
+        })
+    }
+}
+
 /// A refund or payout as the sandbox shows it.
 #[derive(Deserialize)]
 struct WireSettlement {
@@ -356,6 +445,42 @@ impl Connector for SandboxConnector {
         Box::pin(self.settlement("payouts", psp_id, "paid"))
     }
 
+    fn refund_by_key<'a>(&'a self, idempotency_key: &'a str) -> PspFuture<'a, MadeByKey> {
+        Box::pin(self.by_key("refunds", idempotency_key, "succeeded"))
+    }
+
+    fn payout_by_key<'a>(&'a self, idempotency_key: &'a str) -> PspFuture<'a, MadeByKey> {
+        Box::pin(self.by_key("payouts", idempotency_key, "paid"))
+    }
+
+    fn dispute_status<'a>(&'a self, psp_dispute_id: &'a str) -> PspFuture<'a, DisputeUpdate> {
+        Box::pin(
+            self.dispute(
+                self.http
+                    .get(format!("{}/v1/disputes/{psp_dispute_id}", self.base_url)),
+            ),
+        )
+    }
+
+    fn submit_dispute_evidence<'a>(
+        &'a self,
+        psp_dispute_id: &'a str,
+        evidence: &'a str,
+    ) -> PspFuture<'a, DisputeUpdate> {
+        Box::pin(
+            self.dispute(
+                self.http
+                    .post(format!(
+                        "{}/v1/disputes/{psp_dispute_id}/evidence",
+                        self.base_url
+                    ))
+                    // Sending the same evidence again is harmless: one key per submission.
+                    .header("Idempotency-Key", crate::ids::new_id("evd"))
+                    .json(&serde_json::json!({ "text": evidence })),
+            ),
+        )
+    }
+
     fn sessions_by_reference<'a>(&'a self, reference: &'a str) -> PspFuture<'a, Vec<PspSession>> {
         Box::pin(async move {
             let body = self
@@ -426,6 +551,14 @@ impl Connector for SandboxConnector {
                     "refund.failed" => PspEventKind::Refund(settlement(false)?),
                     "payout.paid" => PspEventKind::Payout(settlement(true)?),
                     "payout.failed" => PspEventKind::Payout(settlement(false)?),
+                    "dispute.created" | "dispute.won" | "dispute.lost" => {
+                        let data: WireDispute = serde_json::from_value(wire.data.clone())
+                            .map_err(|e| WebhookError::MalformedBody(format!("data: {e}")))?;
+                        PspEventKind::Dispute(
+                            data.into_update()
+                                .map_err(|e| WebhookError::MalformedBody(format!("data: {e}")))?,
+                        )
+                    }
                     _ => PspEventKind::Other,
                 }
             }

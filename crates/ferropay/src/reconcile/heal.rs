@@ -3,9 +3,12 @@
 //! token we stored, or by our merchant reference when we never stored one — and apply what it
 //! says through the same path as a webhook (`payin::apply::ApplyPaymentUpdate`, the money engine's command:
 //! statuses, capture posting, outbox, in one commit). Whether that healed it is read back from the ledger.
+//! A `chargeback` or `chargeback_reversal` line the ledger lacks is healed the same way, by
+//! asking the PSP for the dispute ([`heal_dispute`]).
 
 use std::time::Duration;
 
+use crate::dispute::{ApplyDispute, DisputeApplied};
 use crate::engine::Engine;
 use crate::payin::apply::{ApplyPaymentUpdate, ApplyResult};
 use crate::psp::{Connector, PspError, PspSession, PspSessionStatus};
@@ -107,6 +110,42 @@ where
                 attempt += 1;
             }
             other => return other,
+        }
+    }
+}
+
+/// Auto-healing a `chargeback` or `chargeback_reversal` line the ledger lacks: the dispute's
+/// webhook was lost. Ask the PSP for the dispute (`psp_dispute_id`, the line's PSP reference)
+/// and apply what it says as its webhook would (`dispute::ApplyDispute`: the dispute recorded,
+/// the funds withdrawn, and given back if won). Answers what was done, for the break's detail.
+pub(crate) async fn heal_dispute(
+    engine: &Engine,
+    connector: &dyn Connector,
+    psp_dispute_id: &str,
+) -> String {
+    let update = match with_retries(|| connector.dispute_status(psp_dispute_id)).await {
+        Ok(update) => update,
+        Err(error) => {
+            return format!("asking the PSP for dispute {psp_dispute_id} failed: {error}");
+        }
+    };
+    let status = update.status.as_str();
+    let command = ApplyDispute {
+        psp: connector.name().to_owned(),
+        update,
+    };
+    match engine.submit(command).await {
+        Ok(DisputeApplied::Moved { dispute_id, .. }) => {
+            format!("asked the PSP: dispute {psp_dispute_id} is {status}; booked as {dispute_id}")
+        }
+        Ok(DisputeApplied::Unchanged { dispute_id, status }) => {
+            format!("asked the PSP: dispute {dispute_id} is already {status}")
+        }
+        Ok(DisputeApplied::UnknownPayment) => {
+            format!("asked the PSP: dispute {psp_dispute_id} names a payment we do not have")
+        }
+        Err(error) => {
+            format!("the PSP's answer on dispute {psp_dispute_id} could not be applied: {error}")
         }
     }
 }

@@ -21,6 +21,8 @@ pub enum LineType {
     Payment,
     Refund,
     Chargeback,
+    /// A won dispute's funds given back.
+    ChargebackReversal,
     Fee,
     PayoutToBank,
 }
@@ -31,6 +33,7 @@ impl LineType {
             "payment" => Self::Payment,
             "refund" => Self::Refund,
             "chargeback" => Self::Chargeback,
+            "chargeback_reversal" => Self::ChargebackReversal,
             "fee" => Self::Fee,
             "payout_to_bank" => Self::PayoutToBank,
             _ => return None,
@@ -42,6 +45,7 @@ impl LineType {
             Self::Payment => "payment",
             Self::Refund => "refund",
             Self::Chargeback => "chargeback",
+            Self::ChargebackReversal => "chargeback_reversal",
             Self::Fee => "fee",
             Self::PayoutToBank => "payout_to_bank",
         }
@@ -158,7 +162,7 @@ impl Columns {
         }
         let merchant_reference = text(1)?;
         let kind = LineType::parse(text(2)?).ok_or_else(|| {
-            "`type` must be payment, refund, chargeback, fee or payout_to_bank".to_owned()
+            "`type` must be payment, refund, chargeback, chargeback_reversal, fee or payout_to_bank".to_owned()
         })?;
         let created_at = text(3)?;
         let created_at_ms = OffsetDateTime::parse(created_at, &Rfc3339)

@@ -63,6 +63,9 @@ pub(super) struct Prepared {
     /// The PSP's refund id → our refund's id, for the chunk's refund lines we know.
     refund_ids: HashMap<String, String>,
     match_refs: Vec<Option<String>>,
+    /// Chargeback and reversal lines the ledger lacked, by match reference: what asking the
+    /// PSP about their dispute did.
+    dispute_heals: HashMap<String, String>,
 }
 
 impl Prepared {
@@ -182,7 +185,38 @@ pub(super) async fn prepare(reconciler: &Reconciler, lines: Vec<ReadLine>) -> Re
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let posted = load_posted(store, &accounts::psp_receivable(psp), &other_refs).await?;
+    let mut posted = load_posted(store, &accounts::psp_receivable(psp), &other_refs).await?;
+
+    // Disputes the PSP settled but the ledger lacks (their webhook was lost): ask the PSP for
+    // each dispute and apply its answer as the webhook would, then read the ledger again.
+    let mut dispute_heals: HashMap<String, String> = HashMap::new();
+    for read in &lines {
+        let ReadLine::Line(line) = read else { continue };
+        if !matches!(
+            line.kind,
+            LineType::Chargeback | LineType::ChargebackReversal
+        ) {
+            continue;
+        }
+        let Some(source_ref) = ledger_ref(line, &refund_ids) else {
+            continue;
+        };
+        if posted.contains_key(&source_ref) || dispute_heals.contains_key(&source_ref) {
+            continue;
+        }
+        let detail = match &reconciler.connector {
+            Some(connector) => {
+                heal::heal_dispute(&reconciler.engine, connector.as_ref(), &line.psp_reference)
+                    .await
+            }
+            None => "no PSP is configured to ask (ferropay reconcile --psp-url …)".to_owned(),
+        };
+        dispute_heals.insert(source_ref, detail);
+    }
+    if !dispute_heals.is_empty() {
+        let asked: Vec<String> = dispute_heals.keys().cloned().collect();
+        posted.extend(load_posted(store, &accounts::psp_receivable(psp), &asked).await?);
+    }
 
     // Each line's match reference.
     let match_refs: Vec<Option<String>> = lines
@@ -205,6 +239,7 @@ pub(super) async fn prepare(reconciler: &Reconciler, lines: Vec<ReadLine>) -> Re
         posted,
         refund_ids,
         match_refs,
+        dispute_heals,
     })
 }
 
@@ -301,6 +336,7 @@ fn judge<'a>(
         posted,
         refund_ids,
         match_refs,
+        dispute_heals,
         ..
     } = prepared;
     let mut seen_in_chunk: HashSet<&str> = HashSet::new();
@@ -376,8 +412,30 @@ fn judge<'a>(
                     ),
                 )]
             }
-            LineType::Refund | LineType::Chargeback => {
-                judge_posted(line, match_ref, posted.get(match_ref))
+            LineType::Refund => judge_posted(line, match_ref, posted.get(match_ref)),
+            LineType::Chargeback | LineType::ChargebackReversal => {
+                let mut verdict = judge_posted(line, match_ref, posted.get(match_ref));
+                if let Some(detail) = dispute_heals.get(match_ref) {
+                    match verdict
+                        .iter_mut()
+                        .find(|b| b.kind == BreakKind::MissingInLedger)
+                    {
+                        // Not healed: say what the PSP answered.
+                        Some(missing) => missing.detail = format!("{}: {detail}", missing.detail),
+                        None => {
+                            let mut healed = about(
+                                BreakKind::MissingInLedger,
+                                match_ref,
+                                line,
+                                format!("the ledger had not posted {match_ref}; {detail}"),
+                            );
+                            healed.auto_healed = true;
+                            healed.actual_amount = Some(line.gross_minor);
+                            verdict.insert(0, healed);
+                        }
+                    }
+                }
+                verdict
             }
             LineType::PayoutToBank => {
                 judged.payouts.push(line);
@@ -462,7 +520,10 @@ fn ledger_ref(line: &SettlementLine, refund_ids: &HashMap<String, String>) -> Op
         LineType::Refund => refund_ids
             .get(&line.psp_reference)
             .map(|refund_id| format!("refund:{refund_id}")),
-        LineType::Chargeback => Some(format!("chargeback:{}", line.psp_reference)),
+        LineType::Chargeback => Some(crate::dispute::withdrawal_ref(&line.psp_reference)),
+        LineType::ChargebackReversal => {
+            Some(crate::dispute::reinstatement_ref(&line.psp_reference))
+        }
         LineType::Payment | LineType::Fee | LineType::PayoutToBank => None,
     }
 }
@@ -479,8 +540,10 @@ fn match_ref(
             Some(id) => format!("capture:{id}"),
             None => format!("unknown_payment:{psp}:{}", line.psp_reference),
         },
-        LineType::Refund | LineType::Chargeback => ledger_ref(line, refund_ids)
-            .unwrap_or_else(|| format!("unknown_refund:{psp}:{}", line.psp_reference)),
+        LineType::Refund | LineType::Chargeback | LineType::ChargebackReversal => {
+            ledger_ref(line, refund_ids)
+                .unwrap_or_else(|| format!("unknown_refund:{psp}:{}", line.psp_reference))
+        }
         LineType::PayoutToBank => payout_source_ref(psp, &line.psp_reference),
         LineType::Fee => format!("settlement_fee_line:{psp}:{}", line.psp_reference),
     }

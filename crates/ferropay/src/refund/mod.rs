@@ -19,7 +19,7 @@ use crate::ids::new_id;
 use crate::ledger::{NewJournalTransaction, Posting, accounts};
 use crate::money::{AmountMinor, Money};
 use crate::payin::model::{OrderStatus, PaymentStatus};
-use crate::psp::{PspError, RefundRequest, SettlementUpdate};
+use crate::psp::{MadeByKey, PspError, RefundRequest, SettlementUpdate};
 use crate::service::Ferropay;
 use crate::store::Store;
 
@@ -216,6 +216,57 @@ impl Command for CreateRefund {
     }
 }
 
+/// Stages a refund of every order of `payment` in full, as a decision of the command that
+/// captures it (`fees`: each order's platform fee, just taken): a late capture of a checkout
+/// another payment has paid. Like a requested refund: `pending`, holding the seller's part,
+/// with its `refund.send` job and `refund.pending` event.
+pub(crate) fn stage_full_refund(
+    view: &View,
+    staged: &mut Staged,
+    payment: &crate::engine::view::PaymentRow,
+    fees: &[i64],
+) -> Result<()> {
+    let currency = payment.amount.currency();
+    for (order, fee_minor) in view.orders(&payment.id).iter().zip(fees) {
+        if order.amount_minor <= 0 {
+            continue;
+        }
+        // The payment is captured by this very command: no refund of it can exist yet (a
+        // refund needs a paid payment), so the whole order is refundable.
+        let refund = RefundRow {
+            id: new_id("re"),
+            payment_id: payment.id.clone(),
+            payment_order_id: order.id.clone(),
+            seller_id: order.seller_id.clone(),
+            amount: Money::new(order.amount_minor, currency),
+            platform_fee_minor: *fee_minor,
+            status: "pending".into(),
+            psp_refund_id: None,
+            failure_code: None,
+            created_at_ms: view.now_ms,
+        };
+        let refund_view = RefundView {
+            id: refund.id.clone(),
+            payment_id: payment.id.clone(),
+            order_id: order.order_id.clone(),
+            seller_id: refund.seller_id.clone(),
+            amount: order.amount_minor,
+            currency: currency.code().to_owned(),
+            status: refund.status.clone(),
+            failure_code: None,
+            created_at: rfc3339_from_ms(refund.created_at_ms),
+        };
+        staged.push(job::effect(&refund.id, view.now_ms));
+        staged.push(Effect::NewRefund(refund));
+        staged.outbox(
+            "refund.pending",
+            payment.id.clone(),
+            serde_json::to_value(&refund_view).map_err(|e| Error::Internal(e.to_string()))?,
+        );
+    }
+    Ok(())
+}
+
 /// The platform's fee share that a refund of `amount_minor` returns, computed on the order's
 /// cumulative refunds so that rounding never drifts by more than one minor unit per order:
 /// after any sequence of refunds, the fee returned is the order's fee times the share refunded,
@@ -246,7 +297,9 @@ pub fn fee_returned_minor(
 }
 
 /// Sends a pending refund to the PSP (the [`job`]'s work; safe to run again: the PSP dedupes on the
-/// refund's id). A permanent refusal fails the refund, which releases its hold.
+/// refund's id). A refusal fails the refund (releasing its hold) only once the PSP, asked by the
+/// refund's idempotency key, says it never made it; a refund it did make goes on as accepted.
+/// Until the PSP can say, the refund stays pending and the job retries (then dead-letters).
 pub async fn send(service: &Ferropay, refund_id: &str) -> Result<(), PspError> {
     let store = &service.store;
     let row = sqlx::query(
@@ -284,35 +337,76 @@ pub async fn send(service: &Ferropay, refund_id: &str) -> Result<(), PspError> {
         .of(&psp)
         .map_err(|e| PspError::Retryable(e.to_string()))?;
     match connector.create_refund(&request).await {
-        Ok(accepted) => {
-            sqlx::query("UPDATE refunds SET psp_refund_id = $1, updated_at_ms = $2 WHERE id = $3")
-                .bind(&accepted.psp_id)
-                .bind(now_ms())
-                .bind(refund_id)
-                .execute(store.pool())
-                .await
-                .map_err(|e| PspError::Retryable(e.to_string()))?;
-            Ok(())
-        }
+        Ok(accepted) => record_accepted(service, refund_id, &accepted.psp_id).await,
         Err(PspError::Permanent(message)) => {
-            tracing::error!(%refund_id, %message, "PSP refused the refund");
-            let update = SettlementUpdate {
-                reference: refund_id.to_owned(),
-                succeeded: false,
-                psp_id: None,
-                amount_minor: None,
-                currency: None,
-                failure_code: Some("psp_rejected".into()),
-            };
-            service
-                .engine
-                .submit(SettleRefund { psp, update })
-                .await
-                .map_err(|e| PspError::Retryable(e.to_string()))?;
-            Ok(())
+            // Reverse only on proof: the refusal may answer a retry the PSP had already served
+            // (an expired or rotated key), so ask what our key made before failing anything.
+            tracing::warn!(%refund_id, %message, "the PSP refused the refund; asking whether it made it");
+            let made = connector.refund_by_key(refund_id).await.map_err(|e| {
+                PspError::Retryable(format!(
+                    "the PSP refused refund {refund_id} ({message}) and could not say \
+                         whether it made it: {e}"
+                ))
+            })?;
+            match made {
+                MadeByKey::NotMade => {
+                    tracing::error!(%refund_id, %message, "PSP refused the refund and never made it");
+                    settle(service, &psp, failed_update(refund_id, "psp_rejected")).await
+                }
+                MadeByKey::Made { psp_id, settled } => {
+                    tracing::info!(%refund_id, %psp_id, "the PSP made the refund despite its error answer");
+                    record_accepted(service, refund_id, &psp_id).await?;
+                    match settled {
+                        Some(mut update) => {
+                            update.reference = refund_id.to_owned();
+                            settle(service, &psp, update).await
+                        }
+                        None => Ok(()),
+                    }
+                }
+            }
         }
         Err(retryable) => Err(retryable),
     }
+}
+
+/// Keeps the PSP's id of a refund it accepted (the job then asks it where the refund stands).
+async fn record_accepted(
+    service: &Ferropay,
+    refund_id: &str,
+    psp_id: &str,
+) -> Result<(), PspError> {
+    sqlx::query("UPDATE refunds SET psp_refund_id = $1, updated_at_ms = $2 WHERE id = $3")
+        .bind(psp_id)
+        .bind(now_ms())
+        .bind(refund_id)
+        .execute(service.store.pool())
+        .await
+        .map_err(|e| PspError::Retryable(e.to_string()))?;
+    Ok(())
+}
+
+fn failed_update(refund_id: &str, failure_code: &str) -> SettlementUpdate {
+    SettlementUpdate {
+        reference: refund_id.to_owned(),
+        succeeded: false,
+        psp_id: None,
+        amount_minor: None,
+        currency: None,
+        failure_code: Some(failure_code.into()),
+    }
+}
+
+async fn settle(service: &Ferropay, psp: &str, update: SettlementUpdate) -> Result<(), PspError> {
+    service
+        .engine
+        .submit(SettleRefund {
+            psp: psp.to_owned(),
+            update,
+        })
+        .await
+        .map_err(|e| PspError::Retryable(e.to_string()))?;
+    Ok(())
 }
 
 /// What settling a refund did.

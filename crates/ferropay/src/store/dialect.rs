@@ -34,3 +34,8 @@ pub const APPEND_ONLY_SQLITE: &str =
 /// Invariant I2 on PostgreSQL: a trigger function that raises.
 pub const APPEND_ONLY_POSTGRES: &str =
     include_str!("../../migrations/postgres/0002_append_only_ledger.sql");
+
+/// Version 13: disputes, and late captures refunded as duplicates (the same SQL on both today,
+/// kept per dialect like version 2).
+pub const DISPUTES_SQLITE: &str = include_str!("../../migrations/sqlite/0013_disputes.sql");
+pub const DISPUTES_POSTGRES: &str = include_str!("../../migrations/postgres/0013_disputes.sql");

@@ -6,7 +6,9 @@ use std::borrow::Cow;
 use sqlx::SqlSafeStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
-use super::dialect::{APPEND_ONLY_POSTGRES, APPEND_ONLY_SQLITE};
+use super::dialect::{
+    APPEND_ONLY_POSTGRES, APPEND_ONLY_SQLITE, DISPUTES_POSTGRES, DISPUTES_SQLITE,
+};
 use super::{Backend, Store, StoreError};
 
 const SCHEMA: &str = include_str!("../../migrations/0001_schema.sql");
@@ -34,9 +36,9 @@ const CONNECTORS_POSTGRES: &str = include_str!("../../migrations/postgres/0014_c
 const CONNECTORS_SQLITE: &str = include_str!("../../migrations/sqlite/0014_connectors.sql");
 
 fn migrations(backend: Backend) -> Vec<Migration> {
-    let (append_only, connectors) = match backend {
-        Backend::Sqlite => (APPEND_ONLY_SQLITE, CONNECTORS_SQLITE),
-        Backend::Postgres => (APPEND_ONLY_POSTGRES, CONNECTORS_POSTGRES),
+    let (append_only, disputes, connectors) = match backend {
+        Backend::Sqlite => (APPEND_ONLY_SQLITE, DISPUTES_SQLITE, CONNECTORS_SQLITE),
+        Backend::Postgres => (APPEND_ONLY_POSTGRES, DISPUTES_POSTGRES, CONNECTORS_POSTGRES),
     };
     vec![
         migration(1, "schema", SCHEMA),
@@ -51,6 +53,7 @@ fn migrations(backend: Backend) -> Vec<Migration> {
         migration(10, "list indexes", LIST_INDEXES),
         migration(11, "webhook endpoints", WEBHOOK_ENDPOINTS),
         migration(12, "outbox kafka", OUTBOX_KAFKA),
+        migration(13, "disputes", disputes),
         migration(14, "connectors", connectors),
     ]
 }
