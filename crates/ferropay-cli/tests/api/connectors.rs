@@ -940,17 +940,33 @@ async fn stripe_balance_transactions_reconcile(db: Db) {
     assert_eq!(report.breaks_found, 0, "{report:#?}");
     assert_eq!(rig.receivable().await, 0);
 
-    // A dispute on the second payment, then the next payout.
+    // A dispute on the second payment (`charge.dispute.created` names its PaymentIntent: the
+    // dispute flow books it on our payment), and a charge ferropay never made; then the next
+    // payout: the chargeback matches, the foreign charge is an unknown reference.
     let session = rig.stripe.session(&token(&second));
-    rig.stripe
+    let dispute = rig
+        .stripe
         .dispute(session["payment_intent"].as_str().unwrap());
+    let disputes = format!("/v1/payments/{}/disputes", second["id"].as_str().unwrap());
+    eventually(Duration::from_secs(10), "the dispute is booked", || async {
+        let listed = rig.app.get_json(&disputes).await;
+        listed["data"].as_array().is_some_and(|d| {
+            d.len() == 1
+                && d[0]["psp_dispute_id"] == dispute["id"]
+                && d[0]["status"] == "needs_response"
+        })
+    })
+    .await;
+    rig.stripe.foreign_charge(999);
     rig.stripe.payout(now_s());
     let report = reconciler.reconcile_day(today, &dir).await.unwrap();
+    assert_eq!(report.breaks_found, 1, "{report:#?}");
     assert_eq!(
-        report.breaks_by_kind.get(&BreakKind::MissingInLedger),
+        report.breaks_by_kind.get(&BreakKind::UnknownReference),
         Some(&1),
-        "the chargeback is not in the ledger until the dispute flow posts it: {report:#?}"
+        "{report:#?}"
     );
+    rig.ledger_clean().await;
 }
 
 /// Adyen's Settlement details report: Settled, Refunded, Fee and MerchantPayout records reconcile
@@ -986,10 +1002,23 @@ async fn adyen_settlement_report_reconciles(db: Db) {
     assert_eq!(rig.receivable().await, 0);
     rig.ledger_clean().await;
 
-    // Batch 2: the first payment's Settled line says one cent more; a chargeback arrives.
+    // Batch 2: a chargeback (booked by the dispute flow from its CHARGEBACK notification)
+    // matches; the third payment's Settled line says one cent more: an amount mismatch.
     let third = rig.paid("chk_ady_3").await;
     let psp = rig.adyen.payment_of(&token(&third)).unwrap();
-    rig.adyen.chargeback(&psp);
+    let chargeback = rig.adyen.chargeback(&psp);
+    let disputes = format!("/v1/payments/{}/disputes", third["id"].as_str().unwrap());
+    eventually(
+        Duration::from_secs(10),
+        "the chargeback is booked",
+        || async {
+            let listed = rig.app.get_json(&disputes).await;
+            listed["data"]
+                .as_array()
+                .is_some_and(|d| d.len() == 1 && d[0]["psp_dispute_id"] == chargeback.as_str())
+        },
+    )
+    .await;
     let text = rig.adyen.settlement_report(2, 0);
     let tampered: String = text
         .lines()
@@ -1013,11 +1042,7 @@ async fn adyen_settlement_report_reconciles(db: Db) {
         Some(&1),
         "{report:#?}"
     );
-    assert_eq!(
-        report.breaks_by_kind.get(&BreakKind::MissingInLedger),
-        Some(&1),
-        "{report:#?}"
-    );
+    assert_eq!(report.breaks_found, 1, "{report:#?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -280,6 +280,25 @@ impl StripeFake {
         dispute
     }
 
+    /// A charge ferropay never asked for (made in the Dashboard, say): no metadata of ours.
+    pub fn foreign_charge(&self, amount: i64) -> String {
+        let mut books = self.books.lock().unwrap();
+        let mut intent = fixture("payment_intent");
+        let id = random_id("pi_");
+        for (key, value) in [
+            ("id", json!(id)),
+            ("amount", json!(amount)),
+            ("currency", json!("usd")),
+            ("metadata", json!({})),
+            ("status", json!("processing")),
+        ] {
+            intent[key] = value;
+        }
+        books.intents.insert(id.clone(), intent);
+        Self::capture(&mut books, &id);
+        id
+    }
+
     /// Pays the available balance out to the bank, arriving at `arrival_s`: a payout and its
     /// balance transaction; every earlier balance transaction is now paid out by it.
     pub fn payout(&self, arrival_s: i64) -> Value {

@@ -27,7 +27,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::{
-    Accepted, Connector, PayoutRequest, PspError, PspEvent, PspFuture, PspSession,
+    Accepted, Connector, MadeByKey, PayoutRequest, PspError, PspEvent, PspFuture, PspSession,
     PspSessionStatus, RefundRequest, SessionRequest, SettlementUpdate, WebhookAck, WebhookError,
 };
 use crate::secret::Secret;
@@ -236,6 +236,11 @@ impl Connector for AdyenConnector {
                 request.payout_id
             )))
         })
+    }
+
+    fn payout_by_key<'a>(&'a self, _idempotency_key: &'a str) -> PspFuture<'a, MadeByKey> {
+        // This connector never sends a payout (see `create_payout`): that is the proof.
+        Box::pin(async { Ok(MadeByKey::NotMade) })
     }
 
     fn refund_status<'a>(&'a self, _psp_id: &'a str) -> PspFuture<'a, Option<SettlementUpdate>> {

@@ -6,7 +6,7 @@
 //!
 //! | balance transaction `reporting_category` | line `type` | `psp_reference` | `merchant_reference` |
 //! |---|---|---|---|
-//! | `charge` | `payment` | the charge's PaymentIntent | our payment id (metadata) |
+//! | `charge` | `payment` | the charge's PaymentIntent | our payment id (metadata), else the charge |
 //! | `refund` | `refund` | the refund (`re_…`) | our refund id (metadata) |
 //! | `dispute`, `dispute_reversal` | `chargeback` | the dispute (`du_…`) | the PaymentIntent |
 //! | `fee` | `fee` (gross 0, fee = −amount) | the transaction | |
@@ -126,7 +126,11 @@ pub fn line_of(transaction: &Value, payout_id: &str) -> [String; 9] {
             source["payment_intent"]
                 .as_str()
                 .map_or(source_id.clone(), str::to_owned),
-            text(&source["metadata"][PAYMENT_KEY]),
+            // A charge ferropay did not make has no id of ours: its own id, which
+            // reconciliation then reports as an unknown reference.
+            source["metadata"][PAYMENT_KEY]
+                .as_str()
+                .map_or(source_id.clone(), str::to_owned),
             amount,
             fee,
             net,
