@@ -115,11 +115,13 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Value> {
         poll_after_ms: 60_000,
         jobs: JobsConfig::default(),
         reconcile_at: None,
+        reconcile_day_close_lag_ms: 0,
         nats: None,
         retention: None,
         engine: ferropay::engine::EngineConfig::default(),
         webhooks: Default::default(),
         kafka: None,
+        limits: ferropay_http::ServerLimits::default(),
     })
     .await?;
     let result = seed(&running, &key.secret).await;
@@ -322,7 +324,7 @@ async fn seed(running: &serve::Running, key: &str) -> anyhow::Result<Value> {
     let report = running
         .service
         .reconciler()
-        .reconcile_day(date, &std::env::temp_dir())
+        .reconcile_day(date, &std::env::temp_dir(), true)
         .await?;
     let verified = running.service.verify_ledger().await?;
     let wallets = {
@@ -339,7 +341,7 @@ async fn seed(running: &serve::Running, key: &str) -> anyhow::Result<Value> {
         "payments": payments,
         "refunds": refunds,
         "payout": {"id": payout_id, "seller_id": "seller_a", "amount": payout["amount"], "status": "paid"},
-        "reconciliation": {"date": date.to_string(), "lines": report.lines, "matched": report.matched,
+        "reconciliation": {"date": date.to_string(), "provisional": report.provisional, "lines": report.lines, "matched": report.matched,
                            "breaks": report.breaks_found},
         "wallets": wallets,
         "ledger": {"transactions": verified.transactions, "balanced": verified.balanced,

@@ -22,6 +22,7 @@ use ferropay::retention::{RetentionPolicy, purge};
 use ferropay::secret::Secret;
 use ferropay::store::{DEFAULT_DATABASE_URL, Store};
 use ferropay_cli::serve::{self, PspChoice, ServeConfig};
+use ferropay_http::ServerLimits;
 use sandbox_psp::{Faults, SandboxConfig};
 
 #[derive(Parser)]
@@ -243,6 +244,38 @@ struct ServeArgs {
     /// it, every day; `off` never does.
     #[arg(long, env = "FERROPAY_RECONCILE_AT", default_value = "02:00", value_parser = parse_reconcile_at)]
     reconcile_at: Reconcile,
+    /// How long after a UTC day's end its settlement file is final at the PSP, in seconds: a
+    /// run for a day before that is refused (400) unless provisional. Keep it below
+    /// --reconcile-at. Negative values make a day count as closed before it ends (tests only).
+    #[arg(long, env = "FERROPAY_RECONCILE_CLOSE_LAG_S", default_value_t = 0,
+          allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i64).range(-86_400..=86_400))]
+    reconcile_close_lag_s: i64,
+    /// A connection idle this long (after it opened or after its last answer), or slower than
+    /// this to send a request's headers, is closed, in ms.
+    #[arg(long, env = "FERROPAY_HEADER_READ_TIMEOUT_MS", default_value_t = ServerLimits::default().header_read_timeout_ms,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    header_read_timeout_ms: u64,
+    /// A request body not in within this long after its headers is answered 408, in ms.
+    #[arg(long, env = "FERROPAY_BODY_READ_TIMEOUT_MS", default_value_t = ServerLimits::default().body_read_timeout_ms,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    body_read_timeout_ms: u64,
+    /// Connections served at once; past it a connection is answered 503 (or /healthz) and
+    /// closed. Keep it under the file-descriptor limit (`ulimit -n`) less the database pool.
+    #[arg(long, env = "FERROPAY_MAX_CONNECTIONS", default_value_t = ServerLimits::default().max_connections,
+          value_parser = parse_count)]
+    max_connections: usize,
+    /// API requests handled at once; past it 503 with Retry-After (/healthz, /metrics excepted).
+    #[arg(long, env = "FERROPAY_MAX_IN_FLIGHT", default_value_t = ServerLimits::default().max_in_flight,
+          value_parser = parse_count)]
+    max_in_flight: usize,
+    /// Requests per second one API key may make, sustained (429 with Retry-After past it);
+    /// 0 for no limit.
+    #[arg(long, env = "FERROPAY_RATE_LIMIT_PER_S", default_value_t = ServerLimits::default().rate_per_key_per_s)]
+    rate_limit_per_s: u32,
+    /// Requests one API key may make at once above its sustained rate.
+    #[arg(long, env = "FERROPAY_RATE_LIMIT_BURST", default_value_t = ServerLimits::default().rate_burst_per_key)]
+    rate_limit_burst: u32,
     /// Relay the outbox's events to NATS JetStream at this URL (nats://HOST:4222). Without it
     /// they stay in the outbox table.
     #[arg(long, env = "FERROPAY_NATS_URL")]
@@ -322,6 +355,14 @@ fn parse_subject_prefix(text: &str) -> Result<String, String> {
     });
     ok.then(|| text.to_owned())
         .ok_or_else(|| "dot-separated tokens of letters, digits, '_' or '-'".to_owned())
+}
+
+/// A cap of 1 to a million.
+fn parse_count(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(count) if (1..=1_000_000).contains(&count) => Ok(count),
+        _ => Err(format!("`{text}` is not a whole number from 1 to 1000000")),
+    }
 }
 
 /// `--reconcile-at`: a time of day, or off.
@@ -713,6 +754,15 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ..JobsConfig::default()
         },
         reconcile_at: args.reconcile_at.0,
+        reconcile_day_close_lag_ms: args.reconcile_close_lag_s.saturating_mul(1_000),
+        limits: ServerLimits {
+            header_read_timeout_ms: args.header_read_timeout_ms,
+            body_read_timeout_ms: args.body_read_timeout_ms,
+            max_connections: args.max_connections,
+            max_in_flight: args.max_in_flight,
+            rate_per_key_per_s: args.rate_limit_per_s,
+            rate_burst_per_key: args.rate_limit_burst,
+        },
         retention: Some(args.retention.policy()),
         webhooks: ferropay::webhooks::WebhookConfig {
             allow_private_urls: args.allow_private_webhook_urls,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use ferropay::psp::sandbox::SandboxConnector;
+use ferropay::reconcile::days;
 use ferropay::reconcile::schedule::parse_date;
 use ferropay::reconcile::{BreakFilter, Reconciler, RunOptions};
 use ferropay::secret::Secret;
@@ -28,8 +29,15 @@ pub struct ReconcileArgs {
     file: Option<PathBuf>,
     /// The settlement day (YYYY-MM-DD) whose captures must all be in the file. Default: the
     /// days the file's payment and refund lines fall on.
+    /// Only a closed UTC day is accepted (not today, a later day, or a day before the first
+    /// payment) unless --provisional.
     #[arg(long, env = "FERROPAY_DATE")]
     date: Option<String>,
+    /// Read and match only: post nothing, heal nothing, store no break or run (for a day that
+    /// has not closed, whose file is still partial).
+    #[arg(long, env = "FERROPAY_PROVISIONAL", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    provisional: bool,
     #[command(flatten)]
     database: DatabaseArgs,
     /// The PSP to ask about payments the file has and the ledger lacks (auto-heal). Without
@@ -122,6 +130,11 @@ pub async fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
                 .map_err(anyhow::Error::msg)
                 .context("--date")?;
             let mut reconciler = offline(&args.database.database_url).await?;
+            if let (Some(date), false) = (date, args.provisional)
+                && let Err(error) = days::check_closed_now(&reconciler.store, date, 0).await
+            {
+                return refused(error);
+            }
             reconciler.psp = args.psp;
             reconciler.platform_fee_bps = args.platform_fee_bps;
             if let (Some(url), Some(key)) = (args.psp_url, args.psp_api_key) {
@@ -153,6 +166,7 @@ pub async fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
                     &file,
                     &RunOptions {
                         date,
+                        provisional: args.provisional,
                         ..RunOptions::default()
                     },
                     &|done| {
@@ -181,6 +195,7 @@ async fn offline(database_url: &str) -> anyhow::Result<Reconciler> {
         psp: ferropay::psp::sandbox::NAME.to_owned(),
         connector: None,
         platform_fee_bps: 0,
+        day_close_lag_ms: 0,
     })
 }
 

@@ -63,6 +63,9 @@ pub struct ServeConfig {
     pub jobs: JobsConfig,
     /// When (UTC) to fetch and reconcile the previous day's settlement file; `None`: never.
     pub reconcile_at: Option<TimeOfDay>,
+    /// A UTC day may be reconciled for good this long after it ended (the PSP's file is final
+    /// then); before, only provisionally. Tests that reconcile the day they paid on: minus a day.
+    pub reconcile_day_close_lag_ms: i64,
     /// Relay the outbox to NATS JetStream; `None`: not to NATS.
     pub nats: Option<NatsConfig>,
     /// Relay the outbox to Kafka (beside NATS or alone); `None`: not to Kafka. Neither: events
@@ -74,6 +77,8 @@ pub struct ServeConfig {
     pub engine: EngineConfig,
     /// Webhooks to merchants (delivered by this instance's workers when it runs any).
     pub webhooks: WebhookConfig,
+    /// Timeouts, connection and in-flight caps, per-API-key rate limits of the HTTP server.
+    pub limits: ferropay_http::ServerLimits,
 }
 
 #[derive(Clone, Debug)]
@@ -156,8 +161,7 @@ impl Running {
 }
 
 pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
-    let listener = TcpListener::bind(config.listen)
-        .await
+    let listener = ferropay_http::server::bind(config.listen)
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let public_url = config
@@ -251,6 +255,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             .collect(),
             engine: config.engine.clone(),
             webhooks: config.webhooks.clone(),
+            reconcile_day_close_lag_ms: config.reconcile_day_close_lag_ms,
             ..FerropayConfig::default()
         },
     )?;
@@ -289,9 +294,14 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         )
     });
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(ferropay_http::serve(listener, service.clone(), async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(ferropay_http::serve(
+        listener,
+        service.clone(),
+        config.limits.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let payout_schedule = config
         .payout_schedule
         .map(|schedule| ferropay::payout::schedule::spawn(service.clone(), schedule));

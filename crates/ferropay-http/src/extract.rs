@@ -14,7 +14,8 @@ use serde::de::DeserializeOwned;
 use crate::error::{ApiError, payload_too_large};
 
 /// The id of the API key that authenticated the request, once the key is known to hold a scope
-/// its route allows (401 for no or a bad key, 403 `insufficient_scope` for a key without one).
+/// its route allows (401 for no or a bad key, 403 `insufficient_scope` for a key without one)
+/// and is within its rate (429 with `Retry-After` past it, [`crate::limits`]).
 pub struct ApiKey(pub String);
 
 impl FromRequestParts<Ferropay> for ApiKey {
@@ -35,6 +36,11 @@ impl FromRequestParts<Ferropay> for ApiKey {
             .map(MatchedPath::as_str)
             .unwrap_or("");
         principal.require(crate::scopes::allowed(&parts.method, route))?;
+        if let Some(limiter) = parts.extensions.get::<crate::limits::KeyRateLimiter>() {
+            limiter.check(&principal.key_id).map_err(|retry_after_s| {
+                ApiError(ferropay::Error::RateLimited { retry_after_s })
+            })?;
+        }
         Ok(Self(principal.key_id))
     }
 }
@@ -72,9 +78,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T>
         let mut object = serde_json::Map::new();
         for (name, value) in pairs {
             if name.contains('\0') || value.contains('\0') {
+                let field = if name.contains('\0') { "query" } else { &name };
                 return Err(ApiError::invalid(
-                    name,
-                    "must not contain the NUL character",
+                    field,
+                    "must not contain the NUL character (%00)",
                 ));
             }
             if object.contains_key(&name) {
@@ -116,6 +123,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = BodyRejection;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, BodyRejection> {
+        if !is_json(request.headers()) {
+            return Err(BodyRejection::Invalid(ApiError(
+                ferropay::Error::UnsupportedMediaType {
+                    field: "Content-Type".into(),
+                    message: "must be application/json".into(),
+                },
+            )));
+        }
         let bytes = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| {
@@ -125,19 +140,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                     BodyRejection::Invalid(ApiError::invalid("body", rejection.body_text()))
                 }
             })?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-            BodyRejection::Invalid(ApiError::invalid("body", format!("malformed JSON: {e}")))
+        let value = crate::json::parse_strict(&bytes).map_err(|refusal| {
+            BodyRejection::Invalid(ApiError::invalid(refusal.field, refusal.message))
         })?;
         if !value.is_object() {
             return Err(BodyRejection::Invalid(ApiError::invalid(
                 "body",
                 "must be a JSON object",
-            )));
-        }
-        if let Some(field) = nul_in(&value, "") {
-            return Err(BodyRejection::Invalid(ApiError::invalid(
-                field,
-                "must not contain the NUL character",
             )));
         }
         let typed = serde_path_to_error::deserialize(&value).map_err(|e| {
@@ -148,35 +157,106 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     }
 }
 
-/// The path of the first string (or key) holding U+0000, which no database text column takes.
-fn nul_in(value: &serde_json::Value, path: &str) -> Option<String> {
-    use serde_json::Value;
-    let here = || {
-        if path.is_empty() {
-            "body".to_owned()
-        } else {
-            path.to_owned()
-        }
+/// Whether the request says its body is JSON: `application/json` or `application/…+json`, with
+/// any parameters (`; charset=utf-8`).
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+    else {
+        return false;
     };
-    match value {
-        Value::String(text) if text.contains('\0') => Some(here()),
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .find_map(|(i, item)| nul_in(item, &format!("{}[{i}]", here()))),
-        Value::Object(fields) => fields.iter().find_map(|(name, item)| {
-            let field = if path.is_empty() {
-                name.clone()
-            } else {
-                format!("{path}.{name}")
-            };
-            if name.contains('\0') {
-                return Some(here());
-            }
-            nul_in(item, &field)
-        }),
-        _ => None,
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|subtype| subtype.ends_with("+json"))
+}
+
+/// The one path parameter of a route (`{id}`, `{seller_id}`, …; no route of ours has two),
+/// checked at the edge: valid UTF-8 once percent-decoded, 1 to [`PATH_ID_MAX_CHARS`]
+/// characters, no control character (U+0000 included, which no database text column takes).
+/// A refusal is 400 naming the parameter.
+pub struct PathId(pub String);
+
+/// The longest path parameter accepted; no id, seller id or date of ours is longer.
+pub const PATH_ID_MAX_CHARS: usize = 255;
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        use axum::extract::Path;
+        use axum::extract::path::ErrorKind;
+        use axum::extract::rejection::PathRejection;
+        let Path(pairs) = Path::<Vec<(String, String)>>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| match rejection {
+                PathRejection::FailedToDeserializePathParams(error) => match error.kind() {
+                    ErrorKind::InvalidUtf8InPathParam { key } => {
+                        ApiError::invalid(key.clone(), "is not valid UTF-8 once percent-decoded")
+                    }
+                    _ => ApiError::invalid("path", error.body_text()),
+                },
+                other => ApiError::invalid("path", other.body_text()),
+            })?;
+        let Ok([(name, value)]) = <[(String, String); 1]>::try_from(pairs) else {
+            return Err(ApiError(ferropay::Error::Internal(
+                "a route with PathId has exactly one path parameter".into(),
+            )));
+        };
+        check_path_id(&name, &value)?;
+        Ok(Self(value))
     }
+}
+
+/// The two path parameters of a route that has two (`/v1/sellers/{seller_id}/psp_accounts/{psp}`),
+/// each checked as [`PathId`] checks its one.
+pub struct PathIds(pub String, pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathIds {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        use axum::extract::Path;
+        let Path(pairs) = Path::<Vec<(String, String)>>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| ApiError::invalid("path", rejection.body_text()))?;
+        let Ok([(first_name, first), (second_name, second)]) =
+            <[(String, String); 2]>::try_from(pairs)
+        else {
+            return Err(ApiError(ferropay::Error::Internal(
+                "a route with PathIds has exactly two path parameters".into(),
+            )));
+        };
+        check_path_id(&first_name, &first)?;
+        check_path_id(&second_name, &second)?;
+        Ok(Self(first, second))
+    }
+}
+
+fn check_path_id(name: &str, value: &str) -> Result<(), ApiError> {
+    if value.contains('\0') {
+        return Err(ApiError::invalid(
+            name,
+            "must not contain the NUL character (%00)",
+        ));
+    }
+    if value.is_empty()
+        || value.chars().count() > PATH_ID_MAX_CHARS
+        || value.chars().any(char::is_control)
+    {
+        return Err(ApiError::invalid(
+            name,
+            format!("must be 1 to {PATH_ID_MAX_CHARS} characters, without control characters"),
+        ));
+    }
+    Ok(())
 }
 
 /// The field a serde error is about: the path where it failed; for "missing field `x`" the
@@ -236,12 +316,5 @@ mod tests {
         assert_eq!(field_for(serde_json::json!({})), "items");
         assert_eq!(field_for(serde_json::json!({"items": [], "x": 1})), "x");
         assert_eq!(field_for(serde_json::json!({"items": 5})), "items");
-    }
-
-    #[test]
-    fn nul_characters_are_found_with_their_path() {
-        let body = serde_json::json!({"a": "ok", "b": [{"c": "x\u{0}"}]});
-        assert_eq!(nul_in(&body, "").as_deref(), Some("b[0].c"));
-        assert_eq!(nul_in(&serde_json::json!({"a": ["fine"]}), ""), None);
     }
 }

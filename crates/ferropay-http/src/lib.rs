@@ -4,26 +4,50 @@
 
 pub mod error;
 pub mod extract;
+pub mod json;
+pub mod limits;
 pub mod openapi;
 mod routes;
 pub mod scopes;
+pub mod server;
 
 use std::time::Instant;
 
-use axum::Router;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post, put};
+use axum::{BoxError, Extension, Router};
 use ferropay::Ferropay;
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
+
+pub use limits::ServerLimits;
 
 /// The largest request body accepted, in bytes; larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// The whole application's routes over one shared [`Ferropay`].
+/// The whole application's routes over one shared [`Ferropay`], with the default limits.
 pub fn router(service: Ferropay) -> Router {
+    router_with(service, &ServerLimits::default())
+}
+
+/// The whole application's routes under `limits`: API requests past `max_in_flight` are shed
+/// with 503 (`/healthz` and `/metrics` never are), each API key is rate-limited, each body read
+/// within its deadline.
+pub fn router_with(service: Ferropay, limits: &ServerLimits) -> Router {
     routes::metrics::install();
-    Router::new()
+    let shed = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(|_: BoxError| async {
+            limits::busy("too many requests in flight")
+        }))
+        .layer(LoadShedLayer::new())
+        .layer(GlobalConcurrencyLimitLayer::new(
+            limits.max_in_flight.max(1),
+        ));
+    let app = Router::new()
         .route(
             "/v1/payments",
             post(routes::payments::create).get(routes::payments::list),
@@ -91,43 +115,46 @@ pub fn router(service: Ferropay) -> Router {
         .route("/webhooks/psp/{psp}", post(routes::webhooks::receive))
         .route("/payments/{id}/status", get(routes::pages::payment_status))
         .route("/favicon.ico", get(routes::pages::favicon))
-        .route("/healthz", get(routes::health::healthz))
         .route("/openapi.json", get(openapi::spec))
         .route("/docs", get(openapi::docs))
         .route("/docs/docs.js", get(openapi::docs_js))
-        .route("/metrics", get(routes::metrics::render))
         .fallback(routes::health::not_found)
         .method_not_allowed_fallback(routes::health::method_not_allowed)
-        .layer(middleware::from_fn(refuse_nul_in_uri))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn(log_request))
+        .layer(shed)
+        // Added after the shedding layer, so never shed.
+        .route("/healthz", get(routes::health::healthz))
+        .route("/metrics", get(routes::metrics::render))
+        .layer(middleware::from_fn_with_state(
+            std::time::Duration::from_millis(limits.body_read_timeout_ms),
+            limits::read_body_in_time,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    let app = match limits::KeyRateLimiter::new(limits) {
+        Some(limiter) => app.layer(Extension(limiter)),
+        None => app,
+    };
+    app.layer(middleware::from_fn(log_request))
         .with_state(service)
 }
 
-/// Serves [`router`] on `listener` until `shutdown` completes; requests in flight finish.
+/// What a connection past the server's cap is answered: `/healthz` as usual, anything else 503.
+pub fn overflow_router(service: Ferropay) -> Router {
+    Router::new()
+        .route("/healthz", get(routes::health::healthz))
+        .fallback(|| async { limits::busy("too many connections") })
+        .with_state(service)
+}
+
+/// Serves [`router_with`] `limits` on `listener` until `shutdown` completes; requests in flight
+/// finish ([`server`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: Ferropay,
+    limits: ServerLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(service))
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-/// 400 for a path or query holding an encoded NUL (`%00`): no database text column takes it,
-/// and no id or filter of ours contains it.
-async fn refuse_nul_in_uri(request: Request, next: Next) -> Response {
-    let uri = request.uri();
-    let has_nul = |part: &str| part.to_ascii_lowercase().contains("%00");
-    if has_nul(uri.path()) || uri.query().is_some_and(has_nul) {
-        let field = if has_nul(uri.path()) { "path" } else { "query" };
-        return axum::response::IntoResponse::into_response(error::ApiError::invalid(
-            field,
-            "must not contain the NUL character (%00)",
-        ));
-    }
-    next.run(request).await
+    let app = router_with(service.clone(), &limits);
+    server::run(listener, app, overflow_router(service), &limits, shutdown).await
 }
 
 /// One structured log line per request: method, route, status, latency.

@@ -10,6 +10,9 @@ pub enum Error {
     /// Bad input: `field` names the wrong field (`orders[1].amount`), `message` says why.
     #[error("invalid `{field}`: {message}")]
     Invalid { field: String, message: String },
+    /// The body is in a format the route does not read (`field` is `Content-Type`).
+    #[error("invalid `{field}`: {message}")]
+    UnsupportedMediaType { field: String, message: String },
     #[error("{0} not found")]
     NotFound(String),
     /// The request conflicts with the state of things; `code` is stable for clients.
@@ -34,6 +37,10 @@ pub enum Error {
     /// is out of reach): nothing was done, and the same request may be sent again later.
     #[error("the service is busy: {message}")]
     Unavailable { message: String, retry_after_s: u64 },
+    /// The API key made more requests than its rate allows; the next is allowed after
+    /// `retry_after_s`.
+    #[error("this API key is over its rate limit; retry after {retry_after_s} s")]
+    RateLimited { retry_after_s: u64 },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("internal error: {0}")]
@@ -61,7 +68,8 @@ impl Error {
     pub fn retry_after_s(&self) -> Option<u64> {
         match self {
             Self::PspUnavailable { retry_after_s, .. }
-            | Self::Unavailable { retry_after_s, .. } => Some(*retry_after_s),
+            | Self::Unavailable { retry_after_s, .. }
+            | Self::RateLimited { retry_after_s } => Some(*retry_after_s),
             _ => None,
         }
     }
@@ -73,8 +81,10 @@ impl Error {
             Self::Unauthorized => 401,
             Self::InsufficientScope { .. } => 403,
             Self::NotFound(_) => 404,
+            Self::UnsupportedMediaType { .. } => 415,
             Self::Conflict { .. } => 409,
             Self::IdempotencyKeyReused => 422,
+            Self::RateLimited { .. } => 429,
             Self::PspRejected(_) => 502,
             Self::PspUnavailable { .. } | Self::Unavailable { .. } => 503,
             Self::Database(_) | Self::Internal(_) => 500,
@@ -88,11 +98,13 @@ impl Error {
             Self::Unauthorized => ("authentication_error", "invalid_api_key"),
             Self::InsufficientScope { .. } => ("permission_error", "insufficient_scope"),
             Self::NotFound(_) => ("invalid_request", "not_found"),
+            Self::UnsupportedMediaType { .. } => ("invalid_request", "unsupported_media_type"),
             Self::Conflict { code, .. } => ("conflict", code),
             Self::IdempotencyKeyReused => ("idempotency_error", "idempotency_key_reused"),
             Self::PspRejected(_) => ("psp_error", "psp_rejected"),
             Self::PspUnavailable { .. } => ("psp_error", "psp_unavailable"),
             Self::Unavailable { .. } => ("api_error", "service_unavailable"),
+            Self::RateLimited { .. } => ("rate_limit_error", "rate_limited"),
             Self::Database(_) | Self::Internal(_) => ("api_error", "internal_error"),
         }
     }
@@ -107,7 +119,7 @@ impl Error {
             other => other.to_string(),
         };
         let mut error = serde_json::json!({"type": kind, "code": code, "message": message});
-        if let Self::Invalid { field, .. } = self {
+        if let Self::Invalid { field, .. } | Self::UnsupportedMediaType { field, .. } = self {
             error["field"] = serde_json::Value::String(field.clone());
         }
         if let Self::InsufficientScope { required } = self {

@@ -187,6 +187,24 @@ pub enum MoneyError {
     Overflow,
 }
 
+/// For an optional amount where leaving the field out means "the rest" (a refund, a payout):
+/// serde calls this only when the field is there, so an explicit `null` is refused instead of
+/// being read as absent (which would move the maximum).
+pub fn present_amount<'de, D>(deserializer: D) -> Result<Option<i64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::Deserialize;
+    use serde::de::Error as _;
+    match Option::<i64>::deserialize(deserializer)? {
+        Some(amount) => Ok(Some(amount)),
+        None => Err(D::Error::custom(
+            "must be an integer of minor units; null is not allowed (leave the field out to \
+             mean all of it)",
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -48,6 +48,9 @@ pub struct FerropayConfig {
     pub outbox_relays: Vec<Broker>,
     /// The money engine's batching.
     pub engine: EngineConfig,
+    /// A UTC day's settlement file is final this long after midnight (negative in tests that
+    /// reconcile the day they paid on): [`crate::reconcile::days`].
+    pub reconcile_day_close_lag_ms: i64,
 }
 
 /// The default for `poll_after_ms`: long enough that the webhook has nearly always come first.
@@ -64,6 +67,7 @@ impl Default for FerropayConfig {
             outbox_relays: Vec::new(),
             engine: EngineConfig::default(),
             webhooks: WebhookConfig::default(),
+            reconcile_day_close_lag_ms: 0,
         }
     }
 }
@@ -169,6 +173,7 @@ impl Ferropay {
         }
         let mut results = Vec::with_capacity(events.len());
         for event in events {
+            event.check_texts()?;
             let command = ApplyEvent {
                 psp: psp.to_owned(),
                 event,
@@ -292,6 +297,7 @@ impl Ferropay {
             psp: connector.name().to_owned(),
             connector: Some(connector.clone()),
             platform_fee_bps: self.config.platform_fee_bps,
+            day_close_lag_ms: self.config.reconcile_day_close_lag_ms,
         }
     }
 }

@@ -449,10 +449,19 @@ async fn start_server(database_url: &str, max_db_connections: u32) -> anyhow::Re
         poll_after_ms: ferropay::service::DEFAULT_POLL_AFTER_MS,
         jobs: ferropay::jobs::JobsConfig::default(),
         reconcile_at: None,
+        reconcile_day_close_lag_ms: 0,
         nats: None,
         kafka: None,
         retention: None,
         engine: ferropay::engine::EngineConfig::default(),
+        // The benchmark measures the engine under the load it offers, not the server shedding
+        // it: no rate limit, caps above any load it offers.
+        limits: ferropay_http::ServerLimits {
+            rate_per_key_per_s: 0,
+            max_in_flight: 1 << 20,
+            max_connections: 1 << 20,
+            ..ferropay_http::ServerLimits::default()
+        },
     })
     .await
 }

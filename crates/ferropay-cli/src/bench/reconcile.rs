@@ -83,6 +83,7 @@ async fn bench(
         psp: psp.to_owned(),
         connector: None,
         platform_fee_bps: 0,
+        day_close_lag_ms: 0,
     };
     let bar = progress::bytes_bar(file_bytes, "reconciling");
     let started = Instant::now();

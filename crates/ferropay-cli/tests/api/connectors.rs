@@ -640,6 +640,8 @@ async fn registration_survives_a_restart(db: Db, psp: Psp) {
         retention: None,
         engine: ferropay::engine::EngineConfig::default(),
         webhooks: test_webhook_config(),
+        reconcile_day_close_lag_ms: 0,
+        limits: ferropay_http::ServerLimits::default(),
     })
     .await
     .expect("the second instance starts");
@@ -935,7 +937,7 @@ async fn stripe_balance_transactions_reconcile(db: Db) {
     rig.ledger_clean().await;
     let reconciler = rig.app.service().psp_reconciler("stripe").unwrap();
     let dir = std::env::temp_dir();
-    let report = reconciler.reconcile_day(today, &dir).await.unwrap();
+    let report = reconciler.reconcile_day(today, &dir, false).await.unwrap();
     // Read again: matched again, nothing posted twice.
     assert_eq!(report.breaks_found, 0, "{report:#?}");
     assert_eq!(rig.receivable().await, 0);
@@ -959,7 +961,7 @@ async fn stripe_balance_transactions_reconcile(db: Db) {
     .await;
     rig.stripe.foreign_charge(999);
     rig.stripe.payout(now_s());
-    let report = reconciler.reconcile_day(today, &dir).await.unwrap();
+    let report = reconciler.reconcile_day(today, &dir, false).await.unwrap();
     assert_eq!(report.breaks_found, 1, "{report:#?}");
     assert_eq!(
         report.breaks_by_kind.get(&BreakKind::UnknownReference),

@@ -145,6 +145,11 @@ pub struct AppOptions {
     pub webhooks: ferropay::webhooks::WebhookConfig,
     /// Stripe and Adyen (at the fakes) beside the sandbox, and the routing rule.
     pub psps: ferropay::psp::config::PspSettings,
+    /// When a UTC day counts as closed for reconciliation: by default minus a day, so that tests
+    /// reconcile the day they paid on for good (production: 0, at midnight UTC).
+    pub reconcile_day_close_lag_ms: i64,
+    /// The HTTP server's limits (production's defaults unless a test changes them).
+    pub limits: ferropay_http::ServerLimits,
 }
 
 impl Default for AppOptions {
@@ -168,6 +173,8 @@ impl Default for AppOptions {
             psp_ca_pem: None,
             webhooks: test_webhook_config(),
             psps: Default::default(),
+            reconcile_day_close_lag_ms: -ferropay::reconcile::days::DAY_MS,
+            limits: ferropay_http::ServerLimits::default(),
         }
     }
 }
@@ -232,11 +239,13 @@ pub async fn spawn_app_with(db: Db, options: AppOptions) -> Option<TestApp> {
         poll_after_ms: options.poll_after_ms,
         jobs: options.jobs,
         reconcile_at: None,
+        reconcile_day_close_lag_ms: options.reconcile_day_close_lag_ms,
         nats: options.nats,
         kafka: options.kafka,
         retention: None,
         engine: ferropay::engine::EngineConfig::default(),
         webhooks: options.webhooks,
+        limits: options.limits,
     })
     .await
     .expect("ferropay starts");
@@ -557,11 +566,13 @@ impl TestApp {
             poll_after_ms: 60_000,
             jobs: test_jobs_config(),
             reconcile_at: None,
+            reconcile_day_close_lag_ms: -ferropay::reconcile::days::DAY_MS,
             nats: None,
             kafka: None,
             retention: None,
             engine: ferropay::engine::EngineConfig::default(),
             webhooks: test_webhook_config(),
+            limits: ferropay_http::ServerLimits::default(),
         })
         .await
         .expect("a second instance starts")

@@ -58,7 +58,7 @@ async fn the_same_key_in_flight_gets_409(db: Db) {
     let options = AppOptions {
         sandbox: SandboxConfig {
             faults: Faults {
-                latency_ms: 700,
+                latency_ms: 1_500,
                 ..Faults::default()
             },
             ..AppOptions::default().sandbox
@@ -70,7 +70,20 @@ async fn the_same_key_in_flight_gets_409(db: Db) {
     };
     let body = checkout("chk_race");
     let (first, second) = tokio::join!(app.post_payment("key-race", &body), async {
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        // The second is sent once the first holds the key (and waits on the PSP's latency).
+        eventually(
+            std::time::Duration::from_secs(10),
+            "the first request holds its key",
+            || async {
+                app.count(
+                    "SELECT COUNT(*) FROM idempotency_keys \
+                     WHERE idempotency_key = 'key-race' AND locked_at_ms IS NOT NULL",
+                )
+                .await
+                    == 1
+            },
+        )
+        .await;
         app.post_payment("key-race", &body).await
     });
     assert_eq!(first.status(), StatusCode::CREATED);
@@ -168,9 +181,11 @@ async fn after_a_503_a_worker_registers_the_payment_in_the_background(db: Db) {
             .unwrap()
             .get("id")
     };
+    // Left on the queue: waiting, or being tried by a worker (and failing) at this moment.
     let queued = app
         .count(
-            "SELECT COUNT(*) FROM jobs WHERE kind = 'payin.register_session' AND status = 'queued'",
+            "SELECT COUNT(*) FROM jobs WHERE kind = 'payin.register_session' \
+             AND status IN ('queued', 'running')",
         )
         .await;
     assert_eq!(queued, 1, "the registration is left on the queue");

@@ -273,12 +273,12 @@ async fn nul_characters_are_refused_by_name(db: Db) {
     .await;
     assert_eq!(
         (status, &body["error"]["field"]),
-        (StatusCode::BAD_REQUEST, &json!("query"))
+        (StatusCode::BAD_REQUEST, &json!("checkout_id"))
     );
     let (status, body) = send(app.http.get(format!("{}/v1/payments/pay%00", app.base_url))).await;
     assert_eq!(
         (status, &body["error"]["field"]),
-        (StatusCode::BAD_REQUEST, &json!("path"))
+        (StatusCode::BAD_REQUEST, &json!("id"))
     );
 }
 

@@ -4,10 +4,12 @@
 
 mod helpers;
 
+mod bad_bytes;
 mod bad_input;
 mod bench;
 mod cards;
 mod cli_env;
+mod closed_days;
 mod connectors;
 mod crash;
 mod demo;
@@ -22,6 +24,7 @@ mod jobs;
 mod kafka_events;
 mod late_capture;
 mod ledger;
+mod limits;
 mod lists;
 mod merchant_webhooks;
 mod minimal_psp;

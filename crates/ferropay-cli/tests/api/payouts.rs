@@ -167,8 +167,20 @@ async fn a_refund_racing_a_payout_never_overdraws(db: Db) {
         let (_, available) = app.wallet("seller_a", "USD").await;
         assert!(available >= 0);
     }
-    // Let the winners settle, then the books must hold and no wallet be negative.
-    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    // Once the winners have settled, the books must hold and no wallet be negative.
+    eventually(
+        std::time::Duration::from_secs(30),
+        "every refund and payout settles",
+        || async {
+            app.count(
+                "SELECT (SELECT COUNT(*) FROM refunds WHERE status = 'pending') \
+                 + (SELECT COUNT(*) FROM payouts WHERE status IN ('pending', 'in_transit'))",
+            )
+            .await
+                == 0
+        },
+    )
+    .await;
     let (amount, available) = app.wallet("seller_a", "USD").await;
     assert!(amount >= 0 && available >= 0, "{amount} {available}");
     assert_eq!(

@@ -57,6 +57,7 @@ async fn duplicates_are_found_across_chunks_and_again_on_a_second_run(db: Db) {
         psp: "sandbox".into(),
         connector: None,
         platform_fee_bps: 0,
+        day_close_lag_ms: 0,
     };
     let options = RunOptions {
         chunk_lines: 2,

@@ -113,6 +113,63 @@ impl Modify for Surface {
                 )
                 .build()
         };
+        let retry_later = |description: &str| {
+            let retry_after = openapi::header::HeaderBuilder::new()
+                .schema(
+                    openapi::ObjectBuilder::new()
+                        .schema_type(openapi::schema::Type::Integer)
+                        .minimum(Some(0)),
+                )
+                .description(Some("Seconds to wait before retrying"))
+                .build();
+            ResponseBuilder::new()
+                .description(description)
+                .header("Retry-After", retry_after)
+                .content(
+                    "application/json",
+                    Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+                )
+                .build()
+        };
+        // What the server's limits answer ([`crate::limits`]), on every operation they cover.
+        for (path, item) in api.paths.paths.iter_mut() {
+            if ["/healthz", "/metrics"].contains(&path.as_str()) {
+                continue;
+            }
+            for operation in [&mut item.get, &mut item.post, &mut item.delete]
+                .into_iter()
+                .flatten()
+            {
+                let responses = &mut operation.responses.responses;
+                responses.entry("503".to_owned()).or_insert_with(|| {
+                    retry_later("The server is full (requests in flight, connections) or busy")
+                        .into()
+                });
+                if path.contains('{') {
+                    responses.entry("400".to_owned()).or_insert_with(|| {
+                        error("A path parameter is not valid UTF-8, holds a control character or is too long").into()
+                    });
+                }
+                if operation.request_body.is_some() {
+                    responses.entry("408".to_owned()).or_insert_with(|| {
+                        error("The body did not arrive within the body-read deadline").into()
+                    });
+                    responses
+                        .entry("413".to_owned())
+                        .or_insert_with(|| error("The body is larger than 64 KiB").into());
+                    if path.starts_with("/v1/") {
+                        responses.entry("415".to_owned()).or_insert_with(|| {
+                            error("The body is not declared as JSON (`Content-Type`)").into()
+                        });
+                    }
+                }
+                if path.starts_with("/v1/") {
+                    responses.entry("429".to_owned()).or_insert_with(|| {
+                        retry_later("This API key is over its rate limit").into()
+                    });
+                }
+            }
+        }
         for (path, item) in api.paths.paths.iter_mut() {
             if !path.starts_with("/v1/") {
                 continue;

@@ -393,12 +393,18 @@ pub struct ReconciliationRunRequest {
     /// reconcile --psp adyen --file`); default: the default PSP.
     #[schema(example = "stripe")]
     pub psp: Option<String>,
+    /// `true` reconciles a day that has not closed (today's file is still partial): the run
+    /// reads and matches and posts nothing, stores no break. Default `false`: only a closed
+    /// UTC day (not today, not later, not before our first payment) is accepted.
+    pub provisional: Option<bool>,
 }
 
 /// The report of a reconciliation run (`lines`, `matched`, `breaks`, `run_id`, …).
 #[derive(Serialize, ToSchema)]
 pub struct ReconciliationReport {
     pub run_id: String,
+    /// The run was provisional: nothing was posted or stored.
+    pub provisional: bool,
     pub lines: u64,
     pub matched: u64,
     pub breaks: Vec<serde_json::Value>,

@@ -3,12 +3,12 @@
 //! `ferropay api-key create`, where the secret can be shown once to whoever runs it.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use ferropay::Ferropay;
 use ferropay::api_keys::{self, KeyView};
 
 use crate::error::ApiError;
-use crate::extract::ApiKey;
+use crate::extract::{ApiKey, PathId};
 use crate::openapi::schemas;
 use crate::routes::List;
 
@@ -34,7 +34,7 @@ pub async fn list(
 pub async fn revoke(
     State(service): State<Ferropay>,
     ApiKey(caller_id): ApiKey,
-    Path(key_id): Path<String>,
+    PathId(key_id): PathId,
 ) -> Result<Json<KeyView>, ApiError> {
     if key_id == caller_id {
         return Err(ApiError(ferropay::Error::conflict(

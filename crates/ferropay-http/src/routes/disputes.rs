@@ -2,14 +2,14 @@
 //! (one payment's) and `POST /v1/disputes/{id}/evidence` (the merchant's answer, sent to the PSP).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use ferropay::Ferropay;
 use ferropay::dispute::evidence::EvidenceInput;
 use ferropay::dispute::list::DisputeView;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::extract::{ApiKey, JsonBody, QueryParams};
+use crate::extract::{ApiKey, JsonBody, PathId, QueryParams};
 use crate::openapi::schemas;
 use crate::routes::List;
 use crate::routes::lists::DisputeListQuery;
@@ -38,7 +38,7 @@ pub async fn list_all(
 pub async fn list(
     State(service): State<Ferropay>,
     ApiKey(_): ApiKey,
-    Path(payment_id): Path<String>,
+    PathId(payment_id): PathId,
 ) -> Result<Json<Value>, ApiError> {
     service.payment(&payment_id).await?;
     let disputes = ferropay::dispute::list::of_payment(&service.store, &payment_id).await?;
@@ -59,7 +59,7 @@ pub async fn list(
 pub async fn submit_evidence(
     State(service): State<Ferropay>,
     ApiKey(_): ApiKey,
-    Path(dispute_id): Path<String>,
+    PathId(dispute_id): PathId,
     body: JsonBody<EvidenceInput>,
 ) -> Result<Json<DisputeView>, ApiError> {
     let dispute = ferropay::dispute::evidence::submit(&service, &dispute_id, &body.typed).await?;

@@ -12,13 +12,15 @@
 use std::collections::HashMap;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use ferropay::Ferropay;
 use ferropay::money::{Currency, format_minor};
 use ferropay::payin::model::{PaymentStatus, PaymentView};
 use html_escape::{encode_double_quoted_attribute as attr, encode_text as text};
+
+use crate::extract::PathId;
 
 /// How often a page reloads while the PSP has returned the buyer and its webhook is awaited, in
 /// seconds: the buyer is watching, and it usually takes well under a second.
@@ -57,7 +59,7 @@ pub async fn favicon() -> Response {
     ))]
 pub async fn payment_status(
     State(service): State<Ferropay>,
-    Path(payment_id): Path<String>,
+    PathId(payment_id): PathId,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
     // Only whether the PSP sent the buyer back matters, not what it said. A query that does not

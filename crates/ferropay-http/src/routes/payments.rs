@@ -1,7 +1,7 @@
 //! `POST /v1/payments`, `GET /v1/payments` (filtered, paged) and `GET /v1/payments/{id}`.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use ferropay::Ferropay;
@@ -9,7 +9,7 @@ use ferropay::payin::create::CreateOutcome;
 use ferropay::payin::request::CreatePaymentInput;
 
 use crate::error::{ApiError, json_response};
-use crate::extract::{ApiKey, JsonBody, QueryParams, idempotency_key};
+use crate::extract::{ApiKey, JsonBody, PathId, QueryParams, idempotency_key};
 use crate::openapi::schemas;
 use crate::routes::List;
 use crate::routes::lists::PaymentListQuery;
@@ -82,7 +82,7 @@ pub async fn list(
 pub async fn show(
     State(service): State<Ferropay>,
     ApiKey(_): ApiKey,
-    Path(payment_id): Path<String>,
+    PathId(payment_id): PathId,
 ) -> Result<Response, ApiError> {
     let view = service.payment(&payment_id).await?;
     let body = serde_json::to_string(&view)

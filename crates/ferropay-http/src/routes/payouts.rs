@@ -2,7 +2,7 @@
 //! `GET /v1/payouts` (every payout, filtered and paged).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use ferropay::Ferropay;
@@ -10,7 +10,7 @@ use ferropay::payout::PayoutInput;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::extract::{ApiKey, JsonBody, QueryParams, idempotency_key};
+use crate::extract::{ApiKey, JsonBody, PathId, QueryParams, idempotency_key};
 use crate::openapi::schemas;
 use crate::routes::List;
 use crate::routes::lists::PayoutListQuery;
@@ -31,7 +31,7 @@ use crate::routes::payments::outcome_response;
 pub async fn create(
     State(service): State<Ferropay>,
     ApiKey(api_key_id): ApiKey,
-    Path(seller_id): Path<String>,
+    PathId(seller_id): PathId,
     headers: HeaderMap,
     body: JsonBody<PayoutInput>,
 ) -> Result<Response, ApiError> {
@@ -54,7 +54,7 @@ pub async fn create(
 pub async fn list(
     State(service): State<Ferropay>,
     ApiKey(_): ApiKey,
-    Path(seller_id): Path<String>,
+    PathId(seller_id): PathId,
 ) -> Result<Json<Value>, ApiError> {
     let payouts = service.payouts(&seller_id).await?;
     Ok(Json(json!({ "seller_id": seller_id, "data": payouts })))

@@ -9,17 +9,18 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ferropay::Ferropay;
+use ferropay::psp::PspError;
 use ferropay::reconcile::BreakFilter;
 use ferropay::reconcile::schedule::parse_date;
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::ApiError;
-use crate::extract::{ApiKey, JsonBody};
+use crate::extract::{ApiKey, JsonBody, PathId, QueryParams};
 use crate::openapi::schemas;
 
 /// Breaks listed when `limit` is not given.
@@ -44,7 +45,7 @@ struct BreakQuery {
 pub async fn list_breaks(
     State(service): State<Ferropay>,
     ApiKey(_): ApiKey,
-    Query(query): Query<HashMap<String, String>>,
+    QueryParams(query): QueryParams<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     if let Some(name) = query
         .keys()
@@ -89,7 +90,7 @@ pub struct ResolveInput {
 pub async fn resolve_break(
     State(service): State<Ferropay>,
     ApiKey(_): ApiKey,
-    Path(break_id): Path<String>,
+    PathId(break_id): PathId,
     body: JsonBody<ResolveInput>,
 ) -> Result<Response, ApiError> {
     let resolved = service
@@ -106,16 +107,21 @@ pub struct RunInput {
     /// The PSP to reconcile; default: the default PSP.
     #[serde(default)]
     psp: Option<String>,
+    /// Reconcile a day that has not closed (today): read and match only, post nothing.
+    #[serde(default)]
+    provisional: bool,
 }
 
 /// Fetch a day's settlement file from the PSP and reconcile it now, as the nightly run does.
+/// Only a closed UTC day is reconciled for good; today's (or a later day's, or a day before our
+/// first payment) is 400 unless `provisional`, which reads and matches and posts nothing.
 #[utoipa::path(post, path = "/v1/reconciliation/runs", tag = "reconciliation",
     request_body = schemas::ReconciliationRunRequest,
     responses(
         (status = 201, description = "The run's report", body = schemas::ReconciliationReport),
-        (status = 400, description = "Not a date, or no PSP of that name", body = schemas::ErrorBody),
+        (status = 400, description = "Not a date, no PSP of that name, or a day that has not closed (and not provisional), is in the future or is before our first payment", body = schemas::ErrorBody),
         (status = 413, description = "The body is larger than 64 KiB", body = schemas::ErrorBody),
-        (status = 502, description = "The PSP refused to give the file", body = schemas::ErrorBody),
+        (status = 502, description = "The PSP refused the file for good (its reason is in the message); no retry helps", body = schemas::ErrorBody),
         (status = 503, description = "The PSP is unavailable", body = schemas::ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ))]
@@ -126,6 +132,7 @@ pub async fn run(
 ) -> Result<Response, ApiError> {
     let date =
         parse_date(&body.typed.date).map_err(|message| ApiError::invalid("date", message))?;
+    let provisional = body.typed.provisional;
     let reconciler = match &body.typed.psp {
         None => service.reconciler(),
         Some(psp) => {
@@ -139,8 +146,11 @@ pub async fn run(
         }
     };
     // A run outlives a client that hangs up: its row and postings are never left half done.
-    let run =
-        tokio::spawn(async move { reconciler.reconcile_day(date, &std::env::temp_dir()).await });
+    let run = tokio::spawn(async move {
+        reconciler
+            .reconcile_day(date, &std::env::temp_dir(), provisional)
+            .await
+    });
     let report = run.await.map_err(|e| {
         ApiError(ferropay::Error::Internal(format!(
             "reconciliation task: {e}"
@@ -156,13 +166,14 @@ pub async fn run(
     responses(
         (status = 200, description = "The PSP's settlement file of that day", content_type = "text/csv", body = String),
         (status = 400, description = "Not a date", body = schemas::ErrorBody),
+        (status = 502, description = "The PSP refused the file for good (its reason is in the message)", body = schemas::ErrorBody),
         (status = 503, description = "The PSP did not give the file", body = schemas::ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ))]
 pub async fn settlement_file(
     State(service): State<Ferropay>,
     ApiKey(_): ApiKey,
-    Path(file): Path<String>,
+    PathId(file): PathId,
 ) -> Result<Response, ApiError> {
     let date_text = file.strip_suffix(".csv").unwrap_or(&file);
     let date = parse_date(date_text).map_err(|message| ApiError::invalid("date", message))?;
@@ -178,16 +189,17 @@ pub async fn settlement_file(
     let opened = match fetched {
         Ok(_) => tokio::fs::File::open(&path)
             .await
-            .map_err(|e| e.to_string()),
-        Err(error) => Err(error.to_string()),
+            .map_err(|e| ferropay::Error::Internal(format!("the downloaded file: {e}"))),
+        Err(PspError::Permanent(reason)) => Err(ferropay::Error::PspRejected(format!(
+            "the settlement file of {date}: {reason}"
+        ))),
+        Err(PspError::Retryable(reason)) => Err(ferropay::Error::PspUnavailable {
+            message: format!("fetching the settlement file of {date}: {reason}"),
+            retry_after_s: 60,
+        }),
     };
     let _ = tokio::fs::remove_file(&path).await;
-    let file = opened.map_err(|message| {
-        ApiError(ferropay::Error::PspUnavailable {
-            message: format!("fetching the settlement file of {date}: {message}"),
-            retry_after_s: 60,
-        })
-    })?;
+    let file = opened.map_err(ApiError)?;
     let chunks = futures_util::stream::unfold(file, |mut file| async move {
         use tokio::io::AsyncReadExt;
         let mut buffer = vec![0u8; 64 * 1024];

@@ -2,12 +2,12 @@
 //! PSP that pays sellers out (Stripe Connect's connected account `acct_…`).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use ferropay::Ferropay;
 use ferropay::sellers::{PspAccountInput, PspAccountView};
 
 use crate::error::ApiError;
-use crate::extract::{ApiKey, JsonBody};
+use crate::extract::{ApiKey, JsonBody, PathIds};
 use crate::openapi::schemas;
 
 /// Registers (or replaces) the seller's account at a configured PSP.
@@ -26,7 +26,7 @@ use crate::openapi::schemas;
 pub async fn set_psp_account(
     State(service): State<Ferropay>,
     ApiKey(_): ApiKey,
-    Path((seller_id, psp)): Path<(String, String)>,
+    PathIds(seller_id, psp): PathIds,
     body: JsonBody<PspAccountInput>,
 ) -> Result<Json<PspAccountView>, ApiError> {
     Ok(Json(

@@ -1,12 +1,12 @@
 //! `GET /v1/sellers/{seller_id}/wallet`: what the platform owes a seller, per currency.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use ferropay::Ferropay;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::extract::ApiKey;
+use crate::extract::{ApiKey, PathId};
 use crate::openapi::schemas;
 
 /// What the platform owes a seller, per currency, and what of it can be paid out now.
@@ -16,7 +16,7 @@ use crate::openapi::schemas;
 pub async fn show(
     State(service): State<Ferropay>,
     ApiKey(_): ApiKey,
-    Path(seller_id): Path<String>,
+    PathId(seller_id): PathId,
 ) -> Result<Json<Value>, ApiError> {
     let balances = service.wallet(&seller_id).await?;
     Ok(Json(

@@ -2,7 +2,7 @@
 //! once), list, show, change, delete, roll the secret, read the delivery log, redeliver.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use ferropay::Ferropay;
 use ferropay::webhooks::deliver::{self, DeliveryView};
@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use utoipa::IntoParams;
 
 use crate::error::ApiError;
-use crate::extract::{ApiKey, JsonBody, QueryParams};
+use crate::extract::{ApiKey, JsonBody, PathId, QueryParams};
 use crate::openapi::schemas;
 use crate::routes::List;
 
@@ -50,7 +50,7 @@ pub async fn list(
 pub async fn show(
     State(service): State<Ferropay>,
     ApiKey(_): ApiKey,
-    Path(endpoint_id): Path<String>,
+    PathId(endpoint_id): PathId,
 ) -> Result<Json<EndpointView>, ApiError> {
     Ok(Json(endpoints::get(&service.store, &endpoint_id).await?))
 }
@@ -66,7 +66,7 @@ pub async fn show(
 pub async fn update(
     State(service): State<Ferropay>,
     ApiKey(_): ApiKey,
-    Path(endpoint_id): Path<String>,
+    PathId(endpoint_id): PathId,
     body: JsonBody<EndpointUpdate>,
 ) -> Result<Json<EndpointView>, ApiError> {
     Ok(Json(
@@ -87,7 +87,7 @@ pub async fn update(
 pub async fn delete(
     State(service): State<Ferropay>,
     ApiKey(_): ApiKey,
-    Path(endpoint_id): Path<String>,
+    PathId(endpoint_id): PathId,
 ) -> Result<Json<Value>, ApiError> {
     endpoints::delete(&service.store, &endpoint_id).await?;
     Ok(Json(json!({ "id": endpoint_id, "deleted": true })))
@@ -101,7 +101,7 @@ pub async fn delete(
 pub async fn roll_secret(
     State(service): State<Ferropay>,
     ApiKey(_): ApiKey,
-    Path(endpoint_id): Path<String>,
+    PathId(endpoint_id): PathId,
 ) -> Result<Json<EndpointView>, ApiError> {
     Ok(Json(
         endpoints::roll_secret(&service.store, &endpoint_id).await?,
@@ -127,7 +127,7 @@ pub struct DeliveryListQuery {
 pub async fn deliveries(
     State(service): State<Ferropay>,
     ApiKey(_): ApiKey,
-    Path(endpoint_id): Path<String>,
+    PathId(endpoint_id): PathId,
     QueryParams(query): QueryParams<DeliveryListQuery>,
 ) -> Result<Json<List<DeliveryView>>, ApiError> {
     let page =
@@ -146,7 +146,7 @@ pub async fn deliveries(
 pub async fn redeliver(
     State(service): State<Ferropay>,
     ApiKey(_): ApiKey,
-    Path(delivery_id): Path<String>,
+    PathId(delivery_id): PathId,
 ) -> Result<(StatusCode, Json<DeliveryView>), ApiError> {
     Ok((
         StatusCode::ACCEPTED,

@@ -5,8 +5,8 @@
 //! duplicate; 500 when our database fails, so that the PSP retries.
 
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ferropay::Ferropay;
@@ -15,6 +15,7 @@ use ferropay::service::WebhookRejection;
 use serde_json::json;
 
 use crate::error::{ApiError, payload_too_large};
+use crate::extract::PathId;
 use crate::openapi::schemas;
 
 /// The PSP's signed webhook (no API key: the signature authenticates it).
@@ -34,7 +35,7 @@ use crate::openapi::schemas;
     ))]
 pub async fn receive(
     State(service): State<Ferropay>,
-    Path(psp): Path<String>,
+    PathId(psp): PathId,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {

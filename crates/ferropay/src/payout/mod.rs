@@ -31,8 +31,8 @@ use crate::store::{Store, Tx};
 #[serde(deny_unknown_fields)]
 pub struct PayoutInput {
     pub currency: String,
-    /// Minor units; absent means all that is available.
-    #[serde(default)]
+    /// Minor units; absent means all that is available (`null` is refused).
+    #[serde(default, deserialize_with = "crate::money::present_amount")]
     pub amount: Option<i64>,
 }
 

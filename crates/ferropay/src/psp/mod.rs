@@ -104,6 +104,62 @@ pub struct PspEvent {
     pub kind: PspEventKind,
 }
 
+impl PspEvent {
+    /// The event's text fields by name (`id`, `data.reference`, …), for checking them before
+    /// anything is stored.
+    pub fn texts(&self) -> Vec<(&'static str, &str)> {
+        fn optional<'a>(
+            texts: &mut Vec<(&'static str, &'a str)>,
+            name: &'static str,
+            value: &'a Option<String>,
+        ) {
+            if let Some(value) = value {
+                texts.push((name, value.as_str()));
+            }
+        }
+        let mut texts = vec![("id", self.id.as_str()), ("type", self.event_type.as_str())];
+        match &self.kind {
+            PspEventKind::Payment(update) => {
+                texts.push(("data.reference", update.reference.as_str()));
+                optional(&mut texts, "data.psp_reference", &update.psp_reference);
+                optional(&mut texts, "data.currency", &update.currency);
+                optional(&mut texts, "data.failure_code", &update.failure_code);
+            }
+            PspEventKind::Refund(update) | PspEventKind::Payout(update) => {
+                texts.push(("data.reference", update.reference.as_str()));
+                optional(&mut texts, "data.id", &update.psp_id);
+                optional(&mut texts, "data.currency", &update.currency);
+                optional(&mut texts, "data.failure_code", &update.failure_code);
+            }
+            PspEventKind::Dispute(update) => {
+                texts.push(("data.id", update.psp_dispute_id.as_str()));
+                texts.push(("data.reference", update.reference.as_str()));
+                texts.push(("data.currency", update.currency.as_str()));
+                texts.push(("data.reason", update.reason.as_str()));
+            }
+            PspEventKind::Other => {}
+        }
+        texts
+    }
+
+    /// Refuses an event whose text fields no database column should take: a NUL or another
+    /// control character, or more than [`EVENT_TEXT_MAX_CHARS`] characters.
+    pub fn check_texts(&self) -> Result<(), WebhookError> {
+        for (name, text) in self.texts() {
+            if text.chars().any(char::is_control) || text.chars().count() > EVENT_TEXT_MAX_CHARS {
+                return Err(WebhookError::MalformedBody(format!(
+                    "`{name}` must be at most {EVENT_TEXT_MAX_CHARS} characters without the NUL \
+                     or another control character"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The longest text field of a webhook event accepted (ids, references, codes).
+pub const EVENT_TEXT_MAX_CHARS: usize = 255;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PspEventKind {
     /// A payment session moved: `payment.processing|succeeded|failed|expired`.

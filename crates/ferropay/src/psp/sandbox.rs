@@ -123,8 +123,15 @@ impl SandboxConnector {
             return Err(PspError::Retryable(format!("sandbox answered {status}")));
         }
         if !status.is_success() {
+            // The PSP's reason, as it put it (its JSON error's message, or its text), cut short.
+            let text = response.text().await.unwrap_or_default();
+            let reason = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|body| body["error"]["message"].as_str().map(str::to_owned))
+                .unwrap_or(text);
+            let reason: String = reason.chars().take(500).collect();
             return Err(PspError::Permanent(format!(
-                "sandbox answered {status} for the settlement file of {date}"
+                "sandbox answered {status} for the settlement file of {date}: {reason}"
             )));
         }
         let local = |e: std::io::Error| {

@@ -92,7 +92,11 @@ fn payment_of(
 
 /// Reads what the books say about a chunk (and heals what the PSP can tell). It writes
 /// nothing of its own, so it may run while the previous chunk is being applied.
-pub(super) async fn prepare(reconciler: &Reconciler, lines: Vec<ReadLine>) -> Result<Prepared> {
+pub(super) async fn prepare(
+    reconciler: &Reconciler,
+    lines: Vec<ReadLine>,
+    provisional: bool,
+) -> Result<Prepared> {
     let store = &reconciler.store;
     let psp = reconciler.psp.as_str();
 
@@ -145,6 +149,7 @@ pub(super) async fn prepare(reconciler: &Reconciler, lines: Vec<ReadLine>) -> Re
             continue;
         }
         let detail = match &reconciler.connector {
+            _ if provisional => "not asked: a provisional run changes nothing".to_owned(),
             Some(connector) => {
                 let unposted = Unposted {
                     payment_id: &row.id,
@@ -269,6 +274,9 @@ pub(super) async fn apply(state: &mut RunState<'_>, prepared: Prepared) -> Resul
     }
 
     let optimistic = judge(&prepared, &state.run_id, &HashMap::new());
+    if state.provisional {
+        return count_provisional(state, optimistic);
+    }
     let mut tx = store.begin_write().await?;
     let judged = match write_matches(
         store,
@@ -317,6 +325,27 @@ pub(super) async fn apply(state: &mut RunState<'_>, prepared: Prepared) -> Resul
         let mut tx = store.begin_write().await?;
         state.breaks_new += breaks::insert(store.backend(), &mut tx, &state.run_id, &found).await?;
         tx.commit().await?;
+    }
+    Ok(())
+}
+
+/// A provisional run's chunk: counted and listed, nothing written; each payout to the bank is
+/// listed as `not_posted`.
+fn count_provisional(state: &mut RunState<'_>, judged: Judged<'_>) -> Result<()> {
+    state.matched += judged.matched;
+    for line in judged.payouts {
+        if line.gross_minor != 0 {
+            state.posted(PostingSummary {
+                source_ref: payout_source_ref(&state.reconciler.psp, &line.psp_reference),
+                kind: "bank_settlement",
+                currency: line.currency.clone(),
+                amount: -line.gross_minor,
+                outcome: "not_posted",
+            });
+        }
+    }
+    for one in &judged.found {
+        state.found(one);
     }
     Ok(())
 }

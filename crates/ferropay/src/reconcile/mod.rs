@@ -11,6 +11,7 @@
 //! - [`breaks`]: the kinds of break, storing, listing and resolving them;
 //! - [`run`]: one run from start to report: the fees, the missing-in-file check, the run row;
 //! - [`schedule`]: the nightly run inside `serve`;
+//! - [`days`]: which days may be reconciled for good (closed ones), and provisional runs;
 //! - [`bench_data`]: seeded payments and their file, for `ferropay bench reconcile`.
 //!
 //! What is posted is what the file says: the fees of its lines (per batch and currency: debit
@@ -22,6 +23,7 @@
 pub mod adyen_report;
 pub mod bench_data;
 pub mod breaks;
+pub mod days;
 mod heal;
 pub mod line;
 mod matcher;
@@ -37,7 +39,7 @@ use serde::Serialize;
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::psp::Connector;
+use crate::psp::{Connector, PspError};
 use crate::store::Store;
 
 pub use breaks::{BreakFilter, BreakKind, BreakView, FoundBreak};
@@ -60,6 +62,8 @@ pub struct Reconciler {
     pub connector: Option<Arc<dyn Connector>>,
     /// Applied when a healed payment is captured, as for a webhook.
     pub platform_fee_bps: u32,
+    /// A UTC day counts as closed this long after its end ([`days`]); 0 by default.
+    pub day_close_lag_ms: i64,
 }
 
 /// How a run was started.
@@ -70,6 +74,8 @@ pub struct RunOptions {
     pub date: Option<time::Date>,
     /// Lines per chunk (default [`CHUNK_LINES`]); tests make it small to cross chunk borders.
     pub chunk_lines: usize,
+    /// Read and match only: no posting, no healing, no break, match or run stored ([`days`]).
+    pub provisional: bool,
 }
 
 impl Default for RunOptions {
@@ -77,6 +83,7 @@ impl Default for RunOptions {
         Self {
             date: None,
             chunk_lines: CHUNK_LINES,
+            provisional: false,
         }
     }
 }
@@ -94,6 +101,9 @@ pub struct ReconcileReport {
     pub run_id: String,
     pub psp: String,
     pub source: String,
+    /// A provisional run (of a day not closed yet): it posted and stored nothing; its postings
+    /// say `not_posted` and its breaks are what a final run would find now.
+    pub provisional: bool,
     /// Lines read after the header.
     pub lines: u64,
     /// Lines that agree with the books (auto-healed ones included).
@@ -122,7 +132,7 @@ pub struct PostingSummary {
     pub kind: &'static str,
     pub currency: String,
     pub amount: i64,
-    /// `posted`, or `already_posted` by an earlier run.
+    /// `posted`, `already_posted` by an earlier run, or `not_posted` by a provisional run.
     pub outcome: &'static str,
 }
 
@@ -145,15 +155,24 @@ impl Reconciler {
     }
 
     /// Fetches the settlement file of `date` from the PSP into `work_dir` and reconciles it;
-    /// the downloaded file is removed afterwards.
+    /// the downloaded file is removed afterwards. A day that has not closed (or is in the
+    /// future, or before our first payment) is refused with 400 unless the run is
+    /// `provisional` ([`days`]). A PSP that refuses the file for good is `PspRejected` (502,
+    /// with its reason); one that cannot give it now is `PspUnavailable` (503, retry later).
     pub async fn reconcile_day(
         &self,
         date: time::Date,
         work_dir: &Path,
+        provisional: bool,
     ) -> Result<ReconcileReport> {
         let connector = self.connector.as_ref().ok_or_else(|| {
             Error::Internal("fetching a settlement file needs a PSP connector".into())
         })?;
+        if !provisional {
+            days::check_closed_now(&self.store, date, self.day_close_lag_ms).await?;
+        } else if date > time::OffsetDateTime::now_utc().date() {
+            days::check_closed(date, time::OffsetDateTime::now_utc(), 0, None)?;
+        }
         let path: PathBuf = work_dir.join(format!(
             "ferropay-settlement-{}-{date}-{}.csv",
             self.psp,
@@ -162,15 +181,19 @@ impl Reconciler {
         let fetched = connector.settlement_file(date, &path).await;
         let result = match fetched {
             Ok(bytes) => {
-                tracing::info!(%date, bytes, "settlement file fetched");
+                tracing::info!(%date, bytes, provisional, "settlement file fetched");
                 let options = RunOptions {
                     date: Some(date),
+                    provisional,
                     ..RunOptions::default()
                 };
                 run::execute(self, path.clone(), format!("psp:{date}"), &options, &|_| {}).await
             }
-            Err(error) => Err(Error::PspUnavailable {
-                message: format!("fetching the settlement file of {date}: {error}"),
+            Err(PspError::Permanent(reason)) => Err(Error::PspRejected(format!(
+                "the settlement file of {date}: {reason}"
+            ))),
+            Err(PspError::Retryable(reason)) => Err(Error::PspUnavailable {
+                message: format!("fetching the settlement file of {date}: {reason}"),
                 retry_after_s: 60,
             }),
         };

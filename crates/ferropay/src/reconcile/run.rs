@@ -48,6 +48,8 @@ pub(super) struct RunState<'a> {
     pub fees: BTreeMap<(String, String), i64>,
     /// Earliest and latest `created_at` of the payment and refund lines, in ms.
     pub dated_ms: Option<(i64, i64)>,
+    /// Nothing is written: no posting, healing, match, break or run row ([`super::days`]).
+    pub provisional: bool,
 }
 
 /// Distinct (batch, currency) pairs a file may have; more means it is not a settlement file.
@@ -117,7 +119,12 @@ pub(super) async fn execute(
         postings: Vec::new(),
         fees: BTreeMap::new(),
         dated_ms: None,
+        provisional: options.provisional,
     };
+    if options.provisional {
+        let window = drive(&mut state, path, options, progress).await?;
+        return Ok(report(state, source, window, started));
+    }
     let store = &reconciler.store;
     sqlx::query(
         "INSERT INTO reconciliation_runs (id, psp, source, status, started_at_ms) \
@@ -152,18 +159,28 @@ pub(super) async fn execute(
     .await?;
     let window = outcome?;
 
+    Ok(report(state, source, window, started))
+}
+
+fn report(
+    state: RunState<'_>,
+    source: String,
+    window: Option<Window>,
+    started: Instant,
+) -> ReconcileReport {
     let elapsed = started.elapsed();
     let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
     let lines_per_s = (state.lines as f64 / elapsed.as_secs_f64().max(1e-9)) as u64;
     tracing::info!(
         run_id = %state.run_id, lines = state.lines, matched = state.matched,
         breaks = state.breaks_found, auto_healed = state.auto_healed, duration_ms,
-        "reconciliation run completed"
+        provisional = state.provisional, "reconciliation run completed"
     );
-    Ok(ReconcileReport {
+    ReconcileReport {
         run_id: state.run_id,
-        psp: reconciler.psp.clone(),
+        psp: state.reconciler.psp.clone(),
         source,
+        provisional: state.provisional,
         lines: state.lines,
         matched: state.matched,
         breaks_found: state.breaks_found,
@@ -175,7 +192,7 @@ pub(super) async fn execute(
         missing_in_file_window: window,
         duration_ms,
         lines_per_s,
-    })
+    }
 }
 
 async fn drive(
@@ -197,7 +214,9 @@ async fn drive(
         let bytes_read = next.as_ref().map(|chunk| chunk.bytes_read);
         let prepare_next = async {
             match next {
-                Some(chunk) => matcher::prepare(reconciler, chunk.lines).await.map(Some),
+                Some(chunk) => matcher::prepare(reconciler, chunk.lines, options.provisional)
+                    .await
+                    .map(Some),
                 None => Ok(None),
             }
         };
@@ -219,6 +238,10 @@ async fn drive(
         }
     }
     post_fees(state).await?;
+    if state.provisional {
+        // The file of a day still open is still growing: captures it lacks are not breaks yet.
+        return Ok(None);
+    }
     let window = missing_in_file(state, options).await?;
     let resolved = breaks::resolve_now_posted(&state.reconciler.store, &state.run_id).await?;
     if resolved > 0 {
@@ -244,6 +267,16 @@ async fn post_fees(state: &mut RunState<'_>) -> Result<()> {
         let source_ref = format!("settlement_fees:{psp}:{batch}:{currency}");
         let money_currency =
             Currency::parse(&currency).map_err(|e| Error::invalid("currency", e.to_string()))?;
+        if state.provisional {
+            state.posted(super::PostingSummary {
+                source_ref,
+                kind: "psp_fees",
+                currency,
+                amount: fee_minor,
+                outcome: "not_posted",
+            });
+            continue;
+        }
         let posting = NewJournalTransaction {
             source_ref: source_ref.clone(),
             kind: "psp_fees",
@@ -287,6 +320,9 @@ async fn post_fees(state: &mut RunState<'_>) -> Result<()> {
     }
     for mismatch in &found {
         state.found(mismatch);
+    }
+    if found.is_empty() {
+        return Ok(());
     }
     let mut tx = store.begin_write().await?;
     state.breaks_new += breaks::insert(store.backend(), &mut tx, &state.run_id, &found).await?;

@@ -92,7 +92,7 @@ pub async fn run_nightly(reconciler: Reconciler, at: TimeOfDay, work_dir: PathBu
         tokio::time::sleep(wait).await;
         let day = day_for_run(next);
         for attempt in 1..=FETCH_ATTEMPTS {
-            match reconciler.reconcile_day(day, &work_dir).await {
+            match reconciler.reconcile_day(day, &work_dir, false).await {
                 Ok(report) => {
                     tracing::info!(
                         %day, run_id = %report.run_id, lines = report.lines,

@@ -28,8 +28,8 @@ use crate::store::Store;
 #[serde(deny_unknown_fields)]
 pub struct RefundInput {
     pub order_id: String,
-    /// Minor units; absent means the rest of the order.
-    #[serde(default)]
+    /// Minor units; absent means the rest of the order (`null` is refused).
+    #[serde(default, deserialize_with = "crate::money::present_amount")]
     pub amount: Option<i64>,
 }
 
