@@ -121,6 +121,12 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Value> {
         engine: ferropay::engine::EngineConfig::default(),
         webhooks: Default::default(),
         kafka: None,
+        ledger_keys: crate::ledger_keys::resolve(
+            &crate::ledger_keys::KeySource::default(),
+            &config.database_url,
+        )?,
+        checkpoint_file: None,
+        checkpoint_every_ms: 0,
         limits: ferropay_http::ServerLimits::default(),
     })
     .await?;

@@ -7,5 +7,6 @@
 pub mod banner;
 pub mod bench;
 pub mod demo;
+pub mod ledger_keys;
 pub mod progress;
 pub mod serve;

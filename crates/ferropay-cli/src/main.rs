@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use ferropay::chain_keys::ChainKeys;
 use ferropay::clock::now_ms;
 use ferropay::engine::EngineConfig;
 use ferropay::jobs::{JobsConfig, RetryPolicy};
@@ -21,6 +22,7 @@ use ferropay::reconcile::schedule::TimeOfDay;
 use ferropay::retention::{RetentionPolicy, purge};
 use ferropay::secret::Secret;
 use ferropay::store::{DEFAULT_DATABASE_URL, Store};
+use ferropay_cli::ledger_keys::{self, KeySource};
 use ferropay_cli::serve::{self, PspChoice, ServeConfig};
 use ferropay_http::ServerLimits;
 use sandbox_psp::{Faults, SandboxConfig};
@@ -112,6 +114,29 @@ pub(crate) struct DatabaseArgs {
     /// sqlite://PATH or postgres://…
     #[arg(long, env = "FERROPAY_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub(crate) database_url: String,
+    /// A file of the ledger chain's HMAC keys (KEY_ID:HEX lines, the last signs), created with
+    /// one new key if missing. Default on SQLite: `ledger-keys` beside the database; on
+    /// PostgreSQL: none (an unkeyed chain). Give every instance the same file.
+    #[arg(long, env = "FERROPAY_LEDGER_KEYS_FILE")]
+    pub(crate) ledger_keys_file: Option<std::path::PathBuf>,
+    /// The ledger chain's keys themselves (KEY_ID:HEX,KEY_ID:HEX; the last signs), instead of a
+    /// file.
+    #[arg(long, env = "FERROPAY_LEDGER_KEYS", hide_env_values = true)]
+    pub(crate) ledger_keys: Option<String>,
+}
+
+impl DatabaseArgs {
+    pub(crate) fn key_source(&self) -> KeySource {
+        KeySource {
+            inline: self.ledger_keys.clone(),
+            file: self.ledger_keys_file.clone(),
+        }
+    }
+
+    /// Opens (and migrates) the database, with the ledger chain's keys.
+    pub(crate) async fn open(&self, max_connections: u32) -> anyhow::Result<Store> {
+        ledger_keys::open_store(&self.database_url, max_connections, &self.key_source()).await
+    }
 }
 
 /// How long the rows that guard against retries are kept (`ferropay::retention`).
@@ -304,6 +329,15 @@ struct ServeArgs {
     kafka_replication_factor: i32,
     #[command(flatten)]
     retention: RetentionArgs,
+    /// Append a signed checkpoint of the ledger chain's head to this file (JSON lines; also
+    /// logged) while the head moves. Default on SQLite: `ledger-checkpoints.jsonl` beside the
+    /// database; on PostgreSQL: none. Keep it (or ship the log) away from the database.
+    #[arg(long, env = "FERROPAY_CHECKPOINT_FILE")]
+    checkpoint_file: Option<std::path::PathBuf>,
+    /// How often a checkpoint is written while the ledger grows, in seconds.
+    #[arg(long, env = "FERROPAY_CHECKPOINT_EVERY_S", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    checkpoint_every_s: u64,
     /// Let webhook endpoints be loopback, private or link-local addresses (development only:
     /// otherwise anyone with an operator key could make ferropay call inside the network).
     #[arg(long, env = "FERROPAY_ALLOW_PRIVATE_WEBHOOK_URLS", action = clap::ArgAction::SetTrue,
@@ -498,11 +532,40 @@ enum DlqCommand {
 #[derive(Subcommand)]
 enum LedgerCommand {
     /// Check that the ledger balances, wallets equal their accounts and the hash chain is
-    /// intact. Exit 0 when all hold, 1 when any does not.
+    /// intact (each transaction's HMAC under the key it names). Exit 0 when all hold, 1 when
+    /// any does not.
     Verify {
         #[command(flatten)]
         database: DatabaseArgs,
+        /// A file of signed checkpoints (JSON lines, as `serve` and `ledger checkpoint` write
+        /// them): each must be signed with one of the keys, and the ledger must still extend it.
+        #[arg(long, env = "FERROPAY_VERIFY_CHECKPOINT")]
+        checkpoint: Option<std::path::PathBuf>,
+        /// Accept unkeyed transactions up to this sequence (a ledger written before it had
+        /// keys); any later unkeyed one is a break.
+        #[arg(long, default_value_t = 0)]
+        unkeyed_through: i64,
     },
+    /// Sign the chain's head now and append the checkpoint to a file (default: the one `serve`
+    /// writes); prints it as JSON.
+    Checkpoint {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[arg(long, env = "FERROPAY_CHECKPOINT_FILE")]
+        checkpoint_file: Option<std::path::PathBuf>,
+    },
+    /// Add a new key to the chain's keys file: it signs from the next start on; the older keys
+    /// stay to verify what they signed. Prints the new key's id.
+    RotateKey {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+/// Where checkpoints go when no file is named: beside a SQLite database; none on PostgreSQL.
+fn default_checkpoint_file(database_url: &str) -> Option<std::path::PathBuf> {
+    ledger_keys::default_keys_file(database_url)
+        .map(|keys| keys.with_file_name("ledger-checkpoints.jsonl"))
 }
 
 fn main() -> ExitCode {
@@ -551,10 +614,61 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Bench { command } => ferropay_cli::bench::run(command).await,
         Command::Ledger {
-            command: LedgerCommand::Verify { database },
+            command:
+                LedgerCommand::Checkpoint {
+                    database,
+                    checkpoint_file,
+                },
         } => {
-            let store = Store::open(&database.database_url, 2).await?;
-            let report = ferropay::ledger::verify::verify(&store).await?;
+            let path = checkpoint_file
+                .or_else(|| default_checkpoint_file(&database.database_url))
+                .context("name the checkpoint file (--checkpoint-file)")?;
+            let store = database.open(1).await?;
+            let checkpoint = ferropay::ledger::checkpoint::take(&store).await?;
+            ferropay::ledger::checkpoint::append(&path, &checkpoint)
+                .with_context(|| format!("writing {}", path.display()))?;
+            println!("{}", serde_json::to_string(&checkpoint)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ledger {
+            command: LedgerCommand::RotateKey { database },
+        } => {
+            let source = database.key_source();
+            anyhow::ensure!(
+                source.inline.is_none(),
+                "keys given in FERROPAY_LEDGER_KEYS are rotated where they are kept"
+            );
+            let path = ledger_keys::keys_file(&source, &database.database_url)
+                .context("name the keys file (--ledger-keys-file)")?;
+            let (keys, _) = ChainKeys::load_or_create(&path).map_err(anyhow::Error::msg)?;
+            let rotated = keys.rotated();
+            rotated.save(&path).map_err(anyhow::Error::msg)?;
+            println!(
+                "{}",
+                serde_json::json!({"key_id": rotated.current().id(), "file": path})
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ledger {
+            command:
+                LedgerCommand::Verify {
+                    database,
+                    checkpoint,
+                    unkeyed_through,
+                },
+        } => {
+            let checkpoints = match &checkpoint {
+                Some(path) => {
+                    ferropay::ledger::checkpoint::read_file(path).map_err(anyhow::Error::msg)?
+                }
+                None => Vec::new(),
+            };
+            let store = database.open(2).await?;
+            let options = ferropay::ledger::verify::VerifyOptions {
+                checkpoints,
+                unkeyed_through_seq: unkeyed_through,
+            };
+            let report = ferropay::ledger::verify::verify_with(&store, &options).await?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(if report.ok() {
                 ExitCode::SUCCESS
@@ -572,7 +686,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     database,
                 },
         } => {
-            let store = Store::open(&database.database_url, 2).await?;
+            let store = database.open(2).await?;
             let engine = ferropay::engine::Engine::start(store.clone(), EngineConfig::default())?;
             let key = idempotency_key.unwrap_or_else(|| ferropay::ids::new_id("cli"));
             let scope = ferropay::idempotency::KeyScope {
@@ -612,7 +726,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             database,
             retention,
         } => {
-            let store = Store::open(&database.database_url, 1).await?;
+            let store = database.open(1).await?;
             let purged = purge(&store, &retention.policy(), now_ms()).await?;
             println!("{}", serde_json::to_string(&purged)?);
             Ok(ExitCode::SUCCESS)
@@ -620,7 +734,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Dlq {
             command: DlqCommand::List { database },
         } => {
-            let store = Store::open(&database.database_url, 1).await?;
+            let store = database.open(1).await?;
             let mut out = std::io::stdout().lock();
             for job in ferropay::jobs::dlq::list(&store).await? {
                 writeln!(out, "{}", serde_json::to_string(&job)?)?;
@@ -630,7 +744,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Dlq {
             command: DlqCommand::Replay { id, database },
         } => {
-            let store = Store::open(&database.database_url, 1).await?;
+            let store = database.open(1).await?;
             match ferropay::jobs::dlq::replay(&store, &id).await {
                 Ok(replayed) => {
                     println!("{}", serde_json::to_string(&replayed)?);
@@ -654,7 +768,7 @@ async fn api_key_command(command: ApiKeyCommand) -> anyhow::Result<ExitCode> {
             scopes,
             database,
         } => {
-            let store = Store::open(&database.database_url, 1).await?;
+            let store = database.open(1).await?;
             let scopes = if scopes.is_empty() {
                 Scope::FULL.to_vec()
             } else {
@@ -665,7 +779,7 @@ async fn api_key_command(command: ApiKeyCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ApiKeyCommand::List { database } => {
-            let store = Store::open(&database.database_url, 1).await?;
+            let store = database.open(1).await?;
             let mut out = std::io::stdout().lock();
             for key in api_keys::list(&store).await? {
                 writeln!(out, "{}", serde_json::to_string(&key)?)?;
@@ -673,7 +787,7 @@ async fn api_key_command(command: ApiKeyCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ApiKeyCommand::Revoke { id, database } => {
-            let store = Store::open(&database.database_url, 1).await?;
+            let store = database.open(1).await?;
             match api_keys::revoke(&store, &id).await {
                 Ok(key) => {
                     println!("{}", serde_json::to_string(&key)?);
@@ -733,8 +847,25 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let psps =
         ferropay::psp::config::load(args.config.as_deref(), &|name| std::env::var(name).ok())
             .map_err(anyhow::Error::msg)?;
+    let ledger_keys =
+        ledger_keys::resolve(&args.database.key_source(), &args.database.database_url)?;
+    if ledger_keys.is_none() {
+        tracing::warn!(
+            "the ledger's hash chain is unkeyed: set FERROPAY_LEDGER_KEYS_FILE (the same file on \
+             every instance) so that someone with the database cannot rewrite it"
+        );
+    }
+    let checkpoint_file = match &ledger_keys {
+        Some(_) => args
+            .checkpoint_file
+            .or_else(|| default_checkpoint_file(&args.database.database_url)),
+        None => None,
+    };
     let database_url = args.database.database_url;
     let running = serve::start(ServeConfig {
+        ledger_keys,
+        checkpoint_file,
+        checkpoint_every_ms: args.checkpoint_every_s.saturating_mul(1000),
         listen: args.listen,
         database_url: database_url.clone(),
         max_db_connections: args.max_db_connections,

@@ -13,7 +13,6 @@ use ferropay::reconcile::days;
 use ferropay::reconcile::schedule::parse_date;
 use ferropay::reconcile::{BreakFilter, Reconciler, RunOptions};
 use ferropay::secret::Secret;
-use ferropay::store::Store;
 use ferropay_cli::progress;
 use ferropay_cli::serve::PSP_TIMEOUT_MS;
 
@@ -90,7 +89,7 @@ pub async fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
             limit,
             database,
         }) => {
-            let reconciler = offline(&database.database_url).await?;
+            let reconciler = offline(&database).await?;
             let filter = if open {
                 BreakFilter::Open
             } else {
@@ -111,7 +110,7 @@ pub async fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
             reason,
             database,
         }) => {
-            let reconciler = offline(&database.database_url).await?;
+            let reconciler = offline(&database).await?;
             match reconciler.resolve(&id, &reason).await {
                 Ok(resolved) => {
                     println!("{}", serde_json::to_string(&resolved)?);
@@ -129,7 +128,7 @@ pub async fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
                 .transpose()
                 .map_err(anyhow::Error::msg)
                 .context("--date")?;
-            let mut reconciler = offline(&args.database.database_url).await?;
+            let mut reconciler = offline(&args.database).await?;
             if let (Some(date), false) = (date, args.provisional)
                 && let Err(error) = days::check_closed_now(&reconciler.store, date, 0).await
             {
@@ -187,8 +186,8 @@ pub async fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Reconciliation over the database alone (no PSP to ask).
-async fn offline(database_url: &str) -> anyhow::Result<Reconciler> {
-    let store = Store::open(database_url, 4).await?;
+async fn offline(database: &DatabaseArgs) -> anyhow::Result<Reconciler> {
+    let store = database.open(4).await?;
     Ok(Reconciler {
         engine: ferropay::engine::Engine::start(store.clone(), Default::default())?,
         store,

@@ -1,15 +1,19 @@
 //! `ferropay serve`: binds the API, opens (and migrates) the database, wires the PSP connector —
 //! the in-process sandbox PSP with a generated key and webhook secret, or a PSP elsewhere —,
 //! starts the job workers and the outbox relay, schedules the nightly reconciliation and the
-//! payouts, and serves until asked to stop.
+//! payouts (each day once across instances), writes signed ledger checkpoints, and serves until
+//! asked to stop.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use ferropay::chain_keys::ChainKeys;
 use ferropay::engine::EngineConfig;
 use ferropay::jobs::JobsConfig;
+use ferropay::jobs::scheduled::ScheduledRuns;
 use ferropay::jobs::worker::Workers;
 use ferropay::outbox::kafka::{KafkaConfig, KafkaPublisher};
 use ferropay::outbox::nats::{NatsConfig, NatsPublisher};
@@ -30,7 +34,7 @@ use ferropay::webhooks::dispatch::Dispatcher;
 use ferropay::{Ferropay, FerropayConfig};
 use sandbox_psp::{SandboxConfig, SandboxHandle};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 /// How long one PSP call may take before it counts as a passing failure, in ms.
@@ -77,6 +81,12 @@ pub struct ServeConfig {
     pub engine: EngineConfig,
     /// Webhooks to merchants (delivered by this instance's workers when it runs any).
     pub webhooks: WebhookConfig,
+    /// The ledger chain's keys (`crate::ledger_keys` finds them); `None`: an unkeyed chain.
+    pub ledger_keys: Option<ChainKeys>,
+    /// Append a signed checkpoint of the chain's head to this file (and the log) every
+    /// `checkpoint_every_ms` while the head moves; `None`: no checkpoints. Needs `ledger_keys`.
+    pub checkpoint_file: Option<PathBuf>,
+    pub checkpoint_every_ms: u64,
     /// Timeouts, connection and in-flight caps, per-API-key rate limits of the HTTP server.
     pub limits: ferropay_http::ServerLimits,
 }
@@ -117,6 +127,10 @@ pub struct Running {
     server: JoinHandle<std::io::Result<()>>,
     payout_schedule: Option<JoinHandle<()>>,
     nightly: Vec<JoinHandle<()>>,
+    /// Tells the schedules to stop: a run in progress is marked interrupted for another
+    /// instance.
+    schedule_stop: watch::Sender<bool>,
+    checkpoints: Option<JoinHandle<()>>,
 }
 
 impl Running {
@@ -124,13 +138,17 @@ impl Running {
     /// period), stops the sandbox, closes the database.
     pub async fn shutdown(self) {
         let _ = self.stop.send(());
-        for nightly in self.nightly {
-            nightly.abort();
+        // The schedules mark a run in progress interrupted (another instance, or the next
+        // start, runs it again), within the jobs' grace period.
+        let _ = self.schedule_stop.send(true);
+        let grace = Duration::from_millis(JOBS_GRACE_MS);
+        for schedule in self.nightly.into_iter().chain(self.payout_schedule) {
+            let abort = schedule.abort_handle();
+            if tokio::time::timeout(grace, schedule).await.is_err() {
+                abort.abort();
+            }
         }
         let _ = self.server.await;
-        if let Some(schedule) = self.payout_schedule {
-            schedule.abort();
-        }
         if let Some(dispatcher) = self.dispatcher {
             dispatcher
                 .shutdown(Duration::from_millis(JOBS_GRACE_MS))
@@ -149,6 +167,9 @@ impl Running {
         }
         if let Some(sandbox) = self.sandbox {
             sandbox.shutdown();
+        }
+        if let Some(checkpoints) = self.checkpoints {
+            checkpoints.abort();
         }
         self.service.store.close().await;
     }
@@ -174,6 +195,22 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let store = Store::open(&config.database_url, config.max_db_connections)
         .await
         .with_context(|| format!("opening the database {}", redact_url(&config.database_url)))?;
+    let store = match config.ledger_keys {
+        Some(keys) => {
+            tracing::info!(key_id = keys.current().id(), "ledger chain keyed");
+            store.with_chain_keys(keys)
+        }
+        None => store,
+    };
+    let checkpoints = match (&config.checkpoint_file, store.chain_keys()) {
+        (Some(path), Some(_)) => Some(ferropay::ledger::checkpoint::spawn_writer(
+            store.clone(),
+            path.clone(),
+            config.checkpoint_every_ms.max(1),
+        )),
+        (Some(_), None) => anyhow::bail!("ledger checkpoints need the chain keys"),
+        (None, _) => None,
+    };
 
     let (connector, sandbox, sandbox_api_key) = match config.psp {
         PspChoice::InProcessSandbox {
@@ -302,9 +339,20 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             let _ = stopped.await;
         },
     ));
-    let payout_schedule = config
-        .payout_schedule
-        .map(|schedule| ferropay::payout::schedule::spawn(service.clone(), schedule));
+    // The schedules run each day once across instances, under a lease as long as the jobs'
+    // (`--lease-s`), and look for runs to take over twice per lease.
+    let (schedule_stop, schedule_stopped) = watch::channel(false);
+    let scheduled_runs = ScheduledRuns::new(service.store.clone(), config.jobs.lease_ms);
+    let check_ms = u64::try_from(config.jobs.lease_ms / 2).unwrap_or(1).max(1);
+    let payout_schedule = config.payout_schedule.map(|schedule| {
+        ferropay::payout::schedule::spawn(
+            service.clone(),
+            schedule,
+            scheduled_runs.clone(),
+            check_ms,
+            schedule_stopped.clone(),
+        )
+    });
     tracing::info!(%addr, %public_url, database = service.store.backend().name(), "ferropay serving");
     // One nightly run per PSP that gives its settlement by day.
     let nightly: Vec<JoinHandle<()>> = match config.reconcile_at {
@@ -315,7 +363,14 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             .filter(|connector| connector.settles_by_day())
             .filter_map(|connector| service.psp_reconciler(connector.name()).ok())
             .map(|reconciler| {
-                tokio::spawn(schedule::run_nightly(reconciler, at, std::env::temp_dir()))
+                tokio::spawn(schedule::run_nightly(
+                    reconciler,
+                    at,
+                    std::env::temp_dir(),
+                    scheduled_runs.clone(),
+                    check_ms,
+                    schedule_stopped.clone(),
+                ))
             })
             .collect(),
     };
@@ -333,6 +388,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         server,
         payout_schedule,
         nightly,
+        schedule_stop,
+        checkpoints,
     })
 }
 

@@ -63,6 +63,30 @@ impl Error {
     }
 }
 
+/// Seconds a client is told to wait when the database is out of reach.
+pub const DATABASE_RETRY_AFTER_S: u64 = 2;
+
+/// Whether a database error says the database is out of reach (no connection free within the
+/// pool's acquire timeout, the connection lost or refused, the server shutting down or starting
+/// up) rather than that the statement was wrong: a passing failure, answered 503. Nothing was
+/// committed by a statement that failed so.
+pub fn database_unreachable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        // PostgreSQL's SQLSTATE classes 08 (connection exception) and 57P (operator
+        // intervention: admin or crash shutdown, cannot connect now).
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        _ => false,
+    }
+}
+
 impl Error {
     /// Seconds after which a retry may succeed, for errors that are passing (`Retry-After`).
     pub fn retry_after_s(&self) -> Option<u64> {
@@ -70,6 +94,7 @@ impl Error {
             Self::PspUnavailable { retry_after_s, .. }
             | Self::Unavailable { retry_after_s, .. }
             | Self::RateLimited { retry_after_s } => Some(*retry_after_s),
+            Self::Database(error) if database_unreachable(error) => Some(DATABASE_RETRY_AFTER_S),
             _ => None,
         }
     }
@@ -87,6 +112,7 @@ impl Error {
             Self::RateLimited { .. } => 429,
             Self::PspRejected(_) => 502,
             Self::PspUnavailable { .. } | Self::Unavailable { .. } => 503,
+            Self::Database(error) if database_unreachable(error) => 503,
             Self::Database(_) | Self::Internal(_) => 500,
         }
     }
@@ -104,6 +130,9 @@ impl Error {
             Self::PspRejected(_) => ("psp_error", "psp_rejected"),
             Self::PspUnavailable { .. } => ("psp_error", "psp_unavailable"),
             Self::Unavailable { .. } => ("api_error", "service_unavailable"),
+            Self::Database(error) if database_unreachable(error) => {
+                ("api_error", "service_unavailable")
+            }
             Self::RateLimited { .. } => ("rate_limit_error", "rate_limited"),
             Self::Database(_) | Self::Internal(_) => ("api_error", "internal_error"),
         }
@@ -115,6 +144,9 @@ impl Error {
     pub fn to_body(&self) -> serde_json::Value {
         let (kind, code) = self.type_and_code();
         let message = match self {
+            Self::Database(error) if database_unreachable(error) => {
+                "the database is out of reach; try again shortly".to_owned()
+            }
             Self::Database(_) | Self::Internal(_) => "internal error".to_owned(),
             other => other.to_string(),
         };

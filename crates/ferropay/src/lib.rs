@@ -9,6 +9,7 @@
 pub mod api_keys;
 pub mod background;
 pub mod backlog;
+pub mod chain_keys;
 pub mod clock;
 pub mod dispute;
 pub mod engine;

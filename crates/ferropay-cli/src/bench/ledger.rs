@@ -77,9 +77,15 @@ pub async fn run(args: LedgerArgs) -> anyhow::Result<ExitCode> {
     let mut machine = Machine::observe();
     let database = BenchDatabase::prepare(args.common.database_url.as_deref())?;
     // The engine needs one connection; the rest are for the checks afterwards.
+    // Keyed as `serve` would be on this database: the chain's HMAC is part of what is measured.
+    let keys = crate::ledger_keys::resolve(&Default::default(), &database.url)?;
     let store = Store::open(&database.url, 4)
         .await
         .with_context(|| format!("opening {}", database.describe()))?;
+    let store = match keys {
+        Some(keys) => store.with_chain_keys(keys),
+        None => store,
+    };
     let engine_config = EngineConfig {
         max_batch: args.max_batch,
         linger_us: args.linger_us,

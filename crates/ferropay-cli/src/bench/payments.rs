@@ -454,6 +454,11 @@ async fn start_server(database_url: &str, max_db_connections: u32) -> anyhow::Re
         kafka: None,
         retention: None,
         engine: ferropay::engine::EngineConfig::default(),
+        // Keyed as `serve` would be on this database: the chain's HMAC is part of what is
+        // measured.
+        ledger_keys: crate::ledger_keys::resolve(&Default::default(), database_url)?,
+        checkpoint_file: None,
+        checkpoint_every_ms: 0,
         // The benchmark measures the engine under the load it offers, not the server shedding
         // it: no rate limit, caps above any load it offers.
         limits: ferropay_http::ServerLimits {

@@ -642,6 +642,11 @@ async fn registration_survives_a_restart(db: Db, psp: Psp) {
         webhooks: test_webhook_config(),
         reconcile_day_close_lag_ms: 0,
         limits: ferropay_http::ServerLimits::default(),
+        // The chain keys the first instance used (beside the SQLite file; none on PostgreSQL).
+        ledger_keys: ferropay_cli::ledger_keys::resolve(&Default::default(), &rig.app.db.url)
+            .expect("chain keys"),
+        checkpoint_file: None,
+        checkpoint_every_ms: 60_000,
     })
     .await
     .expect("the second instance starts");

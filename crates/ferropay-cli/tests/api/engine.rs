@@ -587,7 +587,11 @@ async fn a_sigkill_loses_nothing_that_was_answered(db: Db) {
     let Some(test_db) = TestDb::create(db).await else {
         return;
     };
-    let store = Store::open(&test_db.url, 4).await.unwrap();
+    // With the chain keys `ferropay serve` finds for this database (created here on SQLite), so
+    // that this store verifies what the server writes.
+    let store = ferropay_cli::ledger_keys::open_store(&test_db.url, 4, &Default::default())
+        .await
+        .unwrap();
     let payments = seed_payments(&store, "k", 300, 30, "processing").await;
     let port = fixed_port();
     let base = format!("http://127.0.0.1:{port}");

@@ -41,10 +41,23 @@ pub struct TestDb {
 
 enum Cleanup {
     File(std::path::PathBuf),
-    PgDatabase { admin_url: String, name: String },
+    PgDatabase {
+        admin_url: String,
+        name: String,
+    },
+    /// A database the test owns otherwise (its own server, removed with it).
+    Nothing,
 }
 
 impl TestDb {
+    /// A database at `url` that the test removes by other means (a server of its own).
+    pub fn unmanaged(url: String) -> Self {
+        Self {
+            url,
+            cleanup: Cleanup::Nothing,
+        }
+    }
+
     /// A fresh database, or `None` for PostgreSQL when no test database is configured.
     pub async fn create(db: Db) -> Option<Self> {
         match db {
@@ -88,6 +101,7 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         match &self.cleanup {
+            Cleanup::Nothing => {}
             Cleanup::File(dir) => {
                 let _ = std::fs::remove_dir_all(dir);
             }
@@ -114,6 +128,14 @@ impl Drop for TestDb {
             }
         }
     }
+}
+
+/// What a sibling instance may differ in.
+pub struct SiblingOptions {
+    /// The first instance's keys make one chain (`spawn_sibling`'s default).
+    pub ledger_keys: Option<ferropay::chain_keys::ChainKeys>,
+    pub jobs: JobsConfig,
+    pub reconcile_at: Option<ferropay::reconcile::schedule::TimeOfDay>,
 }
 
 /// A running ferropay with its in-process sandbox, and a client that talks to both.
@@ -145,6 +167,15 @@ pub struct AppOptions {
     pub webhooks: ferropay::webhooks::WebhookConfig,
     /// Stripe and Adyen (at the fakes) beside the sandbox, and the routing rule.
     pub psps: ferropay::psp::config::PspSettings,
+    /// The ledger chain's keys; `None`: where `ferropay serve` would find them (on SQLite a
+    /// `ledger-keys` file beside the database, created; on PostgreSQL none, an unkeyed chain),
+    /// so that the `ferropay` commands a test runs on the same database agree.
+    pub ledger_keys: Option<ferropay::chain_keys::ChainKeys>,
+    /// Signed ledger checkpoints appended here every 50 ms while the head moves.
+    pub checkpoint_file: Option<std::path::PathBuf>,
+    /// The nightly reconciliation's time of day, and the payout schedule, if any.
+    pub reconcile_at: Option<ferropay::reconcile::schedule::TimeOfDay>,
+    pub payout_schedule: Option<ferropay::payout::schedule::PayoutSchedule>,
     /// When a UTC day counts as closed for reconciliation: by default minus a day, so that tests
     /// reconcile the day they paid on for good (production: 0, at midnight UTC).
     pub reconcile_day_close_lag_ms: i64,
@@ -173,6 +204,10 @@ impl Default for AppOptions {
             psp_ca_pem: None,
             webhooks: test_webhook_config(),
             psps: Default::default(),
+            ledger_keys: None,
+            checkpoint_file: None,
+            reconcile_at: None,
+            payout_schedule: None,
             reconcile_day_close_lag_ms: -ferropay::reconcile::days::DAY_MS,
             limits: ferropay_http::ServerLimits::default(),
         }
@@ -215,6 +250,11 @@ pub async fn spawn_app(db: Db) -> Option<TestApp> {
 
 pub async fn spawn_app_with(db: Db, options: AppOptions) -> Option<TestApp> {
     let db = TestDb::create(db).await?;
+    Some(spawn_app_in(db, options).await)
+}
+
+/// A running app on `db`.
+pub async fn spawn_app_in(db: TestDb, options: AppOptions) -> TestApp {
     let psp = match options.psp_url {
         None => PspChoice::InProcessSandbox {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -235,16 +275,21 @@ pub async fn spawn_app_with(db: Db, options: AppOptions) -> Option<TestApp> {
         psp,
         psps: options.psps,
         platform_fee_bps: options.platform_fee_bps,
-        payout_schedule: None,
+        payout_schedule: options.payout_schedule,
         poll_after_ms: options.poll_after_ms,
         jobs: options.jobs,
-        reconcile_at: None,
+        reconcile_at: options.reconcile_at,
         reconcile_day_close_lag_ms: options.reconcile_day_close_lag_ms,
         nats: options.nats,
         kafka: options.kafka,
         retention: None,
         engine: ferropay::engine::EngineConfig::default(),
         webhooks: options.webhooks,
+        ledger_keys: options.ledger_keys.or_else(|| {
+            ferropay_cli::ledger_keys::resolve(&Default::default(), &db.url).expect("chain keys")
+        }),
+        checkpoint_file: options.checkpoint_file,
+        checkpoint_every_ms: 50,
         limits: options.limits,
     })
     .await
@@ -258,7 +303,7 @@ pub async fn spawn_app_with(db: Db, options: AppOptions) -> Option<TestApp> {
         .as_ref()
         .map(|s| s.base_url.clone())
         .unwrap_or_default();
-    Some(TestApp {
+    TestApp {
         base_url: running.public_url.clone(),
         sandbox_url,
         api_key,
@@ -269,7 +314,7 @@ pub async fn spawn_app_with(db: Db, options: AppOptions) -> Option<TestApp> {
             .unwrap(),
         running: Some(running),
         db,
-    })
+    }
 }
 
 /// A checkout body with two sellers: 1500 to seller_a and 250 to seller_b (USD).
@@ -549,6 +594,16 @@ impl TestApp {
     /// A second ferropay instance on this app's database, registering at this app's sandbox
     /// PSP (several stateless instances on one PostgreSQL, as in production).
     pub async fn spawn_sibling(&self) -> Running {
+        self.spawn_sibling_with(SiblingOptions {
+            ledger_keys: self.service().store.chain_keys().cloned(),
+            jobs: test_jobs_config(),
+            reconcile_at: None,
+        })
+        .await
+    }
+
+    /// [`Self::spawn_sibling`] with its own chain keys, jobs' lease and nightly reconciliation.
+    pub async fn spawn_sibling_with(&self, options: SiblingOptions) -> Running {
         serve::start(ServeConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             database_url: self.db.url.clone(),
@@ -564,14 +619,17 @@ impl TestApp {
             platform_fee_bps: 0,
             payout_schedule: None,
             poll_after_ms: 60_000,
-            jobs: test_jobs_config(),
-            reconcile_at: None,
+            jobs: options.jobs,
+            reconcile_at: options.reconcile_at,
             reconcile_day_close_lag_ms: -ferropay::reconcile::days::DAY_MS,
             nats: None,
             kafka: None,
             retention: None,
             engine: ferropay::engine::EngineConfig::default(),
             webhooks: test_webhook_config(),
+            ledger_keys: options.ledger_keys,
+            checkpoint_file: None,
+            checkpoint_every_ms: 0,
             limits: ferropay_http::ServerLimits::default(),
         })
         .await

@@ -51,6 +51,7 @@ impl WriteSql {
             ("ph", Text),
             ("h", Text),
             ("pid", Text),
+            ("kid", Text),
         ];
         let posting_cols = [
             ("t", Text),
@@ -61,7 +62,7 @@ impl WriteSql {
         ];
         let ledger_pg = (b == Backend::Postgres).then(|| {
             format!(
-                "WITH w AS (UPDATE wallets SET balance_minor = wallets.balance_minor + x.d,                    updated_at_ms = x.at FROM {}                    WHERE wallets.seller_id = x.s AND wallets.currency = x.c RETURNING 1),                  j AS (INSERT INTO journal_transactions (id, seq, source_ref, kind, payment_id,                    created_at_ms, prev_hash, hash, prev_transaction_id)                    SELECT x.id, x.seq, x.r, x.k, x.p, x.at, x.ph, x.h, x.pid FROM {}),                  p AS (INSERT INTO postings (transaction_id, line_no, account, currency,                    amount_minor) SELECT x.t, x.l, x.a, x.c, x.m FROM {})                  UPDATE ledger_head SET seq = $4, hash = $5, transaction_id = $6 WHERE id = 1                  RETURNING (SELECT COUNT(*) FROM w) AS wallets_moved",
+                "WITH w AS (UPDATE wallets SET balance_minor = wallets.balance_minor + x.d,                    updated_at_ms = x.at FROM {}                    WHERE wallets.seller_id = x.s AND wallets.currency = x.c RETURNING 1),                  j AS (INSERT INTO journal_transactions (id, seq, source_ref, kind, payment_id,                    created_at_ms, prev_hash, hash, prev_transaction_id, hash_key_id)                    SELECT x.id, x.seq, x.r, x.k, x.p, x.at, x.ph, x.h, x.pid, x.kid FROM {}),                  p AS (INSERT INTO postings (transaction_id, line_no, account, currency,                    amount_minor) SELECT x.t, x.l, x.a, x.c, x.m FROM {})                  UPDATE ledger_head SET seq = $4, hash = $5, transaction_id = $6 WHERE id = 1                  RETURNING (SELECT COUNT(*) FROM w) AS wallets_moved",
                 json_rows(b, 1, "x", &wallet_cols),
                 json_rows(b, 2, "x", &journal_cols),
                 json_rows(b, 3, "x", &posting_cols),
@@ -220,8 +221,8 @@ impl WriteSql {
             ),
             journal: format!(
                 "INSERT INTO journal_transactions (id, seq, source_ref, kind, payment_id, \
-                 created_at_ms, prev_hash, hash, prev_transaction_id) \
-                 SELECT x.id, x.seq, x.r, x.k, x.p, x.at, x.ph, x.h, x.pid FROM {}",
+                 created_at_ms, prev_hash, hash, prev_transaction_id, hash_key_id) \
+                 SELECT x.id, x.seq, x.r, x.k, x.p, x.at, x.ph, x.h, x.pid, x.kid FROM {}",
                 rows(&[
                     ("id", Text),
                     ("seq", Int),
@@ -231,7 +232,8 @@ impl WriteSql {
                     ("at", Int),
                     ("ph", Text),
                     ("h", Text),
-                    ("pid", Text)
+                    ("pid", Text),
+                    ("kid", Text)
                 ])
             ),
             postings: format!(
@@ -402,6 +404,7 @@ struct JournalRow<'a> {
     ph: &'a str,
     h: &'a str,
     pid: Option<&'a str>,
+    kid: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -661,6 +664,7 @@ pub(crate) async fn write(
             ph: &c.prev_hash,
             h: &c.hash,
             pid: c.prev_id.as_deref(),
+            kid: c.key_id.as_deref(),
         })
         .collect();
     let postings: Vec<PostingRow> = chained

@@ -22,6 +22,7 @@
 pub mod dlq;
 mod queue;
 pub mod retry;
+pub mod scheduled;
 pub mod worker;
 
 use std::collections::BTreeMap;

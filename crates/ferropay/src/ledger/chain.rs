@@ -1,11 +1,14 @@
 //! The hash chain's head and how a run of new journal transactions extends it. The chain is
 //! extended in memory for a whole batch (each transaction's hash covers its predecessor's), so
-//! the head row is read once and written once per batch, whatever its size.
+//! the head row is read once and written once per batch, whatever its size. The head carries
+//! the store's current chain key (if it has keys), so each new hash is an HMAC under it and each
+//! transaction records that key's id.
 
 use sqlx::Row;
 
 use super::NewJournalTransaction;
 use super::hash::{HashInput, transaction_hash};
+use crate::chain_keys::ChainKey;
 use crate::error::Result;
 use crate::store::{Store, Tx};
 
@@ -15,6 +18,8 @@ pub struct ChainHead {
     pub seq: i64,
     pub hash: String,
     pub transaction_id: Option<String>,
+    /// The key new transactions are hashed with; `None`: unkeyed SHA-256.
+    pub key: Option<ChainKey>,
 }
 
 /// A journal transaction placed on the chain, ready to be written.
@@ -26,6 +31,8 @@ pub struct Chained<'a> {
     pub hash: String,
     pub prev_id: Option<String>,
     pub created_at_ms: i64,
+    /// The id of the chain key its hash was made with (`None`: unkeyed).
+    pub key_id: Option<String>,
     pub new: &'a NewJournalTransaction,
 }
 
@@ -49,8 +56,10 @@ pub fn extend<'a>(
                 payment_id: new.payment_id.as_deref(),
                 created_at_ms,
                 postings: &new.postings,
+                key: head.key.as_ref(),
             });
             let chained = Chained {
+                key_id: head.key.as_ref().map(|key| key.id().to_owned()),
                 prev_id: head.transaction_id.replace(id.to_owned()),
                 prev_hash: std::mem::replace(&mut head.hash, hash.clone()),
                 id,
@@ -78,6 +87,7 @@ pub async fn lock_head(store: &Store, tx: &mut Tx) -> Result<ChainHead> {
         seq: head.try_get("seq")?,
         hash: head.try_get("hash")?,
         transaction_id: head.try_get("transaction_id")?,
+        key: store.chain_keys().map(|keys| keys.current().clone()),
     })
 }
 
@@ -113,6 +123,7 @@ mod tests {
             seq: 7,
             hash: "00".into(),
             transaction_id: Some("jtx_7".into()),
+            key: None,
         };
         let chained = extend(&mut head, ids.iter().copied().zip(&batch), 1);
         assert_eq!(chained.len(), 3);

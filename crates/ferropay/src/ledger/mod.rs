@@ -9,6 +9,7 @@
 
 pub mod accounts;
 pub mod chain;
+pub mod checkpoint;
 mod hash;
 pub mod verify;
 

@@ -2,6 +2,13 @@
 //! zero per currency (I3), each wallet equals minus the sum of its seller account (I4), and the
 //! hash chain is intact from the first transaction to the head (tampering shows as a break).
 //! The journal is streamed, so memory does not grow with the ledger.
+//!
+//! Keyed chains: each transaction is checked with the chain key it names (the verifier must
+//! hold it), and an unkeyed transaction is a break when the verifier holds keys, unless it lies
+//! at or before `unkeyed_through_seq` (a ledger written before keys existed). Checkpoints
+//! (signed heads kept outside the database, [`super::checkpoint`]) must have valid signatures
+//! and name a transaction the ledger still has at that sequence with that hash: with the chain
+//! intact from there to the head, the ledger extends every checkpoint.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +17,9 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::accounts;
+use super::checkpoint::Checkpoint;
 use super::hash::{HashInput, HashedPosting, transaction_hash};
+use crate::chain_keys::ChainKeys;
 use crate::error::Result;
 use crate::store::{Backend, Store};
 use sqlx::AnyConnection;
@@ -23,6 +32,13 @@ pub struct VerifyReport {
     pub balanced: bool,
     pub wallets_match: bool,
     pub chain_intact: bool,
+    /// Transactions hashed with a chain key (an HMAC), and without one (plain SHA-256).
+    pub keyed_transactions: i64,
+    pub unkeyed_transactions: i64,
+    /// Signed checkpoints given to check, and whether the ledger extends every one of them.
+    pub checkpoints_checked: i64,
+    pub checkpoints_ok: bool,
+    pub checkpoint_problems: Vec<String>,
     /// Sum of all postings per currency: zero everywhere when balanced.
     pub totals_by_currency: BTreeMap<String, i64>,
     pub unbalanced_transactions: Vec<String>,
@@ -32,7 +48,7 @@ pub struct VerifyReport {
 
 impl VerifyReport {
     pub fn ok(&self) -> bool {
-        self.balanced && self.wallets_match && self.chain_intact
+        self.balanced && self.wallets_match && self.chain_intact && self.checkpoints_ok
     }
 }
 
@@ -54,13 +70,33 @@ pub struct ChainBreak {
 /// At most this many problems of each kind are listed; the flags still tell the whole truth.
 const MAX_LISTED: usize = 100;
 
+/// What a verification checks beyond the books themselves.
+#[derive(Clone, Debug, Default)]
+pub struct VerifyOptions {
+    /// Signed checkpoints the ledger must still extend.
+    pub checkpoints: Vec<Checkpoint>,
+    /// Unkeyed transactions up to this sequence are accepted although the verifier holds keys
+    /// (a ledger that was written before it had keys); 0: none.
+    pub unkeyed_through_seq: i64,
+}
+
+/// Verifies with the store's chain keys and no checkpoint.
 pub async fn verify(store: &Store) -> Result<VerifyReport> {
+    verify_with(store, &VerifyOptions::default()).await
+}
+
+pub async fn verify_with(store: &Store, options: &VerifyOptions) -> Result<VerifyReport> {
     let mut report = VerifyReport {
         transactions: 0,
         postings: 0,
         balanced: true,
         wallets_match: true,
         chain_intact: true,
+        keyed_transactions: 0,
+        unkeyed_transactions: 0,
+        checkpoints_checked: 0,
+        checkpoints_ok: true,
+        checkpoint_problems: Vec::new(),
         totals_by_currency: BTreeMap::new(),
         unbalanced_transactions: Vec::new(),
         wallet_mismatches: Vec::new(),
@@ -75,7 +111,48 @@ pub async fn verify(store: &Store) -> Result<VerifyReport> {
             .execute(&mut *snapshot)
             .await?;
     }
-    let last_hash = walk_journal(&mut snapshot, &mut report, &mut seller_sums).await?;
+    let mut walk = Walk {
+        keys: store.chain_keys(),
+        unkeyed_through_seq: options.unkeyed_through_seq,
+        checkpoints: BTreeMap::new(),
+        expected_prev: GENESIS_HASH.to_owned(),
+        expected_seq: 1,
+    };
+    for checkpoint in &options.checkpoints {
+        report.checkpoints_checked += 1;
+        let Some(keys) = walk.keys else {
+            checkpoint_problem(
+                &mut report,
+                "checkpoints need the chain keys to check".into(),
+            );
+            continue;
+        };
+        if let Err(problem) = checkpoint.check_signature(keys) {
+            checkpoint_problem(&mut report, problem);
+        } else if checkpoint.seq == 0 {
+            // The empty ledger's checkpoint: extended by any ledger.
+        } else {
+            walk.checkpoints.insert(checkpoint.seq, checkpoint);
+        }
+    }
+    let last_hash = walk_journal(&mut snapshot, &mut report, &mut seller_sums, &mut walk).await?;
+    let removed: Vec<String> = walk
+        .checkpoints
+        .values()
+        .filter(|checkpoint| checkpoint.seq > report.transactions)
+        .map(|checkpoint| {
+            format!(
+                "checkpoint at sequence {} ({}): the ledger has only {} transactions: \
+                 transactions were removed",
+                checkpoint.seq,
+                checkpoint.transaction_id.as_deref().unwrap_or(""),
+                report.transactions
+            )
+        })
+        .collect();
+    for problem in removed {
+        checkpoint_problem(&mut report, problem);
+    }
     check_head(&mut snapshot, &mut report, &last_hash).await?;
     check_wallets(&mut snapshot, &mut report, seller_sums).await?;
     snapshot.rollback().await?;
@@ -94,7 +171,26 @@ struct ReadTransaction {
     hash: String,
     /// Recorded beside the chain (not hashed): names a predecessor that was deleted.
     prev_transaction_id: Option<String>,
+    /// The chain key its hash claims to be made with; `None`: unkeyed.
+    hash_key_id: Option<String>,
     postings: Vec<ReadPosting>,
+}
+
+/// What the walk along the journal carries from one transaction to the next.
+struct Walk<'a> {
+    keys: Option<&'a ChainKeys>,
+    unkeyed_through_seq: i64,
+    /// Checkpoints with valid signatures, by sequence.
+    checkpoints: BTreeMap<i64, &'a Checkpoint>,
+    expected_prev: String,
+    expected_seq: i64,
+}
+
+fn checkpoint_problem(report: &mut VerifyReport, problem: String) {
+    report.checkpoints_ok = false;
+    if report.checkpoint_problems.len() < MAX_LISTED {
+        report.checkpoint_problems.push(problem);
+    }
 }
 
 /// A posting as stored, trusted in nothing: its currency may not even be valid any more.
@@ -120,30 +216,23 @@ async fn walk_journal(
     snapshot: &mut AnyConnection,
     report: &mut VerifyReport,
     seller_sums: &mut BTreeMap<(String, String), i64>,
+    walk: &mut Walk<'_>,
 ) -> Result<String> {
     // A LEFT JOIN, so a transaction whose postings were all deleted still shows up (and fails).
     let mut rows = sqlx::query(
         "SELECT t.id, t.seq, t.source_ref, t.kind, t.payment_id, t.created_at_ms, t.prev_hash, \
-                t.hash, t.prev_transaction_id, p.line_no, p.account, p.currency, p.amount_minor \
+                t.hash, t.prev_transaction_id, t.hash_key_id, p.line_no, p.account, p.currency, p.amount_minor \
          FROM journal_transactions t LEFT JOIN postings p ON p.transaction_id = t.id \
          ORDER BY t.seq, p.line_no",
     )
     .fetch(&mut *snapshot);
 
-    let mut expected_prev = GENESIS_HASH.to_owned();
-    let mut expected_seq = 1_i64;
     let mut current: Option<ReadTransaction> = None;
     while let Some(row) = rows.try_next().await? {
         let id: String = row.try_get("id")?;
         if current.as_ref().is_none_or(|t| t.id != id) {
             if let Some(done) = current.take() {
-                check_transaction(
-                    done,
-                    report,
-                    seller_sums,
-                    &mut expected_prev,
-                    &mut expected_seq,
-                );
+                check_transaction(done, report, seller_sums, walk);
             }
             current = Some(ReadTransaction {
                 id,
@@ -155,6 +244,7 @@ async fn walk_journal(
                 prev_hash: row.try_get("prev_hash")?,
                 hash: row.try_get("hash")?,
                 prev_transaction_id: row.try_get("prev_transaction_id")?,
+                hash_key_id: row.try_get("hash_key_id")?,
                 postings: Vec::new(),
             });
         }
@@ -168,16 +258,10 @@ async fn walk_journal(
         }
     }
     if let Some(done) = current.take() {
-        check_transaction(
-            done,
-            report,
-            seller_sums,
-            &mut expected_prev,
-            &mut expected_seq,
-        );
+        check_transaction(done, report, seller_sums, walk);
     }
     // The hash of the last transaction read (the genesis hash for an empty journal).
-    Ok(expected_prev)
+    Ok(walk.expected_prev.clone())
 }
 
 pub(crate) const GENESIS_HASH: &str =
@@ -187,9 +271,10 @@ fn check_transaction(
     transaction: ReadTransaction,
     report: &mut VerifyReport,
     seller_sums: &mut BTreeMap<(String, String), i64>,
-    expected_prev: &mut String,
-    expected_seq: &mut i64,
+    walk: &mut Walk<'_>,
 ) {
+    let expected_prev = &mut walk.expected_prev;
+    let expected_seq = &mut walk.expected_seq;
     report.transactions += 1;
     report.postings += transaction.postings.len() as i64;
 
@@ -216,6 +301,28 @@ fn check_transaction(
         }
     }
 
+    let mut problems = Vec::new();
+    let key = match transaction.hash_key_id.as_deref() {
+        Some(key_id) => {
+            report.keyed_transactions += 1;
+            let key = walk.keys.and_then(|keys| keys.get(key_id));
+            if key.is_none() {
+                problems.push(format!(
+                    "its hash is made with chain key {key_id}, which this verifier does not hold"
+                ));
+            }
+            key
+        }
+        None => {
+            report.unkeyed_transactions += 1;
+            if walk.keys.is_some() && transaction.seq > walk.unkeyed_through_seq {
+                problems.push(
+                    "its hash is not keyed: written or rewritten without the chain key".to_owned(),
+                );
+            }
+            None
+        }
+    };
     let recomputed = transaction_hash(&HashInput {
         prev_hash: &transaction.prev_hash,
         transaction_id: &transaction.id,
@@ -225,8 +332,8 @@ fn check_transaction(
         payment_id: transaction.payment_id.as_deref(),
         created_at_ms: transaction.created_at_ms,
         postings: &transaction.postings,
+        key,
     });
-    let mut problems = Vec::new();
     let deleted_before = transaction.seq > *expected_seq;
     if deleted_before {
         // The chain says that something is gone; the successor's note says which one.
@@ -252,7 +359,19 @@ fn check_transaction(
     if transaction.prev_hash != *expected_prev && !deleted_before {
         problems.push("its previous-hash does not match the transaction before it".to_owned());
     }
-    if recomputed != transaction.hash {
+    if let Some(checkpoint) = walk.checkpoints.get(&transaction.seq)
+        && checkpoint.hash != transaction.hash
+    {
+        report.checkpoints_ok = false;
+        if report.checkpoint_problems.len() < MAX_LISTED {
+            report.checkpoint_problems.push(format!(
+                "checkpoint at sequence {}: the ledger's transaction {} there has another hash: \
+                 the ledger up to it was rewritten",
+                transaction.seq, transaction.id
+            ));
+        }
+    }
+    if (transaction.hash_key_id.is_none() || key.is_some()) && recomputed != transaction.hash {
         problems
             .push("its contents do not match its hash: a row was changed or deleted".to_owned());
     }

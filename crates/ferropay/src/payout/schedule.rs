@@ -1,15 +1,21 @@
 //! The payout schedule: once a day at a set UTC time, every seller wallet with at least a minimum
 //! available is paid out in full. Each day's run is idempotent per seller and currency (keys
 //! `schedule:{date}:{seller}:{currency}`), so several instances, or a restart, pay nobody twice.
+//!
+//! And each day runs once across instances: the day is a scheduled run (`jobs::scheduled`,
+//! schedule `payouts`) held under a lease, so one instance walks the wallets; a run whose
+//! instance stopped or crashed is taken over and run again by another (paying nobody twice).
 
 use std::time::Duration;
 
 use sqlx::Row;
 use time::OffsetDateTime;
+use tokio::sync::watch;
 
 use super::{PayoutInput, PayoutView};
 use crate::error::{Error, Result};
 use crate::idempotency::{self, KeyScope};
+use crate::jobs::scheduled::{self, RunOutcome, ScheduledRuns};
 use crate::service::Ferropay;
 
 /// When and above what the schedule pays out.
@@ -32,6 +38,11 @@ impl PayoutSchedule {
             return Err(bad());
         }
         Ok(hours * 60 + minutes)
+    }
+
+    /// The next run strictly after `now`.
+    pub fn next_run(&self, now: OffsetDateTime) -> OffsetDateTime {
+        now + self.wait_from(now)
     }
 
     /// How long from `now` until the next run.
@@ -110,19 +121,68 @@ pub async fn run_once(
     Ok(paid)
 }
 
-/// Runs the schedule until the task is dropped.
-pub fn spawn(service: Ferropay, schedule: PayoutSchedule) -> tokio::task::JoinHandle<()> {
+/// The schedule's name in `scheduled_runs`.
+pub const SCHEDULE: &str = "payouts";
+
+/// Pays out `date`'s run once across instances (see the module's header).
+pub async fn run_day(
+    service: &Ferropay,
+    runs: &ScheduledRuns,
+    date: &str,
+    minimum_minor: i64,
+    stop: watch::Receiver<bool>,
+) -> Result<RunOutcome<Vec<PayoutView>>> {
+    let outcome = runs
+        .run(SCHEDULE, date, stop, |_attempt| async move {
+            run_once(service, date, minimum_minor)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await?;
+    match &outcome {
+        RunOutcome::Ran {
+            result: Ok(paid), ..
+        } => tracing::info!(%date, payouts = paid.len(), "scheduled payouts sent"),
+        RunOutcome::Ran {
+            result: Err(error), ..
+        } => tracing::error!(%date, %error, "scheduled payouts failed"),
+        RunOutcome::Interrupted => {}
+        RunOutcome::Finished | RunOutcome::HeldElsewhere | RunOutcome::LostLease => {
+            tracing::info!(%date, "scheduled payouts run by another instance")
+        }
+    }
+    Ok(outcome)
+}
+
+/// Runs the schedule until `stop` turns true; every `check_ms` it looks for runs to take over.
+pub fn spawn(
+    service: Ferropay,
+    schedule: PayoutSchedule,
+    runs: ScheduledRuns,
+    check_ms: u64,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(schedule.wait_from(OffsetDateTime::now_utc())).await;
-            let date = OffsetDateTime::now_utc().date().to_string();
-            match run_once(&service, &date, schedule.minimum_minor).await {
-                Ok(paid) => tracing::info!(%date, payouts = paid.len(), "scheduled payouts sent"),
-                Err(error) => {
-                    tracing::error!(%date, %error, "scheduled payouts failed; the next run retries")
+        let run_slot = |date: String| {
+            let (service, runs, stop) = (&service, &runs, stop.clone());
+            async move {
+                if let Err(error) =
+                    run_day(service, runs, &date, schedule.minimum_minor, stop).await
+                {
+                    tracing::error!(%date, %error, "scheduled payouts not recorded");
                 }
             }
-        }
+        };
+        scheduled::daily_loop(
+            &runs,
+            SCHEDULE,
+            |now| schedule.next_run(now),
+            |due| due.date().to_string(),
+            check_ms,
+            stop.clone(),
+            run_slot,
+        )
+        .await;
     })
 }
 

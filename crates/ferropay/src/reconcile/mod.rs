@@ -27,7 +27,7 @@ pub mod days;
 mod heal;
 pub mod line;
 mod matcher;
-mod reader;
+pub mod reader;
 mod run;
 pub mod schedule;
 

@@ -7,7 +7,7 @@
 //! report ([`super::adyen_report`]).
 
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Read};
 use std::path::PathBuf;
 
 use csv::{ByteRecord, ReaderBuilder};
@@ -69,14 +69,33 @@ fn read(
     sender: &mpsc::Sender<Result<Chunk, String>>,
 ) -> Result<(), String> {
     let file = File::open(path).map_err(|e| format!("opening {}: {e}", path.display()))?;
+    read_from(
+        BufReader::with_capacity(256 * 1024, file),
+        &path.display().to_string(),
+        chunk_lines,
+        // `false` once the run stopped listening.
+        |chunk| sender.blocking_send(Ok(chunk)).is_ok(),
+    )
+}
+
+/// Reads a settlement file from `input` (named `name` in errors), handing `on_chunk` chunks of
+/// at most `chunk_lines` lines until it answers `false` or the file ends. A bad header or an
+/// unreadable file is an error; a bad line is a line that says so.
+pub fn read_from(
+    input: impl Read,
+    name: &str,
+    chunk_lines: usize,
+    mut on_chunk: impl FnMut(Chunk) -> bool,
+) -> Result<(), String> {
+    let chunk_lines = chunk_lines.max(1);
     let mut reader = ReaderBuilder::new()
         .has_headers(true)
         // A short or long row is a malformed line, not the end of the run.
         .flexible(true)
-        .from_reader(BufReader::with_capacity(256 * 1024, file));
+        .from_reader(input);
     let header = reader
         .byte_headers()
-        .map_err(|e| format!("reading the header of {}: {e}", path.display()))?
+        .map_err(|e| format!("reading the header of {name}: {e}"))?
         .clone();
     let columns = Format::from_header(&header)?;
     let mut record = ByteRecord::new();
@@ -85,7 +104,7 @@ fn read(
     loop {
         let more = reader
             .read_byte_record(&mut record)
-            .map_err(|e| format!("reading {} after line {line_no}: {e}", path.display()))?;
+            .map_err(|e| format!("reading {name} after line {line_no}: {e}"))?;
         if more {
             line_no += 1;
             lines.push(columns.parse(&record, line_no));
@@ -95,8 +114,8 @@ fn read(
                 lines: std::mem::replace(&mut lines, Vec::with_capacity(chunk_lines)),
                 bytes_read: reader.position().byte(),
             };
-            if sender.blocking_send(Ok(chunk)).is_err() {
-                return Ok(()); // the run stopped listening
+            if !on_chunk(chunk) {
+                return Ok(());
             }
         }
         if !more {

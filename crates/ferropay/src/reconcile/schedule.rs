@@ -1,15 +1,26 @@
 //! The nightly run inside `serve`: at a configured UTC time of day (`--reconcile-at HH:MM`),
 //! fetch the settlement file of the day that just ended from the PSP and reconcile it. A fetch
 //! that fails for a passing reason is tried again every few minutes for an hour.
+//!
+//! One run per day across all instances: each day is a scheduled run (`jobs::scheduled`,
+//! schedule `reconcile`, slot the settlement day) held under a lease. A run whose instance was
+//! stopped or crashed is taken over and run again by another (reconciling a file twice posts
+//! once); its reconciliation run row, left `running`, is marked `interrupted`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use time::{OffsetDateTime, Time};
+use tokio::sync::watch;
 
-use super::Reconciler;
-use crate::error::Error;
+use super::{ReconcileReport, Reconciler};
+use crate::clock::now_ms;
+use crate::error::{Error, Result};
+use crate::jobs::scheduled::{self, RunOutcome, ScheduledRuns};
+
+/// The schedule's name in `scheduled_runs`.
+pub const SCHEDULE: &str = "reconcile";
 
 /// A UTC time of day, to the minute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,36 +93,124 @@ pub fn day_for_run(run_at: OffsetDateTime) -> time::Date {
 const FETCH_ATTEMPTS: u32 = 12;
 const FETCH_RETRY: Duration = Duration::from_secs(300);
 
-/// Runs for the server's life (the caller aborts the task to stop it).
-pub async fn run_nightly(reconciler: Reconciler, at: TimeOfDay, work_dir: PathBuf) {
-    loop {
-        let now = OffsetDateTime::now_utc();
-        let next = next_run(now, at);
-        let wait = (next - now).unsigned_abs();
-        tracing::info!(next_run = %next, "nightly reconciliation scheduled");
-        tokio::time::sleep(wait).await;
-        let day = day_for_run(next);
-        for attempt in 1..=FETCH_ATTEMPTS {
-            match reconciler.reconcile_day(day, &work_dir, false).await {
-                Ok(report) => {
-                    tracing::info!(
-                        %day, run_id = %report.run_id, lines = report.lines,
-                        matched = report.matched, breaks = report.breaks_found,
-                        auto_healed = report.auto_healed, "nightly reconciliation done"
-                    );
-                    break;
-                }
-                Err(Error::PspUnavailable { message, .. }) if attempt < FETCH_ATTEMPTS => {
-                    tracing::warn!(%day, attempt, %message, "settlement file not fetched; will retry");
-                    tokio::time::sleep(FETCH_RETRY).await;
-                }
-                Err(error) => {
-                    tracing::error!(%day, %error, "nightly reconciliation failed");
-                    break;
-                }
+/// Runs for the server's life, until `stop` turns true (a run in progress is then marked
+/// interrupted for another instance). Every `check_ms` it looks for runs to take over.
+pub async fn run_nightly(
+    reconciler: Reconciler,
+    at: TimeOfDay,
+    work_dir: PathBuf,
+    runs: ScheduledRuns,
+    check_ms: u64,
+    stop: watch::Receiver<bool>,
+) {
+    let run_slot = |slot: String| {
+        let (reconciler, runs, work_dir, stop) = (&reconciler, &runs, &work_dir, stop.clone());
+        async move {
+            let Ok(day) = parse_date(&slot) else {
+                tracing::error!(%slot, "a scheduled reconciliation with a bad day");
+                return;
+            };
+            if let Err(error) = run_day(reconciler, runs, day, work_dir, stop).await {
+                tracing::error!(%day, %error, "nightly reconciliation not recorded");
             }
         }
+    };
+    scheduled::daily_loop(
+        &runs,
+        SCHEDULE,
+        |now| next_run(now, at),
+        |due| day_for_run(due).to_string(),
+        check_ms,
+        stop.clone(),
+        run_slot,
+    )
+    .await;
+}
+
+/// Reconciles `day` once across instances: claims the day's scheduled run, fetches and
+/// reconciles (retrying a passing fetch failure), records how it ended.
+pub async fn run_day(
+    reconciler: &Reconciler,
+    runs: &ScheduledRuns,
+    day: time::Date,
+    work_dir: &Path,
+    stop: watch::Receiver<bool>,
+) -> Result<RunOutcome<ReconcileReport>> {
+    let source = format!("psp:{day}");
+    // One slot per PSP and day (the sandbox's keeps the plain day it always had).
+    let slot = match reconciler.psp.as_str() {
+        crate::psp::sandbox::NAME => day.to_string(),
+        psp => format!("{psp}:{day}"),
+    };
+    let outcome = runs
+        .run(SCHEDULE, &slot, stop, |attempt| async move {
+            if attempt > 1 {
+                mark_interrupted(reconciler, &source)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            fetch_and_reconcile(reconciler, day, work_dir)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await?;
+    match &outcome {
+        RunOutcome::Ran {
+            result: Ok(report), ..
+        } => tracing::info!(
+            %day, run_id = %report.run_id, lines = report.lines,
+            matched = report.matched, breaks = report.breaks_found,
+            auto_healed = report.auto_healed, "nightly reconciliation done"
+        ),
+        RunOutcome::Ran {
+            result: Err(error), ..
+        } => tracing::error!(%day, %error, "nightly reconciliation failed"),
+        RunOutcome::Interrupted => mark_interrupted(reconciler, &format!("psp:{day}")).await?,
+        RunOutcome::Finished | RunOutcome::HeldElsewhere | RunOutcome::LostLease => {
+            tracing::info!(%day, "nightly reconciliation run by another instance")
+        }
     }
+    Ok(outcome)
+}
+
+async fn fetch_and_reconcile(
+    reconciler: &Reconciler,
+    day: time::Date,
+    work_dir: &Path,
+) -> Result<ReconcileReport> {
+    let mut attempt = 1;
+    loop {
+        match reconciler.reconcile_day(day, work_dir, false).await {
+            Err(Error::PspUnavailable { message, .. }) if attempt < FETCH_ATTEMPTS => {
+                tracing::warn!(%day, attempt, %message, "settlement file not fetched; will retry");
+                tokio::time::sleep(FETCH_RETRY).await;
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Closes the reconciliation runs of `source` that a stopped or crashed instance left
+/// `running`: they will never finish; the scheduled run's next attempt reconciles the day.
+async fn mark_interrupted(reconciler: &Reconciler, source: &str) -> Result<()> {
+    let marked = sqlx::query(
+        "UPDATE reconciliation_runs SET status = 'interrupted', finished_at_ms = $1, \
+         error = 'interrupted: its instance stopped or crashed; the day is reconciled again' \
+         WHERE source = $2 AND status = 'running'",
+    )
+    .bind(now_ms())
+    .bind(source)
+    .execute(reconciler.store.pool())
+    .await?;
+    if marked.rows_affected() > 0 {
+        tracing::warn!(
+            source,
+            runs = marked.rows_affected(),
+            "reconciliation runs marked interrupted"
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

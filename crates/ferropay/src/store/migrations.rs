@@ -34,6 +34,10 @@ const OUTBOX_KAFKA: &str = include_str!("../../migrations/0012_outbox_kafka.sql"
 /// the same SQL in both).
 const CONNECTORS_POSTGRES: &str = include_str!("../../migrations/postgres/0014_connectors.sql");
 const CONNECTORS_SQLITE: &str = include_str!("../../migrations/sqlite/0014_connectors.sql");
+/// Version 17: the chain key id of each journal transaction, and scheduled runs held under a
+/// lease (portable SQL).
+const KEYED_CHAIN_SCHEDULED_RUNS: &str =
+    include_str!("../../migrations/0017_keyed_chain_scheduled_runs.sql");
 
 fn migrations(backend: Backend) -> Vec<Migration> {
     let (append_only, disputes, connectors) = match backend {
@@ -55,6 +59,11 @@ fn migrations(backend: Backend) -> Vec<Migration> {
         migration(12, "outbox kafka", OUTBOX_KAFKA),
         migration(13, "disputes", disputes),
         migration(14, "connectors", connectors),
+        migration(
+            17,
+            "keyed chain and scheduled runs",
+            KEYED_CHAIN_SCHEDULED_RUNS,
+        ),
     ]
 }
 

@@ -11,15 +11,27 @@ mod migrations;
 pub(crate) mod sql;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{Any, AnyPool, Executor, Transaction};
 
+use crate::chain_keys::ChainKeys;
+
 pub use dialect::Backend;
 
 /// A write transaction. On SQLite it holds the write lock from its first statement.
 pub type Tx = Transaction<'static, Any>;
+
+/// How long a request waits for a free database connection before it is answered 503 with
+/// `Retry-After` (the database is down, restarting, or overloaded): a few seconds, so that an
+/// outage fails requests fast instead of piling them up.
+pub const ACQUIRE_TIMEOUT_MS: u64 = 3_000;
+
+/// SQLite's one writer connection: writers queue for it in order, which under load takes
+/// longer than a connection from the pool, and is no outage.
+const SQLITE_WRITER_ACQUIRE_TIMEOUT_MS: u64 = 30_000;
 
 /// The default database: a file beside the working directory, created with its folder.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./ferropay-data/ferropay.db";
@@ -32,6 +44,9 @@ pub struct Store {
     /// PostgreSQL writes through `pool`.
     write_pool: Option<AnyPool>,
     backend: Backend,
+    /// The ledger chain's keys (kept outside the database): the journal transactions written
+    /// through this store are HMACs under the last one; `None`: unkeyed SHA-256.
+    chain_keys: Option<Arc<ChainKeys>>,
 }
 
 impl Store {
@@ -50,10 +65,10 @@ impl Store {
             Backend::Sqlite => prepare_sqlite_url(database_url)?,
             Backend::Postgres => database_url.to_owned(),
         };
-        let options = |connections: u32| {
+        let options = |connections: u32, acquire_timeout_ms: u64| {
             AnyPoolOptions::new()
                 .max_connections(connections)
-                .acquire_timeout(Duration::from_secs(30))
+                .acquire_timeout(Duration::from_millis(acquire_timeout_ms))
                 .after_connect(move |conn, _meta| {
                     Box::pin(async move {
                         if backend == Backend::Sqlite {
@@ -72,16 +87,34 @@ impl Store {
                     })
                 })
         };
-        let pool = options(max_connections.max(1)).connect(&url).await?;
+        let pool = options(max_connections.max(1), ACQUIRE_TIMEOUT_MS)
+            .connect(&url)
+            .await?;
         let write_pool = match backend {
-            Backend::Sqlite => Some(options(1).connect(&url).await?),
+            Backend::Sqlite => Some(
+                options(1, SQLITE_WRITER_ACQUIRE_TIMEOUT_MS)
+                    .connect(&url)
+                    .await?,
+            ),
             Backend::Postgres => None,
         };
         Ok(Self {
             pool,
             write_pool,
             backend,
+            chain_keys: None,
         })
+    }
+
+    /// This store with the ledger chain's keys: new journal transactions are keyed with the last
+    /// one, and `ledger verify` checks each transaction with the key it names.
+    pub fn with_chain_keys(mut self, keys: ChainKeys) -> Self {
+        self.chain_keys = Some(Arc::new(keys));
+        self
+    }
+
+    pub fn chain_keys(&self) -> Option<&ChainKeys> {
+        self.chain_keys.as_deref()
     }
 
     pub fn pool(&self) -> &AnyPool {
