@@ -109,6 +109,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Value> {
                 ..SandboxConfig::default()
             },
         },
+        psps: Default::default(),
         platform_fee_bps: 0,
         payout_schedule: None,
         poll_after_ms: 60_000,

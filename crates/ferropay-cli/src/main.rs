@@ -224,6 +224,10 @@ struct ServeArgs {
     /// ferropay hears of the outcome, as with a slow PSP.
     #[arg(long, env = "FERROPAY_SANDBOX_WEBHOOK_LATENCY_MS", default_value_t = 0)]
     sandbox_webhook_latency_ms: u64,
+    /// The PSP connectors (Stripe, Adyen) and the routing rule, as TOML (docs/connectors.md);
+    /// the FERROPAY_STRIPE_* and FERROPAY_ADYEN_* variables override it.
+    #[arg(long, env = "FERROPAY_CONFIG")]
+    config: Option<std::path::PathBuf>,
     /// A PSP that runs elsewhere (no in-process sandbox then).
     #[arg(long, env = "FERROPAY_PSP_URL", requires_all = ["psp_api_key", "psp_webhook_secret"])]
     psp_url: Option<String>,
@@ -844,6 +848,9 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<ExitCode> {
             })
         })
         .transpose()?;
+    let psps =
+        ferropay::psp::config::load(args.config.as_deref(), &|name| std::env::var(name).ok())
+            .map_err(anyhow::Error::msg)?;
     let ledger_keys =
         ledger_keys::resolve(&args.database.key_source(), &args.database.database_url)?;
     if ledger_keys.is_none() {
@@ -868,6 +875,7 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_db_connections: args.max_db_connections,
         public_url: args.public_url,
         psp,
+        psps,
         platform_fee_bps: args.platform_fee_bps,
         payout_schedule,
         poll_after_ms: i64::from(args.poll_after_s) * 1000,

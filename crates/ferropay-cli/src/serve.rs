@@ -19,7 +19,12 @@ use ferropay::outbox::kafka::{KafkaConfig, KafkaPublisher};
 use ferropay::outbox::nats::{NatsConfig, NatsPublisher};
 use ferropay::outbox::relay::{Broker, Publish, Relay, RelayConfig};
 use ferropay::payout::schedule::PayoutSchedule;
+use ferropay::psp::Connector;
+use ferropay::psp::adyen::AdyenConnector;
+use ferropay::psp::config::PspSettings;
+use ferropay::psp::registry::Connectors;
 use ferropay::psp::sandbox::{NAME as SANDBOX, SandboxConnector};
+use ferropay::psp::stripe::StripeConnector;
 use ferropay::reconcile::schedule::{self, TimeOfDay};
 use ferropay::retention::{RetentionPolicy, RetentionTask};
 use ferropay::secret::Secret;
@@ -50,6 +55,9 @@ pub struct ServeConfig {
     /// Where buyers and the PSP reach us; default `http://{bound listen address}`.
     pub public_url: Option<String>,
     pub psp: PspChoice,
+    /// Stripe and Adyen beside the sandbox, and the routing rule (`--config ferropay.toml` and
+    /// the environment).
+    pub psps: PspSettings,
     pub platform_fee_bps: u32,
     /// Daily payouts to sellers, if any.
     pub payout_schedule: Option<PayoutSchedule>,
@@ -118,7 +126,7 @@ pub struct Running {
     stop: oneshot::Sender<()>,
     server: JoinHandle<std::io::Result<()>>,
     payout_schedule: Option<JoinHandle<()>>,
-    nightly: Option<JoinHandle<()>>,
+    nightly: Vec<JoinHandle<()>>,
     /// Tells the schedules to stop: a run in progress is marked interrupted for another
     /// instance.
     schedule_stop: watch::Sender<bool>,
@@ -134,7 +142,7 @@ impl Running {
         // start, runs it again), within the jobs' grace period.
         let _ = self.schedule_stop.send(true);
         let grace = Duration::from_millis(JOBS_GRACE_MS);
-        for schedule in [self.nightly, self.payout_schedule].into_iter().flatten() {
+        for schedule in self.nightly.into_iter().chain(self.payout_schedule) {
             let abort = schedule.abort_handle();
             if tokio::time::timeout(grace, schedule).await.is_err() {
                 abort.abort();
@@ -254,9 +262,22 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         ),
     };
 
+    let mut all: Vec<Arc<dyn Connector>> = vec![Arc::new(connector)];
+    if let Some(stripe) = config.psps.stripe.clone() {
+        all.push(Arc::new(
+            StripeConnector::new(stripe).map_err(anyhow::Error::msg)?,
+        ));
+    }
+    if let Some(adyen) = config.psps.adyen.clone() {
+        all.push(Arc::new(
+            AdyenConnector::new(adyen).map_err(anyhow::Error::msg)?,
+        ));
+    }
+    let connectors = Connectors::new(all, &config.psps.routing).map_err(anyhow::Error::msg)?;
+    tracing::info!(psps = ?connectors.names(), default = connectors.default_connector().name(), "PSP connectors");
     let service = Ferropay::new(
         store,
-        Arc::new(connector),
+        connectors,
         FerropayConfig {
             public_url: public_url.clone(),
             platform_fee_bps: config.platform_fee_bps,
@@ -333,16 +354,26 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         )
     });
     tracing::info!(%addr, %public_url, database = service.store.backend().name(), "ferropay serving");
-    let nightly = config.reconcile_at.map(|at| {
-        tokio::spawn(schedule::run_nightly(
-            service.reconciler(),
-            at,
-            std::env::temp_dir(),
-            scheduled_runs.clone(),
-            check_ms,
-            schedule_stopped.clone(),
-        ))
-    });
+    // One nightly run per PSP that gives its settlement by day.
+    let nightly: Vec<JoinHandle<()>> = match config.reconcile_at {
+        None => Vec::new(),
+        Some(at) => service
+            .connectors
+            .all()
+            .filter(|connector| connector.settles_by_day())
+            .filter_map(|connector| service.psp_reconciler(connector.name()).ok())
+            .map(|reconciler| {
+                tokio::spawn(schedule::run_nightly(
+                    reconciler,
+                    at,
+                    std::env::temp_dir(),
+                    scheduled_runs.clone(),
+                    check_ms,
+                    schedule_stopped.clone(),
+                ))
+            })
+            .collect(),
+    };
     Ok(Running {
         addr,
         public_url,

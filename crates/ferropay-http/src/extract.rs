@@ -215,6 +215,31 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
     }
 }
 
+/// The two path parameters of a route that has two (`/v1/sellers/{seller_id}/psp_accounts/{psp}`),
+/// each checked as [`PathId`] checks its one.
+pub struct PathIds(pub String, pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathIds {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        use axum::extract::Path;
+        let Path(pairs) = Path::<Vec<(String, String)>>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| ApiError::invalid("path", rejection.body_text()))?;
+        let Ok([(first_name, first), (second_name, second)]) =
+            <[(String, String); 2]>::try_from(pairs)
+        else {
+            return Err(ApiError(ferropay::Error::Internal(
+                "a route with PathIds has exactly two path parameters".into(),
+            )));
+        };
+        check_path_id(&first_name, &first)?;
+        check_path_id(&second_name, &second)?;
+        Ok(Self(first, second))
+    }
+}
+
 fn check_path_id(name: &str, value: &str) -> Result<(), ApiError> {
     if value.contains('\0') {
         return Err(ApiError::invalid(

@@ -18,7 +18,7 @@ use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{BoxError, Extension, Router};
 use ferropay::Ferropay;
 use tower::ServiceBuilder;
@@ -71,6 +71,10 @@ pub fn router_with(service: Ferropay, limits: &ServerLimits) -> Router {
             post(routes::payouts::create).get(routes::payouts::list),
         )
         .route("/v1/payouts", get(routes::payouts::list_all))
+        .route(
+            "/v1/sellers/{seller_id}/psp_accounts/{psp}",
+            put(routes::sellers::set_psp_account),
+        )
         .route("/v1/events", get(routes::events::list))
         .route(
             "/v1/reconciliation/breaks",

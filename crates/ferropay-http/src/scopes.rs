@@ -41,6 +41,11 @@ pub const ROUTES: &[(&str, &str, &[Scope])] = &[
     ("POST", "/v1/sellers/{seller_id}/payouts", &[Payouts]),
     ("GET", "/v1/sellers/{seller_id}/payouts", READ_PAYOUTS),
     ("GET", "/v1/payouts", READ_PAYOUTS),
+    (
+        "PUT",
+        "/v1/sellers/{seller_id}/psp_accounts/{psp}",
+        &[Payouts, Operator],
+    ),
     ("GET", "/v1/events", READ_OPERATIONS),
     ("GET", "/v1/reconciliation/breaks", READ_OPERATIONS),
     (

@@ -31,6 +31,7 @@ pub mod reconcile;
 pub mod refund;
 pub mod retention;
 pub mod secret;
+pub mod sellers;
 pub mod service;
 pub mod store;
 pub mod wallet;

@@ -18,7 +18,8 @@ use crate::payin::repo::load_view;
 use crate::payin::request::{CreatePaymentInput, NewPayment};
 use crate::payin::{poll, register};
 use crate::payout::{self, PayoutInput, PayoutView};
-use crate::psp::{Connector, WebhookError};
+use crate::psp::registry::Connectors;
+use crate::psp::{Connector, PspEventKind, WebhookAck, WebhookError};
 use crate::reconcile::Reconciler;
 use crate::refund::{self, RefundInput, RefundView};
 use crate::secret::Secret;
@@ -71,13 +72,14 @@ impl Default for FerropayConfig {
     }
 }
 
-/// ferropay's use cases over one store and one PSP connector. Cheap to clone.
+/// ferropay's use cases over one store and its PSP connectors. Cheap to clone.
 #[derive(Clone)]
 pub struct Ferropay {
     pub store: Store,
     /// The process's money engine: every effect that moves money goes through it.
     pub engine: Engine,
-    pub connector: Arc<dyn Connector>,
+    /// The PSPs configured, and the rule that picks one per payment.
+    pub connectors: Arc<Connectors>,
     pub config: Arc<FerropayConfig>,
 }
 
@@ -94,11 +96,7 @@ pub enum WebhookRejection {
 
 impl Ferropay {
     /// Starts the service's money engine too (on the current tokio runtime).
-    pub fn new(
-        store: Store,
-        connector: Arc<dyn Connector>,
-        config: FerropayConfig,
-    ) -> Result<Self> {
+    pub fn new(store: Store, connectors: Connectors, config: FerropayConfig) -> Result<Self> {
         if config.platform_fee_bps > 10_000 {
             return Err(Error::invalid("platform_fee_bps", "must be 0 to 10000"));
         }
@@ -114,7 +112,7 @@ impl Ferropay {
         Ok(Self {
             store,
             engine,
-            connector,
+            connectors: Arc::new(connectors),
             config: Arc::new(config),
         })
     }
@@ -145,27 +143,47 @@ impl Ferropay {
         load_view(&self.store, payment_id).await
     }
 
-    /// `POST /webhooks/psp/{psp}`: verify on the raw body, then apply once.
+    /// The connector of the PSP named `psp`, for its webhook route.
+    pub fn webhook_connector(&self, psp: &str) -> Result<&Arc<dyn Connector>, WebhookRejection> {
+        self.connectors
+            .get(psp)
+            .ok_or_else(|| WebhookRejection::UnknownPsp(psp.to_owned()))
+    }
+
+    /// `POST /webhooks/psp/{psp}`: verify on the raw body with that PSP's own check, then apply
+    /// each event once (Adyen batches several). Answers each event's result, in order, and how
+    /// the PSP wants to be answered.
     pub async fn handle_webhook(
         &self,
         psp: &str,
         signature: Option<&str>,
         raw_body: &[u8],
-    ) -> Result<ApplyResult, WebhookRejection> {
-        if psp != self.connector.name() {
-            return Err(WebhookRejection::UnknownPsp(psp.to_owned()));
+    ) -> Result<(Vec<ApplyResult>, WebhookAck), WebhookRejection> {
+        let connector = self.webhook_connector(psp)?;
+        let mut events = connector.verify_webhook(signature, raw_body, now_s())?;
+        for event in &mut events {
+            // A dispute names the payment as the PSP knows it (Stripe: its PaymentIntent).
+            if let PspEventKind::Dispute(update) = &mut event.kind
+                && let Some(id) =
+                    crate::payin::repo::resolve_payment_id(&self.store, psp, &update.reference)
+                        .await?
+            {
+                update.reference = id;
+            }
         }
-        let event = self
-            .connector
-            .verify_webhook(signature, raw_body, now_s())?;
-        event.check_texts()?;
-        let command = ApplyEvent {
-            psp: psp.to_owned(),
-            event,
-            fallback_fee_bps: self.config.platform_fee_bps,
-        };
-        // A full engine answers 503 with Retry-After: the PSP sends the webhook again.
-        Ok(self.engine.try_submit(command).await?)
+        let mut results = Vec::with_capacity(events.len());
+        for event in events {
+            event.check_texts()?;
+            let command = ApplyEvent {
+                psp: psp.to_owned(),
+                event,
+                fallback_fee_bps: self.config.platform_fee_bps,
+            };
+            // A full engine answers 503 with Retry-After: the PSP sends the webhook again (the
+            // events applied before are duplicates then).
+            results.push(self.engine.try_submit(command).await?);
+        }
+        Ok((results, connector.webhook_ack()))
     }
 
     pub async fn wallet(&self, seller_id: &str) -> Result<Vec<WalletBalance>> {
@@ -226,6 +244,20 @@ impl Ferropay {
         .await
     }
 
+    /// `PUT /v1/sellers/{seller_id}/psp_accounts/{psp}`: where the seller's payouts go at a
+    /// configured PSP.
+    pub async fn set_seller_psp_account(
+        &self,
+        seller_id: &str,
+        psp: &str,
+        account_id: &str,
+    ) -> Result<crate::sellers::PspAccountView> {
+        if self.connectors.get(psp).is_none() {
+            return Err(Error::NotFound(format!("PSP `{psp}`")));
+        }
+        crate::sellers::set_psp_account(&self.store, seller_id, psp, account_id).await
+    }
+
     pub async fn payouts(&self, seller_id: &str) -> Result<Vec<PayoutView>> {
         payout::list(&self.store, seller_id).await
     }
@@ -248,13 +280,22 @@ impl Ferropay {
         registry
     }
 
-    /// Reconciliation against this service's PSP, which it asks about payments the ledger lacks.
+    /// Reconciliation against the default PSP, which it asks about payments the ledger lacks.
     pub fn reconciler(&self) -> Reconciler {
+        self.reconciler_for(self.connectors.default_connector())
+    }
+
+    /// Reconciliation against the PSP named `psp`, if configured.
+    pub fn psp_reconciler(&self, psp: &str) -> Result<Reconciler> {
+        Ok(self.reconciler_for(self.connectors.of(psp)?))
+    }
+
+    fn reconciler_for(&self, connector: &Arc<dyn Connector>) -> Reconciler {
         Reconciler {
             store: self.store.clone(),
             engine: self.engine.clone(),
-            psp: self.connector.name().to_owned(),
-            connector: Some(self.connector.clone()),
+            psp: connector.name().to_owned(),
+            connector: Some(connector.clone()),
             platform_fee_bps: self.config.platform_fee_bps,
             day_close_lag_ms: self.config.reconcile_day_close_lag_ms,
         }

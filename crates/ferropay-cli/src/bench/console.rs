@@ -268,6 +268,7 @@ pub async fn run(args: ConsoleArgs) -> anyhow::Result<ExitCode> {
             listen: "127.0.0.1:0".parse()?,
             sandbox: Default::default(),
         },
+        psps: Default::default(),
         platform_fee_bps: 0,
         payout_schedule: None,
         poll_after_ms: ferropay::service::DEFAULT_POLL_AFTER_MS,

@@ -443,6 +443,7 @@ async fn start_server(database_url: &str, max_db_connections: u32) -> anyhow::Re
             listen: "127.0.0.1:0".parse()?,
             sandbox: SandboxConfig::default(),
         },
+        psps: Default::default(),
         platform_fee_bps: 0,
         payout_schedule: None,
         poll_after_ms: ferropay::service::DEFAULT_POLL_AFTER_MS,

@@ -256,6 +256,7 @@ async fn restart_with_keys(app: &mut TestApp, keys: &ChainKeys) {
             listen: "127.0.0.1:0".parse().unwrap(),
             sandbox: AppOptions::default().sandbox,
         },
+        psps: Default::default(),
         platform_fee_bps: 0,
         payout_schedule: None,
         poll_after_ms: 60_000,

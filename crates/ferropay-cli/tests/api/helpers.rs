@@ -165,6 +165,8 @@ pub struct AppOptions {
     pub psp_ca_pem: Option<Vec<u8>>,
     /// Webhooks to merchants: private destinations allowed, quick retries.
     pub webhooks: ferropay::webhooks::WebhookConfig,
+    /// Stripe and Adyen (at the fakes) beside the sandbox, and the routing rule.
+    pub psps: ferropay::psp::config::PspSettings,
     /// The ledger chain's keys; `None`: where `ferropay serve` would find them (on SQLite a
     /// `ledger-keys` file beside the database, created; on PostgreSQL none, an unkeyed chain),
     /// so that the `ferropay` commands a test runs on the same database agree.
@@ -201,6 +203,7 @@ impl Default for AppOptions {
             kafka: None,
             psp_ca_pem: None,
             webhooks: test_webhook_config(),
+            psps: Default::default(),
             ledger_keys: None,
             checkpoint_file: None,
             reconcile_at: None,
@@ -272,6 +275,7 @@ pub async fn spawn_app_in(db: TestDb, options: AppOptions) -> TestApp {
         max_db_connections: 8,
         public_url: None,
         psp,
+        psps: options.psps,
         platform_fee_bps: options.platform_fee_bps,
         payout_schedule: options.payout_schedule,
         poll_after_ms: options.poll_after_ms,
@@ -613,6 +617,7 @@ impl TestApp {
                 webhook_secret: Secret::new(WEBHOOK_SECRET),
                 root_ca_pem: None,
             },
+            psps: Default::default(),
             platform_fee_bps: 0,
             payout_schedule: None,
             poll_after_ms: 60_000,

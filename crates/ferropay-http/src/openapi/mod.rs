@@ -41,6 +41,7 @@ pub const SECURITY_SCHEME: &str = "api_key";
         routes::payouts::create,
         routes::payouts::list,
         routes::payouts::list_all,
+        routes::sellers::set_psp_account,
         routes::events::list,
         routes::reconciliation::list_breaks,
         routes::reconciliation::resolve_break,
@@ -176,6 +177,7 @@ impl Modify for Surface {
             for (method, operation) in [
                 (axum::http::Method::GET, &mut item.get),
                 (axum::http::Method::POST, &mut item.post),
+                (axum::http::Method::PUT, &mut item.put),
                 (axum::http::Method::DELETE, &mut item.delete),
             ] {
                 let Some(operation) = operation else {

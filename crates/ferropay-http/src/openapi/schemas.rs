@@ -160,6 +160,10 @@ pub struct CreatePayment {
     pub orders: Vec<OrderInput>,
     /// Where the PSP sends the buyer back (default: ferropay's status page).
     pub return_url: Option<String>,
+    /// The PSP to pay through (`sandbox`, `stripe`, `adyen`: one configured on this instance);
+    /// default: the PSP routed to for the currency, else the default PSP.
+    #[schema(example = "stripe")]
+    pub psp: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -206,6 +210,9 @@ pub struct Payment {
     /// The total, in minor units.
     pub amount: i64,
     pub currency: String,
+    /// The PSP the payment was registered with; it keeps it for its refunds and webhooks.
+    #[schema(example = "sandbox")]
+    pub psp: String,
     /// The PSP's hosted payment page; `null` only while the session is not registered.
     pub redirect_url: Option<String>,
     pub return_url: Option<String>,
@@ -256,6 +263,25 @@ pub struct Refund {
     pub failure_code: Option<String>,
     #[schema(format = DateTime)]
     pub created_at: String,
+}
+
+/// `PUT /v1/sellers/{seller_id}/psp_accounts/{psp}`.
+#[derive(Serialize, ToSchema)]
+pub struct SetPspAccount {
+    /// The seller's account at the PSP (Stripe: the connected account, `acct_…`).
+    #[schema(example = "acct_1PgafTB7WZ01zgkW", min_length = 1, max_length = 255)]
+    pub account_id: String,
+}
+
+/// Where a seller's payouts go at one PSP.
+#[derive(Serialize, ToSchema)]
+pub struct PspAccount {
+    pub seller_id: String,
+    #[schema(example = "stripe")]
+    pub psp: String,
+    pub account_id: String,
+    #[schema(format = DateTime)]
+    pub updated_at: String,
 }
 
 /// `POST /v1/sellers/{seller_id}/payouts`.
@@ -363,6 +389,10 @@ pub struct ReconciliationRunRequest {
     /// The settlement day, `YYYY-MM-DD`.
     #[schema(example = "2026-11-24", format = Date)]
     pub date: String,
+    /// The PSP to reconcile (`sandbox`, `stripe`; Adyen settles per batch: see `ferropay
+    /// reconcile --psp adyen --file`); default: the default PSP.
+    #[schema(example = "stripe")]
+    pub psp: Option<String>,
     /// `true` reconciles a day that has not closed (today's file is still partial): the run
     /// reads and matches and posts nothing, stores no break. Default `false`: only a closed
     /// UTC day (not today, not later, not before our first payment) is accepted.

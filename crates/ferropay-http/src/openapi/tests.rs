@@ -130,6 +130,7 @@ fn described_views_have_the_fields_of_the_real_ones() {
         status: PaymentStatus::Processing,
         amount: 1,
         currency: "USD".into(),
+        psp: "sandbox".into(),
         redirect_url: None,
         return_url: None,
         failure_code: None,

@@ -11,6 +11,7 @@ pub mod payments;
 pub mod payouts;
 pub mod reconciliation;
 pub mod refunds;
+pub mod sellers;
 pub mod wallets;
 pub mod webhook_endpoints;
 pub mod webhooks;

@@ -351,6 +351,7 @@ mod tests {
             status,
             amount: 1750,
             currency: "USD".into(),
+            psp: "sandbox".into(),
             redirect_url: Some("http://psp.example/pay/tok_1".into()),
             return_url: Some("http://ferropay.example/payments/pay_1/status".into()),
             failure_code: failure_code.map(str::to_owned),

@@ -104,6 +104,9 @@ pub async fn resolve_break(
 #[serde(deny_unknown_fields)]
 pub struct RunInput {
     date: String,
+    /// The PSP to reconcile; default: the default PSP.
+    #[serde(default)]
+    psp: Option<String>,
     /// Reconcile a day that has not closed (today): read and match only, post nothing.
     #[serde(default)]
     provisional: bool,
@@ -116,7 +119,7 @@ pub struct RunInput {
     request_body = schemas::ReconciliationRunRequest,
     responses(
         (status = 201, description = "The run's report", body = schemas::ReconciliationReport),
-        (status = 400, description = "Not a date, or a day that has not closed (and not provisional), is in the future or is before our first payment", body = schemas::ErrorBody),
+        (status = 400, description = "Not a date, no PSP of that name, or a day that has not closed (and not provisional), is in the future or is before our first payment", body = schemas::ErrorBody),
         (status = 413, description = "The body is larger than 64 KiB", body = schemas::ErrorBody),
         (status = 502, description = "The PSP refused the file for good (its reason is in the message); no retry helps", body = schemas::ErrorBody),
         (status = 503, description = "The PSP is unavailable", body = schemas::ErrorBody,
@@ -130,7 +133,18 @@ pub async fn run(
     let date =
         parse_date(&body.typed.date).map_err(|message| ApiError::invalid("date", message))?;
     let provisional = body.typed.provisional;
-    let reconciler = service.reconciler();
+    let reconciler = match &body.typed.psp {
+        None => service.reconciler(),
+        Some(psp) => {
+            if service.connectors.get(psp).is_none() {
+                return Err(ApiError::invalid(
+                    "psp",
+                    format!("no PSP named `{psp}` is configured"),
+                ));
+            }
+            service.psp_reconciler(psp)?
+        }
+    };
     // A run outlives a client that hangs up: its row and postings are never left half done.
     let run = tokio::spawn(async move {
         reconciler
@@ -167,7 +181,11 @@ pub async fn settlement_file(
         "ferropay-settlement-download-{}.csv",
         ferropay::ids::new_id("stl")
     ));
-    let fetched = service.connector.settlement_file(date, &path).await;
+    let fetched = service
+        .connectors
+        .default_connector()
+        .settlement_file(date, &path)
+        .await;
     let opened = match fetched {
         Ok(_) => tokio::fs::File::open(&path)
             .await

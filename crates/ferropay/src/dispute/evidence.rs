@@ -50,13 +50,12 @@ pub async fn submit(
             format!("dispute {dispute_id} is {status}; evidence is taken while it needs_response"),
         ));
     }
-    if psp != service.connector.name() {
+    let Some(connector) = service.connectors.get(&psp) else {
         return Err(Error::Internal(format!(
             "dispute {dispute_id} belongs to PSP `{psp}`, which is not configured"
         )));
-    }
-    let update = service
-        .connector
+    };
+    let update = connector
         .submit_dispute_evidence(&psp_dispute_id, text)
         .await
         .map_err(|error| match error {

@@ -136,6 +136,16 @@ pub(crate) fn decide(
         .ok_or_else(|| Error::Internal(format!("payment status `{}`", payment.status)))?;
 
     let Some(transition) = on_psp_outcome(status, update.outcome) else {
+        // A PSP that tells its reference only later (Adyen's AUTHORISATION after the poller
+        // captured from the link's status): kept, as refunds there name the payment by it.
+        if payment.psp_reference.is_none() && update.psp_reference.is_some() {
+            staged.push(Effect::Payment {
+                id: payment_id.clone(),
+                status: payment.status.clone(),
+                psp_reference: update.psp_reference.clone(),
+                failure_code: None,
+            });
+        }
         return Ok(ApplyResult::Unchanged { payment_id, status });
     };
     staged.push(Effect::Payment {

@@ -121,6 +121,13 @@ async fn create_fresh(
     payment: &NewPayment,
     fingerprint: &str,
 ) -> Result<Option<Fresh>> {
+    // The routing rule first: a PSP the request names that is not configured refuses it before
+    // anything is written.
+    let psp = service
+        .connectors
+        .route(payment.psp.as_deref(), payment.currency.code())?
+        .name()
+        .to_owned();
     let payment_id = new_id("pay");
     let now = now_ms();
     let mut tx = service.store.begin_write().await?;
@@ -129,7 +136,7 @@ async fn create_fresh(
         return Ok(None);
     }
     // An error drops the transaction: the key goes with the payment, nothing is left.
-    insert_rows(service, &mut tx, &payment_id, payment, now).await?;
+    insert_rows(service, &mut tx, &payment_id, &psp, payment, now).await?;
     let job =
         register::enqueue_claimed(&mut tx, &payment_id, now, service.config.jobs.lease_ms).await?;
     poll::enqueue(&mut tx, &payment_id, now + service.config.poll_after_ms).await?;
@@ -145,10 +152,15 @@ async fn insert_payment(
     scope: &KeyScope,
     payment: &NewPayment,
 ) -> Result<String> {
+    let psp = service
+        .connectors
+        .route(payment.psp.as_deref(), payment.currency.code())?
+        .name()
+        .to_owned();
     let payment_id = new_id("pay");
     let now = now_ms();
     let mut tx = service.store.begin_write().await?;
-    insert_rows(service, &mut tx, &payment_id, payment, now).await?;
+    insert_rows(service, &mut tx, &payment_id, &psp, payment, now).await?;
     // The PSP calls the payment will need are queued with it: they happen even if this
     // request dies right after the commit.
     register::enqueue(&mut tx, &payment_id, now).await?;
@@ -175,6 +187,7 @@ async fn insert_rows(
     service: &Ferropay,
     tx: &mut Tx,
     payment_id: &str,
+    psp: &str,
     payment: &NewPayment,
     now: i64,
 ) -> Result<()> {
@@ -193,7 +206,7 @@ async fn insert_rows(
     .bind(payment.buyer_email.as_deref())
     .bind(payment.currency.code())
     .bind(payment.total.get())
-    .bind(service.connector.name())
+    .bind(psp)
     .bind(&return_url)
     .bind(now)
     .bind(i64::from(service.config.platform_fee_bps))

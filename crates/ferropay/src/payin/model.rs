@@ -99,6 +99,8 @@ pub struct PaymentView {
     pub status: PaymentStatus,
     pub amount: i64,
     pub currency: String,
+    /// The PSP the payment was registered with (`sandbox`, `stripe`, `adyen`).
+    pub psp: String,
     pub redirect_url: Option<String>,
     pub return_url: Option<String>,
     pub failure_code: Option<String>,

@@ -94,16 +94,16 @@ async fn poll_once(service: &Ferropay, payment_id: &str) -> Result<JobOutcome, J
         due_at_ms: next_poll_at_ms(now_ms(), created_at_ms, service.config.poll_after_ms),
     };
     let psp: String = row.try_get("psp")?;
-    if psp != service.connector.name() {
+    let Some(connector) = service.connectors.get(&psp) else {
         return Err(JobError::Permanent(format!(
             "payment `{payment_id}` belongs to PSP `{psp}`, which is not configured"
         )));
-    }
+    };
     // Not registered yet: its registration job is on it; look again later.
     let Some(token) = row.try_get::<Option<String>, _>("psp_token")? else {
         return Ok(if last_look { JobOutcome::Done } else { again() });
     };
-    let session = match service.connector.session_status(&token).await {
+    let session = match connector.session_status(&token).await {
         Ok(session) => session,
         Err(error) => {
             // A poll is a read: asking again later is always safe, and giving up would leave

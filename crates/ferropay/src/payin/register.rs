@@ -102,7 +102,8 @@ pub(crate) async fn register_with(
     inline: Option<Inline<'_>>,
 ) -> Result<Option<CreateOutcome>, JobError> {
     let row = sqlx::query(
-        "SELECT status, psp_token, amount_minor, currency, return_url FROM payments WHERE id = $1",
+        "SELECT status, psp, psp_token, amount_minor, currency, return_url, checkout_id \
+         FROM payments WHERE id = $1",
     )
     .bind(payment_id)
     .fetch_optional(service.store.pool())
@@ -121,8 +122,14 @@ pub(crate) async fn register_with(
         return_url: row
             .try_get::<Option<String>, _>("return_url")?
             .unwrap_or_default(),
+        description: format!("Checkout {}", row.try_get::<String, _>("checkout_id")?),
     };
-    match service.connector.register_session(&request).await {
+    let psp: String = row.try_get("psp")?;
+    let connector = service
+        .connectors
+        .of(&psp)
+        .map_err(|e| JobError::Retryable(e.to_string()))?;
+    match connector.register_session(&request).await {
         Ok(session) => Ok(store_session(service, payment_id, &session, inline).await?),
         Err(PspError::Permanent(message)) => {
             tracing::error!(%payment_id, %message, "the PSP refused the session");

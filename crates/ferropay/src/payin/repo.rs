@@ -16,7 +16,7 @@ pub async fn load_view(store: &Store, payment_id: &str) -> Result<PaymentView> {
 /// The same, on a given connection or transaction (to see its own writes).
 pub async fn load_view_on(conn: &mut AnyConnection, payment_id: &str) -> Result<PaymentView> {
     let row = sqlx::query(
-        "SELECT id, checkout_id, buyer_id, buyer_email, currency, amount_minor, status, psp_url, \
+        "SELECT id, checkout_id, buyer_id, buyer_email, currency, amount_minor, status, psp, psp_url, \
          return_url, failure_code, created_at_ms, updated_at_ms FROM payments WHERE id = $1",
     )
     .bind(payment_id)
@@ -54,6 +54,7 @@ pub async fn load_view_on(conn: &mut AnyConnection, payment_id: &str) -> Result<
             .ok_or_else(|| Error::Internal(format!("payment status `{status}`")))?,
         amount: row.try_get("amount_minor")?,
         currency: row.try_get("currency")?,
+        psp: row.try_get("psp")?,
         redirect_url: row.try_get("psp_url")?,
         return_url: row.try_get("return_url")?,
         failure_code: row.try_get("failure_code")?,
@@ -65,6 +66,25 @@ pub async fn load_view_on(conn: &mut AnyConnection, payment_id: &str) -> Result<
         created_at: rfc3339_from_ms(row.try_get("created_at_ms")?),
         updated_at: rfc3339_from_ms(row.try_get("updated_at_ms")?),
     })
+}
+
+/// Our payment id for what a PSP calls `reference`: the payment itself when it is our id, else the
+/// payment registered with `psp` under that PSP reference (Stripe's disputes name the
+/// PaymentIntent, not our id). `None` when neither.
+pub async fn resolve_payment_id(
+    store: &Store,
+    psp: &str,
+    reference: &str,
+) -> Result<Option<String>> {
+    let row = sqlx::query(
+        "SELECT id FROM payments WHERE id = $1 \
+         UNION ALL SELECT id FROM payments WHERE psp = $2 AND psp_reference = $1",
+    )
+    .bind(reference)
+    .bind(psp)
+    .fetch_optional(store.pool())
+    .await?;
+    Ok(row.map(|row| row.try_get("id")).transpose()?)
 }
 
 /// Locks the payment row for the rest of the transaction (PostgreSQL row lock; SQLite's write

@@ -25,6 +25,9 @@ pub struct CreatePaymentInput {
     pub orders: Vec<OrderInput>,
     #[serde(default)]
     pub return_url: Option<String>,
+    /// The PSP to pay through; default: the routing rule's choice.
+    #[serde(default)]
+    pub psp: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -53,6 +56,8 @@ pub struct NewPayment {
     pub orders: Vec<NewOrder>,
     pub total: AmountMinor,
     pub return_url: Option<String>,
+    /// The PSP the request names (checked against the configured ones when routing).
+    pub psp: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -122,6 +127,7 @@ impl NewPayment {
             orders,
             total,
             return_url,
+            psp: input.psp.map(|psp| parse_id("psp", psp)).transpose()?,
         })
     }
 }

@@ -36,7 +36,7 @@ impl JobHandler for SendPayout {
                 .as_str()
                 .ok_or_else(|| JobError::Permanent("the payload has no `payout_id`".into()))?;
             let row = sqlx::query(
-                "SELECT status, psp_payout_id, created_at_ms FROM payouts WHERE id = $1",
+                "SELECT status, psp_payout_id, psp, created_at_ms FROM payouts WHERE id = $1",
             )
             .bind(payout_id)
             .fetch_optional(service.store.pool())
@@ -52,7 +52,13 @@ impl JobHandler for SendPayout {
                 super::send(service, payout_id).await?;
                 return Ok(follow_up(service, created_at_ms));
             };
-            match service.connector.payout_status(&psp_payout_id).await? {
+            // The provider it was sent to (older payouts: the one payouts go to now).
+            let psp: Option<String> = row.try_get("psp")?;
+            let connector = match &psp {
+                Some(psp) => service.connectors.of(psp)?,
+                None => service.connectors.payouts(),
+            };
+            match connector.payout_status(&psp_payout_id).await? {
                 None => Ok(follow_up(service, created_at_ms)),
                 Some(mut update) => {
                     update.reference = payout_id.to_owned();

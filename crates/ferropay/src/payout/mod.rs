@@ -217,28 +217,34 @@ pub async fn send(service: &Ferropay, payout_id: &str) -> Result<(), PspError> {
     if status != "pending" {
         return Ok(());
     }
+    // Payouts go through the connector the routing names for them, to the seller's account
+    // there (if one is registered).
+    let connector = service.connectors.payouts();
+    let seller_id: String = row.try_get("seller_id").map_err(retryable)?;
+    let destination_account = crate::sellers::psp_account(store, &seller_id, connector.name())
+        .await
+        .map_err(|e| PspError::Retryable(e.to_string()))?;
     let request = PayoutRequest {
         payout_id: payout_id.to_owned(),
-        seller_id: row.try_get("seller_id").map_err(retryable)?,
+        seller_id,
+        destination_account,
         amount_minor: row.try_get("amount_minor").map_err(retryable)?,
         currency: row.try_get("currency").map_err(retryable)?,
     };
-    match service.connector.create_payout(&request).await {
-        Ok(accepted) => mark_in_transit(service, payout_id, &accepted.psp_id).await,
+    match connector.create_payout(&request).await {
+        Ok(accepted) => {
+            mark_in_transit(service, payout_id, &accepted.psp_id, connector.name()).await
+        }
         Err(PspError::Permanent(message)) => {
             // Reverse only on proof: an error answer (an expired or rotated key refusing a
             // retry) may hide a payout the provider made; a reversal would pay the seller twice.
             tracing::warn!(%payout_id, %message, "the provider refused the payout; asking whether it made it");
-            let made = service
-                .connector
-                .payout_by_key(payout_id)
-                .await
-                .map_err(|e| {
-                    PspError::Retryable(format!(
-                        "the provider refused payout {payout_id} ({message}) and could not say \
+            let made = connector.payout_by_key(payout_id).await.map_err(|e| {
+                PspError::Retryable(format!(
+                    "the provider refused payout {payout_id} ({message}) and could not say \
                          whether it made it: {e}"
-                    ))
-                })?;
+                ))
+            })?;
             match made {
                 MadeByKey::NotMade => {
                     tracing::error!(%payout_id, %message, "payout provider refused the payout and never made it");
@@ -254,7 +260,7 @@ pub async fn send(service: &Ferropay, payout_id: &str) -> Result<(), PspError> {
                 }
                 MadeByKey::Made { psp_id, settled } => {
                     tracing::info!(%payout_id, %psp_id, "the provider made the payout despite its error answer");
-                    mark_in_transit(service, payout_id, &psp_id).await?;
+                    mark_in_transit(service, payout_id, &psp_id, connector.name()).await?;
                     match settled {
                         Some(mut update) => {
                             update.reference = payout_id.to_owned();
@@ -283,17 +289,20 @@ async fn mark_in_transit(
     service: &Ferropay,
     payout_id: &str,
     psp_id: &str,
+    psp: &str,
 ) -> Result<(), PspError> {
     let store = &service.store;
     let in_transit = async {
         let now = now_ms();
         let mut tx = store.begin_write().await?;
+        // The provider it went through is remembered: its status is asked there.
         let moved = sqlx::query(
             "UPDATE payouts SET status = 'in_transit', psp_payout_id = $1, \
-             updated_at_ms = $2 WHERE id = $3 AND status = 'pending'",
+             updated_at_ms = $2, psp = $3 WHERE id = $4 AND status = 'pending'",
         )
         .bind(psp_id)
         .bind(now)
+        .bind(psp)
         .bind(payout_id)
         .execute(&mut *tx)
         .await?

@@ -1,12 +1,23 @@
 //! PSP integration: the one trait that every PSP connector implements (register a hosted-page
 //! session, ask a session's status or find sessions by our reference, verify and parse a
 //! webhook, fetch a day's settlement file), and the types they speak.
-//! The sandbox connector is in [`sandbox`]; webhook signatures in [`signature`].
+//!
+//! - [`sandbox`]: the built-in sandbox PSP (the default connector);
+//! - [`stripe`]: Stripe (Checkout Sessions, refunds, Connect transfers, balance transactions);
+//! - [`adyen`]: Adyen (Pay by Link, refunds by PSP reference, HMAC-signed notifications);
+//! - [`registry`]: the connectors configured at once, and the rule that picks one per payment;
+//! - [`config`]: the connectors' settings, from `ferropay.toml`, the environment and files;
+//! - [`signature`]: the `t=…,v1=…` HMAC-SHA256 webhook signature (the sandbox's and Stripe's);
+//! - [`dispute`], [`lookup`]: disputes as PSPs report them; what a PSP made of a call by its key.
 
+pub mod adyen;
+pub mod config;
 pub mod dispute;
 pub mod lookup;
+pub mod registry;
 pub mod sandbox;
 pub mod signature;
+pub mod stripe;
 
 pub use dispute::{DisputeStatus, DisputeUpdate};
 pub use lookup::MadeByKey;
@@ -16,6 +27,20 @@ use std::path::Path;
 use std::pin::Pin;
 
 use serde::Deserialize;
+
+/// The columns of ferropay's settlement file (CONTRACT.md, "Settlement file"), in order: what
+/// [`Connector::settlement_file`] writes, whatever the PSP's own format.
+pub const SETTLEMENT_COLUMNS: [&str; 9] = [
+    "psp_reference",
+    "merchant_reference",
+    "type",
+    "created_at",
+    "currency",
+    "gross",
+    "fee",
+    "net",
+    "batch",
+];
 
 /// A boxed future, so that connectors can live behind `Arc<dyn Connector>`.
 pub type PspFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, PspError>> + Send + 'a>>;
@@ -30,6 +55,8 @@ pub struct SessionRequest {
     /// Our payment's id, which the PSP echoes as the merchant reference.
     pub reference: String,
     pub return_url: String,
+    /// What the buyer is paying for, where the PSP's page shows it (`Checkout chk_1`).
+    pub description: String,
 }
 
 /// A hosted-page session as the PSP reports it.
@@ -141,7 +168,8 @@ pub enum PspEventKind {
     Refund(SettlementUpdate),
     /// A payout settled: `payout.paid|failed`.
     Payout(SettlementUpdate),
-    /// A dispute opened or decided: `dispute.created|won|lost`.
+    /// A dispute opened or decided (Stripe's `charge.dispute.*`, Adyen's `CHARGEBACK*`): recorded;
+    /// the dispute flow acts on it.
     Dispute(DisputeUpdate),
     /// A type this version does not act on; recorded and acknowledged.
     Other,
@@ -167,6 +195,9 @@ pub struct RefundRequest {
     pub refund_id: String,
     /// The refunded payment's session token at the PSP.
     pub payment_token: String,
+    /// The refunded payment's reference at the PSP (Stripe's payment intent, Adyen's PSP
+    /// reference), when the PSP has told it.
+    pub psp_reference: Option<String>,
     pub amount_minor: i64,
     pub currency: String,
 }
@@ -177,6 +208,9 @@ pub struct PayoutRequest {
     /// Our payout's id: the idempotency key and the reference echoed in its webhook.
     pub payout_id: String,
     pub seller_id: String,
+    /// The seller's account at this PSP (Stripe's connected account `acct_…`), when ferropay
+    /// has one registered.
+    pub destination_account: Option<String>,
     pub amount_minor: i64,
     pub currency: String,
 }
@@ -220,6 +254,15 @@ pub enum WebhookError {
     StaleTimestamp(i64),
     #[error("malformed webhook body: {0}")]
     MalformedBody(String),
+}
+
+/// How a webhook is answered once it is applied: the PSP decides what counts as received.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WebhookAck {
+    /// `200` with `{"received": true, "outcome": …}` (the sandbox, Stripe).
+    Json,
+    /// `200` with this exact text body (Adyen requires `[accepted]`).
+    Text(&'static str),
 }
 
 /// One PSP, as ferropay sees it (after hyperswitch's connector trait).
@@ -301,16 +344,29 @@ pub trait Connector: Send + Sync {
         })
     }
 
-    /// The header that carries this PSP's webhook signature.
-    fn signature_header(&self) -> &'static str;
+    /// The header that carries this PSP's webhook signature; `None` when the signature is in
+    /// the body (Adyen's `additionalData.hmacSignature`).
+    fn signature_header(&self) -> Option<&'static str>;
 
-    /// Verifies a webhook on its raw body and parses it. `now_s` is the current Unix time.
+    /// Verifies a webhook on its raw body and parses its events (Adyen batches several in one
+    /// request). `now_s` is the current Unix time. Any item failing refuses the whole request.
     fn verify_webhook(
         &self,
         signature: Option<&str>,
         body: &[u8],
         now_s: i64,
-    ) -> Result<PspEvent, WebhookError>;
+    ) -> Result<Vec<PspEvent>, WebhookError>;
+
+    /// Whether [`Connector::settlement_file`] can fetch a day's settlement (the nightly run asks
+    /// only those that can).
+    fn settles_by_day(&self) -> bool {
+        true
+    }
+
+    /// How an applied webhook is answered.
+    fn webhook_ack(&self) -> WebhookAck {
+        WebhookAck::Json
+    }
 }
 
 impl PspSession {

@@ -511,8 +511,8 @@ impl Connector for SandboxConnector {
         Box::pin(self.download(date, destination))
     }
 
-    fn signature_header(&self) -> &'static str {
-        "Sandbox-Signature"
+    fn signature_header(&self) -> Option<&'static str> {
+        Some("Sandbox-Signature")
     }
 
     fn verify_webhook(
@@ -520,7 +520,7 @@ impl Connector for SandboxConnector {
         signature_header: Option<&str>,
         body: &[u8],
         now_s: i64,
-    ) -> Result<PspEvent, WebhookError> {
+    ) -> Result<Vec<PspEvent>, WebhookError> {
         signature::verify(&self.webhook_secret, signature_header, body, now_s)?;
         let wire: WireEvent =
             serde_json::from_slice(body).map_err(|e| WebhookError::MalformedBody(e.to_string()))?;
@@ -570,11 +570,11 @@ impl Connector for SandboxConnector {
                 }
             }
         };
-        Ok(PspEvent {
+        Ok(vec![PspEvent {
             id: wire.id,
             event_type: wire.event_type,
             created_s: wire.created,
             kind,
-        })
+        }])
     }
 }

@@ -10,18 +10,8 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::money::Currency;
 
-/// The columns every settlement file has, in the contract's order.
-pub const COLUMNS: [&str; 9] = [
-    "psp_reference",
-    "merchant_reference",
-    "type",
-    "created_at",
-    "currency",
-    "gross",
-    "fee",
-    "net",
-    "batch",
-];
+/// The columns every settlement file has, in the contract's order (connectors write them).
+pub const COLUMNS: [&str; 9] = crate::psp::SETTLEMENT_COLUMNS;
 
 /// Longest reference or batch accepted, in bytes (they end up in keys and account names).
 const TEXT_MAX_BYTES: usize = 255;

@@ -4,6 +4,7 @@
 //! to the ledger exactly once; a run and its breaks are stored.
 //!
 //! - [`line`]: one line, parsed and checked;
+//! - [`adyen_report`]: Adyen's Settlement details report read as lines (picked by its header);
 //! - [`reader`]: the file streamed in chunks on a blocking thread (memory does not grow with it);
 //! - [`matcher`]: a chunk of lines matched against payments and the journal, in a few queries;
 //! - [`heal`]: asking the PSP about a payment the ledger lacks, and applying its answer;
@@ -19,6 +20,7 @@
 //! file again posts nothing. What remains on `psp_receivable:{psp}` after a clean day is zero;
 //! otherwise it is the sum the breaks explain.
 
+pub mod adyen_report;
 pub mod bench_data;
 pub mod breaks;
 pub mod days;

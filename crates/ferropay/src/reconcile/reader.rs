@@ -1,6 +1,10 @@
 //! Streams a settlement file: a blocking thread reads the CSV record by record into one reused
 //! buffer and hands parsed lines over in chunks through a bounded channel. At most
 //! `CHANNEL_CHUNKS + 2` chunks exist at once, so memory does not grow with the file.
+//!
+//! The header says which parser reads the records: the contract's columns (the sandbox's file,
+//! Stripe's balance transactions as the connector writes them), or Adyen's Settlement details
+//! report ([`super::adyen_report`]).
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -9,7 +13,32 @@ use std::path::PathBuf;
 use csv::{ByteRecord, ReaderBuilder};
 use tokio::sync::mpsc;
 
+use super::adyen_report::AdyenColumns;
 use super::line::{Columns, ReadLine};
+
+/// The parser a file's header picks.
+enum Format {
+    Contract(Columns),
+    Adyen(AdyenColumns),
+}
+
+impl Format {
+    fn from_header(header: &ByteRecord) -> Result<Self, String> {
+        match Columns::from_header(header) {
+            Ok(columns) => Ok(Self::Contract(columns)),
+            Err(error) => AdyenColumns::from_header(header)
+                .map(Self::Adyen)
+                .ok_or(error),
+        }
+    }
+
+    fn parse(&self, record: &ByteRecord, line_no: u64) -> ReadLine {
+        match self {
+            Self::Contract(columns) => columns.parse(record, line_no),
+            Self::Adyen(columns) => columns.parse(record, line_no),
+        }
+    }
+}
 
 /// Chunks read ahead of the matcher.
 const CHANNEL_CHUNKS: usize = 2;
@@ -68,7 +97,7 @@ pub fn read_from(
         .byte_headers()
         .map_err(|e| format!("reading the header of {name}: {e}"))?
         .clone();
-    let columns = Columns::from_header(&header)?;
+    let columns = Format::from_header(&header)?;
     let mut record = ByteRecord::new();
     let mut lines = Vec::with_capacity(chunk_lines);
     let mut line_no = 0_u64;

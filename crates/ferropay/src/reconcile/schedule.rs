@@ -137,7 +137,11 @@ pub async fn run_day(
     stop: watch::Receiver<bool>,
 ) -> Result<RunOutcome<ReconcileReport>> {
     let source = format!("psp:{day}");
-    let slot = day.to_string();
+    // One slot per PSP and day (the sandbox's keeps the plain day it always had).
+    let slot = match reconciler.psp.as_str() {
+        crate::psp::sandbox::NAME => day.to_string(),
+        psp => format!("{psp}:{day}"),
+    };
     let outcome = runs
         .run(SCHEDULE, &slot, stop, |attempt| async move {
             if attempt > 1 {

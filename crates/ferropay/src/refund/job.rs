@@ -36,7 +36,8 @@ impl JobHandler for SendRefund {
                 .as_str()
                 .ok_or_else(|| JobError::Permanent("the payload has no `refund_id`".into()))?;
             let row = sqlx::query(
-                "SELECT status, psp_refund_id, created_at_ms FROM refunds WHERE id = $1",
+                "SELECT r.status, r.psp_refund_id, r.created_at_ms, p.psp FROM refunds r \
+                 JOIN payments p ON p.id = r.payment_id WHERE r.id = $1",
             )
             .bind(refund_id)
             .fetch_optional(service.store.pool())
@@ -45,6 +46,7 @@ impl JobHandler for SendRefund {
             let status: String = row.try_get("status")?;
             let psp_refund_id: Option<String> = row.try_get("psp_refund_id")?;
             let created_at_ms: i64 = row.try_get("created_at_ms")?;
+            let psp: String = row.try_get("psp")?;
             if status != "pending" {
                 return Ok(JobOutcome::Done);
             }
@@ -52,16 +54,14 @@ impl JobHandler for SendRefund {
                 super::send(service, refund_id).await?;
                 return Ok(follow_up(service, created_at_ms));
             };
-            match service.connector.refund_status(&psp_refund_id).await? {
+            let connector = service.connectors.of(&psp)?;
+            match connector.refund_status(&psp_refund_id).await? {
                 None => Ok(follow_up(service, created_at_ms)),
                 Some(mut update) => {
                     update.reference = refund_id.to_owned();
                     service
                         .engine
-                        .submit(super::SettleRefund {
-                            psp: service.connector.name().to_owned(),
-                            update,
-                        })
+                        .submit(super::SettleRefund { psp, update })
                         .await?;
                     tracing::info!(%refund_id, "refund settled by polling the PSP");
                     Ok(JobOutcome::Done)

@@ -303,8 +303,8 @@ pub fn fee_returned_minor(
 pub async fn send(service: &Ferropay, refund_id: &str) -> Result<(), PspError> {
     let store = &service.store;
     let row = sqlx::query(
-        "SELECT r.status, r.amount_minor, r.currency, p.psp_token FROM refunds r \
-         JOIN payments p ON p.id = r.payment_id WHERE r.id = $1",
+        "SELECT r.status, r.amount_minor, r.currency, p.psp, p.psp_token, p.psp_reference \
+         FROM refunds r JOIN payments p ON p.id = r.payment_id WHERE r.id = $1",
     )
     .bind(refund_id)
     .fetch_optional(store.pool())
@@ -322,31 +322,36 @@ pub async fn send(service: &Ferropay, refund_id: &str) -> Result<(), PspError> {
     let request = RefundRequest {
         refund_id: refund_id.to_owned(),
         payment_token: get("psp_token")?,
+        psp_reference: row
+            .try_get("psp_reference")
+            .map_err(|e| PspError::Retryable(e.to_string()))?,
         amount_minor: row
             .try_get("amount_minor")
             .map_err(|e| PspError::Retryable(e.to_string()))?,
         currency: get("currency")?,
     };
-    match service.connector.create_refund(&request).await {
+    // The refund goes to the PSP that took the payment.
+    let psp = get("psp")?;
+    let connector = service
+        .connectors
+        .of(&psp)
+        .map_err(|e| PspError::Retryable(e.to_string()))?;
+    match connector.create_refund(&request).await {
         Ok(accepted) => record_accepted(service, refund_id, &accepted.psp_id).await,
         Err(PspError::Permanent(message)) => {
             // Reverse only on proof: the refusal may answer a retry the PSP had already served
             // (an expired or rotated key), so ask what our key made before failing anything.
             tracing::warn!(%refund_id, %message, "the PSP refused the refund; asking whether it made it");
-            let made = service
-                .connector
-                .refund_by_key(refund_id)
-                .await
-                .map_err(|e| {
-                    PspError::Retryable(format!(
-                        "the PSP refused refund {refund_id} ({message}) and could not say \
+            let made = connector.refund_by_key(refund_id).await.map_err(|e| {
+                PspError::Retryable(format!(
+                    "the PSP refused refund {refund_id} ({message}) and could not say \
                          whether it made it: {e}"
-                    ))
-                })?;
+                ))
+            })?;
             match made {
                 MadeByKey::NotMade => {
                     tracing::error!(%refund_id, %message, "PSP refused the refund and never made it");
-                    settle(service, failed_update(refund_id, "psp_rejected")).await
+                    settle(service, &psp, failed_update(refund_id, "psp_rejected")).await
                 }
                 MadeByKey::Made { psp_id, settled } => {
                     tracing::info!(%refund_id, %psp_id, "the PSP made the refund despite its error answer");
@@ -354,7 +359,7 @@ pub async fn send(service: &Ferropay, refund_id: &str) -> Result<(), PspError> {
                     match settled {
                         Some(mut update) => {
                             update.reference = refund_id.to_owned();
-                            settle(service, update).await
+                            settle(service, &psp, update).await
                         }
                         None => Ok(()),
                     }
@@ -392,11 +397,11 @@ fn failed_update(refund_id: &str, failure_code: &str) -> SettlementUpdate {
     }
 }
 
-async fn settle(service: &Ferropay, update: SettlementUpdate) -> Result<(), PspError> {
+async fn settle(service: &Ferropay, psp: &str, update: SettlementUpdate) -> Result<(), PspError> {
     service
         .engine
         .submit(SettleRefund {
-            psp: service.connector.name().to_owned(),
+            psp: psp.to_owned(),
             update,
         })
         .await

@@ -30,6 +30,10 @@ const LIST_INDEXES: &str = include_str!("../../migrations/0010_list_indexes.sql"
 const WEBHOOK_ENDPOINTS: &str = include_str!("../../migrations/0011_webhook_endpoints.sql");
 /// Version 12: the Kafka relay's own record of what it published (portable SQL).
 const OUTBOX_KAFKA: &str = include_str!("../../migrations/0012_outbox_kafka.sql");
+/// Version 14: sellers' accounts at the PSPs and the PSP of each payout (per dialect folder,
+/// the same SQL in both).
+const CONNECTORS_POSTGRES: &str = include_str!("../../migrations/postgres/0014_connectors.sql");
+const CONNECTORS_SQLITE: &str = include_str!("../../migrations/sqlite/0014_connectors.sql");
 /// Version 15: the operator console's sessions and indexes, the analysts' views, and account
 /// balances kept by a trigger on postings (portable SQL, then each dialect's trigger).
 const CONSOLE_SQLITE: &str = concat!(
@@ -46,9 +50,19 @@ const KEYED_CHAIN_SCHEDULED_RUNS: &str =
     include_str!("../../migrations/0017_keyed_chain_scheduled_runs.sql");
 
 fn migrations(backend: Backend) -> Vec<Migration> {
-    let (append_only, disputes, console) = match backend {
-        Backend::Sqlite => (APPEND_ONLY_SQLITE, DISPUTES_SQLITE, CONSOLE_SQLITE),
-        Backend::Postgres => (APPEND_ONLY_POSTGRES, DISPUTES_POSTGRES, CONSOLE_POSTGRES),
+    let (append_only, disputes, connectors, console) = match backend {
+        Backend::Sqlite => (
+            APPEND_ONLY_SQLITE,
+            DISPUTES_SQLITE,
+            CONNECTORS_SQLITE,
+            CONSOLE_SQLITE,
+        ),
+        Backend::Postgres => (
+            APPEND_ONLY_POSTGRES,
+            DISPUTES_POSTGRES,
+            CONNECTORS_POSTGRES,
+            CONSOLE_POSTGRES,
+        ),
     };
     vec![
         migration(1, "schema", SCHEMA),
@@ -64,6 +78,7 @@ fn migrations(backend: Backend) -> Vec<Migration> {
         migration(11, "webhook endpoints", WEBHOOK_ENDPOINTS),
         migration(12, "outbox kafka", OUTBOX_KAFKA),
         migration(13, "disputes", disputes),
+        migration(14, "connectors", connectors),
         migration(15, "console and analyst views", console),
         migration(
             17,

@@ -1,0 +1,311 @@
+//! The Adyen connector (Checkout API v72): pay-in through Pay by Link (`POST /paymentLinks`,
+//! Adyen's hosted page; `GET /paymentLinks/{linkId}` for its status), refunds by the payment's
+//! PSP reference (`POST /payments/{paymentPspReference}/refunds`), and standard notification
+//! webhooks verified item by item with their HMAC ([`hmac`], [`notifications`]) and answered
+//! `[accepted]`. JSON requests with `X-API-Key` and our id as `Idempotency-Key`; amounts in
+//! minor units as ferropay's.
+//!
+//! | payment link `status` | ferropay session |
+//! |---|---|
+//! | `active` | open (a refused card leaves the link usable) |
+//! | `paymentPending` | processing |
+//! | `completed`, `paid` | succeeded |
+//! | `expired` | expired |
+//!
+//! Not supported: seller payouts (Adyen for Platforms is another API), refund status by API
+//! (Adyen tells it by `REFUND` notification only), finding links by our reference, and fetching
+//! the settlement by date (Adyen's Settlement details report is per batch: reconcile the
+//! downloaded CSV with `ferropay reconcile --psp adyen --file …`, which reads it with
+//! `crate::reconcile::adyen_report`).
+
+pub mod hmac;
+pub mod notifications;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{
+    Accepted, Connector, MadeByKey, PayoutRequest, PspError, PspEvent, PspFuture, PspSession,
+    PspSessionStatus, RefundRequest, SessionRequest, SettlementUpdate, WebhookAck, WebhookError,
+};
+use crate::secret::Secret;
+
+/// The connector's name in URLs (`/webhooks/psp/adyen`), accounts and `payments.psp`.
+pub const NAME: &str = "adyen";
+
+#[derive(Clone, Debug)]
+pub struct AdyenConfig {
+    pub api_key: Secret,
+    pub merchant_account: String,
+    /// The notification webhook's HMAC key, hex as the Customer Area shows it.
+    pub hmac_key: Secret,
+    /// `https://checkout-test.adyen.com/v72` in test mode; the live URL has a prefix.
+    pub checkout_base: String,
+    pub timeout_ms: u64,
+}
+
+impl Default for AdyenConfig {
+    fn default() -> Self {
+        Self {
+            api_key: Secret::new(""),
+            merchant_account: String::new(),
+            hmac_key: Secret::new(""),
+            checkout_base: "https://checkout-test.adyen.com/v72".into(),
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+pub struct AdyenConnector {
+    config: AdyenConfig,
+    base: String,
+    http: reqwest::Client,
+}
+
+/// A payment link's status (see the module's table).
+pub fn link_status(status: &str) -> Option<PspSessionStatus> {
+    Some(match status {
+        "active" => PspSessionStatus::Open,
+        "paymentPending" => PspSessionStatus::Processing,
+        "completed" | "paid" => PspSessionStatus::Succeeded,
+        "expired" => PspSessionStatus::Expired,
+        _ => return None,
+    })
+}
+
+impl AdyenConnector {
+    pub fn new(config: AdyenConfig) -> Result<Self, String> {
+        if config.api_key.expose().is_empty() {
+            return Err("Adyen needs an API key (FERROPAY_ADYEN_API_KEY)".into());
+        }
+        if !hex::decode(config.hmac_key.expose()).is_ok_and(|key| !key.is_empty()) {
+            return Err("Adyen needs a hex HMAC key (FERROPAY_ADYEN_HMAC_KEY)".into());
+        }
+        if config.merchant_account.is_empty() {
+            return Err("Adyen needs a merchant account (FERROPAY_ADYEN_MERCHANT_ACCOUNT)".into());
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(config.timeout_ms))
+            .build()
+            .map_err(|e| format!("the HTTP client for Adyen: {e}"))?;
+        Ok(Self {
+            base: config.checkout_base.trim_end_matches('/').to_owned(),
+            config,
+            http,
+        })
+    }
+
+    /// Sends with our key; 429, 5xx, a key in flight (`704`) and no answer are passing
+    /// failures, other refusals not.
+    /// Adyen's error body is a `ServiceError` (`status`, `errorCode`, `message`, `errorType`).
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, PspError> {
+        let response = request
+            .header("X-API-Key", self.config.api_key.expose())
+            .send()
+            .await
+            .map_err(|e| PspError::Retryable(format!("Adyen unreachable: {e}")))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| PspError::Retryable(format!("Adyen's answer cut off: {e}")))?;
+        if status.is_success() {
+            return serde_json::from_slice(&body)
+                .map_err(|e| PspError::Retryable(format!("unreadable Adyen answer: {e}")));
+        }
+        let error: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let message = format!(
+            "Adyen answered {status}: {} (errorCode {}, {})",
+            error["message"].as_str().unwrap_or("no message"),
+            error["errorCode"].as_str().unwrap_or("none"),
+            error["errorType"].as_str().unwrap_or("no type"),
+        );
+        // 704: a request with this idempotency key is still being processed; the same request
+        // again gets its answer.
+        let in_flight = error["errorCode"].as_str() == Some("704");
+        Err(
+            if status.is_server_error()
+                || status.as_u16() == 429
+                || status.as_u16() == 409
+                || in_flight
+            {
+                PspError::Retryable(message)
+            } else {
+                PspError::Permanent(message)
+            },
+        )
+    }
+
+    fn link_of(object: &Value) -> Result<PspSession, PspError> {
+        let text = |key: &str| object[key].as_str().map(str::to_owned);
+        let id = text("id").ok_or_else(|| PspError::Retryable("a link without an id".into()))?;
+        let said = object["status"].as_str().unwrap_or_default();
+        let status = link_status(said).ok_or_else(|| {
+            PspError::Retryable(format!(
+                "Adyen link {id} is `{said}`, which ferropay does not know"
+            ))
+        })?;
+        Ok(PspSession {
+            url: text("url").unwrap_or_default(),
+            token: id,
+            status,
+            psp_reference: None,
+            amount_minor: object["amount"]["value"].as_i64(),
+            currency: object["amount"]["currency"].as_str().map(str::to_owned),
+            reference: text("reference"),
+            failure_code: None,
+        })
+    }
+}
+
+impl Connector for AdyenConnector {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn register_session<'a>(&'a self, request: &'a SessionRequest) -> PspFuture<'a, PspSession> {
+        Box::pin(async move {
+            let body = json!({
+                "merchantAccount": self.config.merchant_account,
+                "reference": request.reference,
+                "amount": {"value": request.amount_minor, "currency": request.currency},
+                "returnUrl": request.return_url,
+                "description": request.description,
+            });
+            let object = self
+                .send(
+                    self.http
+                        .post(format!("{}/paymentLinks", self.base))
+                        .header("Idempotency-Key", &request.idempotency_key)
+                        .json(&body),
+                )
+                .await?;
+            Self::link_of(&object)
+        })
+    }
+
+    fn session_status<'a>(&'a self, token: &'a str) -> PspFuture<'a, PspSession> {
+        Box::pin(async move {
+            let object = self
+                .send(self.http.get(format!("{}/paymentLinks/{token}", self.base)))
+                .await?;
+            Self::link_of(&object)
+        })
+    }
+
+    fn create_refund<'a>(&'a self, request: &'a RefundRequest) -> PspFuture<'a, Accepted> {
+        Box::pin(async move {
+            // Adyen refunds a payment by its PSP reference, which its AUTHORISATION notification
+            // tells: until then, the refund waits.
+            let Some(payment) = &request.psp_reference else {
+                return Err(PspError::Retryable(
+                    "the payment's Adyen PSP reference is not known yet (its AUTHORISATION \
+                     notification has not arrived)"
+                        .into(),
+                ));
+            };
+            let body = json!({
+                "merchantAccount": self.config.merchant_account,
+                "reference": request.refund_id,
+                "amount": {"value": request.amount_minor, "currency": request.currency},
+            });
+            let object = self
+                .send(
+                    self.http
+                        .post(format!("{}/payments/{payment}/refunds", self.base))
+                        .header("Idempotency-Key", &request.refund_id)
+                        .json(&body),
+                )
+                .await?;
+            let psp_id = object["pspReference"]
+                .as_str()
+                .ok_or_else(|| PspError::Retryable("a refund without a pspReference".into()))?;
+            Ok(Accepted {
+                psp_id: psp_id.to_owned(),
+            })
+        })
+    }
+
+    fn create_payout<'a>(&'a self, request: &'a PayoutRequest) -> PspFuture<'a, Accepted> {
+        Box::pin(async move {
+            Err(PspError::Permanent(format!(
+                "payout {}: the Adyen connector does not pay sellers out (route payouts to \
+                 another PSP)",
+                request.payout_id
+            )))
+        })
+    }
+
+    fn payout_by_key<'a>(&'a self, _idempotency_key: &'a str) -> PspFuture<'a, MadeByKey> {
+        // This connector never sends a payout (see `create_payout`): that is the proof.
+        Box::pin(async { Ok(MadeByKey::NotMade) })
+    }
+
+    fn refund_status<'a>(&'a self, _psp_id: &'a str) -> PspFuture<'a, Option<SettlementUpdate>> {
+        // Adyen tells a refund's end by its REFUND notification only.
+        Box::pin(async { Ok(None) })
+    }
+
+    fn payout_status<'a>(&'a self, _psp_id: &'a str) -> PspFuture<'a, Option<SettlementUpdate>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn sessions_by_reference<'a>(&'a self, _reference: &'a str) -> PspFuture<'a, Vec<PspSession>> {
+        // Payment links cannot be listed by reference.
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    fn settlement_file<'a>(
+        &'a self,
+        date: time::Date,
+        _destination: &'a Path,
+    ) -> PspFuture<'a, u64> {
+        Box::pin(async move {
+            Err(PspError::Permanent(format!(
+                "Adyen's settlement is a Settlement details report per batch, not per day \
+                 ({date}): download it and run `ferropay reconcile --psp adyen --file <report.csv>`"
+            )))
+        })
+    }
+
+    fn signature_header(&self) -> Option<&'static str> {
+        None
+    }
+
+    fn verify_webhook(
+        &self,
+        _signature: Option<&str>,
+        body: &[u8],
+        now_s: i64,
+    ) -> Result<Vec<PspEvent>, WebhookError> {
+        notifications::parse(self.config.hmac_key.expose(), body, now_s)
+    }
+
+    fn settles_by_day(&self) -> bool {
+        false
+    }
+
+    fn webhook_ack(&self) -> WebhookAck {
+        WebhookAck::Text("[accepted]")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_link_table() {
+        assert_eq!(link_status("active"), Some(PspSessionStatus::Open));
+        assert_eq!(
+            link_status("paymentPending"),
+            Some(PspSessionStatus::Processing)
+        );
+        assert_eq!(link_status("completed"), Some(PspSessionStatus::Succeeded));
+        assert_eq!(link_status("paid"), Some(PspSessionStatus::Succeeded));
+        assert_eq!(link_status("expired"), Some(PspSessionStatus::Expired));
+        assert_eq!(link_status("deleted"), None);
+    }
+}
