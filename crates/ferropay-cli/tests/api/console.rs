@@ -208,6 +208,17 @@ async fn no_page_without_a_session_and_no_form_without_its_csrf_token(db: Db) {
     assert!(overview.contains("Overview"));
     let (status, _) = browser.get("/console").await;
     assert_eq!(status, StatusCode::OK);
+    // A bad byte in a page's id is 400 naming it, on every page with one, never a 500.
+    for (path, field) in [
+        ("/console/payments/%00", "\"id\""),
+        ("/console/sellers/%FF", "\"id\""),
+        ("/console/ledger/transactions/a%00b", "\"id\""),
+        ("/console/dead-letters/%01", "\"id\""),
+    ] {
+        let (status, body) = browser.get(path).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert!(body.contains(field), "{path}: {body}");
+    }
 
     // A form without the session's CSRF token (or with another session's) is refused: 403.
     let (status, _) = browser.get("/console/ledger").await;

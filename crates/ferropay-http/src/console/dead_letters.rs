@@ -3,7 +3,8 @@
 //! it is dead, the form that replays it (`POST …/replay`: `jobs::dlq::replay`, as `ferropay dlq
 //! replay` does).
 
-use axum::extract::{Path, State};
+use crate::extract::PathId;
+use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use ferropay::Ferropay;
 use ferropay::console::{Cursor, dead_letters, filter_text};
@@ -75,7 +76,7 @@ pub async fn list(
 pub async fn show(
     State(service): State<Ferropay>,
     session: Session,
-    Path(job_id): Path<String>,
+    PathId(job_id): PathId,
 ) -> ConsoleResult<Markup> {
     let job = dead_letters::job(&service.store, &job_id).await?;
     let payload = serde_json::from_str::<serde_json::Value>(&job.payload)
@@ -129,7 +130,7 @@ pub struct ReplayForm {}
 
 pub async fn replay(
     State(service): State<Ferropay>,
-    Path(job_id): Path<String>,
+    PathId(job_id): PathId,
     act: Act<ReplayForm>,
 ) -> ConsoleResult<Response> {
     ferropay::jobs::dlq::replay(&service.store, &job_id).await?;

@@ -2,7 +2,8 @@
 //! endpoint, each with its attempts; `POST /console/deliveries/{id}/redeliver` sends one again
 //! (`webhooks::deliver::redeliver`, as `POST /v1/webhook_deliveries/{id}/redeliver` does).
 
-use axum::extract::{Path, State};
+use crate::extract::PathId;
+use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use ferropay::Ferropay;
 use ferropay::console::deliveries::{self, DeliveryFilter};
@@ -104,7 +105,7 @@ pub struct RedeliverForm {}
 
 pub async fn redeliver(
     State(service): State<Ferropay>,
-    Path(delivery_id): Path<String>,
+    PathId(delivery_id): PathId,
     act: Act<RedeliverForm>,
 ) -> ConsoleResult<Response> {
     let delivery = ferropay::webhooks::deliver::redeliver(&service.store, &delivery_id).await?;

@@ -4,7 +4,8 @@
 //! when the books balance); `GET /console/ledger/transactions/{id}`: one journal transaction
 //! with its postings and its hashes.
 
-use axum::extract::{Path, State};
+use crate::extract::PathId;
+use axum::extract::State;
 use ferropay::Ferropay;
 use ferropay::clock::now_ms;
 use ferropay::console::{day_start_ms, filter_text, ledger};
@@ -196,7 +197,7 @@ pub async fn verify(
 pub async fn transaction(
     State(service): State<Ferropay>,
     session: Session,
-    Path(transaction_id): Path<String>,
+    PathId(transaction_id): PathId,
 ) -> ConsoleResult<Markup> {
     let t = ledger::transaction(&service.store, &transaction_id).await?;
     let total: i64 = t.postings.iter().map(|p| p.amount_minor).sum();

@@ -2,7 +2,8 @@
 //! checkout, seller, buyer, status and creation date; `GET /console/payments/{id}`: one
 //! payment with its orders, refunds, timeline and journal transactions.
 
-use axum::extract::{Path, State};
+use crate::extract::PathId;
+use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use ferropay::Ferropay;
 use ferropay::console::payments::{self as reads, PaymentFilter};
@@ -130,7 +131,7 @@ pub async fn list(
 pub async fn show(
     State(service): State<Ferropay>,
     session: Session,
-    Path(payment_id): Path<String>,
+    PathId(payment_id): PathId,
 ) -> ConsoleResult<Markup> {
     let detail = reads::detail(&service.store, &payment_id).await?;
     let p = &detail.payment;

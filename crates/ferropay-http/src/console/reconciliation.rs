@@ -5,7 +5,8 @@
 //! with a reason (`POST …/resolve`, the use case `POST /v1/reconciliation/breaks/{id}/resolve`
 //! calls).
 
-use axum::extract::{Path, State};
+use crate::extract::PathId;
+use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use ferropay::Ferropay;
 use ferropay::console::reconciliation::{self as reads, BreakFilter, RunRow};
@@ -188,7 +189,7 @@ pub async fn runs(
 pub async fn show_break(
     State(service): State<Ferropay>,
     session: Session,
-    Path(break_id): Path<String>,
+    PathId(break_id): PathId,
 ) -> ConsoleResult<Markup> {
     let b = reads::one_break(&service.store, &break_id).await?;
     let body = html! {
@@ -240,7 +241,7 @@ pub struct ResolveForm {
 
 pub async fn resolve(
     State(service): State<Ferropay>,
-    Path(break_id): Path<String>,
+    PathId(break_id): PathId,
     act: Act<ResolveForm>,
 ) -> ConsoleResult<Response> {
     service

@@ -2,7 +2,8 @@
 //! its beginning; `GET /console/sellers/{id}`: the wallet (amount owed, available, in flight),
 //! the payouts and the postings of the seller's ledger account.
 
-use axum::extract::{Path, State};
+use crate::extract::PathId;
+use axum::extract::State;
 use ferropay::Ferropay;
 use ferropay::console::{filter_text, sellers};
 use maud::{Markup, html};
@@ -67,7 +68,7 @@ pub struct ShowQuery {
 pub async fn show(
     State(service): State<Ferropay>,
     session: Session,
-    Path(seller_id): Path<String>,
+    PathId(seller_id): PathId,
     query: Result<QueryParams<ShowQuery>, crate::error::ApiError>,
 ) -> ConsoleResult<Markup> {
     let QueryParams(query) = query.map_err(|e| ConsoleError::Domain(e.0))?;
