@@ -20,8 +20,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 /// `shared/providers/` (the providers' published API descriptions): `FERROPAY_PROVIDERS_DIR`, or
-/// the nearest `shared/providers` beside an ancestor of this crate (CI has `shared/` beside the
-/// clone).
+/// the nearest `shared/providers` beside an ancestor of this crate, or the workplace's
+/// `/work/shared/providers`. Not found is a failure, never a skip: the connectors' tests are
+/// only as good as the published examples the fakes answer with.
 pub fn providers_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("FERROPAY_PROVIDERS_DIR") {
         return PathBuf::from(dir);
@@ -29,6 +30,8 @@ pub fn providers_dir() -> PathBuf {
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     here.ancestors()
         .map(|dir| dir.join("shared/providers"))
+        // The workplace's copy, wherever the clone is (CI clones elsewhere).
+        .chain([PathBuf::from("/work/shared/providers")])
         .find(|dir| dir.is_dir())
         .expect("the providers' API descriptions: set FERROPAY_PROVIDERS_DIR or put shared/providers beside the clone")
 }
