@@ -2,7 +2,7 @@
 // It starts the built `ferropay serve` (SQLite in a temporary directory) against `ferropay
 // sandbox-psp` run as a separate process on a known port, so that the PSP can be stopped and
 // started again: a payment created while the PSP is down leaves a dead letter (the server runs
-// with --job-max-attempts 1), and replaying it once the PSP is back registers the payment.
+// with --job-max-attempts 1 and no retry window), and replaying it once the PSP is back registers the payment.
 // An operator signs in, finds a paid payment and reads its timeline, sees a refund made through
 // the API, verifies the ledger, resolves a reconciliation break (a settlement line for a payment
 // ferropay does not know, reconciled with `ferropay reconcile --file`) and replays the dead
@@ -134,7 +134,7 @@ before(async () => {
   server = spawn(BIN, [
     "serve", "--listen", "127.0.0.1:0", "--database-url", database, "--reconcile-at", "off",
     "--psp-url", `http://127.0.0.1:${pspPort}`, "--psp-api-key", PSP_KEY,
-    "--psp-webhook-secret", PSP_SECRET, "--job-max-attempts", "1",
+    "--psp-webhook-secret", PSP_SECRET, "--job-max-attempts", "1", "--job-retry-window-s", "0",
   ], { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, FERROPAY_LOG: "warn" } });
   [, baseUrl] = await waitForLine(server.stderr, /ferropay is serving on (http:\/\/\S+)/);
   server.stderr.resume();
