@@ -136,9 +136,14 @@ impl Modify for Surface {
             if ["/healthz", "/metrics"].contains(&path.as_str()) {
                 continue;
             }
-            for operation in [&mut item.get, &mut item.post, &mut item.delete]
-                .into_iter()
-                .flatten()
+            for operation in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
             {
                 let responses = &mut operation.responses.responses;
                 responses.entry("503".to_owned()).or_insert_with(|| {
