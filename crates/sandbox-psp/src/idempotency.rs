@@ -13,6 +13,22 @@ use crate::errors::ApiError;
 /// Longest accepted `Idempotency-Key`, in characters.
 const KEY_MAX_CHARS: usize = 255;
 
+/// The query of a lookup by key (`GET /v1/refunds?idempotency_key=K`, `GET /v1/payouts?…`):
+/// what the `POST` with that key created, if it took effect.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct ByKey {
+    idempotency_key: Option<String>,
+}
+
+impl ByKey {
+    /// The key, or 400 when it is missing or empty.
+    pub(crate) fn key(self) -> Result<String, ApiError> {
+        self.idempotency_key
+            .filter(|key| !key.is_empty())
+            .ok_or_else(|| ApiError::invalid_field("idempotency_key is required"))
+    }
+}
+
 /// Which route a key belongs to: the same key may be used once on each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Scope {

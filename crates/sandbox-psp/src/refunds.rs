@@ -158,21 +158,13 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 
-#[derive(Debug, serde::Deserialize)]
-pub(crate) struct ByKey {
-    idempotency_key: Option<String>,
-}
-
 /// `GET /v1/refunds?idempotency_key=K` → `{"data": [refund]}`: the refund that the `POST` with
 /// this key created, or an empty list when that call never took effect.
 pub(crate) async fn find_by_key(
     State(app): State<AppState>,
-    axum::extract::Query(query): axum::extract::Query<ByKey>,
+    axum::extract::Query(query): axum::extract::Query<idempotency::ByKey>,
 ) -> Result<Json<Value>, ApiError> {
-    let key = query
-        .idempotency_key
-        .filter(|key| !key.is_empty())
-        .ok_or_else(|| ApiError::invalid_field("idempotency_key is required"))?;
+    let key = query.key()?;
     let store = app.store();
     let found: Vec<Value> = store
         .idempotency
