@@ -5,7 +5,7 @@
 use sqlx::Row;
 
 use crate::error::{Error, Result};
-use crate::lists::{Param, Select};
+use crate::lists::Select;
 use crate::store::Store;
 
 use super::{Cursor, PAGE_ROWS, Paged};
@@ -51,14 +51,7 @@ pub async fn list(
     select.condition("status = 'dead'", vec![]);
     select.text_eq("kind", &kind.map(str::to_owned));
     if let Some(cursor) = after {
-        select.condition(
-            "finished_at_ms <= ? AND (finished_at_ms < ? OR id < ?)",
-            vec![
-                Param::Int(cursor.at_ms),
-                Param::Int(cursor.at_ms),
-                Param::Text(cursor.id.clone()),
-            ],
-        );
+        cursor.narrow(&mut select, "finished_at_ms", "id");
     }
     let rows = select
         .fetch_ordered(

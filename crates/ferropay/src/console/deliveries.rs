@@ -6,7 +6,7 @@
 use sqlx::Row;
 
 use crate::error::Result;
-use crate::lists::{Param, Select};
+use crate::lists::Select;
 use crate::store::Store;
 use crate::webhooks::deliver::{DeliveryView, delivery_of};
 
@@ -35,14 +35,7 @@ pub async fn list(
     select.text_eq("d.status", &filter.status);
     select.text_eq("d.endpoint_id", &filter.endpoint_id);
     if let Some(cursor) = after {
-        select.condition(
-            "d.created_at_ms <= ? AND (d.created_at_ms < ? OR d.id < ?)",
-            vec![
-                Param::Int(cursor.at_ms),
-                Param::Int(cursor.at_ms),
-                Param::Text(cursor.id.clone()),
-            ],
-        );
+        cursor.narrow(&mut select, "d.created_at_ms", "d.id");
     }
     let rows = select
         .fetch_ordered(

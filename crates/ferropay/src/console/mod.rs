@@ -48,6 +48,20 @@ impl Cursor {
     pub fn encode(&self) -> String {
         format!("{}~{}", self.at_ms, self.id)
     }
+
+    /// Keeps the rows after this cursor in a list ordered `at DESC, id DESC` (keyset paging:
+    /// the index on `(at, id)` seeks straight to the page).
+    pub(crate) fn narrow(&self, select: &mut crate::lists::Select, at: &str, id: &str) {
+        use crate::lists::Param;
+        select.condition(
+            &format!("{at} <= ? AND ({at} < ? OR {id} < ?)"),
+            vec![
+                Param::Int(self.at_ms),
+                Param::Int(self.at_ms),
+                Param::Text(self.id.clone()),
+            ],
+        );
+    }
 }
 
 /// One page of rows and, when more follow, the cursor of the next page.

@@ -79,14 +79,7 @@ pub async fn list(
     }
     select.created_between(at, filter.created_gte_ms, filter.created_lt_ms);
     if let Some(cursor) = after {
-        select.condition(
-            &format!("{at} <= ? AND ({at} < ? OR {id} < ?)"),
-            vec![
-                Param::Int(cursor.at_ms),
-                Param::Int(cursor.at_ms),
-                Param::Text(cursor.id.clone()),
-            ],
-        );
+        cursor.narrow(&mut select, at, id);
     }
     let rows = select
         .fetch_ordered(store, from, "", &format!("{at} DESC, {id} DESC"), PAGE_ROWS)

@@ -6,7 +6,7 @@
 use sqlx::Row;
 
 use crate::error::Result;
-use crate::lists::{Param, Select};
+use crate::lists::Select;
 use crate::reconcile::breaks::{self, BreakView};
 use crate::store::Store;
 
@@ -32,14 +32,7 @@ pub struct RunRow {
 pub async fn runs(store: &Store, after: Option<&Cursor>) -> Result<Paged<RunRow>> {
     let mut select = Select::new(store.backend());
     if let Some(cursor) = after {
-        select.condition(
-            "started_at_ms <= ? AND (started_at_ms < ? OR id < ?)",
-            vec![
-                Param::Int(cursor.at_ms),
-                Param::Int(cursor.at_ms),
-                Param::Text(cursor.id.clone()),
-            ],
-        );
+        cursor.narrow(&mut select, "started_at_ms", "id");
     }
     let rows = select
         .fetch_ordered(
@@ -123,14 +116,7 @@ pub async fn breaks(
     select.text_eq("status", &filter.status);
     let mut at_ms = Vec::new();
     if let Some(cursor) = after {
-        select.condition(
-            "created_at_ms <= ? AND (created_at_ms < ? OR id < ?)",
-            vec![
-                Param::Int(cursor.at_ms),
-                Param::Int(cursor.at_ms),
-                Param::Text(cursor.id.clone()),
-            ],
-        );
+        cursor.narrow(&mut select, "created_at_ms", "id");
     }
     let rows = select
         .fetch_ordered(
