@@ -68,18 +68,20 @@ pub async fn page(State(service): State<Ferropay>, session: Session) -> ConsoleR
                 table #funnel {
                     thead { tr {
                         th { "Day" } th.num { "Created" } th.num { "Paid" } th.num { "Failed" }
-                        th.num { "Expired" } th.num { "Refunded" } th.num { "Still open" } th.num { "Conversion" }
+                        th.num { "Expired" } th.num { "Refunded" } th.num { "Disputed" } th.num { "Still open" } th.num { "Conversion" }
                     } }
                     tbody {
                         @for d in &view.funnel {
                             tr {
                                 td { (day(d.day_start_ms)) }
                                 td.num { (d.created) } td.num { (d.paid) } td.num { (d.failed) }
-                                td.num { (d.expired) } td.num { (d.refunded) } td.num { (d.open) }
+                                td.num { (d.expired) } td.num { (d.refunded) }
+                                td.num { @if d.disputed > 0 { a href="/console/disputes" { (d.disputed) } } @else { (d.disputed) } }
+                                td.num { (d.open) }
                                 td.num { (format!("{}.{:02} %", d.conversion_bps / 100, d.conversion_bps % 100)) }
                             }
                         }
-                        @if view.funnel.is_empty() { tr { td colspan="8" { "No payments in these days." } } }
+                        @if view.funnel.is_empty() { tr { td colspan="9" { "No payments in these days." } } }
                     }
                 }
             }

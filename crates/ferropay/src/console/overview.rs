@@ -34,6 +34,8 @@ pub struct FunnelDay {
     pub failed: i64,
     pub expired: i64,
     pub refunded: i64,
+    /// Payments of the day with a dispute opened.
+    pub disputed: i64,
     pub open: i64,
     pub conversion_bps: i64,
 }
@@ -91,7 +93,8 @@ async fn today_by_status(store: &Store, today_ms: i64) -> Result<Vec<StatusToday
 /// The `payment_funnel` view from `from_day_ms` on, newest day first.
 pub async fn funnel(store: &Store, from_day_ms: i64) -> Result<Vec<FunnelDay>> {
     let rows = sqlx::query(
-        "SELECT day_start_ms, created, paid, failed, expired, refunded, open, conversion_bps \
+        "SELECT day_start_ms, created, paid, failed, expired, refunded, disputed, open, \
+         conversion_bps \
          FROM payment_funnel WHERE day_start_ms >= $1 ORDER BY day_start_ms DESC",
     )
     .bind(from_day_ms)
@@ -106,6 +109,7 @@ pub async fn funnel(store: &Store, from_day_ms: i64) -> Result<Vec<FunnelDay>> {
                 failed: row.try_get("failed")?,
                 expired: row.try_get("expired")?,
                 refunded: row.try_get("refunded")?,
+                disputed: row.try_get("disputed")?,
                 open: row.try_get("open")?,
                 conversion_bps: row.try_get("conversion_bps")?,
             })

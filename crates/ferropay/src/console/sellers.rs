@@ -12,7 +12,7 @@ use crate::payout::PayoutView;
 use crate::store::Store;
 use crate::wallet::{self, WalletBalance};
 
-use super::{PAGE_ROWS, Paged};
+use super::{PAGE_ROWS, Paged, from_key};
 
 /// A row of `seller_balances`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,22 +31,7 @@ pub async fn list(
     after: Option<&str>,
 ) -> Result<Paged<SellerBalance>> {
     let mut select = Select::new(store.backend());
-    if let Some(from) = from {
-        select.condition("seller_id >= ?", vec![Param::Text(from.to_owned())]);
-    }
-    if let Some(after) = after {
-        let (seller, currency) = after
-            .rsplit_once('~')
-            .ok_or_else(|| Error::invalid("after", "must be a cursor from a page's link"))?;
-        select.condition(
-            "seller_id >= ? AND (seller_id > ? OR currency > ?)",
-            vec![
-                Param::Text(seller.to_owned()),
-                Param::Text(seller.to_owned()),
-                Param::Text(currency.to_owned()),
-            ],
-        );
-    }
+    from_key(&mut select, "seller_id", from, after)?;
     let rows = select
         .fetch_ordered(
             store,

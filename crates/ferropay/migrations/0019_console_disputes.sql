@@ -1,0 +1,58 @@
+-- The console's disputes and the analysts' views after them. Portable between SQLite and
+-- PostgreSQL (each dialect's trigger keeping `settlement_days` follows, in 0019 of its folder).
+
+-- The disputes page filters by status, newest first (keyset on `(created_at_ms, id)`).
+CREATE INDEX disputes_status ON disputes (status, created_at_ms, id);
+
+-- settlement_days: per UTC day of the journal transaction, PSP and currency, the sums of the
+-- postings on `psp_receivable:{psp}` — what the day's captures, refunds, fees and disputes added
+-- to what the PSP owes (`expected_minor`), and what the PSP paid out to the bank that day
+-- (`paid_out_minor`, from `bank_settlement` transactions, as a positive amount). Kept by a
+-- trigger on `postings` (0019 of each dialect), in the same transaction as the postings, like
+-- `account_balances`: so that `daily_settlement` reads a row per day instead of joining each
+-- day's thousands of captures to their postings. `ledger verify` checks it against the postings.
+CREATE TABLE settlement_days (
+    day_start_ms   BIGINT NOT NULL,
+    psp            TEXT NOT NULL,
+    currency       TEXT NOT NULL,
+    expected_minor BIGINT NOT NULL,
+    paid_out_minor BIGINT NOT NULL,
+    postings       BIGINT NOT NULL,
+    PRIMARY KEY (day_start_ms, psp, currency)
+);
+
+-- daily_settlement: the same columns as version 15's view (which summed the postings of each
+-- day when read), now read from `settlement_days`; what is left owed from the day's movements is
+-- what was expected less what was paid out.
+DROP VIEW daily_settlement;
+CREATE VIEW daily_settlement AS
+SELECT day_start_ms, psp, currency, expected_minor, paid_out_minor,
+       CAST(expected_minor - paid_out_minor AS BIGINT) AS outstanding_minor
+FROM settlement_days;
+
+-- payment_funnel gains `disputed`: of the payments created that day, how many have had a
+-- dispute opened (once each, however many disputes). The other columns are version 15's, in
+-- the same order; `disputed` comes last so that no column moves.
+DROP VIEW payment_funnel;
+CREATE VIEW payment_funnel AS
+SELECT f.day_start_ms, f.created, f.paid, f.failed, f.expired, f.refunded, f.open,
+       f.conversion_bps, CAST(COALESCE(d.disputed, 0) AS BIGINT) AS disputed
+FROM (SELECT created_at_ms - created_at_ms % 86400000 AS day_start_ms,
+             COUNT(*) AS created,
+             CAST(SUM(CASE WHEN status IN ('succeeded', 'partially_refunded', 'refunded')
+                 THEN 1 ELSE 0 END) AS BIGINT) AS paid,
+             CAST(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) AS BIGINT) AS failed,
+             CAST(SUM(CASE WHEN status = 'expired' THEN 1 ELSE 0 END) AS BIGINT) AS expired,
+             CAST(SUM(CASE WHEN status IN ('partially_refunded', 'refunded')
+                 THEN 1 ELSE 0 END) AS BIGINT) AS refunded,
+             CAST(SUM(CASE WHEN status IN ('requires_payment', 'processing')
+                 THEN 1 ELSE 0 END) AS BIGINT) AS open,
+             CAST(10000 * SUM(CASE WHEN status IN ('succeeded', 'partially_refunded', 'refunded')
+                 THEN 1 ELSE 0 END) / COUNT(*) AS BIGINT) AS conversion_bps
+      FROM payments
+      GROUP BY created_at_ms - created_at_ms % 86400000) f
+LEFT JOIN (SELECT p.created_at_ms - p.created_at_ms % 86400000 AS day_start_ms,
+                  COUNT(DISTINCT d.payment_id) AS disputed
+           FROM disputes d JOIN payments p ON p.id = d.payment_id
+           GROUP BY p.created_at_ms - p.created_at_ms % 86400000) d
+  ON d.day_start_ms = f.day_start_ms;

@@ -1,0 +1,36 @@
+-- PostgreSQL's part of version 19: `settlement_days` follows every statement that inserts
+-- postings, once per statement (as `account_balances` does, 0015), in the inserting
+-- transaction: the statement's postings on `psp_receivable:*` joined to their journal
+-- transactions (written by the same statement or before it) for the day and the kind. A batch
+-- without such postings costs one pass over its transition table. Then the table is filled with
+-- the postings written before it existed, postings locked against writers meanwhile.
+LOCK TABLE postings IN SHARE ROW EXCLUSIVE MODE;
+CREATE FUNCTION ferropay_settlement_days() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO settlement_days (day_start_ms, psp, currency, expected_minor, paid_out_minor,
+                                 postings)
+    SELECT j.created_at_ms - j.created_at_ms % 86400000, SUBSTR(p.account, 16), p.currency,
+           SUM(CASE WHEN j.kind <> 'bank_settlement' THEN p.amount_minor ELSE 0 END),
+           SUM(CASE WHEN j.kind = 'bank_settlement' THEN -p.amount_minor ELSE 0 END),
+           COUNT(*)
+    FROM new_postings p JOIN journal_transactions j ON j.id = p.transaction_id
+    WHERE p.account LIKE 'psp_receivable:%'
+    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (day_start_ms, psp, currency) DO UPDATE SET
+        expected_minor = settlement_days.expected_minor + excluded.expected_minor,
+        paid_out_minor = settlement_days.paid_out_minor + excluded.paid_out_minor,
+        postings = settlement_days.postings + excluded.postings;
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER postings_settlement_days AFTER INSERT ON postings
+    REFERENCING NEW TABLE AS new_postings
+    FOR EACH STATEMENT EXECUTE FUNCTION ferropay_settlement_days();
+INSERT INTO settlement_days (day_start_ms, psp, currency, expected_minor, paid_out_minor, postings)
+SELECT j.created_at_ms - j.created_at_ms % 86400000, SUBSTR(p.account, 16), p.currency,
+       SUM(CASE WHEN j.kind <> 'bank_settlement' THEN p.amount_minor ELSE 0 END),
+       SUM(CASE WHEN j.kind = 'bank_settlement' THEN -p.amount_minor ELSE 0 END),
+       COUNT(*)
+FROM postings p JOIN journal_transactions j ON j.id = p.transaction_id
+WHERE p.account LIKE 'psp_receivable:%'
+GROUP BY 1, 2, 3;

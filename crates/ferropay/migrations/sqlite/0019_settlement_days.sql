@@ -1,0 +1,28 @@
+-- SQLite's part of version 19: `settlement_days` follows every posting on `psp_receivable:*`
+-- inserted, in the inserting transaction (a row trigger: SQLite has no statement triggers; its
+-- WHEN clause leaves every other posting alone), reading the day and the kind from the
+-- posting's journal transaction, which the engine writes before its postings. Then the table is
+-- filled with the postings written before it existed.
+CREATE TRIGGER postings_settlement_days AFTER INSERT ON postings
+WHEN NEW.account LIKE 'psp_receivable:%'
+BEGIN
+    INSERT INTO settlement_days (day_start_ms, psp, currency, expected_minor, paid_out_minor,
+                                 postings)
+    SELECT j.created_at_ms - j.created_at_ms % 86400000, SUBSTR(NEW.account, 16), NEW.currency,
+           CASE WHEN j.kind <> 'bank_settlement' THEN NEW.amount_minor ELSE 0 END,
+           CASE WHEN j.kind = 'bank_settlement' THEN -NEW.amount_minor ELSE 0 END,
+           1
+    FROM journal_transactions j WHERE j.id = NEW.transaction_id
+    ON CONFLICT (day_start_ms, psp, currency) DO UPDATE SET
+        expected_minor = expected_minor + excluded.expected_minor,
+        paid_out_minor = paid_out_minor + excluded.paid_out_minor,
+        postings = postings + 1;
+END;
+INSERT INTO settlement_days (day_start_ms, psp, currency, expected_minor, paid_out_minor, postings)
+SELECT j.created_at_ms - j.created_at_ms % 86400000, SUBSTR(p.account, 16), p.currency,
+       SUM(CASE WHEN j.kind <> 'bank_settlement' THEN p.amount_minor ELSE 0 END),
+       SUM(CASE WHEN j.kind = 'bank_settlement' THEN -p.amount_minor ELSE 0 END),
+       COUNT(*)
+FROM postings p JOIN journal_transactions j ON j.id = p.transaction_id
+WHERE p.account LIKE 'psp_receivable:%'
+GROUP BY 1, 2, 3;
