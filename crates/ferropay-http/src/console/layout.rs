@@ -21,7 +21,7 @@ pub const TABS: &[(&str, &str)] = &[
     ("/console/reconciliation", "Reconciliation"),
     ("/console/dead-letters", "Dead letters"),
     ("/console/disputes", "Disputes"),
-    ("/console/deliveries", "Webhook deliveries"),
+    ("/console/deliveries", "Webhooks"),
 ];
 
 /// `GET /console/assets/console.css`.
