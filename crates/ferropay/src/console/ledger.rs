@@ -9,10 +9,9 @@ use sqlx::Row;
 
 use crate::error::{Error, Result};
 use crate::ledger::verify::{VerifyReport, verify};
-use crate::lists::Select;
 use crate::store::Store;
 
-use super::{PAGE_ROWS, Paged, from_key};
+use super::{Paged, by_key};
 
 /// One account's balance in one currency (a row of `trial_balance`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,31 +30,22 @@ pub async fn trial_balance(
     from: Option<&str>,
     after: Option<&str>,
 ) -> Result<Paged<AccountBalance>> {
-    let mut select = Select::new(store.backend());
-    from_key(&mut select, "account", from, after)?;
-    let rows = select
-        .fetch_ordered(
-            store,
-            "SELECT account, currency, balance_minor, postings FROM trial_balance",
-            "",
-            "account, currency",
-            PAGE_ROWS,
-        )
-        .await?;
-    let rows = rows
-        .iter()
-        .map(|row| {
-            Ok(AccountBalance {
-                account: row.try_get("account")?,
-                currency: row.try_get("currency")?,
-                balance_minor: row.try_get("balance_minor")?,
-                postings: row.try_get("postings")?,
-            })
+    by_key(
+        store,
+        "account",
+        "SELECT account, currency, balance_minor, postings FROM trial_balance",
+        from,
+        after,
+    )
+    .await?
+    .read(|row| {
+        Ok(AccountBalance {
+            account: row.try_get("account")?,
+            currency: row.try_get("currency")?,
+            balance_minor: row.try_get("balance_minor")?,
+            postings: row.try_get("postings")?,
         })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Paged::of(rows, PAGE_ROWS, |row| {
-        format!("{}~{}", row.account, row.currency)
-    }))
+    })
 }
 
 /// A posting of a journal transaction.

@@ -105,7 +105,7 @@ impl Keyset {
             .fetch_ordered(store, select_from, "", &order, PAGE_ROWS)
             .await?;
         let column = |expression: &'static str| expression.rsplit('.').next().unwrap_or_default();
-        let cursor = |row: &AnyRow| -> Result<String> {
+        Paged::cut(rows, |row| {
             Ok(Cursor {
                 at_ms: row
                     .try_get::<Option<i64>, _>(column(self.at))?
@@ -113,27 +113,22 @@ impl Keyset {
                 id: row.try_get(column(self.id))?,
             }
             .encode())
-        };
-        let more = rows.len() > PAGE_ROWS as usize;
-        let mut rows = rows;
-        rows.truncate(PAGE_ROWS as usize);
-        let next = match rows.last() {
-            Some(last) if more => Some(cursor(last)?),
-            _ => None,
-        };
-        Ok(Paged { rows, next })
+        })
     }
 }
 
-/// Narrows a list walked by a text key then currency (`account, currency`; `seller_id,
-/// currency`) to the rows from the key `from` on (a search by a key or its beginning) and after
-/// the cursor `after`, `KEY~CURRENCY` (a 400 naming `after` when it is not one).
-pub(crate) fn from_key(
-    select: &mut Select,
-    key: &str,
+/// One page of `select_from` walked by a text key then currency (`account, currency`;
+/// `seller_id, currency`, the view's key order), from the key `from` on (a search by a key or
+/// its beginning) and after the cursor `after`, `KEY~CURRENCY` (a 400 naming `after` when it is
+/// not one); the next page's cursor is the last row's.
+pub(crate) async fn by_key(
+    store: &Store,
+    key: &'static str,
+    select_from: &str,
     from: Option<&str>,
     after: Option<&str>,
-) -> Result<()> {
+) -> Result<Paged<AnyRow>> {
+    let mut select = Select::new(store.backend());
     if let Some(from) = from {
         select.condition(&format!("{key} >= ?"), vec![Param::Text(from.to_owned())]);
     }
@@ -150,7 +145,22 @@ pub(crate) fn from_key(
             ],
         );
     }
-    Ok(())
+    let rows = select
+        .fetch_ordered(
+            store,
+            select_from,
+            "",
+            &format!("{key}, currency"),
+            PAGE_ROWS,
+        )
+        .await?;
+    Paged::cut(rows, |row| {
+        Ok(format!(
+            "{}~{}",
+            row.try_get::<String, _>(key)?,
+            row.try_get::<String, _>("currency")?
+        ))
+    })
 }
 
 /// One page of rows and, when more follow, the cursor of the next page.
@@ -171,6 +181,18 @@ impl<T> Paged<T> {
 }
 
 impl Paged<AnyRow> {
+    /// The page out of the `PAGE_ROWS + 1` rows fetched, and, when the extra one came, the
+    /// next page's cursor made from the last row kept.
+    fn cut(mut rows: Vec<AnyRow>, cursor: impl Fn(&AnyRow) -> Result<String>) -> Result<Self> {
+        let more = rows.len() > PAGE_ROWS as usize;
+        rows.truncate(PAGE_ROWS as usize);
+        let next = match rows.last() {
+            Some(last) if more => Some(cursor(last)?),
+            _ => None,
+        };
+        Ok(Self { rows, next })
+    }
+
     /// The page with each row read into what the console shows.
     pub(crate) fn read<T>(self, read: impl FnMut(&AnyRow) -> Result<T>) -> Result<Paged<T>> {
         Ok(Paged {

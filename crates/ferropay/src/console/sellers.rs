@@ -12,7 +12,7 @@ use crate::payout::PayoutView;
 use crate::store::Store;
 use crate::wallet::{self, WalletBalance};
 
-use super::{PAGE_ROWS, Paged, from_key};
+use super::{PAGE_ROWS, Paged, by_key};
 
 /// A row of `seller_balances`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,33 +30,24 @@ pub async fn list(
     from: Option<&str>,
     after: Option<&str>,
 ) -> Result<Paged<SellerBalance>> {
-    let mut select = Select::new(store.backend());
-    from_key(&mut select, "seller_id", from, after)?;
-    let rows = select
-        .fetch_ordered(
-            store,
-            "SELECT seller_id, currency, amount_minor, available_minor, payouts_in_flight_minor \
-             FROM seller_balances",
-            "",
-            "seller_id, currency",
-            PAGE_ROWS,
-        )
-        .await?;
-    let rows = rows
-        .iter()
-        .map(|row| {
-            Ok(SellerBalance {
-                seller_id: row.try_get("seller_id")?,
-                currency: row.try_get("currency")?,
-                amount_minor: row.try_get("amount_minor")?,
-                available_minor: row.try_get("available_minor")?,
-                payouts_in_flight_minor: row.try_get("payouts_in_flight_minor")?,
-            })
+    by_key(
+        store,
+        "seller_id",
+        "SELECT seller_id, currency, amount_minor, available_minor, payouts_in_flight_minor \
+         FROM seller_balances",
+        from,
+        after,
+    )
+    .await?
+    .read(|row| {
+        Ok(SellerBalance {
+            seller_id: row.try_get("seller_id")?,
+            currency: row.try_get("currency")?,
+            amount_minor: row.try_get("amount_minor")?,
+            available_minor: row.try_get("available_minor")?,
+            payouts_in_flight_minor: row.try_get("payouts_in_flight_minor")?,
         })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Paged::of(rows, PAGE_ROWS, |row| {
-        format!("{}~{}", row.seller_id, row.currency)
-    }))
+    })
 }
 
 /// A posting on a seller's account, with its transaction.
