@@ -799,6 +799,7 @@ async fn page_queries_and_views_on_a_seeded_database(db: Db) {
         disputed,
         count_on(&store, "SELECT COUNT(DISTINCT payment_id) FROM disputes").await
     );
+    assert_eq!(disputed_days_differing_from_disputes(&store).await, 0);
     // settlement_days, which daily_settlement reads, holds the postings' own sums day by day.
     assert_eq!(settlement_days_differing_from_postings(&store).await, 0);
     assert_eq!(
@@ -903,6 +904,19 @@ async fn a_disputed_payment_and_its_dispute_in_the_console(db: Db) {
     assert!(shown.contains(r#"<li data-status="won""#));
     assert!(shown.contains("chargeback_reversal"));
 
+    // A second dispute of the same payment: listed, but the payment counts once as disputed.
+    let session = app.psp_sessions_for(payment_id).await.remove(0);
+    app.sandbox_hook(
+        "/v1/test/chargebacks",
+        json!({"psp_reference": session["psp_reference"], "amount": 500, "notify": true}),
+    )
+    .await;
+    app.wait_for_disputes(payment_id, 2).await;
+    let listed = browser
+        .page(&format!("/console/disputes?payment_id={payment_id}"))
+        .await;
+    assert_eq!(listed.matches("<tr data-dispute=").count(), 2, "{listed}");
+
     // The funnel counts today's disputed payment once; the overview shows it.
     let today = console::overview::funnel(
         &app.service().store,
@@ -934,6 +948,20 @@ async fn a_disputed_payment_and_its_dispute_in_the_console(db: Db) {
     assert!(!report.settlement_days_match && !report.ok(), "{report:?}");
     assert_eq!(report.settlement_day_mismatches.len(), 1, "{report:?}");
     assert!(report.settlement_day_mismatches[0].starts_with("sandbox:USD:"));
+}
+
+/// Days of `disputed_days` that differ from the count of that day's payments with a dispute,
+/// or are missing from it.
+async fn disputed_days_differing_from_disputes(store: &ferropay::store::Store) -> i64 {
+    count_on(
+        store,
+        "SELECT COUNT(*) FROM (SELECT created_at_ms - created_at_ms % 86400000 AS d, \
+           COUNT(*) AS n FROM payments WHERE id IN (SELECT payment_id FROM disputes) \
+           GROUP BY 1) p \
+         FULL OUTER JOIN disputed_days k ON k.day_start_ms = p.d \
+         WHERE k.day_start_ms IS NULL OR p.d IS NULL OR k.disputed <> p.n",
+    )
+    .await
 }
 
 /// Days of `settlement_days` (per PSP and currency) that differ from the sums of their

@@ -50,15 +50,16 @@ const KEYED_CHAIN_SCHEDULED_RUNS: &str =
     include_str!("../../migrations/0017_keyed_chain_scheduled_runs.sql");
 
 /// Version 19: the console's disputes (an index), the analysts' views after disputes
-/// (`payment_funnel` with `disputed`), and `settlement_days`, which `daily_settlement` reads,
-/// kept by a trigger on postings (portable SQL, then each dialect's trigger).
+/// (`payment_funnel` with `disputed`, read from `disputed_days`, kept by a trigger on disputes),
+/// and `settlement_days`, which `daily_settlement` reads, kept by a trigger on postings
+/// (portable SQL, then each dialect's triggers).
 const CONSOLE_DISPUTES_SQLITE: &str = concat!(
     include_str!("../../migrations/0019_console_disputes.sql"),
-    include_str!("../../migrations/sqlite/0019_settlement_days.sql")
+    include_str!("../../migrations/sqlite/0019_summaries.sql")
 );
 const CONSOLE_DISPUTES_POSTGRES: &str = concat!(
     include_str!("../../migrations/0019_console_disputes.sql"),
-    include_str!("../../migrations/postgres/0019_settlement_days.sql")
+    include_str!("../../migrations/postgres/0019_summaries.sql")
 );
 
 fn migrations(backend: Backend) -> Vec<Migration> {

@@ -1,4 +1,6 @@
--- SQLite's part of version 19: `settlement_days` follows every posting on `psp_receivable:*`
+-- SQLite's part of version 19.
+--
+-- `settlement_days` follows every posting on `psp_receivable:*`
 -- inserted, in the inserting transaction (a row trigger: SQLite has no statement triggers; its
 -- WHEN clause leaves every other posting alone), reading the day and the kind from the
 -- posting's journal transaction, which the engine writes before its postings. Then the table is
@@ -26,3 +28,18 @@ SELECT j.created_at_ms - j.created_at_ms % 86400000, SUBSTR(p.account, 16), p.cu
 FROM postings p JOIN journal_transactions j ON j.id = p.transaction_id
 WHERE p.account LIKE 'psp_receivable:%'
 GROUP BY 1, 2, 3;
+
+-- `disputed_days` follows every dispute inserted: the first dispute of a payment counts it once
+-- on the day the payment was created. Then it is filled with the disputes opened before it
+-- existed.
+CREATE TRIGGER disputes_disputed_days AFTER INSERT ON disputes
+WHEN NOT EXISTS (SELECT 1 FROM disputes d WHERE d.payment_id = NEW.payment_id AND d.id <> NEW.id)
+BEGIN
+    INSERT INTO disputed_days (day_start_ms, disputed)
+    SELECT created_at_ms - created_at_ms % 86400000, 1 FROM payments WHERE id = NEW.payment_id
+    ON CONFLICT (day_start_ms) DO UPDATE SET disputed = disputed + 1;
+END;
+INSERT INTO disputed_days (day_start_ms, disputed)
+SELECT created_at_ms - created_at_ms % 86400000, COUNT(*)
+FROM payments WHERE id IN (SELECT payment_id FROM disputes)
+GROUP BY 1;

@@ -1,10 +1,12 @@
--- PostgreSQL's part of version 19: `settlement_days` follows every statement that inserts
+-- PostgreSQL's part of version 19.
+--
+-- `settlement_days` follows every statement that inserts
 -- postings, once per statement (as `account_balances` does, 0015), in the inserting
 -- transaction: the statement's postings on `psp_receivable:*` joined to their journal
 -- transactions (written by the same statement or before it) for the day and the kind. A batch
 -- without such postings costs one pass over its transition table. Then the table is filled with
 -- the postings written before it existed, postings locked against writers meanwhile.
-LOCK TABLE postings IN SHARE ROW EXCLUSIVE MODE;
+LOCK TABLE postings, disputes IN SHARE ROW EXCLUSIVE MODE;
 CREATE FUNCTION ferropay_settlement_days() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO settlement_days (day_start_ms, psp, currency, expected_minor, paid_out_minor,
@@ -34,3 +36,29 @@ SELECT j.created_at_ms - j.created_at_ms % 86400000, SUBSTR(p.account, 16), p.cu
 FROM postings p JOIN journal_transactions j ON j.id = p.transaction_id
 WHERE p.account LIKE 'psp_receivable:%'
 GROUP BY 1, 2, 3;
+
+-- `disputed_days` follows every statement that inserts disputes (the engine writes a batch's
+-- new disputes in one), once per statement: each payment of the statement's disputes that had
+-- no dispute before counts once on the day it was created. Then it is filled with the disputes
+-- opened before it existed.
+CREATE FUNCTION ferropay_disputed_days() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO disputed_days (day_start_ms, disputed)
+    SELECT p.created_at_ms - p.created_at_ms % 86400000, COUNT(*)
+    FROM payments p
+    WHERE p.id IN (SELECT payment_id FROM new_disputes)
+      AND NOT EXISTS (SELECT 1 FROM disputes d WHERE d.payment_id = p.id
+                      AND d.id NOT IN (SELECT id FROM new_disputes))
+    GROUP BY 1 ORDER BY 1
+    ON CONFLICT (day_start_ms) DO UPDATE SET
+        disputed = disputed_days.disputed + excluded.disputed;
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER disputes_disputed_days AFTER INSERT ON disputes
+    REFERENCING NEW TABLE AS new_disputes
+    FOR EACH STATEMENT EXECUTE FUNCTION ferropay_disputed_days();
+INSERT INTO disputed_days (day_start_ms, disputed)
+SELECT p.created_at_ms - p.created_at_ms % 86400000, COUNT(*)
+FROM payments p WHERE p.id IN (SELECT payment_id FROM disputes)
+GROUP BY 1;
