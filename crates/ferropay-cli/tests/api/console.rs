@@ -926,12 +926,13 @@ async fn a_disputed_payment_and_its_dispute_in_the_console(db: Db) {
     .unwrap();
     assert_eq!(today[0].disputed, 1);
     assert_eq!(today[0].paid, 2);
+    // The overview: the funnel's disputed payment, and the second dispute awaiting a response.
+    let overview = browser.page("/console").await;
     assert!(
-        browser
-            .page("/console")
-            .await
-            .contains(r#"<a href="/console/disputes">1</a>"#)
+        overview.contains(r#"<a href="/console/disputes">1</a>"#),
+        "{overview}"
     );
+    assert!(overview.contains(r#"href="/console/disputes?status=needs_response">1</a>"#));
 
     // The kept settlement days are the postings' sums; `ledger verify` says so, and catches a
     // kept day that was altered.

@@ -1,5 +1,6 @@
 //! `GET /console`: the overview. Today's payments by status with their volume, the backlog
-//! that needs an operator (dead jobs, open breaks, payments pending for long, outbox lag), the
+//! that needs an operator (dead jobs, open breaks, payments pending for long, disputes awaiting a
+//! response, outbox lag), the
 //! funnel of the last days (`payment_funnel`) and a chart of today's settled volume per hour,
 //! drawn as an inline SVG on the server.
 
@@ -30,6 +31,8 @@ pub async fn page(State(service): State<Ferropay>, session: Session) -> ConsoleR
             (tile("Pending > 1 h", &backlog.payments_pending_long.to_string(),
                 Some(&layout::link("/console/payments", &[("status", "processing"), ("to", &pending_since)])),
                 backlog.payments_pending_long > 0))
+            (tile("Disputes to answer", &view.disputes_needing_response.to_string(),
+                Some("/console/disputes?status=needs_response"), view.disputes_needing_response > 0))
             (tile("Jobs queued / running", &format!("{} / {}", backlog.jobs_queued, backlog.jobs_running), None, false))
             @match backlog.outbox_lag_s {
                 Some(lag_s) => { (tile("Outbox lag", &format!("{lag_s} s"), None, lag_s > 60)) }

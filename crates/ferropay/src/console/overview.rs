@@ -1,8 +1,9 @@
 //! The overview page's figures: today's payments by status (count and volume), the payment
 //! funnel of the last days (the `payment_funnel` view), settled volume per hour today (capture
 //! transactions), and the backlog an operator acts on (dead jobs, open breaks, payments pending
-//! for long, outbox lag: [`crate::backlog`], as `/metrics` reports it). Each is read through an
-//! index over today's or the last days' rows only.
+//! for long, outbox lag: [`crate::backlog`], as `/metrics` reports it; disputes awaiting a
+//! response). Each is read through an index over today's or the last days' rows only, or a kept
+//! summary (`disputed_days`).
 
 use sqlx::Row;
 
@@ -56,6 +57,8 @@ pub struct Overview {
     pub funnel: Vec<FunnelDay>,
     pub settled_per_hour: Vec<HourVolume>,
     pub backlog: Backlog,
+    /// Disputes in `needs_response`: evidence is due.
+    pub disputes_needing_response: i64,
 }
 
 pub async fn read(store: &Store, now_ms: i64, outbox_relays: &[Broker]) -> Result<Overview> {
@@ -66,6 +69,12 @@ pub async fn read(store: &Store, now_ms: i64, outbox_relays: &[Broker]) -> Resul
         funnel: funnel(store, today - (FUNNEL_DAYS - 1) * 86_400_000).await?,
         settled_per_hour: settled_per_hour(store, today).await?,
         backlog: backlog::read(store, now_ms, outbox_relays).await?,
+        disputes_needing_response: sqlx::query(
+            "SELECT COUNT(*) AS n FROM disputes WHERE status = 'needs_response'",
+        )
+        .fetch_one(store.pool())
+        .await?
+        .try_get("n")?,
     })
 }
 
