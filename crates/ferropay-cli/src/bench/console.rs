@@ -241,7 +241,7 @@ pub async fn run(args: ConsoleArgs) -> anyhow::Result<ExitCode> {
                 (
                     "data",
                     format!(
-                        "{} payments over {} days, {} sellers, {} buyers, 1 in 100 disputed; {} breaks, {} dead jobs, {} webhook deliveries; ANALYZE after seeding",
+                        "{} payments over {} days, {} sellers, {} buyers, 1 in 100 disputed; {} breaks, {} dead jobs, {} webhook deliveries; ANALYZE after seeding (PostgreSQL: VACUUM ANALYZE)",
                         args.payments,
                         bench_data::SPREAD_DAYS,
                         bench_data::SELLERS,
