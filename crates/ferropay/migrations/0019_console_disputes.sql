@@ -49,24 +49,7 @@ CREATE TABLE disputed_days (
     disputed     BIGINT NOT NULL
 );
 
--- payment_funnel gains `disputed` (from `disputed_days`). The other columns are version 15's,
--- in the same order; `disputed` comes last so that no column moves.
+-- payment_funnel gains `disputed` (from `disputed_days`): each dialect recreates it (0019 of its
+-- folder), with the columns of version 15 in the same order and `disputed` last, so that no
+-- column moves.
 DROP VIEW payment_funnel;
-CREATE VIEW payment_funnel AS
-SELECT f.day_start_ms, f.created, f.paid, f.failed, f.expired, f.refunded, f.open,
-       f.conversion_bps, CAST(COALESCE(d.disputed, 0) AS BIGINT) AS disputed
-FROM (SELECT created_at_ms - created_at_ms % 86400000 AS day_start_ms,
-             COUNT(*) AS created,
-             CAST(SUM(CASE WHEN status IN ('succeeded', 'partially_refunded', 'refunded')
-                 THEN 1 ELSE 0 END) AS BIGINT) AS paid,
-             CAST(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) AS BIGINT) AS failed,
-             CAST(SUM(CASE WHEN status = 'expired' THEN 1 ELSE 0 END) AS BIGINT) AS expired,
-             CAST(SUM(CASE WHEN status IN ('partially_refunded', 'refunded')
-                 THEN 1 ELSE 0 END) AS BIGINT) AS refunded,
-             CAST(SUM(CASE WHEN status IN ('requires_payment', 'processing')
-                 THEN 1 ELSE 0 END) AS BIGINT) AS open,
-             CAST(10000 * SUM(CASE WHEN status IN ('succeeded', 'partially_refunded', 'refunded')
-                 THEN 1 ELSE 0 END) / COUNT(*) AS BIGINT) AS conversion_bps
-      FROM payments
-      GROUP BY created_at_ms - created_at_ms % 86400000) f
-LEFT JOIN disputed_days d ON d.day_start_ms = f.day_start_ms;

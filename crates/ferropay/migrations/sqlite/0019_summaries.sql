@@ -43,3 +43,25 @@ INSERT INTO disputed_days (day_start_ms, disputed)
 SELECT created_at_ms - created_at_ms % 86400000, COUNT(*)
 FROM payments WHERE id IN (SELECT payment_id FROM disputes)
 GROUP BY 1;
+
+-- payment_funnel, in one pass over the payments of the days asked for (SQLite pushes a bound on
+-- `day_start_ms` into this grouping and walks `payments_day_status`; the disputed payments are
+-- a row of `disputed_days` per day).
+CREATE VIEW payment_funnel AS
+SELECT f.day_start_ms, f.created, f.paid, f.failed, f.expired, f.refunded, f.open,
+       f.conversion_bps, CAST(COALESCE(d.disputed, 0) AS BIGINT) AS disputed
+FROM (SELECT created_at_ms - created_at_ms % 86400000 AS day_start_ms,
+             COUNT(*) AS created,
+             CAST(SUM(CASE WHEN status IN ('succeeded', 'partially_refunded', 'refunded')
+                 THEN 1 ELSE 0 END) AS BIGINT) AS paid,
+             CAST(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) AS BIGINT) AS failed,
+             CAST(SUM(CASE WHEN status = 'expired' THEN 1 ELSE 0 END) AS BIGINT) AS expired,
+             CAST(SUM(CASE WHEN status IN ('partially_refunded', 'refunded')
+                 THEN 1 ELSE 0 END) AS BIGINT) AS refunded,
+             CAST(SUM(CASE WHEN status IN ('requires_payment', 'processing')
+                 THEN 1 ELSE 0 END) AS BIGINT) AS open,
+             CAST(10000 * SUM(CASE WHEN status IN ('succeeded', 'partially_refunded', 'refunded')
+                 THEN 1 ELSE 0 END) / COUNT(*) AS BIGINT) AS conversion_bps
+      FROM payments
+      GROUP BY created_at_ms - created_at_ms % 86400000) f
+LEFT JOIN disputed_days d ON d.day_start_ms = f.day_start_ms;
