@@ -85,7 +85,10 @@ pub enum Effect {
         lease_until_ms: i64,
     },
     /// A leased job done; nothing happens if its lease was lost meanwhile.
-    CompleteJob { id: String, lease_token: String },
+    CompleteJob {
+        id: String,
+        lease_token: String,
+    },
     /// A new payment and its orders (pay-in step 2), `requires_payment` / `not_started`.
     NewPayment(Box<NewPaymentRow>),
     /// A new idempotency key, at `payment_created` for `payment_id` and held by its request.

@@ -488,9 +488,10 @@ impl View {
                 psp_reference,
                 ..
             } => {
-                let row = self.payments.get_mut(payment_id).ok_or_else(|| {
-                    Error::Internal(format!("payment {payment_id} not loaded"))
-                })?;
+                let row = self
+                    .payments
+                    .get_mut(payment_id)
+                    .ok_or_else(|| Error::Internal(format!("payment {payment_id} not loaded")))?;
                 row.psp_token = Some(token.clone());
                 if row.psp_reference.is_none() {
                     row.psp_reference = psp_reference.clone();

@@ -690,19 +690,26 @@ pub(crate) async fn write(
         .new_payments
         .iter()
         .flat_map(|p| {
-            p.orders.iter().enumerate().map(|(position, o)| NewOrderSqlRow {
-                id: &o.id,
-                p: &p.id,
-                n: position as i64,
-                o: &o.order_id,
-                s: &o.seller_id,
-                a: o.amount_minor,
-                at: p.created_at_ms,
-            })
+            p.orders
+                .iter()
+                .enumerate()
+                .map(|(position, o)| NewOrderSqlRow {
+                    id: &o.id,
+                    p: &p.id,
+                    n: position as i64,
+                    o: &o.order_id,
+                    s: &o.seller_id,
+                    a: o.amount_minor,
+                    at: p.created_at_ms,
+                })
         })
         .collect();
     let written = run(tx, &sql.new_orders, &new_orders).await?;
-    assert_eq!(written as usize, new_orders.len(), "every new order is written");
+    assert_eq!(
+        written as usize,
+        new_orders.len(),
+        "every new order is written"
+    );
     run(tx, &sql.new_keys, &new_keys).await?;
     let sessions: Vec<SessionRow> = effects
         .iter()
@@ -724,7 +731,11 @@ pub(crate) async fn write(
         .collect();
     let stored = run(tx, &sql.sessions, &sessions).await?;
     // Each payment was locked (and so exists) when the batch loaded it.
-    assert_eq!(stored as usize, sessions.len(), "a session's payment was missing");
+    assert_eq!(
+        stored as usize,
+        sessions.len(),
+        "a session's payment was missing"
+    );
     run(tx, &sql.events, &events).await?;
     let payments: Vec<PaymentStatusRow> = view
         .dirty

@@ -75,7 +75,10 @@ impl Command for CreatePayment {
             request_sha256: self.request_sha256.clone(),
             payment_id: payment.id.clone(),
         });
-        assert_eq!(self.job.idempotency_key, payment.id, "the job is the payment's");
+        assert_eq!(
+            self.job.idempotency_key, payment.id,
+            "the job is the payment's"
+        );
         staged.push(Effect::LeasedJob {
             id: self.job.id.clone(),
             kind: register::KIND,
@@ -155,7 +158,10 @@ fn decide_session(
     if session
         .amount_minor
         .is_some_and(|said| said != payment.amount.minor())
-        || differs(session.currency.as_deref(), payment.amount.currency().code())
+        || differs(
+            session.currency.as_deref(),
+            payment.amount.currency().code(),
+        )
         || differs(session.reference.as_deref(), payment_id)
     {
         return Err(Error::Internal(format!(
