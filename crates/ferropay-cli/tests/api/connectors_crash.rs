@@ -349,13 +349,17 @@ async fn killed_after_the_provider_accepted(db: Db, psp: Psp) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Whether the server's child has exited (the fake killed it).
+/// Whether the server's child has exited (the fake killed it): gone, or a zombie not yet
+/// reaped.
 fn server_dead(server: &Server) -> bool {
     let pid = server.pid.load(Ordering::SeqCst);
-    pid != 0 && !std::path::Path::new(&format!("/proc/{pid}")).exists()
-        || pid != 0
-            && std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .is_ok_and(|stat| stat.split_whitespace().nth(2) == Some("Z"))
+    if pid == 0 {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat.split_whitespace().nth(2) == Some("Z"),
+    }
 }
 
 crate::stripe_and_adyen!(killed_after_the_provider_accepted);

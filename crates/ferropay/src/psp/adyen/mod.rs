@@ -12,11 +12,15 @@
 //! | `completed`, `paid` | succeeded |
 //! | `expired` | expired |
 //!
-//! Not supported: seller payouts (Adyen for Platforms is another API), refund status by API
-//! (Adyen tells it by `REFUND` notification only), finding links by our reference, and fetching
-//! the settlement by date (Adyen's Settlement details report is per batch: reconcile the
-//! downloaded CSV with `ferropay reconcile --psp adyen --file …`, which reads it with
-//! `crate::reconcile::adyen_report`).
+//! Seller payouts go through the Balance Platform's Transfers API ([`transfers`], its own
+//! credential and webhooks); the Settlement details reports are downloaded by API once announced
+//! by `REPORT_AVAILABLE` ([`reports`]; reconciling a day reconciles the reports announced that
+//! day, read with `crate::reconcile::adyen_report`). A dispute whose notification was lost is
+//! booked from the report's Chargeback record (no Adyen API tells a dispute).
+//!
+//! Not supported: finding a refund by our reference (`refund_by_key`: no such API, so a refused
+//! refund stays pending and is sent again with its key), dispute evidence, refund status by API
+//! (Adyen tells it by `REFUND` notification only), finding links by our reference.
 
 pub mod hmac;
 pub mod notifications;
