@@ -314,6 +314,53 @@ mod tests {
     }
 
     #[test]
+    fn adyen_payouts_and_reports_turn_on_with_their_own_credentials() {
+        const BASE: [(&str, &str); 3] = [
+            ("FERROPAY_ADYEN_API_KEY", "AQE_key"),
+            ("FERROPAY_ADYEN_HMAC_KEY", "00ff"),
+            ("FERROPAY_ADYEN_MERCHANT_ACCOUNT", "Shop"),
+        ];
+        let adyen = resolve(ConfigFile::default(), &env_of(&BASE))
+            .unwrap()
+            .adyen
+            .unwrap();
+        assert!(adyen.payouts.is_none() && adyen.reports.is_none());
+        const ALL: [(&str, &str); 7] = [
+            BASE[0],
+            BASE[1],
+            BASE[2],
+            ("FERROPAY_ADYEN_BALANCE_ACCOUNT_ID", "BA1"),
+            ("FERROPAY_ADYEN_TRANSFERS_API_KEY", "AQE_transfers"),
+            ("FERROPAY_ADYEN_BALANCE_PLATFORM_HMAC_KEY", "11ee"),
+            ("FERROPAY_ADYEN_REPORT_API_KEY", "AQE_report"),
+        ];
+        let adyen = resolve(ConfigFile::default(), &env_of(&ALL))
+            .unwrap()
+            .adyen
+            .unwrap();
+        let payouts = adyen.payouts.clone().unwrap();
+        assert_eq!(payouts.balance_account_id, "BA1");
+        assert_eq!(payouts.api_key.expose(), "AQE_transfers");
+        assert_eq!(payouts.transfers_base, TEST_TRANSFERS_BASE);
+        let reports = adyen.reports.clone().unwrap();
+        assert_eq!(reports.api_key.expose(), "AQE_report");
+        assert_eq!(reports.report_base, TEST_REPORT_BASE);
+        assert!(!format!("{adyen:?}").contains("AQE_transfers"));
+        // A balance account without the Transfers API's own key: refused, naming it.
+        const HALF: [(&str, &str); 4] = [
+            BASE[0],
+            BASE[1],
+            BASE[2],
+            ("FERROPAY_ADYEN_BALANCE_ACCOUNT_ID", "BA1"),
+        ];
+        let error = resolve(ConfigFile::default(), &env_of(&HALF)).unwrap_err();
+        assert!(
+            error.contains("FERROPAY_ADYEN_TRANSFERS_API_KEY"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn a_secret_in_the_file_is_refused_without_being_repeated() {
         let dir = std::env::temp_dir().join(format!("ferropay-config-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&dir).unwrap();

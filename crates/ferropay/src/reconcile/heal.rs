@@ -195,3 +195,42 @@ fn dispute_of_line(line: &SettlementLine) -> Option<DisputeUpdate> {
         status,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(kind: LineType, merchant_reference: &str, gross_minor: i64) -> SettlementLine {
+        SettlementLine {
+            line_no: 1,
+            psp_reference: "8825408195409505".into(),
+            merchant_reference: merchant_reference.into(),
+            kind,
+            created_at_ms: 0,
+            currency: "USD".into(),
+            gross_minor,
+            fee_minor: 750,
+            net_minor: gross_minor - 750,
+            batch: "1".into(),
+        }
+    }
+
+    #[test]
+    fn a_chargeback_line_is_the_dispute_it_withdrew() {
+        let update = dispute_of_line(&line(LineType::Chargeback, "pay_1", -1750)).unwrap();
+        assert_eq!(update.psp_dispute_id, "8825408195409505");
+        assert_eq!(update.reference, "pay_1");
+        assert_eq!((update.amount_minor, &update.currency[..]), (1750, "USD"));
+        assert_eq!(update.status, DisputeStatus::NeedsResponse);
+        let reversal = dispute_of_line(&line(LineType::ChargebackReversal, "pay_1", 1750)).unwrap();
+        assert_eq!(reversal.status, DisputeStatus::Won);
+        assert_eq!(
+            dispute_of_line(&line(LineType::Chargeback, "", -1750)),
+            None
+        );
+        assert_eq!(
+            dispute_of_line(&line(LineType::Payment, "pay_1", 1750)),
+            None
+        );
+    }
+}
