@@ -125,7 +125,6 @@ impl AdyenConnector {
 
     /// Sends with our key; 429, 5xx, a key in flight (`704`) and no answer are passing
     /// failures, other refusals not.
-    /// Adyen's error body is a `ServiceError` (`status`, `errorCode`, `message`, `errorType`).
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, PspError> {
         self.send_as(request, &self.config.api_key).await
     }
@@ -151,11 +150,19 @@ impl AdyenConnector {
                 .map_err(|e| PspError::Retryable(format!("unreadable Adyen answer: {e}")));
         }
         let error: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        // The Checkout API answers a `ServiceError` (`message`, `errorType`); the Transfers
+        // API a problem details object (`title`, `detail`, `type`).
+        let text = |keys: [&str; 2], otherwise: &'static str| {
+            keys.iter()
+                .find_map(|key| error[*key].as_str())
+                .unwrap_or(otherwise)
+                .to_owned()
+        };
         let message = format!(
             "Adyen answered {status}: {} (errorCode {}, {})",
-            error["message"].as_str().unwrap_or("no message"),
+            text(["message", "detail"], "no message"),
             error["errorCode"].as_str().unwrap_or("none"),
-            error["errorType"].as_str().unwrap_or("no type"),
+            text(["errorType", "type"], "no type"),
         );
         // 704: a request with this idempotency key is still being processed; the same request
         // again gets its answer.
