@@ -362,8 +362,7 @@ pub trait Connector: Send + Sync {
 
     /// The webhook event type by which this PSP announces its settlement reports (Adyen's
     /// `REPORT_AVAILABLE`), when [`Connector::settlement_report`] downloads them: reconciling a
-    /// day then reconciles the reports announced that day. Those events' ids begin with
-    /// `{event type}:`.
+    /// day then reconciles the reports announced that day.
     fn settlement_report_event(&self) -> Option<&'static str> {
         None
     }

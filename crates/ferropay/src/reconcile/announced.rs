@@ -25,18 +25,15 @@ pub(crate) async fn fetch_day(
     destination: &Path,
 ) -> Result<u64, PspError> {
     let from_ms = date.midnight().assume_utc().unix_timestamp() * 1_000;
-    // The events' ids begin with `{event_type}:` (the primary key's range, not a scan).
+    // The day's webhooks by `webhook_events_received` (one day's, not the table's).
     let rows = sqlx::query(
-        "SELECT event_id FROM webhook_events WHERE psp = $1 AND event_id >= $2 AND event_id < $3 \
-         AND event_type = $4 AND received_at_ms >= $5 AND received_at_ms < $6 \
-         ORDER BY received_at_ms, event_id",
+        "SELECT event_id FROM webhook_events WHERE received_at_ms >= $1 AND received_at_ms < $2 \
+         AND psp = $3 AND event_type = $4 ORDER BY received_at_ms, event_id",
     )
-    .bind(connector.name())
-    .bind(format!("{event_type}:"))
-    .bind(format!("{event_type};"))
-    .bind(event_type)
     .bind(from_ms)
     .bind(from_ms + DAY_MS)
+    .bind(connector.name())
+    .bind(event_type)
     .fetch_all(store.pool())
     .await
     .map_err(|e| PspError::Retryable(format!("reading the announced reports: {e}")))?;
