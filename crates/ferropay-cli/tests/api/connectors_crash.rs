@@ -1,10 +1,11 @@
 //! The crash test against the real providers' fakes: the real `ferropay` binary, routing to
 //! Stripe or Adyen, is killed (SIGKILL) by the fake itself at the worst moment — the provider
-//! has made the session, or the refund, and ferropay has not stored its answer. Restarted on the
-//! same port and database, it sends the same request again with the same idempotency key (the
-//! client's retry, the queued job): the provider answers what it made, so the provider holds one
-//! session and one refund, the payment ends paid and then partly refunded, captured once, and
-//! `ferropay ledger verify` passes.
+//! has made the session, the refund, or the seller's payout, and ferropay has not stored its
+//! answer. Restarted on the same port and database, it sends the same request again with the
+//! same idempotency key (the client's retry, the queued job): the provider answers what it made,
+//! so the provider holds one session, one refund and one transfer, the payment ends paid and
+//! then partly refunded, captured once, the seller paid once, and `ferropay ledger verify`
+//! passes.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -174,7 +175,10 @@ async fn killed_after_the_provider_accepted(db: Db, psp: Psp) {
     let config = dir.join("ferropay.toml");
     std::fs::write(
         &config,
-        format!("[routing]\ndefault = \"{}\"\n", psp.name()),
+        format!(
+            "[routing]\ndefault = \"{0}\"\npayouts = \"{0}\"\n",
+            psp.name()
+        ),
     )
     .unwrap();
     let (code, stdout, stderr) = run_cli(&["api-key", "create", "--database-url", &db.url]);
@@ -201,6 +205,19 @@ async fn killed_after_the_provider_accepted(db: Db, psp: Psp) {
                 adyen::MERCHANT_ACCOUNT.into(),
             ),
             ("FERROPAY_ADYEN_CHECKOUT_BASE", adyen_fake.checkout_base()),
+            (
+                "FERROPAY_ADYEN_BALANCE_ACCOUNT_ID",
+                adyen::PLATFORM_BALANCE_ACCOUNT.into(),
+            ),
+            ("FERROPAY_ADYEN_TRANSFERS_BASE", adyen_fake.transfers_base()),
+            (
+                "FERROPAY_ADYEN_TRANSFERS_API_KEY",
+                adyen::TRANSFERS_API_KEY.into(),
+            ),
+            (
+                "FERROPAY_ADYEN_BALANCE_PLATFORM_HMAC_KEY",
+                adyen::BALANCE_PLATFORM_HMAC_KEY.into(),
+            ),
         ],
         log: dir.join("ferropay.log"),
         pid: Arc::new(AtomicU32::new(0)),
@@ -325,6 +342,59 @@ async fn killed_after_the_provider_accepted(db: Db, psp: Psp) {
         _ => adyen_fake.refunds_for(&refund_id),
     };
     assert_eq!(made, 1, "refunded once at the provider");
+
+    // 3. Killed once the provider has made a seller's payout (a transfer), before ferropay
+    // stores its answer.
+    let account = match psp {
+        Psp::Stripe => "acct_1SellerB",
+        _ => "BA32272223222B5CTBLB8QRZW",
+    };
+    let registered = http
+        .put(format!(
+            "{base}/v1/sellers/seller_b/psp_accounts/{}",
+            psp.name()
+        ))
+        .bearer_auth(&api_key)
+        .json(&json!({"account_id": account}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), StatusCode::OK);
+    *faults.on_accepted.lock().unwrap() = Some(kill_once_on(server.pid.clone(), "/transfers"));
+    let payout = post_until_created(
+        &http,
+        &format!("{base}/v1/sellers/seller_b/payouts"),
+        &api_key,
+        "crash-payout",
+        &json!({"currency": "USD"}),
+    )
+    .await;
+    let payout_id = payout["id"].as_str().unwrap().to_owned();
+    assert_eq!(payout["amount"], 250);
+    eventually(
+        Duration::from_secs(20),
+        "the payout job kills ferropay",
+        || async { server_dead(&server) },
+    )
+    .await;
+    server.reap();
+    server.start(&http).await;
+    eventually(Duration::from_secs(30), "the payout is paid", || async {
+        let listed = get("/v1/sellers/seller_b/payouts".to_owned()).await;
+        listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["id"] == payout_id.as_str() && p["status"] == "paid")
+    })
+    .await;
+    let transfers = match psp {
+        Psp::Stripe => stripe_fake.transfers_for(&payout_id),
+        _ => adyen_fake.transfers_for(&payout_id).len(),
+    };
+    assert_eq!(transfers, 1, "paid out once at the provider");
+    let wallet = get("/v1/sellers/seller_b/wallet".to_owned()).await;
+    assert_eq!(wallet["balances"][0]["amount"], 0, "{wallet}");
 
     // Nothing charged twice; the books agree.
     let store = ferropay::store::Store::open(&db.url, 2).await.unwrap();

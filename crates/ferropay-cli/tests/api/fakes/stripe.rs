@@ -232,6 +232,16 @@ impl StripeFake {
             .count()
     }
 
+    /// How many transfers carry our payout id as their `transfer_group`.
+    pub fn transfers_for(&self, payout_id: &str) -> usize {
+        let books = self.books.lock().unwrap();
+        books
+            .transfers
+            .values()
+            .filter(|t| t["transfer_group"] == payout_id)
+            .count()
+    }
+
     /// The dispute as the API shows it.
     pub fn dispute_object(&self, id: &str) -> Value {
         self.books.lock().unwrap().disputes[id].clone()
