@@ -5,7 +5,8 @@
 //! is sent again with the same key until made, once. Adyen payouts: an internal transfer to the
 //! seller's balance account, `paid` by its `balancePlatform.transfer.updated` webhook (or by its
 //! status when the webhook is lost), `failed` when refused; a 401 after the effect does not
-//! reverse it; one never made is reversed into the wallet.
+//! reverse it; one never made is reversed into the wallet; a forged or unsigned transfer webhook is
+//! refused.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -225,6 +226,47 @@ async fn adyen_pays_sellers_out_by_transfers(db: Db) {
         adyen_connector.payout_by_key("pout_never").await.unwrap(),
         MadeByKey::NotMade
     );
+
+    // A transfer webhook forged (another key) or unsigned is refused, and changes nothing.
+    let genuine = rig
+        .adyen
+        .webhooks
+        .sent
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|w| w.body.contains("balancePlatform.transfer.updated"))
+        .cloned()
+        .unwrap();
+    let url = format!("{}/webhooks/psp/adyen", rig.app.base_url);
+    let forged = rig
+        .app
+        .http
+        .post(&url)
+        .header(
+            "HmacSignature",
+            crate::fakes::adyen::sign_body(adyen::HMAC_KEY, genuine.body.as_bytes()),
+        )
+        .body(genuine.body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::BAD_REQUEST);
+    let unsigned = rig
+        .app
+        .http
+        .post(&url)
+        .body(genuine.body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), StatusCode::BAD_REQUEST);
+    let replayed = crate::fakes::deliver(&url, &genuine).await;
+    assert_eq!(
+        replayed, 200,
+        "the genuine one again: a duplicate, accepted"
+    );
+    assert_eq!(rig.app.wallet("seller_a", "USD").await, (0, 0));
 
     // Refused by Adyen (a blocked account): failed, the money back in the wallet.
     assert_eq!(
