@@ -1,5 +1,5 @@
 //! Sellers' accounts at the PSPs: where a seller's payouts go at a PSP that pays sellers out
-//! (Stripe Connect's `acct_…`). Registered through `PUT /v1/sellers/{seller_id}/psp_accounts/{psp}`;
+//! (Stripe Connect's `acct_…`, an Adyen balance account `BA…`). Registered through `PUT /v1/sellers/{seller_id}/psp_accounts/{psp}`;
 //! read when a payout is sent.
 
 use serde::{Deserialize, Serialize};
@@ -40,7 +40,7 @@ pub async fn psp_account(store: &Store, seller_id: &str, psp: &str) -> Result<Op
 }
 
 /// Registers (or replaces) the seller's account at `psp`. Stripe's must look like one
-/// (`acct_…`); any account id is 1–255 visible ASCII characters.
+/// (`acct_…`), Adyen's too (`BA…`); any account id is 1–255 visible ASCII characters.
 pub async fn set_psp_account(
     store: &Store,
     seller_id: &str,
@@ -60,6 +60,12 @@ pub async fn set_psp_account(
         return Err(Error::invalid(
             "account_id",
             "a Stripe connected account id starts with `acct_`",
+        ));
+    }
+    if psp == crate::psp::adyen::NAME && !account_id.starts_with("BA") {
+        return Err(Error::invalid(
+            "account_id",
+            "an Adyen balance account id starts with `BA`",
         ));
     }
     let now = now_ms();

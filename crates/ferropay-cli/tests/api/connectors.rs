@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use ferropay::psp::MadeByKey;
 use ferropay::psp::adyen::AdyenConfig;
+use ferropay::psp::adyen::reports::AdyenReportsConfig;
+use ferropay::psp::adyen::transfers::AdyenPayoutsConfig;
 use ferropay::psp::config::PspSettings;
 use ferropay::psp::registry::Routing;
 use ferropay::psp::stripe::StripeConfig;
@@ -33,7 +35,7 @@ pub enum Psp {
 }
 
 impl Psp {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Self::Sandbox => "sandbox",
             Self::Stripe => "stripe",
@@ -43,14 +45,14 @@ impl Psp {
 }
 
 /// A ferropay with all three connectors, routing to `psp` by default.
-struct Rig {
-    app: TestApp,
-    psp: Psp,
-    stripe: Arc<StripeFake>,
-    adyen: Arc<AdyenFake>,
+pub struct Rig {
+    pub app: TestApp,
+    pub psp: Psp,
+    pub stripe: Arc<StripeFake>,
+    pub adyen: Arc<AdyenFake>,
 }
 
-fn settings(stripe: &StripeFake, adyen: &AdyenFake, routing: Routing) -> PspSettings {
+pub fn settings(stripe: &StripeFake, adyen: &AdyenFake, routing: Routing) -> PspSettings {
     PspSettings {
         routing,
         stripe: Some(StripeConfig {
@@ -64,12 +66,22 @@ fn settings(stripe: &StripeFake, adyen: &AdyenFake, routing: Routing) -> PspSett
             merchant_account: adyen::MERCHANT_ACCOUNT.into(),
             hmac_key: Secret::new(adyen::HMAC_KEY),
             checkout_base: adyen.checkout_base(),
+            payouts: Some(AdyenPayoutsConfig {
+                transfers_base: adyen.transfers_base(),
+                api_key: Secret::new(adyen::TRANSFERS_API_KEY),
+                balance_account_id: adyen::PLATFORM_BALANCE_ACCOUNT.into(),
+                hmac_key: Secret::new(adyen::BALANCE_PLATFORM_HMAC_KEY),
+            }),
+            reports: Some(AdyenReportsConfig {
+                report_base: adyen.report_base(),
+                api_key: Secret::new(adyen::REPORT_API_KEY),
+            }),
             ..AdyenConfig::default()
         }),
     }
 }
 
-async fn rig_with(db: Db, psp: Psp, mut options: AppOptions, routing: Routing) -> Option<Rig> {
+pub async fn rig_with(db: Db, psp: Psp, mut options: AppOptions, routing: Routing) -> Option<Rig> {
     let stripe = StripeFake::start().await;
     let adyen = AdyenFake::start().await;
     options.psps = settings(&stripe, &adyen, routing);
@@ -92,7 +104,7 @@ async fn rig_with(db: Db, psp: Psp, mut options: AppOptions, routing: Routing) -
     })
 }
 
-async fn rig(db: Db, psp: Psp) -> Option<Rig> {
+pub async fn rig(db: Db, psp: Psp) -> Option<Rig> {
     let routing = Routing {
         default: Some(psp.name().into()),
         ..Routing::default()
@@ -101,7 +113,7 @@ async fn rig(db: Db, psp: Psp) -> Option<Rig> {
 }
 
 /// The PSP's session token (the last part of the hosted page's URL).
-fn token(payment: &Value) -> String {
+pub fn token(payment: &Value) -> String {
     payment["redirect_url"]
         .as_str()
         .unwrap()
@@ -113,7 +125,7 @@ fn token(payment: &Value) -> String {
 
 impl Rig {
     /// Creates a payment (two sellers, 1750 USD) through the default PSP.
-    async fn create(&self, checkout_id: &str) -> Value {
+    pub async fn create(&self, checkout_id: &str) -> Value {
         let payment = self.app.create_payment(checkout_id).await;
         assert_eq!(payment["psp"], self.psp.name(), "{payment:#}");
         let page = payment["redirect_url"].as_str().unwrap();
@@ -127,7 +139,7 @@ impl Rig {
     }
 
     /// The buyer submits the PSP's hosted page with `fields`; answers the status.
-    async fn submit(&self, payment: &Value, fields: &[(&str, &str)]) -> StatusCode {
+    pub async fn submit(&self, payment: &Value, fields: &[(&str, &str)]) -> StatusCode {
         let url = payment["redirect_url"].as_str().unwrap();
         let page = self.app.http.get(url).send().await.unwrap();
         assert_eq!(page.status(), StatusCode::OK);
@@ -142,7 +154,7 @@ impl Rig {
     }
 
     /// The buyer pays with the PSP's card that pays.
-    async fn pay(&self, payment: &Value) {
+    pub async fn pay(&self, payment: &Value) {
         match self.psp {
             Psp::Sandbox => {
                 self.app.pay(payment, CARD_OK).await;
@@ -165,7 +177,7 @@ impl Rig {
         }
     }
 
-    async fn paid(&self, checkout_id: &str) -> Value {
+    pub async fn paid(&self, checkout_id: &str) -> Value {
         let payment = self.create(checkout_id).await;
         self.pay(&payment).await;
         self.app
@@ -173,13 +185,13 @@ impl Rig {
             .await
     }
 
-    async fn receivable(&self) -> i64 {
+    pub async fn receivable(&self) -> i64 {
         self.app
             .account_sum(&format!("psp_receivable:{}", self.psp.name()), "USD")
             .await
     }
 
-    async fn ledger_clean(&self) {
+    pub async fn ledger_clean(&self) {
         let report = self.app.verify_ledger().await;
         assert!(report.ok(), "{report:?}");
     }

@@ -331,7 +331,86 @@ async fn requests_racing_on_a_released_key_are_each_answered(db: Db) {
     }
 }
 
+/// First requests at once share the money engine's batches (payment creation is group
+/// committed): one checkout asked for under many keys gets one payment and every other request
+/// 409 `checkout_in_flight`; one new key sent many times makes one payment, every answer
+/// naming it or saying the key is in use. Nothing is left half made: each payment created has
+/// its orders, its key and its jobs.
+async fn first_requests_at_once_make_one_payment_per_checkout_and_per_key(db: Db) {
+    let Some(app) = spawn_app(db).await else {
+        return;
+    };
+    let body = checkout("chk_many_keys");
+    let keys: Vec<String> = (0..32).map(|i| format!("many-{i}")).collect();
+    let answers = futures_util::future::join_all(
+        keys.iter()
+            .map(|key| app.post_payment_raw(Some(key), body.to_string())),
+    )
+    .await;
+    let mut created = Vec::new();
+    for answer in answers {
+        let status = answer.status();
+        let json: Value = answer.json().await.unwrap();
+        if status == StatusCode::CREATED {
+            created.push(json["id"].as_str().unwrap().to_owned());
+        } else {
+            assert_eq!(status, StatusCode::CONFLICT, "{json}");
+            assert_eq!(json["error"]["code"], "checkout_in_flight", "{json}");
+        }
+    }
+    assert_eq!(created.len(), 1, "one checkout, one payment: {created:?}");
+
+    let body = checkout("chk_one_key");
+    let answers = futures_util::future::join_all(
+        (0..32).map(|_| app.post_payment_raw(Some("one-key"), body.to_string())),
+    )
+    .await;
+    let mut named = std::collections::BTreeSet::new();
+    for answer in answers {
+        let status = answer.status();
+        let json: Value = answer.json().await.unwrap();
+        if status == StatusCode::CREATED {
+            named.insert(json["id"].as_str().unwrap().to_owned());
+        } else {
+            assert_eq!(status, StatusCode::CONFLICT, "{json}");
+            assert_eq!(json["error"]["code"], "idempotency_key_in_use", "{json}");
+        }
+    }
+    assert_eq!(named.len(), 1, "one key, one payment: {named:?}");
+
+    assert_eq!(app.count("SELECT COUNT(*) FROM payments").await, 2);
+    assert_eq!(app.count("SELECT COUNT(*) FROM payment_orders").await, 4);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM payments WHERE psp_token IS NULL")
+            .await,
+        0,
+        "every payment created has its session"
+    );
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM idempotency_keys WHERE payment_id IS NOT NULL \
+             AND response_status = 201"
+        )
+        .await,
+        2,
+        "the two keys that made a payment hold its answer"
+    );
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM jobs WHERE kind = 'payin.register_session' AND status = 'done'"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM jobs WHERE kind = 'payin.poll_session'")
+            .await,
+        2
+    );
+}
+
 db_test!(
+    first_requests_at_once_make_one_payment_per_checkout_and_per_key,
     requests_racing_on_a_released_key_are_each_answered,
     a_request_taken_over_cannot_finish_after_its_successor,
     the_same_key_and_body_replay_the_first_answer,

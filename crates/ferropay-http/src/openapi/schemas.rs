@@ -268,7 +268,8 @@ pub struct Refund {
 /// `PUT /v1/sellers/{seller_id}/psp_accounts/{psp}`.
 #[derive(Serialize, ToSchema)]
 pub struct SetPspAccount {
-    /// The seller's account at the PSP (Stripe: the connected account, `acct_…`).
+    /// The seller's account at the PSP (Stripe: the connected account, `acct_…`; Adyen: the
+    /// seller's balance account, `BA…`).
     #[schema(example = "acct_1PgafTB7WZ01zgkW", min_length = 1, max_length = 255)]
     pub account_id: String,
 }

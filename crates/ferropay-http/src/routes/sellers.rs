@@ -1,5 +1,6 @@
 //! `PUT /v1/sellers/{seller_id}/psp_accounts/{psp}`: registers where a seller's payouts go at a
-//! PSP that pays sellers out (Stripe Connect's connected account `acct_…`).
+//! PSP that pays sellers out (Stripe Connect's connected account `acct_…`, an Adyen balance
+//! account `BA…`).
 
 use axum::Json;
 use axum::extract::State;

@@ -36,11 +36,12 @@ pub async fn submit(
             format!("must hold 1 to {EVIDENCE_MAX_CHARS} characters"),
         ));
     }
-    let row = sqlx::query("SELECT psp, psp_dispute_id, status FROM disputes WHERE id = $1")
-        .bind(dispute_id)
-        .fetch_optional(service.store.pool())
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("dispute `{dispute_id}`")))?;
+    let row =
+        sqlx::query("SELECT psp, psp_dispute_id, payment_id, status FROM disputes WHERE id = $1")
+            .bind(dispute_id)
+            .fetch_optional(service.store.pool())
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("dispute `{dispute_id}`")))?;
     let psp: String = row.try_get("psp")?;
     let psp_dispute_id: String = row.try_get("psp_dispute_id")?;
     let status: String = row.try_get("status")?;
@@ -55,7 +56,7 @@ pub async fn submit(
             "dispute {dispute_id} belongs to PSP `{psp}`, which is not configured"
         )));
     };
-    let update = connector
+    let mut update = connector
         .submit_dispute_evidence(&psp_dispute_id, text)
         .await
         .map_err(|error| match error {
@@ -65,6 +66,9 @@ pub async fn submit(
             },
             PspError::Permanent(message) => Error::conflict("psp_refused_evidence", message),
         })?;
+    // The PSP names the payment as it knows it (Stripe: its PaymentIntent); the dispute is
+    // ours, and so is its payment.
+    update.reference = row.try_get("payment_id")?;
     sqlx::query("UPDATE disputes SET evidence = $1, updated_at_ms = $2 WHERE id = $3")
         .bind(text)
         .bind(now_ms())

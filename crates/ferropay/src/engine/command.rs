@@ -39,6 +39,9 @@ pub struct Keys {
     /// Load, for the batch's failed or expired payments, the other payments of their checkouts
     /// that are live (in flight or paid): a late capture of one is refunded at once.
     pub live_siblings: bool,
+    /// Checkouts whose live payment (in flight or paid) the command must know of, unlocked:
+    /// the unique index on a checkout's live payment settles a race between batches.
+    pub checkouts: BTreeSet<String>,
     /// `(api_key_id, idempotency_key)` whose answer the command saves.
     pub idempotency: BTreeSet<(String, String)>,
     /// Wallets the command moves (those of a loaded payment's orders, refund or payout are

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::view::{DisputeRow, PayoutRow, RefundRow, View};
+use super::view::{DisputeRow, NewPaymentRow, PayoutRow, RefundRow, View};
 use crate::error::{Error, Result};
 use crate::ids::new_id;
 use crate::ledger::{NewJournalTransaction, PostOutcome, check_balanced};
@@ -72,6 +72,38 @@ pub enum Effect {
         key: String,
         payload: Value,
         due_at_ms: i64,
+    },
+    /// A job inserted already leased to the command's caller (`running`, its first attempt
+    /// counted), which runs it at once and completes it by its lease token.
+    LeasedJob {
+        id: String,
+        kind: &'static str,
+        key: String,
+        payload: Value,
+        lease_token: String,
+        /// When the lease runs out (a worker may then take the job over).
+        lease_until_ms: i64,
+    },
+    /// A leased job done; nothing happens if its lease was lost meanwhile.
+    CompleteJob {
+        id: String,
+        lease_token: String,
+    },
+    /// A new payment and its orders (pay-in step 2), `requires_payment` / `not_started`.
+    NewPayment(Box<NewPaymentRow>),
+    /// A new idempotency key, at `payment_created` for `payment_id` and held by its request.
+    NewKey {
+        api_key_id: String,
+        key: String,
+        request_sha256: String,
+        payment_id: String,
+    },
+    /// The PSP's hosted-page session of a payment (pay-in step 4).
+    Session {
+        payment_id: String,
+        token: String,
+        url: String,
+        psp_reference: Option<String>,
     },
     /// A queued job that is no longer needed.
     CancelJob {

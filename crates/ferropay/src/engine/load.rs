@@ -249,20 +249,21 @@ pub(crate) async fn load(
                 .insert(dispute.psp_dispute_id.clone(), dispute);
         }
     }
+    let mut checkouts: BTreeSet<String> = keys.checkouts;
     if keys.live_siblings {
-        let checkouts: BTreeSet<&String> = view
-            .payments
-            .values()
-            .filter(|p| matches!(p.status.as_str(), "failed" | "expired"))
-            .map(|p| &p.checkout_id)
-            .collect();
-        if !checkouts.is_empty() {
-            for row in fetch(tx, &sql.live_siblings, ids(checkouts)).await? {
-                view.live_siblings
-                    .entry(row.try_get("checkout_id")?)
-                    .or_default()
-                    .push(row.try_get("id")?);
-            }
+        checkouts.extend(
+            view.payments
+                .values()
+                .filter(|p| matches!(p.status.as_str(), "failed" | "expired"))
+                .map(|p| p.checkout_id.clone()),
+        );
+    }
+    if !checkouts.is_empty() {
+        for row in fetch(tx, &sql.live_siblings, ids(&checkouts)).await? {
+            view.live_siblings
+                .entry(row.try_get("checkout_id")?)
+                .or_default()
+                .push(row.try_get("id")?);
         }
     }
     if !keys.idempotency.is_empty() {

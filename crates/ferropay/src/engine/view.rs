@@ -88,6 +88,30 @@ pub struct DisputeRow {
     pub updated_at_ms: i64,
 }
 
+/// A payment to create, with its orders (pay-in step 2).
+#[derive(Clone, Debug)]
+pub struct NewPaymentRow {
+    pub id: String,
+    pub checkout_id: String,
+    pub buyer_id: String,
+    pub buyer_email: Option<String>,
+    pub amount: Money,
+    pub psp: String,
+    pub return_url: String,
+    pub platform_fee_bps: i64,
+    pub created_at_ms: i64,
+    pub orders: Vec<NewOrderRow>,
+}
+
+/// One order of a [`NewPaymentRow`], in its place.
+#[derive(Clone, Debug)]
+pub struct NewOrderRow {
+    pub id: String,
+    pub order_id: String,
+    pub seller_id: String,
+    pub amount_minor: i64,
+}
+
 /// The refunds of one order, by state (minor units of the payment's currency).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RefundTotals {
@@ -144,6 +168,8 @@ pub struct Dirty {
     pub payouts: BTreeSet<String>,
     pub new_disputes: Vec<String>,
     pub disputes: BTreeSet<String>,
+    /// Payments created by the batch, in decision order (their rows are in `payments`).
+    pub new_payments: Vec<NewPaymentRow>,
 }
 
 impl View {
@@ -193,6 +219,27 @@ impl View {
             .balance
             .checked_sub(wallet.held)
             .map_err(|e| Error::Internal(e.to_string()))
+    }
+
+    /// The live payment (in flight or paid) of `checkout_id`, of those the batch loaded (the
+    /// command asked for its checkout) or created.
+    pub fn live_payment(&self, checkout_id: &str) -> Option<&str> {
+        self.live_siblings
+            .get(checkout_id)?
+            .iter()
+            .map(String::as_str)
+            .find(|id| {
+                self.payments.get(*id).is_none_or(|p| {
+                    !matches!(p.status.as_str(), "failed" | "expired") && p.duplicate_of.is_none()
+                })
+            })
+    }
+
+    /// Whether the idempotency key exists (the batch locked it, or a command of the batch
+    /// created it).
+    pub fn key_exists(&self, api_key_id: &str, key: &str) -> bool {
+        self.answered_keys
+            .contains_key(&(api_key_id.to_owned(), key.to_owned()))
     }
 
     /// Refuses a request whose idempotency key is not locked for this batch or already holds an
@@ -380,7 +427,81 @@ impl View {
                 self.answered_keys
                     .insert((api_key_id.clone(), key.clone()), true);
             }
-            Effect::Outbox { .. } | Effect::Job { .. } | Effect::CancelJob { .. } => {}
+            Effect::NewPayment(new) => {
+                if let Some(live) = self.live_payment(&new.checkout_id) {
+                    return Err(Error::Internal(format!(
+                        "checkout {} has live payment {live}",
+                        new.checkout_id
+                    )));
+                }
+                self.payments.insert(
+                    new.id.clone(),
+                    PaymentRow {
+                        id: new.id.clone(),
+                        checkout_id: new.checkout_id.clone(),
+                        status: "requires_payment".into(),
+                        amount: new.amount,
+                        psp: new.psp.clone(),
+                        psp_token: None,
+                        psp_reference: None,
+                        failure_code: None,
+                        platform_fee_bps: Some(new.platform_fee_bps),
+                        duplicate_of: None,
+                        created_at_ms: new.created_at_ms,
+                    },
+                );
+                let orders = new
+                    .orders
+                    .iter()
+                    .enumerate()
+                    .map(|(position, o)| OrderRow {
+                        id: o.id.clone(),
+                        payment_id: new.id.clone(),
+                        position: position as i64,
+                        order_id: o.order_id.clone(),
+                        seller_id: o.seller_id.clone(),
+                        amount_minor: o.amount_minor,
+                        platform_fee_minor: 0,
+                        status: "not_started".into(),
+                    })
+                    .collect();
+                self.orders.insert(new.id.clone(), orders);
+                self.live_siblings
+                    .entry(new.checkout_id.clone())
+                    .or_default()
+                    .push(new.id.clone());
+                self.dirty.new_payments.push(new.as_ref().clone());
+            }
+            Effect::NewKey {
+                api_key_id, key, ..
+            } => {
+                let previous = self
+                    .answered_keys
+                    .insert((api_key_id.clone(), key.clone()), false);
+                if previous.is_some() {
+                    return Err(Error::Internal(format!("idempotency key {key} exists")));
+                }
+            }
+            Effect::Session {
+                payment_id,
+                token,
+                psp_reference,
+                ..
+            } => {
+                let row = self
+                    .payments
+                    .get_mut(payment_id)
+                    .ok_or_else(|| Error::Internal(format!("payment {payment_id} not loaded")))?;
+                row.psp_token = Some(token.clone());
+                if row.psp_reference.is_none() {
+                    row.psp_reference = psp_reference.clone();
+                }
+            }
+            Effect::Outbox { .. }
+            | Effect::Job { .. }
+            | Effect::LeasedJob { .. }
+            | Effect::CompleteJob { .. }
+            | Effect::CancelJob { .. } => {}
         }
         Ok(())
     }

@@ -14,6 +14,11 @@ use crate::store::bulk::{Col, json_rows, to_param};
 use crate::store::{Backend, Store, Tx};
 
 pub(crate) struct WriteSql {
+    new_payments: String,
+    new_orders: String,
+    new_keys: String,
+    sessions: String,
+    complete_jobs: String,
     events: String,
     payments: String,
     orders: String,
@@ -70,6 +75,69 @@ impl WriteSql {
         });
         Self {
             ledger_pg,
+            new_payments: format!(
+                "INSERT INTO payments (id, checkout_id, buyer_id, buyer_email, currency, \
+                 amount_minor, status, psp, return_url, created_at_ms, updated_at_ms, \
+                 platform_fee_bps) \
+                 SELECT x.id, x.ch, x.b, x.be, x.c, x.a, 'requires_payment', x.psp, x.ru, x.at, \
+                 x.at, x.fee FROM {}",
+                rows(&[
+                    ("id", Text),
+                    ("ch", Text),
+                    ("b", Text),
+                    ("be", Text),
+                    ("c", Text),
+                    ("a", Int),
+                    ("psp", Text),
+                    ("ru", Text),
+                    ("at", Int),
+                    ("fee", Int)
+                ])
+            ),
+            new_orders: format!(
+                "INSERT INTO payment_orders (id, payment_id, position, order_id, seller_id, \
+                 amount_minor, status, created_at_ms, updated_at_ms) \
+                 SELECT x.id, x.p, x.n, x.o, x.s, x.a, 'not_started', x.at, x.at FROM {}",
+                rows(&[
+                    ("id", Text),
+                    ("p", Text),
+                    ("n", Int),
+                    ("o", Text),
+                    ("s", Text),
+                    ("a", Int),
+                    ("at", Int)
+                ])
+            ),
+            new_keys: format!(
+                "INSERT INTO idempotency_keys (api_key_id, idempotency_key, request_sha256, \
+                 recovery_point, payment_id, locked_at_ms, created_at_ms) \
+                 SELECT x.a, x.k, x.f, 'payment_created', x.p, x.at, x.at FROM {}",
+                rows(&[
+                    ("a", Text),
+                    ("k", Text),
+                    ("f", Text),
+                    ("p", Text),
+                    ("at", Int)
+                ])
+            ),
+            sessions: format!(
+                "UPDATE payments SET psp_token = x.t, psp_url = x.u, \
+                 psp_reference = COALESCE(payments.psp_reference, x.pr), updated_at_ms = x.at \
+                 FROM {} WHERE payments.id = x.id",
+                rows(&[
+                    ("id", Text),
+                    ("t", Text),
+                    ("u", Text),
+                    ("pr", Text),
+                    ("at", Int)
+                ])
+            ),
+            complete_jobs: format!(
+                "UPDATE jobs SET status = 'done', lease_token = NULL, due_at_ms = x.at, \
+                 updated_at_ms = x.at, finished_at_ms = x.at \
+                 FROM {} WHERE jobs.id = x.id AND jobs.lease_token = x.t",
+                rows(&[("id", Text), ("t", Text), ("at", Int)])
+            ),
             events: format!(
                 "INSERT INTO webhook_events (psp, event_id, event_type, reference, received_at_ms) \
                  SELECT x.p, x.e, x.t, x.r, x.at FROM {} WHERE true \
@@ -177,15 +245,18 @@ impl WriteSql {
                 ])
             ),
             jobs: format!(
-                "INSERT INTO jobs (id, kind, idempotency_key, payload, status, attempts, due_at_ms, \
-                 created_at_ms, updated_at_ms) \
-                 SELECT x.id, x.k, x.key, x.p, 'queued', 0, x.due, x.at, x.at FROM {} WHERE true \
-                 ON CONFLICT (kind, idempotency_key) DO NOTHING",
+                "INSERT INTO jobs (id, kind, idempotency_key, payload, status, attempts, \
+                 lease_token, due_at_ms, created_at_ms, updated_at_ms) \
+                 SELECT x.id, x.k, x.key, x.p, x.st, x.n, x.lt, x.due, x.at, x.at FROM {} \
+                 WHERE true ON CONFLICT (kind, idempotency_key) DO NOTHING",
                 rows(&[
                     ("id", Text),
                     ("k", Text),
                     ("key", Text),
                     ("p", Text),
+                    ("st", Text),
+                    ("n", Int),
+                    ("lt", Text),
                     ("due", Int),
                     ("at", Int)
                 ])
@@ -287,7 +358,63 @@ struct JobRow<'a> {
     k: &'a str,
     key: &'a str,
     p: String,
+    /// `queued`, or `running` when leased to the command's caller.
+    st: &'static str,
+    /// Attempts counted: 1 for a leased job.
+    n: i64,
+    /// The lease's token, for a leased job.
+    lt: Option<&'a str>,
     due: i64,
+    at: i64,
+}
+
+#[derive(Serialize)]
+struct NewPaymentSqlRow<'a> {
+    id: &'a str,
+    ch: &'a str,
+    b: &'a str,
+    be: Option<&'a str>,
+    c: &'static str,
+    a: i64,
+    psp: &'a str,
+    ru: &'a str,
+    at: i64,
+    fee: i64,
+}
+
+#[derive(Serialize)]
+struct NewOrderSqlRow<'a> {
+    id: &'a str,
+    p: &'a str,
+    n: i64,
+    o: &'a str,
+    s: &'a str,
+    a: i64,
+    at: i64,
+}
+
+#[derive(Serialize)]
+struct NewKeyRow<'a> {
+    a: &'a str,
+    k: &'a str,
+    f: &'a str,
+    p: &'a str,
+    at: i64,
+}
+
+#[derive(Serialize)]
+struct SessionRow<'a> {
+    id: &'a str,
+    t: &'a str,
+    u: &'a str,
+    pr: Option<&'a str>,
+    at: i64,
+}
+
+#[derive(Serialize)]
+struct CompleteJobRow<'a> {
+    id: &'a str,
+    t: &'a str,
     at: i64,
 }
 
@@ -434,6 +561,8 @@ pub(crate) async fn write(
     let mut cancels = Vec::new();
     let mut answers = Vec::new();
     let mut posts = Vec::new();
+    let mut new_keys = Vec::new();
+    let mut completed = Vec::new();
     for effect in effects {
         match effect {
             Effect::Event {
@@ -469,7 +598,45 @@ pub(crate) async fn write(
                 k: kind,
                 key,
                 p: payload.to_string(),
+                st: "queued",
+                n: 0,
+                lt: None,
                 due: *due_at_ms,
+                at,
+            }),
+            Effect::LeasedJob {
+                id,
+                kind,
+                key,
+                payload,
+                lease_token,
+                lease_until_ms,
+            } => jobs.push(JobRow {
+                id: id.clone(),
+                k: kind,
+                key,
+                p: payload.to_string(),
+                st: "running",
+                n: 1,
+                lt: Some(lease_token),
+                due: *lease_until_ms,
+                at,
+            }),
+            Effect::CompleteJob { id, lease_token } => completed.push(CompleteJobRow {
+                id,
+                t: lease_token,
+                at,
+            }),
+            Effect::NewKey {
+                api_key_id,
+                key,
+                request_sha256,
+                payment_id,
+            } => new_keys.push(NewKeyRow {
+                a: api_key_id,
+                k: key,
+                f: request_sha256,
+                p: payment_id,
                 at,
             }),
             Effect::CancelJob { kind, key } => cancels.push(CancelRow { k: kind, key, at }),
@@ -493,10 +660,82 @@ pub(crate) async fn write(
             | Effect::Payout { .. }
             | Effect::DuplicateOf { .. }
             | Effect::NewDispute(_)
-            | Effect::Dispute { .. } => {}
+            | Effect::Dispute { .. }
+            | Effect::NewPayment(_)
+            | Effect::Session { .. } => {}
         }
     }
 
+    // New payments first: their orders, keys and jobs name them.
+    let new_payments: Vec<NewPaymentSqlRow> = view
+        .dirty
+        .new_payments
+        .iter()
+        .map(|p| NewPaymentSqlRow {
+            id: &p.id,
+            ch: &p.checkout_id,
+            b: &p.buyer_id,
+            be: p.buyer_email.as_deref(),
+            c: p.amount.currency().code(),
+            a: p.amount.minor(),
+            psp: &p.psp,
+            ru: &p.return_url,
+            at: p.created_at_ms,
+            fee: p.platform_fee_bps,
+        })
+        .collect();
+    run(tx, &sql.new_payments, &new_payments).await?;
+    let new_orders: Vec<NewOrderSqlRow> = view
+        .dirty
+        .new_payments
+        .iter()
+        .flat_map(|p| {
+            p.orders
+                .iter()
+                .enumerate()
+                .map(|(position, o)| NewOrderSqlRow {
+                    id: &o.id,
+                    p: &p.id,
+                    n: position as i64,
+                    o: &o.order_id,
+                    s: &o.seller_id,
+                    a: o.amount_minor,
+                    at: p.created_at_ms,
+                })
+        })
+        .collect();
+    let written = run(tx, &sql.new_orders, &new_orders).await?;
+    assert_eq!(
+        written as usize,
+        new_orders.len(),
+        "every new order is written"
+    );
+    run(tx, &sql.new_keys, &new_keys).await?;
+    let sessions: Vec<SessionRow> = effects
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::Session {
+                payment_id,
+                token,
+                url,
+                psp_reference,
+            } => Some(SessionRow {
+                id: payment_id,
+                t: token,
+                u: url,
+                pr: psp_reference.as_deref(),
+                at,
+            }),
+            _ => None,
+        })
+        .collect();
+    let stored = run(tx, &sql.sessions, &sessions).await?;
+    // Each payment was locked (and so exists) when the batch loaded it.
+    assert_eq!(
+        stored as usize,
+        sessions.len(),
+        "a session's payment was missing"
+    );
     run(tx, &sql.events, &events).await?;
     let payments: Vec<PaymentStatusRow> = view
         .dirty
@@ -624,6 +863,7 @@ pub(crate) async fn write(
     run(tx, &sql.disputes, &disputes).await?;
     run(tx, &sql.jobs, &jobs).await?;
     run(tx, &sql.cancel_jobs, &cancels).await?;
+    run(tx, &sql.complete_jobs, &completed).await?;
     run(tx, &sql.outbox, &outbox).await?;
     let saved = run(tx, &sql.answers, &answers).await?;
     // Each key was locked and seen without an answer when the batch loaded it.

@@ -192,36 +192,6 @@ async fn claim_once(
     }))
 }
 
-/// The first request's fast path: claims a key that does not exist yet, inside the transaction
-/// that creates the payment, straight at `payment_created` (one write transaction where there
-/// were two). `false` when the key exists (or another request is inserting it): roll back and
-/// go through [`claim`], which replays, refuses or takes over as usual. Should the payment's
-/// insert fail, the rollback takes the key with it, so a retry is judged afresh.
-pub async fn claim_new_with_payment(
-    tx: &mut Tx,
-    scope: &KeyScope,
-    fingerprint: &str,
-    payment_id: &str,
-    now_ms: i64,
-) -> Result<bool> {
-    let inserted = sqlx::query(
-        "INSERT INTO idempotency_keys (api_key_id, idempotency_key, request_sha256, \
-         recovery_point, payment_id, locked_at_ms, created_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $6) \
-         ON CONFLICT (api_key_id, idempotency_key) DO NOTHING",
-    )
-    .bind(&scope.api_key_id)
-    .bind(&scope.key)
-    .bind(fingerprint)
-    .bind(RecoveryPoint::PaymentCreated.as_str())
-    .bind(payment_id)
-    .bind(now_ms)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    Ok(inserted == 1)
-}
-
 /// Records, inside the caller's transaction, that the payment now exists.
 pub async fn mark_payment_created(tx: &mut Tx, scope: &KeyScope, payment_id: &str) -> Result<()> {
     sqlx::query(

@@ -32,8 +32,7 @@ use std::sync::Arc;
 
 pub(crate) use queue::status_of;
 pub use queue::{
-    Enqueued, Failed, cancel_queued, claim_by_key, claim_due, complete, enqueue, enqueue_claimed,
-    fail, run_again_at,
+    Enqueued, Failed, cancel_queued, claim_by_key, claim_due, complete, enqueue, fail, run_again_at,
 };
 pub use retry::RetryPolicy;
 

@@ -65,45 +65,6 @@ pub async fn enqueue(
     })
 }
 
-/// Adds a new job already leased to the caller, inside the caller's transaction: for work the
-/// caller runs at once (a request registering its own payment's session) without a second
-/// transaction to claim it. Should the caller die, the lease runs out and a worker takes the job
-/// over, as for any worker that died. `idempotency_key` must be new for `kind` (a fresh id).
-pub async fn enqueue_claimed(
-    tx: &mut Tx,
-    kind: &str,
-    payload: &Value,
-    idempotency_key: &str,
-    now_ms: i64,
-    lease_ms: i64,
-) -> Result<ClaimedJob> {
-    assert!(!kind.is_empty() && !idempotency_key.is_empty() && lease_ms > 0);
-    let id = new_id("job");
-    let lease_token = new_id("lease");
-    sqlx::query(
-        "INSERT INTO jobs (id, kind, idempotency_key, payload, status, attempts, lease_token, \
-         due_at_ms, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8, $8)",
-    )
-    .bind(&id)
-    .bind(kind)
-    .bind(idempotency_key)
-    .bind(payload.to_string())
-    .bind(RUNNING)
-    .bind(&lease_token)
-    .bind(now_ms + lease_ms)
-    .bind(now_ms)
-    .execute(&mut **tx)
-    .await?;
-    Ok(ClaimedJob {
-        id,
-        kind: kind.to_owned(),
-        idempotency_key: idempotency_key.to_owned(),
-        payload: payload.clone(),
-        attempts: 1,
-        lease_token,
-    })
-}
-
 /// Claims the job due soonest among `kinds`, leasing it for `config.lease_ms`, or `None` when
 /// none is due. A job whose lease ran out (its worker died) is due again; one that ran out of
 /// attempts that way is dead-lettered here instead of run once more.

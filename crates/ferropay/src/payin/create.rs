@@ -13,15 +13,18 @@ use std::time::{Duration, Instant};
 
 use sqlx::Row;
 
-use super::model::{OrderStatus, PaymentStatus};
+use super::commands::{CreatePayment, Created, checkout_in_flight};
+use super::model::{BuyerView, OrderStatus, OrderView, PaymentStatus, PaymentView};
 use super::repo::{load_view_on, lock_payment};
 use super::request::NewPayment;
 use super::{poll, register};
-use crate::clock::now_ms;
+use crate::clock::{now_ms, rfc3339_from_ms};
+use crate::engine::view::{NewOrderRow, NewPaymentRow};
 use crate::error::{Error, Result};
 use crate::idempotency::{self, Claim, KeyScope, RecoveryPoint};
 use crate::ids::new_id;
 use crate::jobs::{self, ClaimedJob, JobError};
+use crate::money::Money;
 use crate::service::Ferropay;
 use crate::store::bulk::{Col, json_rows, to_param};
 use crate::store::{Tx, is_unique_violation};
@@ -38,11 +41,19 @@ pub async fn create_payment(
     payment: &NewPayment,
     fingerprint: &str,
 ) -> Result<CreateOutcome> {
-    // The common case, a key never seen: two write transactions in all (this one, and the one
-    // that stores the session with the answer).
+    // The common case, a key never seen: two money-engine commands (this one, and the one that
+    // stores the session with the answer), each sharing its batch's commit.
     if let Some(fresh) = create_fresh(service, scope, payment, fingerprint).await? {
         let deadline = Instant::now() + Duration::from_millis(service.config.jobs.run_timeout_ms());
-        let registered = run_claimed(service, scope, &fresh.payment_id, &fresh.job, deadline).await;
+        let registered = run_claimed(
+            service,
+            scope,
+            &fresh.payment_id,
+            &fresh.job,
+            Some(&fresh.created),
+            deadline,
+        )
+        .await;
         return answer_registered(service, scope, &fresh.payment_id, registered).await;
     }
 
@@ -106,15 +117,18 @@ async fn answer_registered(
     answered
 }
 
-/// A payment created with its key in one transaction, its registration job leased to us.
+/// A payment created with its key by one engine command, its registration job leased to us.
 struct Fresh {
     payment_id: String,
     job: ClaimedJob,
+    /// The payment as created (the answer, once the session is stored).
+    created: PaymentView,
 }
 
 /// Steps 2 and 3's claim, for a key never seen: the key (straight at `payment_created`), the
 /// payment and its orders, its registration job already leased to this request and its poll
-/// job, in one transaction. `None` when the key exists: the caller takes the general path.
+/// job, as one money-engine command ([`CreatePayment`]) sharing its commit with the batch.
+/// `None` when the key exists: the caller takes the general path.
 async fn create_fresh(
     service: &Ferropay,
     scope: &KeyScope,
@@ -130,19 +144,99 @@ async fn create_fresh(
         .to_owned();
     let payment_id = new_id("pay");
     let now = now_ms();
-    let mut tx = service.store.begin_write().await?;
-    if !idempotency::claim_new_with_payment(&mut tx, scope, fingerprint, &payment_id, now).await? {
-        tx.rollback().await?;
-        return Ok(None);
+    let row = NewPaymentRow {
+        id: payment_id.clone(),
+        checkout_id: payment.checkout_id.clone(),
+        buyer_id: payment.buyer_id.clone(),
+        buyer_email: payment.buyer_email.clone(),
+        amount: Money::new(payment.total.get(), payment.currency),
+        psp,
+        return_url: return_url(service, &payment_id, payment),
+        platform_fee_bps: i64::from(service.config.platform_fee_bps),
+        created_at_ms: now,
+        orders: payment
+            .orders
+            .iter()
+            .map(|order| NewOrderRow {
+                id: new_id("po"),
+                order_id: order.order_id.clone(),
+                seller_id: order.seller_id.clone(),
+                amount_minor: order.amount.get(),
+            })
+            .collect(),
+    };
+    let created = created_view(&row);
+    let job = ClaimedJob {
+        id: new_id("job"),
+        kind: register::KIND.to_owned(),
+        idempotency_key: payment_id.clone(),
+        payload: serde_json::json!({ "payment_id": payment_id }),
+        attempts: 1,
+        lease_token: new_id("lease"),
+    };
+    let command = CreatePayment {
+        scope: scope.clone(),
+        request_sha256: fingerprint.to_owned(),
+        payment: row,
+        job: job.clone(),
+        lease_until_ms: now + service.config.jobs.lease_ms,
+        poll_due_at_ms: now + service.config.poll_after_ms,
+    };
+    match service.engine.try_submit(command).await {
+        Ok(Created::Fresh) => {}
+        Ok(Created::KeyExists) => return Ok(None),
+        // Another batch wrote the key or the checkout's live payment first: the general path
+        // judges the request against what is there.
+        Err(Error::Database(error)) if is_unique_violation(&error) => return Ok(None),
+        Err(error) => return Err(error),
     }
-    // An error drops the transaction: the key goes with the payment, nothing is left.
-    insert_rows(service, &mut tx, &payment_id, &psp, payment, now).await?;
-    let job =
-        register::enqueue_claimed(&mut tx, &payment_id, now, service.config.jobs.lease_ms).await?;
-    poll::enqueue(&mut tx, &payment_id, now + service.config.poll_after_ms).await?;
-    tx.commit().await?;
     metrics::counter!("ferropay_payments_total", "status" => "requires_payment").increment(1);
-    Ok(Some(Fresh { payment_id, job }))
+    Ok(Some(Fresh {
+        payment_id,
+        job,
+        created,
+    }))
+}
+
+/// Where the buyer returns after the hosted page: the request's URL, or the payment's status
+/// page.
+fn return_url(service: &Ferropay, payment_id: &str, payment: &NewPayment) -> String {
+    payment
+        .return_url
+        .clone()
+        .unwrap_or_else(|| format!("{}/payments/{payment_id}/status", service.config.public_url))
+}
+
+/// The payment as [`CreatePayment`] writes it, as the API shows it.
+fn created_view(row: &NewPaymentRow) -> PaymentView {
+    PaymentView {
+        id: row.id.clone(),
+        checkout_id: row.checkout_id.clone(),
+        status: PaymentStatus::RequiresPayment,
+        amount: row.amount.minor(),
+        currency: row.amount.currency().code().to_owned(),
+        psp: row.psp.clone(),
+        redirect_url: None,
+        return_url: Some(row.return_url.clone()),
+        failure_code: None,
+        buyer: BuyerView {
+            id: row.buyer_id.clone(),
+            email: row.buyer_email.clone(),
+        },
+        orders: row
+            .orders
+            .iter()
+            .map(|o| OrderView {
+                id: o.id.clone(),
+                order_id: o.order_id.clone(),
+                seller_id: o.seller_id.clone(),
+                amount: o.amount_minor,
+                status: OrderStatus::NotStarted,
+            })
+            .collect(),
+        created_at: rfc3339_from_ms(row.created_at_ms),
+        updated_at: rfc3339_from_ms(row.created_at_ms),
+    }
 }
 
 /// Step 2: the payment event and its orders, `requires_payment` / `not_started`, in one
@@ -191,10 +285,7 @@ async fn insert_rows(
     payment: &NewPayment,
     now: i64,
 ) -> Result<()> {
-    let return_url = payment
-        .return_url
-        .clone()
-        .unwrap_or_else(|| format!("{}/payments/{payment_id}/status", service.config.public_url));
+    let return_url = return_url(service, payment_id, payment);
     let inserted = sqlx::query(
         "INSERT INTO payments (id, checkout_id, buyer_id, buyer_email, currency, amount_minor, \
          status, psp, return_url, created_at_ms, updated_at_ms, platform_fee_bps) \
@@ -215,13 +306,7 @@ async fn insert_rows(
     match inserted {
         Ok(_) => {}
         Err(error) if is_unique_violation(&error) => {
-            return Err(Error::conflict(
-                "checkout_in_flight",
-                format!(
-                    "checkout `{}` already has a payment in flight or paid",
-                    payment.checkout_id
-                ),
-            ));
+            return Err(checkout_in_flight(&payment.checkout_id));
         }
         Err(error) => return Err(error.into()),
     }
@@ -300,7 +385,7 @@ async fn register_inline(
         if let Some(job) =
             jobs::claim_by_key(&service.store, register::KIND, payment_id, config).await?
         {
-            return run_claimed(service, scope, payment_id, &job, deadline).await;
+            return run_claimed(service, scope, payment_id, &job, None, deadline).await;
         }
         if jobs::status_of(&service.store, register::KIND, payment_id)
             .await?
@@ -335,12 +420,14 @@ async fn registration_settled(service: &Ferropay, payment_id: &str) -> Result<bo
 }
 
 /// Runs the claimed registration job within `deadline`, retrying passing failures with full
-/// jitter, and records its outcome on the queue.
+/// jitter, and records its outcome on the queue. `created`: the payment as this request just
+/// created it (its session is then stored by the money engine).
 async fn run_claimed(
     service: &Ferropay,
     scope: &KeyScope,
     payment_id: &str,
     job: &ClaimedJob,
+    created: Option<&PaymentView>,
     deadline: Instant,
 ) -> Result<Registered> {
     let config = &service.config.jobs;
@@ -352,7 +439,11 @@ async fn run_claimed(
         if left.is_zero() {
             break;
         }
-        let inline = register::Inline { job, scope };
+        let inline = register::Inline {
+            job,
+            scope,
+            created,
+        };
         match tokio::time::timeout(
             left,
             register::register_with(service, payment_id, Some(inline)),

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use serde_json::json;
 use sqlx::Row;
 
-use super::model::OrderStatus;
+use super::commands::{SessionStored, StoreSession};
+use super::model::{OrderStatus, PaymentView};
 use super::repo::{load_view_on, lock_payment};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
@@ -35,25 +36,6 @@ pub(crate) async fn enqueue(tx: &mut Tx, payment_id: &str, now_ms: i64) -> Resul
     )
     .await?;
     Ok(())
-}
-
-/// Queues the registration of a new payment already leased to the request that creates it,
-/// which runs it at once (see [`super::create`]).
-pub(crate) async fn enqueue_claimed(
-    tx: &mut Tx,
-    payment_id: &str,
-    now_ms: i64,
-    lease_ms: i64,
-) -> Result<ClaimedJob> {
-    jobs::enqueue_claimed(
-        tx,
-        KIND,
-        &json!({ "payment_id": payment_id }),
-        payment_id,
-        now_ms,
-        lease_ms,
-    )
-    .await
 }
 
 /// The payment's id from a job's payload.
@@ -86,6 +68,9 @@ pub(crate) fn handler(service: &Ferropay) -> Arc<dyn JobHandler> {
 pub(crate) struct Inline<'a> {
     pub job: &'a ClaimedJob,
     pub scope: &'a KeyScope,
+    /// The payment as this request just created it: the session is then stored by the money
+    /// engine ([`StoreSession`]), sharing its commit, and the payment is not read back first.
+    pub created: Option<&'a PaymentView>,
 }
 
 /// One attempt. `Ok` when the payment has its session (now or from an earlier run) or no longer
@@ -101,36 +86,48 @@ pub(crate) async fn register_with(
     payment_id: &str,
     inline: Option<Inline<'_>>,
 ) -> Result<Option<CreateOutcome>, JobError> {
-    let row = sqlx::query(
-        "SELECT status, psp, psp_token, amount_minor, currency, return_url, checkout_id \
-         FROM payments WHERE id = $1",
-    )
-    .bind(payment_id)
-    .fetch_optional(service.store.pool())
-    .await?
-    .ok_or_else(|| JobError::Permanent(format!("no payment `{payment_id}`")))?;
-    let status: String = row.try_get("status")?;
-    let token: Option<String> = row.try_get("psp_token")?;
-    if token.is_some() || status != "requires_payment" {
-        return Ok(None);
-    }
-    let request = SessionRequest {
-        idempotency_key: payment_id.to_owned(),
-        amount_minor: row.try_get("amount_minor")?,
-        currency: row.try_get("currency")?,
-        reference: payment_id.to_owned(),
-        return_url: row
-            .try_get::<Option<String>, _>("return_url")?
-            .unwrap_or_default(),
-        description: format!("Checkout {}", row.try_get::<String, _>("checkout_id")?),
+    let (request, psp) = match inline.as_ref().and_then(|inline| inline.created) {
+        Some(created) => (session_request(created), created.psp.clone()),
+        None => {
+            let row = sqlx::query(
+                "SELECT status, psp, psp_token, amount_minor, currency, return_url, checkout_id \
+                 FROM payments WHERE id = $1",
+            )
+            .bind(payment_id)
+            .fetch_optional(service.store.pool())
+            .await?
+            .ok_or_else(|| JobError::Permanent(format!("no payment `{payment_id}`")))?;
+            let status: String = row.try_get("status")?;
+            let token: Option<String> = row.try_get("psp_token")?;
+            if token.is_some() || status != "requires_payment" {
+                return Ok(None);
+            }
+            let request = SessionRequest {
+                idempotency_key: payment_id.to_owned(),
+                amount_minor: row.try_get("amount_minor")?,
+                currency: row.try_get("currency")?,
+                reference: payment_id.to_owned(),
+                return_url: row
+                    .try_get::<Option<String>, _>("return_url")?
+                    .unwrap_or_default(),
+                description: format!("Checkout {}", row.try_get::<String, _>("checkout_id")?),
+            };
+            (request, row.try_get("psp")?)
+        }
     };
-    let psp: String = row.try_get("psp")?;
     let connector = service
         .connectors
         .of(&psp)
         .map_err(|e| JobError::Retryable(e.to_string()))?;
     match connector.register_session(&request).await {
-        Ok(session) => Ok(store_session(service, payment_id, &session, inline).await?),
+        Ok(session) => match inline {
+            Some(Inline {
+                job,
+                scope,
+                created: Some(created),
+            }) => Ok(store_created_session(service, job, scope, created, session).await?),
+            inline => Ok(store_session(service, payment_id, &session, inline).await?),
+        },
         Err(PspError::Permanent(message)) => {
             tracing::error!(%payment_id, %message, "the PSP refused the session");
             reject_payment(service, payment_id).await?;
@@ -139,6 +136,48 @@ pub(crate) async fn register_with(
         Err(PspError::Retryable(message)) => {
             tracing::info!(%payment_id, %message, "PSP registration failed; will retry");
             Err(JobError::Retryable(message))
+        }
+    }
+}
+
+/// The PSP's session request for a payment (its id is the PSP's idempotency key).
+fn session_request(payment: &PaymentView) -> SessionRequest {
+    SessionRequest {
+        idempotency_key: payment.id.clone(),
+        amount_minor: payment.amount,
+        currency: payment.currency.clone(),
+        reference: payment.id.clone(),
+        return_url: payment.return_url.clone().unwrap_or_default(),
+        description: format!("Checkout {}", payment.checkout_id),
+    }
+}
+
+/// Step 4 for the request that created the payment: one money-engine command stores the
+/// session, completes the job and saves the answer ([`StoreSession`]). A payment that moved on
+/// meanwhile takes the transactional path, which answers from its rows.
+async fn store_created_session(
+    service: &Ferropay,
+    job: &ClaimedJob,
+    scope: &KeyScope,
+    created: &PaymentView,
+    session: PspSession,
+) -> Result<Option<CreateOutcome>> {
+    let command = StoreSession {
+        scope: scope.clone(),
+        job: job.clone(),
+        session: session.clone(),
+        created: created.clone(),
+    };
+    match service.engine.try_submit(command).await? {
+        SessionStored::Answered(answer) => Ok(Some(answer)),
+        SessionStored::KeyTaken => Ok(None),
+        SessionStored::Stale => {
+            let inline = Inline {
+                job,
+                scope,
+                created: None,
+            };
+            store_session(service, &created.id, &session, Some(inline)).await
         }
     }
 }
@@ -192,7 +231,7 @@ async fn store_session(
     .execute(&mut *tx)
     .await?;
     let mut answered = None;
-    if let Some(Inline { job, scope }) = inline {
+    if let Some(Inline { job, scope, .. }) = inline {
         // A lease lost meanwhile leaves the job to its new holder, which finds the session.
         jobs::complete(&mut *tx, job).await?;
         let view = load_view_on(&mut tx, payment_id).await?;

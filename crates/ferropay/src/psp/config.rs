@@ -20,6 +20,10 @@
 //! checkout_base = "https://checkout-test.adyen.com/v72"
 //! api_key_file = "/run/secrets/adyen_api_key"
 //! hmac_key_file = "/run/secrets/adyen_hmac_key"
+//! balance_account_id = "BA00000000000000000000001"   # seller payouts (Transfers API)
+//! transfers_api_key_file = "/run/secrets/adyen_transfers_api_key"
+//! balance_platform_hmac_key_file = "/run/secrets/adyen_balance_platform_hmac_key"
+//! report_api_key_file = "/run/secrets/adyen_report_api_key"   # reports by API
 //! ```
 
 use std::collections::BTreeMap;
@@ -28,6 +32,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::adyen::AdyenConfig;
+use super::adyen::reports::{AdyenReportsConfig, TEST_REPORT_BASE};
+use super::adyen::transfers::{AdyenPayoutsConfig, TEST_TRANSFERS_BASE};
 use super::registry::Routing;
 use super::stripe::StripeConfig;
 use crate::secret::Secret;
@@ -67,6 +73,14 @@ pub struct AdyenFile {
     pub merchant_account: Option<String>,
     pub api_key_file: Option<PathBuf>,
     pub hmac_key_file: Option<PathBuf>,
+    /// Seller payouts through the Transfers API: on when the platform's balance account is set.
+    pub balance_account_id: Option<String>,
+    pub transfers_base: Option<String>,
+    pub transfers_api_key_file: Option<PathBuf>,
+    pub balance_platform_hmac_key_file: Option<PathBuf>,
+    /// Settlement details reports downloaded by API: on when the report credential is set.
+    pub report_base: Option<String>,
+    pub report_api_key_file: Option<PathBuf>,
 }
 
 /// The real PSPs' settings, resolved (the sandbox is configured by `serve`'s own flags).
@@ -169,6 +183,45 @@ pub fn resolve(
                 checkout_base: env("FERROPAY_ADYEN_CHECKOUT_BASE")
                     .or(table.checkout_base)
                     .unwrap_or(defaults.checkout_base),
+                payouts: match env("FERROPAY_ADYEN_BALANCE_ACCOUNT_ID").or(table.balance_account_id)
+                {
+                    None => None,
+                    Some(balance_account_id) => Some(AdyenPayoutsConfig {
+                        transfers_base: env("FERROPAY_ADYEN_TRANSFERS_BASE")
+                            .or(table.transfers_base)
+                            .unwrap_or_else(|| TEST_TRANSFERS_BASE.to_owned()),
+                        api_key: secret(
+                            env("FERROPAY_ADYEN_TRANSFERS_API_KEY"),
+                            table.transfers_api_key_file.as_deref(),
+                            "FERROPAY_ADYEN_TRANSFERS_API_KEY",
+                            "adyen.transfers_api_key_file",
+                        )?,
+                        balance_account_id,
+                        hmac_key: secret(
+                            env("FERROPAY_ADYEN_BALANCE_PLATFORM_HMAC_KEY"),
+                            table.balance_platform_hmac_key_file.as_deref(),
+                            "FERROPAY_ADYEN_BALANCE_PLATFORM_HMAC_KEY",
+                            "adyen.balance_platform_hmac_key_file",
+                        )?,
+                    }),
+                },
+                reports: match (
+                    env("FERROPAY_ADYEN_REPORT_API_KEY"),
+                    table.report_api_key_file.as_deref(),
+                ) {
+                    (None, None) => None,
+                    (key, file) => Some(AdyenReportsConfig {
+                        report_base: env("FERROPAY_ADYEN_REPORT_BASE")
+                            .or(table.report_base)
+                            .unwrap_or_else(|| TEST_REPORT_BASE.to_owned()),
+                        api_key: secret(
+                            key,
+                            file,
+                            "FERROPAY_ADYEN_REPORT_API_KEY",
+                            "adyen.report_api_key_file",
+                        )?,
+                    }),
+                },
                 ..defaults
             })
         }
@@ -258,6 +311,53 @@ mod tests {
         .unwrap();
         assert_eq!(settings.adyen.unwrap().merchant_account, "Other");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn adyen_payouts_and_reports_turn_on_with_their_own_credentials() {
+        const BASE: [(&str, &str); 3] = [
+            ("FERROPAY_ADYEN_API_KEY", "AQE_key"),
+            ("FERROPAY_ADYEN_HMAC_KEY", "00ff"),
+            ("FERROPAY_ADYEN_MERCHANT_ACCOUNT", "Shop"),
+        ];
+        let adyen = resolve(ConfigFile::default(), &env_of(&BASE))
+            .unwrap()
+            .adyen
+            .unwrap();
+        assert!(adyen.payouts.is_none() && adyen.reports.is_none());
+        const ALL: [(&str, &str); 7] = [
+            BASE[0],
+            BASE[1],
+            BASE[2],
+            ("FERROPAY_ADYEN_BALANCE_ACCOUNT_ID", "BA1"),
+            ("FERROPAY_ADYEN_TRANSFERS_API_KEY", "AQE_transfers"),
+            ("FERROPAY_ADYEN_BALANCE_PLATFORM_HMAC_KEY", "11ee"),
+            ("FERROPAY_ADYEN_REPORT_API_KEY", "AQE_report"),
+        ];
+        let adyen = resolve(ConfigFile::default(), &env_of(&ALL))
+            .unwrap()
+            .adyen
+            .unwrap();
+        let payouts = adyen.payouts.clone().unwrap();
+        assert_eq!(payouts.balance_account_id, "BA1");
+        assert_eq!(payouts.api_key.expose(), "AQE_transfers");
+        assert_eq!(payouts.transfers_base, TEST_TRANSFERS_BASE);
+        let reports = adyen.reports.clone().unwrap();
+        assert_eq!(reports.api_key.expose(), "AQE_report");
+        assert_eq!(reports.report_base, TEST_REPORT_BASE);
+        assert!(!format!("{adyen:?}").contains("AQE_transfers"));
+        // A balance account without the Transfers API's own key: refused, naming it.
+        const HALF: [(&str, &str); 4] = [
+            BASE[0],
+            BASE[1],
+            BASE[2],
+            ("FERROPAY_ADYEN_BALANCE_ACCOUNT_ID", "BA1"),
+        ];
+        let error = resolve(ConfigFile::default(), &env_of(&HALF)).unwrap_err();
+        assert!(
+            error.contains("FERROPAY_ADYEN_TRANSFERS_API_KEY"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -296,14 +296,17 @@ pub trait Connector: Send + Sync {
     fn settlement_file<'a>(&'a self, date: time::Date, destination: &'a Path)
     -> PspFuture<'a, u64>;
 
-    /// The refund that our `create_refund` with this idempotency key (our refund id) made, if it
-    /// took effect: asked before a refusal is believed, so that only the PSP's "not made" (or
-    /// "failed") fails a refund. A PSP that cannot answer leaves the refund pending.
-    fn refund_by_key<'a>(&'a self, idempotency_key: &'a str) -> PspFuture<'a, MadeByKey> {
+    /// The refund that our `create_refund` of `request` (idempotency key: our refund id) made,
+    /// if it took effect: asked before a refusal is believed, so that only the PSP's "not made"
+    /// (or "failed") fails a refund. The request is given whole because a PSP may find refunds
+    /// only under their payment (Stripe lists a PaymentIntent's refunds). A PSP that cannot
+    /// answer leaves the refund pending.
+    fn refund_by_key<'a>(&'a self, request: &'a RefundRequest) -> PspFuture<'a, MadeByKey> {
         Box::pin(async move {
             Err(PspError::Retryable(format!(
-                "{} cannot look up refund {idempotency_key} by its idempotency key",
-                self.name()
+                "{} cannot look up refund {} by its idempotency key",
+                self.name(),
+                request.refund_id
             )))
         })
     }
@@ -356,6 +359,39 @@ pub trait Connector: Send + Sync {
         body: &[u8],
         now_s: i64,
     ) -> Result<Vec<PspEvent>, WebhookError>;
+
+    /// The webhook event type by which this PSP announces its settlement reports (Adyen's
+    /// `REPORT_AVAILABLE`), when [`Connector::settlement_report`] downloads them: reconciling a
+    /// day then reconciles the reports announced that day.
+    fn settlement_report_event(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// The settlement report an announcing event (by its id) names, if it names one.
+    fn settlement_report_name(&self, event_id: &str) -> Option<String> {
+        let _ = event_id;
+        None
+    }
+
+    /// Downloads the settlement report named `name` (as its announcement named it) into
+    /// `destination`; answers the bytes written.
+    fn settlement_report<'a>(&'a self, name: &'a str, destination: &'a Path) -> PspFuture<'a, u64> {
+        let _ = destination;
+        Box::pin(async move {
+            Err(PspError::Permanent(format!(
+                "{} has no settlement report `{name}` to download",
+                self.name()
+            )))
+        })
+    }
+
+    /// Whether a `chargeback` line of this PSP's settlement is itself the PSP's word on the
+    /// dispute (Adyen, which has no API that tells a dispute): reconciliation then books a
+    /// dispute whose notification was lost from the line (`needs_response`, or `won` for a
+    /// reversal) instead of asking [`Connector::dispute_status`].
+    fn settlement_tells_disputes(&self) -> bool {
+        false
+    }
 
     /// Whether [`Connector::settlement_file`] can fetch a day's settlement (the nightly run asks
     /// only those that can).

@@ -452,8 +452,8 @@ impl Connector for SandboxConnector {
         Box::pin(self.settlement("payouts", psp_id, "paid"))
     }
 
-    fn refund_by_key<'a>(&'a self, idempotency_key: &'a str) -> PspFuture<'a, MadeByKey> {
-        Box::pin(self.by_key("refunds", idempotency_key, "succeeded"))
+    fn refund_by_key<'a>(&'a self, request: &'a RefundRequest) -> PspFuture<'a, MadeByKey> {
+        Box::pin(self.by_key("refunds", &request.refund_id, "succeeded"))
     }
 
     fn payout_by_key<'a>(&'a self, idempotency_key: &'a str) -> PspFuture<'a, MadeByKey> {

@@ -8,10 +8,12 @@
 
 use std::time::Duration;
 
+use super::line::{LineType, SettlementLine};
 use crate::dispute::{ApplyDispute, DisputeApplied};
 use crate::engine::Engine;
 use crate::payin::apply::{ApplyPaymentUpdate, ApplyResult};
-use crate::psp::{Connector, PspError, PspSession, PspSessionStatus};
+use crate::psp::{Connector, DisputeStatus, DisputeUpdate, PspError, PspSession, PspSessionStatus};
+use crate::store::Store;
 
 /// Tries per PSP call when it fails for a passing reason.
 const PSP_ATTEMPTS: u32 = 3;
@@ -115,20 +117,41 @@ where
 }
 
 /// Auto-healing a `chargeback` or `chargeback_reversal` line the ledger lacks: the dispute's
-/// webhook was lost. Ask the PSP for the dispute (`psp_dispute_id`, the line's PSP reference)
-/// and apply what it says as its webhook would (`dispute::ApplyDispute`: the dispute recorded,
-/// the funds withdrawn, and given back if won). Answers what was done, for the break's detail.
+/// webhook was lost. Ask the PSP for the dispute (`psp_dispute_id`, the line's PSP reference) —
+/// or, for a PSP whose settlement is its word on disputes (Adyen: no API tells a dispute), take
+/// the line itself — and apply it as its webhook would (`dispute::ApplyDispute`: the dispute
+/// recorded, the funds withdrawn, and given back if won). The dispute names the payment as the
+/// PSP knows it (Stripe: its PaymentIntent), resolved to ours as for a webhook. Answers what was
+/// done, for the break's detail.
 pub(crate) async fn heal_dispute(
     engine: &Engine,
+    store: &Store,
     connector: &dyn Connector,
-    psp_dispute_id: &str,
+    line: &SettlementLine,
 ) -> String {
-    let update = match with_retries(|| connector.dispute_status(psp_dispute_id)).await {
-        Ok(update) => update,
-        Err(error) => {
-            return format!("asking the PSP for dispute {psp_dispute_id} failed: {error}");
+    let psp_dispute_id = line.psp_reference.as_str();
+    let (mut update, source) = if connector.settlement_tells_disputes() {
+        match dispute_of_line(line) {
+            Some(update) => (update, "the settlement line says"),
+            None => {
+                return format!(
+                    "dispute {psp_dispute_id}: the line names no payment or amount to book"
+                );
+            }
+        }
+    } else {
+        match with_retries(|| connector.dispute_status(psp_dispute_id)).await {
+            Ok(update) => (update, "asked the PSP"),
+            Err(error) => {
+                return format!("asking the PSP for dispute {psp_dispute_id} failed: {error}");
+            }
         }
     };
+    match crate::payin::repo::resolve_payment_id(store, connector.name(), &update.reference).await {
+        Ok(Some(payment_id)) => update.reference = payment_id,
+        Ok(None) => {}
+        Err(error) => return format!("finding the payment of dispute {psp_dispute_id}: {error}"),
+    }
     let status = update.status.as_str();
     let command = ApplyDispute {
         psp: connector.name().to_owned(),
@@ -136,16 +159,78 @@ pub(crate) async fn heal_dispute(
     };
     match engine.submit(command).await {
         Ok(DisputeApplied::Moved { dispute_id, .. }) => {
-            format!("asked the PSP: dispute {psp_dispute_id} is {status}; booked as {dispute_id}")
+            format!("{source}: dispute {psp_dispute_id} is {status}; booked as {dispute_id}")
         }
         Ok(DisputeApplied::Unchanged { dispute_id, status }) => {
-            format!("asked the PSP: dispute {dispute_id} is already {status}")
+            format!("{source}: dispute {dispute_id} is already {status}")
         }
         Ok(DisputeApplied::UnknownPayment) => {
-            format!("asked the PSP: dispute {psp_dispute_id} names a payment we do not have")
+            format!("{source}: dispute {psp_dispute_id} names a payment we do not have")
         }
         Err(error) => {
-            format!("the PSP's answer on dispute {psp_dispute_id} could not be applied: {error}")
+            format!("the PSP's word on dispute {psp_dispute_id} could not be applied: {error}")
         }
+    }
+}
+
+/// A `chargeback` (funds withdrawn: `needs_response`) or `chargeback_reversal` (given back:
+/// `won`) line as the PSP's word on its dispute: the dispute is the line's PSP reference, the
+/// payment its merchant reference, the amount its gross.
+fn dispute_of_line(line: &SettlementLine) -> Option<DisputeUpdate> {
+    let status = match line.kind {
+        LineType::Chargeback => DisputeStatus::NeedsResponse,
+        LineType::ChargebackReversal => DisputeStatus::Won,
+        _ => return None,
+    };
+    if line.merchant_reference.is_empty() || line.gross_minor == 0 {
+        return None;
+    }
+    Some(DisputeUpdate {
+        psp_dispute_id: line.psp_reference.clone(),
+        reference: line.merchant_reference.clone(),
+        amount_minor: line.gross_minor.abs(),
+        currency: line.currency.clone(),
+        // The report does not say the network's reason.
+        reason: "chargeback".to_owned(),
+        status,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(kind: LineType, merchant_reference: &str, gross_minor: i64) -> SettlementLine {
+        SettlementLine {
+            line_no: 1,
+            psp_reference: "8825408195409505".into(),
+            merchant_reference: merchant_reference.into(),
+            kind,
+            created_at_ms: 0,
+            currency: "USD".into(),
+            gross_minor,
+            fee_minor: 750,
+            net_minor: gross_minor - 750,
+            batch: "1".into(),
+        }
+    }
+
+    #[test]
+    fn a_chargeback_line_is_the_dispute_it_withdrew() {
+        let update = dispute_of_line(&line(LineType::Chargeback, "pay_1", -1750)).unwrap();
+        assert_eq!(update.psp_dispute_id, "8825408195409505");
+        assert_eq!(update.reference, "pay_1");
+        assert_eq!((update.amount_minor, &update.currency[..]), (1750, "USD"));
+        assert_eq!(update.status, DisputeStatus::NeedsResponse);
+        let reversal = dispute_of_line(&line(LineType::ChargebackReversal, "pay_1", 1750)).unwrap();
+        assert_eq!(reversal.status, DisputeStatus::Won);
+        assert_eq!(
+            dispute_of_line(&line(LineType::Chargeback, "", -1750)),
+            None
+        );
+        assert_eq!(
+            dispute_of_line(&line(LineType::Payment, "pay_1", 1750)),
+            None
+        );
     }
 }

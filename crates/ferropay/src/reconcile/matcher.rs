@@ -210,9 +210,9 @@ pub(super) async fn prepare(
             continue;
         }
         let detail = match &reconciler.connector {
+            _ if provisional => "not asked: a provisional run changes nothing".to_owned(),
             Some(connector) => {
-                heal::heal_dispute(&reconciler.engine, connector.as_ref(), &line.psp_reference)
-                    .await
+                heal::heal_dispute(&reconciler.engine, store, connector.as_ref(), line).await
             }
             None => "no PSP is configured to ask (ferropay reconcile --psp-url …)".to_owned(),
         };

@@ -5,6 +5,7 @@
 //!
 //! - [`line`]: one line, parsed and checked;
 //! - [`adyen_report`]: Adyen's Settlement details report read as lines (picked by its header);
+//! - [`announced`]: a day's settlement from the reports a PSP announced that day (Adyen's);
 //! - [`reader`]: the file streamed in chunks on a blocking thread (memory does not grow with it);
 //! - [`matcher`]: a chunk of lines matched against payments and the journal, in a few queries;
 //! - [`heal`]: asking the PSP about a payment the ledger lacks, and applying its answer;
@@ -21,6 +22,7 @@
 //! otherwise it is the sum the breaks explain.
 
 pub mod adyen_report;
+mod announced;
 pub mod bench_data;
 pub mod breaks;
 pub mod days;
@@ -178,7 +180,12 @@ impl Reconciler {
             self.psp,
             uuid::Uuid::now_v7().simple()
         ));
-        let fetched = connector.settlement_file(date, &path).await;
+        let fetched = match connector.settlement_report_event() {
+            Some(event_type) => {
+                announced::fetch_day(&self.store, connector.as_ref(), event_type, date, &path).await
+            }
+            None => connector.settlement_file(date, &path).await,
+        };
         let result = match fetched {
             Ok(bytes) => {
                 tracing::info!(%date, bytes, provisional, "settlement file fetched");

@@ -342,7 +342,7 @@ pub async fn send(service: &Ferropay, refund_id: &str) -> Result<(), PspError> {
             // Reverse only on proof: the refusal may answer a retry the PSP had already served
             // (an expired or rotated key), so ask what our key made before failing anything.
             tracing::warn!(%refund_id, %message, "the PSP refused the refund; asking whether it made it");
-            let made = connector.refund_by_key(refund_id).await.map_err(|e| {
+            let made = connector.refund_by_key(&request).await.map_err(|e| {
                 PspError::Retryable(format!(
                     "the PSP refused refund {refund_id} ({message}) and could not say \
                          whether it made it: {e}"

@@ -7,7 +7,12 @@
 //! `additionalData.hmacSignature`, delivered until answered `[accepted]`.
 //!
 //! Paths: `POST /v72/paymentLinks`, `GET /v72/paymentLinks/{linkId}`,
-//! `POST /v72/payments/{paymentPspReference}/refunds`. The link's page is `/payByLink/{id}`:
+//! `POST /v72/payments/{paymentPspReference}/refunds`; the Transfers API v4 (its own key):
+//! `POST /btl/v4/transfers` (internal transfers, answered `received`, then booked or refused by
+//! `balancePlatform.transfer.*` webhooks signed in `HmacSignature`), `GET /btl/v4/transfers`
+//! (`balanceAccountId`, `reference`, `createdSince`, `createdUntil`), `GET
+//! /btl/v4/transfers/{id}`; report downloads (their own key):
+//! `GET /reports/download/MerchantAccount/{merchant}/{file}`, announced by `REPORT_AVAILABLE`. The link's page is `/payByLink/{id}`:
 //! card 4111 1111 1111 1111 is authorised, holder name `DECLINED` is refused (the link stays
 //! active). The Settlement details report is written by [`AdyenFake::settlement_report`].
 
@@ -27,6 +32,17 @@ use super::{Faults, Outgoing, Webhooks, provider_json};
 pub const API_KEY: &str = "AQE_fake_adyen_key";
 pub const MERCHANT_ACCOUNT: &str = "FerropayMarketplaceECOM";
 pub const HMAC_KEY: &str = "44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056";
+/// The Transfers API credential's key (its own role).
+pub const TRANSFERS_API_KEY: &str = "AQE_fake_adyen_transfers_key";
+/// The Balance Platform webhooks' HMAC key.
+pub const BALANCE_PLATFORM_HMAC_KEY: &str =
+    "9C0F5D3B2A1E4F6A8B7C6D5E4F3A2B1C0D9E8F7A6B5C4D3E2F1A0B9C8D7E6F5A";
+/// The platform's balance account payouts leave from.
+pub const PLATFORM_BALANCE_ACCOUNT: &str = "BA00000000000000000000001";
+/// A seller balance account whose transfers Adyen refuses.
+pub const BLOCKED_BALANCE_ACCOUNT: &str = "BA3227C223222B5BLOCKED01";
+/// The report service credential's key.
+pub const REPORT_API_KEY: &str = "AQE_fake_adyen_report_key";
 
 /// Adyen's Visa test card.
 pub const CARD_OK: &str = "4111111111111111";
@@ -50,6 +66,12 @@ struct Books {
     /// reference, currency, gross debit, gross credit, net debit, net credit, fees).
     records: Vec<Record>,
     keys: HashMap<String, (u16, Value)>,
+    /// Balance Platform transfers, by id.
+    transfers: BTreeMap<String, Value>,
+    /// Reports by file name, as published.
+    reports: BTreeMap<String, String>,
+    /// The `reference` of every refund made.
+    refund_references: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -136,6 +158,15 @@ impl AdyenFake {
         });
         let router = axum::Router::new()
             .route("/v72/{*path}", any(api))
+            .route(
+                "/btl/v4/transfers",
+                get(list_transfers).post(create_transfer),
+            )
+            .route("/btl/v4/transfers/{id}", get(get_transfer))
+            .route(
+                "/reports/download/MerchantAccount/{merchant}/{file}",
+                get(download_report),
+            )
             .route("/payByLink/{id}", get(page).post(submit))
             .with_state(fake.clone());
         tokio::spawn(async move { axum::serve(listener, router).await });
@@ -145,6 +176,126 @@ impl AdyenFake {
     /// The Checkout API's base, as `FERROPAY_ADYEN_CHECKOUT_BASE` takes it.
     pub fn checkout_base(&self) -> String {
         format!("{}/v72", self.base_url)
+    }
+
+    /// The Transfers API's base, as `FERROPAY_ADYEN_TRANSFERS_BASE` takes it.
+    pub fn transfers_base(&self) -> String {
+        format!("{}/btl/v4", self.base_url)
+    }
+
+    /// Where reports are downloaded, as `FERROPAY_ADYEN_REPORT_BASE` takes it.
+    pub fn report_base(&self) -> String {
+        format!("{}/reports/download/MerchantAccount", self.base_url)
+    }
+
+    /// How many refunds were made with our `reference` (our refund id).
+    pub fn refunds_for(&self, reference: &str) -> usize {
+        let books = self.books.lock().unwrap();
+        books
+            .refund_references
+            .iter()
+            .filter(|r| *r == reference)
+            .count()
+    }
+
+    /// The transfers made with `reference`.
+    pub fn transfers_for(&self, reference: &str) -> Vec<Value> {
+        let books = self.books.lock().unwrap();
+        books
+            .transfers
+            .values()
+            .filter(|t| t["reference"] == reference)
+            .cloned()
+            .collect()
+    }
+
+    /// Publishes a report under `name` and announces it (`REPORT_AVAILABLE`, its pspReference
+    /// the file name, its reason the download URL).
+    pub fn publish_report(&self, name: &str, text: String) {
+        self.books
+            .lock()
+            .unwrap()
+            .reports
+            .insert(name.to_owned(), text);
+        let url = format!("{}/{MERCHANT_ACCOUNT}/{name}", self.report_base());
+        self.notify(
+            "post-REPORT_AVAILABLE-report_available",
+            json!({"pspReference": name, "merchantReference": "", "reason": url,
+                   "eventCode": "REPORT_AVAILABLE", "success": "true"}),
+        );
+    }
+
+    /// Sends a Balance Platform webhook about `transfer`, signed over its body in
+    /// `HmacSignature`.
+    fn notify_transfer(&self, event_type: &str, transfer: &Value) {
+        let body = json!({"data": transfer, "environment": "test", "type": event_type,
+            "timestamp": time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap()})
+        .to_string();
+        let signature = sign_body(BALANCE_PLATFORM_HMAC_KEY, body.as_bytes());
+        self.webhooks.send(
+            &self.faults,
+            Outgoing {
+                headers: vec![
+                    ("Content-Type".into(), "application/json".into()),
+                    ("HmacSignature".into(), signature),
+                ],
+                body,
+            },
+        );
+    }
+
+    /// `POST /transfers`: an internal transfer from the platform's balance account, answered
+    /// `received`; Adyen then books it (or refuses a blocked counterparty) and says so by
+    /// webhook.
+    fn create_transfer(&self, body: &Value) -> Result<(u16, Value), Refusal> {
+        let invalid = |field: &str, detail: &str| Refusal {
+            status: 422,
+            body: json!({"type": "https://docs.adyen.com/errors/validation", "title":
+                "Invalid transfer information provided", "status": 422, "detail": detail,
+                "errorCode": "30_002", "invalidFields": [{"name": field, "message": detail}]}),
+        };
+        if body["balanceAccountId"] != PLATFORM_BALANCE_ACCOUNT {
+            return Err(invalid("balanceAccountId", "Balance account not found"));
+        }
+        if body["category"] != "internal" {
+            return Err(invalid("category", "Only internal transfers in this fake"));
+        }
+        let Some(destination) = body["counterparty"]["balanceAccountId"].as_str() else {
+            return Err(invalid("counterparty", "Counterparty is required"));
+        };
+        let Some(amount) = body["amount"]["value"].as_i64().filter(|a| *a > 0) else {
+            return Err(invalid("amount.value", "Amount must be positive"));
+        };
+        let id = format!("{:016X}", rand::random::<u64>());
+        let transfer = json!({
+            "id": id, "accountHolder": {"id": "AH00000000000000000000001"},
+            "balanceAccount": {"id": PLATFORM_BALANCE_ACCOUNT},
+            "amount": {"value": amount, "currency": body["amount"]["currency"]},
+            "category": "internal", "direction": "outgoing",
+            "counterparty": {"balanceAccountId": destination},
+            "reference": body["reference"], "referenceForBeneficiary": body["referenceForBeneficiary"],
+            "description": body["description"], "status": "received", "reason": "approved",
+            "type": "internalTransfer",
+            "creationDate": time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339).unwrap(),
+        });
+        let mut ended = transfer.clone();
+        if destination == BLOCKED_BALANCE_ACCOUNT {
+            ended["status"] = json!("refused");
+            ended["reason"] = json!("counterpartyAccountBlocked");
+        } else {
+            ended["status"] = json!("booked");
+        }
+        self.books
+            .lock()
+            .unwrap()
+            .transfers
+            .insert(id, ended.clone());
+        self.notify_transfer("balancePlatform.transfer.created", &transfer);
+        self.notify_transfer("balancePlatform.transfer.updated", &ended);
+        Ok((202, transfer))
     }
 
     /// A fresh 16-character PSP reference.
@@ -380,6 +531,9 @@ Reserved5,Reserved6,Reserved7,Reserved8,Reserved9,Reserved10\n",
         answer["reference"] = reference.clone();
         answer["amount"] = body["amount"].clone();
         // Accepted now ("received"); the outcome comes by REFUND notification.
+        books
+            .refund_references
+            .push(reference.as_str().unwrap_or_default().to_owned());
         let succeeded = refunded + amount <= captured;
         if succeeded {
             books.payments.get_mut(payment).unwrap().3 += amount;
@@ -457,6 +611,16 @@ Reserved5,Reserved6,Reserved7,Reserved8,Reserved9,Reserved10\n",
     }
 }
 
+/// Adyen's answer to an API key it does not take.
+fn unauthorized() -> Refusal {
+    service_error(
+        401,
+        "000",
+        "HTTP Status Response - Unauthorized",
+        "security",
+    )
+}
+
 async fn api(
     State(fake): State<Arc<AdyenFake>>,
     method: Method,
@@ -465,13 +629,7 @@ async fn api(
     body: Bytes,
 ) -> Response {
     if headers.get("x-api-key").and_then(|v| v.to_str().ok()) != Some(API_KEY) {
-        return service_error(
-            401,
-            "000",
-            "HTTP Status Response - Unauthorized",
-            "security",
-        )
-        .into_response();
+        return unauthorized().into_response();
     }
     match fake.faults.take_api_fault() {
         Some(429) => {
@@ -523,6 +681,9 @@ async fn api(
                 .into_response();
         }
     }
+    if super::take(&fake.faults.unauthorized_before_effect) {
+        return unauthorized().into_response();
+    }
     let result = match path.as_slice() {
         ["paymentLinks"] => fake.create_link(&json_body),
         ["payments", psp, "refunds"] => fake.refund(psp, &json_body),
@@ -536,6 +697,10 @@ async fn api(
                     .unwrap()
                     .keys
                     .insert(key, (status, answer.clone()));
+            }
+            fake.faults.accepted(uri.path());
+            if super::take(&fake.faults.unauthorized_after_effect) {
+                return unauthorized().into_response();
             }
             (StatusCode::from_u16(status).unwrap(), axum::Json(answer)).into_response()
         }
@@ -573,6 +738,158 @@ async fn submit(
         },
         Err(reason) => (StatusCode::OK, Html(format!("<p>{reason}</p>"))).into_response(),
     }
+}
+
+/// The Transfers API's own key, its faults, its idempotency.
+fn transfers_authorized(headers: &HeaderMap) -> bool {
+    headers.get("x-api-key").and_then(|v| v.to_str().ok()) == Some(TRANSFERS_API_KEY)
+}
+
+async fn create_transfer(
+    State(fake): State<Arc<AdyenFake>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !transfers_authorized(&headers) {
+        return unauthorized().into_response();
+    }
+    if let Some(status) = fake.faults.take_api_fault() {
+        return service_error(status, "000", "Try again later", "internal").into_response();
+    }
+    let Ok(json_body) = serde_json::from_slice::<Value>(&body) else {
+        return service_error(400, "702", "Unexpected input", "validation").into_response();
+    };
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(|k| format!("transfers:{k}"));
+    if let Some(key) = &key
+        && let Some((status, answer)) = fake.books.lock().unwrap().keys.get(key)
+    {
+        return (
+            StatusCode::from_u16(*status).unwrap(),
+            axum::Json(answer.clone()),
+        )
+            .into_response();
+    }
+    if super::take(&fake.faults.unauthorized_before_effect) {
+        return unauthorized().into_response();
+    }
+    match fake.create_transfer(&json_body) {
+        Ok((status, answer)) => {
+            if let Some(key) = key {
+                fake.books
+                    .lock()
+                    .unwrap()
+                    .keys
+                    .insert(key, (status, answer.clone()));
+            }
+            fake.faults.accepted(uri.path());
+            if super::take(&fake.faults.unauthorized_after_effect) {
+                return unauthorized().into_response();
+            }
+            (StatusCode::from_u16(status).unwrap(), axum::Json(answer)).into_response()
+        }
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// `GET /transfers`: by `balanceAccountId` (required here), `reference`, and the creation window
+/// `createdSince`/`createdUntil` (both required, as at Adyen).
+async fn list_transfers(
+    State(fake): State<Arc<AdyenFake>>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>,
+) -> Response {
+    if !transfers_authorized(&headers) {
+        return unauthorized().into_response();
+    }
+    for required in ["balanceAccountId", "createdSince", "createdUntil"] {
+        if !query.contains_key(required) {
+            return service_error(
+                422,
+                "30_001",
+                &format!("Missing query parameter {required}"),
+                "validation",
+            )
+            .into_response();
+        }
+    }
+    let rfc = |name: &str| {
+        time::OffsetDateTime::parse(&query[name], &time::format_description::well_known::Rfc3339)
+    };
+    let (Ok(since), Ok(until)) = (rfc("createdSince"), rfc("createdUntil")) else {
+        return service_error(422, "30_001", "Invalid date", "validation").into_response();
+    };
+    let books = fake.books.lock().unwrap();
+    let data: Vec<Value> = books
+        .transfers
+        .values()
+        .filter(|t| t["balanceAccount"]["id"] == query["balanceAccountId"].as_str())
+        .filter(|t| {
+            query
+                .get("reference")
+                .is_none_or(|r| t["reference"] == r.as_str())
+        })
+        .filter(|t| {
+            let at = time::OffsetDateTime::parse(
+                t["creationDate"].as_str().unwrap(),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap();
+            at >= since && at <= until
+        })
+        .cloned()
+        .collect();
+    axum::Json(json!({"data": data, "_links": {}})).into_response()
+}
+
+async fn get_transfer(
+    State(fake): State<Arc<AdyenFake>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !transfers_authorized(&headers) {
+        return unauthorized().into_response();
+    }
+    match fake.books.lock().unwrap().transfers.get(&id) {
+        Some(transfer) => axum::Json(transfer.clone()).into_response(),
+        None => service_error(404, "30_404", "Transfer not found", "validation").into_response(),
+    }
+}
+
+/// A published report, with the report credential's key.
+async fn download_report(
+    State(fake): State<Arc<AdyenFake>>,
+    Path((merchant, file)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if headers.get("x-api-key").and_then(|v| v.to_str().ok()) != Some(REPORT_API_KEY) {
+        return (StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
+    }
+    if let Some(status) = fake.faults.take_api_fault() {
+        return StatusCode::from_u16(status).unwrap().into_response();
+    }
+    match fake.books.lock().unwrap().reports.get(&file) {
+        Some(text) if merchant == MERCHANT_ACCOUNT => (
+            [(axum::http::header::CONTENT_TYPE, "text/csv")],
+            text.clone(),
+        )
+            .into_response(),
+        _ => (StatusCode::NOT_FOUND, "Not found").into_response(),
+    }
+}
+
+/// Base64(HMAC-SHA256(hex key, body)): the Balance Platform webhooks' `HmacSignature`, computed
+/// here on its own.
+pub fn sign_body(hex_key: &str, body: &[u8]) -> String {
+    use base64::Engine;
+    use hmac::Mac;
+    let key = hex::decode(hex_key).unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(body);
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
 /// Adyen's HMAC of an item, computed here on its own (not with ferropay's code, which it checks).

@@ -64,22 +64,40 @@ pub struct Faults {
     pub hold_webhooks: AtomicBool,
     /// Never send webhooks (lost: the poller or reconciliation must heal).
     pub drop_webhooks: AtomicBool,
+    /// Make the effect of this many POSTs (a refund, a transfer), then answer 401 (as an
+    /// expired or rotated key may answer a retry the provider had already served).
+    pub unauthorized_after_effect: AtomicU32,
+    /// Answer this many POSTs 401 without any effect.
+    pub unauthorized_before_effect: AtomicU32,
+    /// Called with the POST's path once its effect is made and before it is answered (a crash
+    /// test kills ferropay there: the provider accepted, ferropay never stored the answer).
+    #[allow(clippy::type_complexity)]
+    pub on_accepted: Mutex<Option<Box<dyn Fn(&str) + Send + Sync>>>,
+}
+
+/// Takes one from `counter` if any is left.
+pub fn take(counter: &AtomicU32) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 impl Faults {
     /// Takes one injected API failure, if any is left: `Some(429)` or `Some(500)`.
     pub fn take_api_fault(&self) -> Option<u16> {
-        let take = |counter: &AtomicU32| {
-            counter
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-        };
         if take(&self.rate_limited) {
             Some(429)
         } else if take(&self.server_errors) {
             Some(500)
         } else {
             None
+        }
+    }
+
+    /// Runs the crash hook, if a test set one, for an accepted POST to `path`.
+    pub fn accepted(&self, path: &str) {
+        if let Some(hook) = self.on_accepted.lock().unwrap().as_ref() {
+            hook(path);
         }
     }
 }

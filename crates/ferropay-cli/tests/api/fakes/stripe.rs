@@ -9,7 +9,8 @@
 //! `payment_intent`), `POST /v1/checkout/sessions/{id}/expire`, `GET
 //! /v1/payment_intents/search`, `POST/GET /v1/refunds[/{id}]`, `POST/GET /v1/transfers[/{id}]`,
 //! `GET /v1/payouts` (`arrival_date[gte|lt]`), `GET /v1/balance_transactions` (`payout`,
-//! `expand[]=data.source`). The hosted page is `/c/pay/{session}`: test cards 4242… (paid),
+//! `expand[]=data.source`), `GET /v1/refunds` (`payment_intent`, `limit`, `starting_after`),
+//! `GET/POST /v1/disputes/{id}` (evidence, `submit`). The hosted page is `/c/pay/{session}`: test cards 4242… (paid),
 //! 4000 0000 0000 0002 (declined: the session stays open), 4000 0027 6000 3184 (3-D Secure), and
 //! SEPA test IBANs AT32… (asynchronous success) and AT86… (asynchronous failure).
 
@@ -221,6 +222,31 @@ impl StripeFake {
             .count()
     }
 
+    /// How many refunds carry our refund id in their metadata.
+    pub fn refunds_for(&self, refund_id: &str) -> usize {
+        let books = self.books.lock().unwrap();
+        books
+            .refunds
+            .values()
+            .filter(|r| r["metadata"]["ferropay_refund_id"] == refund_id)
+            .count()
+    }
+
+    /// How many transfers carry our payout id as their `transfer_group`.
+    pub fn transfers_for(&self, payout_id: &str) -> usize {
+        let books = self.books.lock().unwrap();
+        books
+            .transfers
+            .values()
+            .filter(|t| t["transfer_group"] == payout_id)
+            .count()
+    }
+
+    /// The dispute as the API shows it.
+    pub fn dispute_object(&self, id: &str) -> Value {
+        self.books.lock().unwrap().disputes[id].clone()
+    }
+
     /// Settles an asynchronous payment (SEPA) now, as Stripe does days later.
     pub fn settle_async(&self, session_id: &str) {
         let mut books = self.books.lock().unwrap();
@@ -276,7 +302,9 @@ impl StripeFake {
             &dispute,
         );
         drop(books);
+        // Stripe says it twice: the dispute opened, and the funds withdrawn.
         self.emit("charge.dispute.created", dispute.clone());
+        self.emit("charge.dispute.funds_withdrawn", dispute.clone());
         dispute
     }
 
@@ -517,6 +545,62 @@ impl StripeFake {
         drop(books);
         self.emit("checkout.session.expired", session.clone());
         Ok(session)
+    }
+
+    /// `POST /v1/disputes/{id}`: evidence (`evidence[…]`), sent to the bank with `submit=true`
+    /// (`under_review`); a dispute no longer awaiting a response takes none.
+    fn update_dispute(&self, id: &str, form: &Form) -> Result<Value, Refusal> {
+        let mut books = self.books.lock().unwrap();
+        let dispute = books
+            .disputes
+            .get_mut(id)
+            .ok_or_else(|| no_such("dispute", id))?;
+        let status = dispute["status"].as_str().unwrap_or_default();
+        if !matches!(status, "needs_response" | "warning_needs_response") {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                None,
+                &format!("This dispute is already {status} and can no longer be updated."),
+                None,
+            ));
+        }
+        if let Some(text) = param(form, "evidence[uncategorized_text]") {
+            dispute["evidence"]["uncategorized_text"] = json!(text);
+        }
+        if param(form, "submit") == Some("true") {
+            dispute["status"] = json!("under_review");
+            let count = dispute["evidence_details"]["submission_count"]
+                .as_i64()
+                .unwrap_or(0);
+            dispute["evidence_details"]["submission_count"] = json!(count + 1);
+        }
+        let dispute = dispute.clone();
+        drop(books);
+        self.emit("charge.dispute.updated", dispute.clone());
+        Ok(dispute)
+    }
+
+    /// The bank decides a dispute (`charge.dispute.closed`); a won one gives the disputed sum
+    /// back to the balance (`dispute_reversal`).
+    pub fn close_dispute(&self, id: &str, won: bool) {
+        let mut books = self.books.lock().unwrap();
+        let dispute = books.disputes.get_mut(id).unwrap();
+        dispute["status"] = json!(if won { "won" } else { "lost" });
+        let dispute = dispute.clone();
+        if won {
+            Self::book(
+                &mut books,
+                dispute["amount"].as_i64().unwrap(),
+                0,
+                &dispute["currency"],
+                "adjustment",
+                "dispute_reversal",
+                &dispute,
+            );
+        }
+        drop(books);
+        self.emit("charge.dispute.closed", dispute);
     }
 
     fn create_session(&self, form: &Form) -> Result<Value, Refusal> {
@@ -772,6 +856,41 @@ impl StripeFake {
                 .get(*id)
                 .cloned()
                 .ok_or_else(|| no_such("refund", id)),
+            ["refunds"] => {
+                // Newest first, `limit` (10 by default) at a time, after `starting_after`.
+                let intent = param(query, "payment_intent");
+                let limit: usize = param(query, "limit")
+                    .and_then(|l| l.parse().ok())
+                    .unwrap_or(10);
+                let mut all: Vec<&Value> = books
+                    .refunds
+                    .values()
+                    .filter(|r| intent.is_none_or(|i| r["payment_intent"] == i))
+                    .collect();
+                all.sort_by_key(|r| std::cmp::Reverse(r["created"].as_i64()));
+                let start = match param(query, "starting_after") {
+                    Some(after) => all
+                        .iter()
+                        .position(|r| r["id"] == after)
+                        .map_or(0, |i| i + 1),
+                    None => 0,
+                };
+                let page: Vec<Value> = all
+                    .iter()
+                    .skip(start)
+                    .take(limit)
+                    .map(|r| (*r).clone())
+                    .collect();
+                let has_more = start + page.len() < all.len();
+                let mut answer = list("/v1/refunds", page);
+                answer["has_more"] = json!(has_more);
+                Ok(answer)
+            }
+            ["disputes", id] => books
+                .disputes
+                .get(*id)
+                .cloned()
+                .ok_or_else(|| no_such("dispute", id)),
             ["transfers"] => {
                 let group = param(query, "transfer_group");
                 let data = books
@@ -840,6 +959,17 @@ impl StripeFake {
     }
 }
 
+/// Stripe's answer to a key it does not take.
+fn unauthorized() -> Refusal {
+    error(
+        StatusCode::UNAUTHORIZED,
+        "invalid_request_error",
+        None,
+        "Invalid API Key provided: sk_test_****",
+        None,
+    )
+}
+
 /// Every `/v1/…` request: the key, the injected faults, then the route; POSTs are idempotent on
 /// their `Idempotency-Key`.
 async fn api(
@@ -854,14 +984,7 @@ async fn api(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v == format!("Bearer {SECRET_KEY}"));
     if !authorized {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_request_error",
-            None,
-            "Invalid API Key provided: sk_test_****",
-            None,
-        )
-        .into_response();
+        return unauthorized().into_response();
     }
     match fake.faults.take_api_fault() {
         Some(429) => {
@@ -950,7 +1073,11 @@ async fn api(
             return response;
         }
     }
+    if super::take(&fake.faults.unauthorized_before_effect) {
+        return unauthorized().into_response();
+    }
     let result = match path.as_slice() {
+        ["disputes", id] => fake.update_dispute(id, &form),
         ["checkout", "sessions"] => fake.create_session(&form),
         ["checkout", "sessions", id, "expire"] => fake.expire(id),
         ["refunds"] => fake.create_refund(&form),
@@ -971,6 +1098,10 @@ async fn api(
                     .unwrap()
                     .keys
                     .insert(key, (request, 200, object.clone()));
+            }
+            fake.faults.accepted(uri.path());
+            if super::take(&fake.faults.unauthorized_after_effect) {
+                return unauthorized().into_response();
             }
             axum::Json(object).into_response()
         }

@@ -38,7 +38,7 @@ pub fn parse(body: &[u8]) -> Result<PspEvent, WebhookError> {
     } else if event_type == "transfer.created" {
         transfer_update(object).map_or(PspEventKind::Other, PspEventKind::Payout)
     } else if event_type.starts_with("charge.dispute.") {
-        dispute(object).map_or(PspEventKind::Other, PspEventKind::Dispute)
+        dispute_update(object).map_or(PspEventKind::Other, PspEventKind::Dispute)
     } else {
         PspEventKind::Other
     };
@@ -123,8 +123,8 @@ pub fn transfer_update(transfer: &Value) -> Option<SettlementUpdate> {
 
 /// A dispute: `reference` is the disputed PaymentIntent until ferropay resolves it to our payment
 /// (a dispute carries no metadata of ours; `Ferropay::handle_webhook` finds the payment by its
-/// PSP reference).
-fn dispute(object: &Value) -> Option<DisputeUpdate> {
+/// PSP reference). Also what `GET /v1/disputes/{id}` answers.
+pub fn dispute_update(object: &Value) -> Option<DisputeUpdate> {
     Some(DisputeUpdate {
         psp_dispute_id: object["id"].as_str()?.to_owned(),
         reference: object["metadata"][PAYMENT_KEY]
