@@ -6,11 +6,12 @@
 //!
 //! A line is matched to a ledger source reference (`capture:{payment_id}` for a payment,
 //! `refund:{refund_id}` for a refund, found by the PSP's refund id in its `psp_reference` (its
-//! `merchant_reference` is the refunded payment's), `chargeback:{psp_reference}`, `chargeback_reversal:{psp_reference}` (for a line that names
-//! its payment instead, `chargeback_reversal:{dispute}` of the dispute found through it:
-//! `dispute_lines`), and for a payout the posting this run makes). `reconciliation_matches` remembers each reference with the last run that read
-//! it, so a second line for it in the same run is a `duplicate_line`, while the same line read
-//! again by a later run is simply matched again.
+//! `merchant_reference` is the refunded payment's), `chargeback:{psp_reference}`,
+//! `chargeback_reversal:{psp_reference}` — for a reversal line that names its payment instead,
+//! `chargeback_reversal:{dispute}` of the dispute found through the payment (`dispute_lines`) —
+//! and for a payout the posting this run makes). `reconciliation_matches` remembers each
+//! reference with the last run that read it, so a second line for it in the same run is a
+//! `duplicate_line`, while the same line read again by a later run is simply matched again.
 //!
 //! The references are written optimistically: a chunk is judged as if none of its references had
 //! been read before and its matches are inserted plainly, which costs half an upsert. Only when
