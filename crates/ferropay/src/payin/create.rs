@@ -41,8 +41,8 @@ pub async fn create_payment(
     payment: &NewPayment,
     fingerprint: &str,
 ) -> Result<CreateOutcome> {
-    // The common case, a key never seen: two write transactions in all (this one, and the one
-    // that stores the session with the answer).
+    // The common case, a key never seen: two money-engine commands (this one, and the one that
+    // stores the session with the answer), each sharing its batch's commit.
     if let Some(fresh) = create_fresh(service, scope, payment, fingerprint).await? {
         let deadline = Instant::now() + Duration::from_millis(service.config.jobs.run_timeout_ms());
         let registered = run_claimed(
