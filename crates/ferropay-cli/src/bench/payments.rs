@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{ArgGroup, Args};
+use ferropay::engine::EngineConfig;
 use ferropay::store::Backend;
 use reqwest::StatusCode;
 use sandbox_psp::SandboxConfig;
@@ -61,6 +62,13 @@ pub struct PaymentsArgs {
     /// Database connections the server may open (as `serve --max-db-connections`).
     #[arg(long, default_value_t = 16)]
     pub max_db_connections: u32,
+    /// Money-engine batches in flight at once (as `serve --engine-lanes`; 0: the database's
+    /// default).
+    #[arg(long, default_value_t = 0)]
+    pub engine_lanes: usize,
+    /// How long the engine waits to fill a batch, in µs (as `serve --engine-linger-us`).
+    #[arg(long, default_value_t = EngineConfig::default().linger_us)]
+    pub engine_linger_us: u64,
     /// Open loop: at most this many payments in flight; later ones start late (and their
     /// latency, measured from their schedule, shows it).
     #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
@@ -194,7 +202,12 @@ pub async fn run(args: PaymentsArgs) -> anyhow::Result<ExitCode> {
     let mode = Mode::of(&args)?;
     let mut machine = Machine::observe();
     let database = BenchDatabase::prepare(args.common.database_url.as_deref())?;
-    let running = start_server(&database.url, args.max_db_connections).await?;
+    let engine = EngineConfig {
+        lanes: args.engine_lanes,
+        linger_us: args.engine_linger_us,
+        ..EngineConfig::default()
+    };
+    let running = start_server(&database.url, args.max_db_connections, engine.clone()).await?;
     let store = running.service.store.clone();
     let version = database_version(&store).await?;
     let api_key = ferropay::api_keys::create(&store, "bench").await?.secret;
@@ -223,13 +236,15 @@ pub async fn run(args: PaymentsArgs) -> anyhow::Result<ExitCode> {
             (
                 "server",
                 format!(
-                    "in-process on {} (sandbox PSP on {}), {} database connections, logs at warn unless FERROPAY_LOG",
+                    "in-process on {} (sandbox PSP on {}), {} database connections, engine lanes {} (0: the database's default), linger {} µs, logs at warn unless FERROPAY_LOG",
                     running.public_url,
                     running
                         .sandbox
                         .as_ref()
                         .map_or("?".into(), |s| s.base_url.clone()),
-                    args.max_db_connections
+                    args.max_db_connections,
+                    engine.lanes,
+                    engine.linger_us
                 ),
             ),
             ("load", load_line),
@@ -432,7 +447,11 @@ pub async fn run(args: PaymentsArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn start_server(database_url: &str, max_db_connections: u32) -> anyhow::Result<Running> {
+async fn start_server(
+    database_url: &str,
+    max_db_connections: u32,
+    engine: EngineConfig,
+) -> anyhow::Result<Running> {
     serve::start(ServeConfig {
         webhooks: Default::default(),
         listen: "127.0.0.1:0".parse()?,
@@ -453,7 +472,7 @@ async fn start_server(database_url: &str, max_db_connections: u32) -> anyhow::Re
         nats: None,
         kafka: None,
         retention: None,
-        engine: ferropay::engine::EngineConfig::default(),
+        engine,
         // Keyed as `serve` would be on this database: the chain's HMAC is part of what is
         // measured.
         ledger_keys: crate::ledger_keys::resolve(&Default::default(), database_url)?,

@@ -5,6 +5,10 @@
 //! ledger balanced) and reports the line as a healed `missing_in_ledger`. A dispute told twice
 //! (the same webhook sent twice; Stripe's `created` and `funds_withdrawn`) is booked once.
 //! Stripe's evidence goes to the dispute (`under_review`), and its `won` gives the money back.
+//! Adyen's `ChargebackReversed` records (which name the payment, not the dispute) match the
+//! payment's dispute: clean when its `CHARGEBACK_REVERSED` came, booked once from the report when
+//! it was lost (from `lost` too), a break when the payment has no dispute; a `SecondChargeback`
+//! is a break that names it.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -358,7 +362,226 @@ async fn adyen_reports_are_downloaded_for_a_day(db: Db) {
     rig.ledger_clean().await;
 }
 
+/// The number of journal transactions of `kind`.
+async fn journals(rig: &Rig, kind: &str) -> i64 {
+    use sqlx::Row;
+    sqlx::query("SELECT COUNT(*) AS n FROM journal_transactions WHERE kind = $1")
+        .bind(kind)
+        .fetch_one(rig.app.service().store.pool())
+        .await
+        .unwrap()
+        .get::<i64, _>("n")
+}
+
+/// Pays two payments (the second keeps Adyen's balance positive, so the batch pays out) and
+/// opens a chargeback on the first, whose notification arrives. Answers the disputed payment,
+/// its PSP reference, the dispute's and the dispute as booked.
+async fn adyen_chargeback_booked(rig: &Rig, name: &str) -> (Value, String, String, Value) {
+    let disputed = rig.paid(&format!("chk_{name}_cb")).await;
+    rig.paid(&format!("chk_{name}_other")).await;
+    let psp = rig.adyen.payment_of(&token(&disputed)).unwrap();
+    let dispute = rig.adyen.chargeback(&psp);
+    let booked = rig.disputes_of(&disputed, 1).await.remove(0);
+    assert_eq!(booked["psp_dispute_id"], dispute.as_str());
+    assert_eq!(rig.app.wallet_minor("seller_a", "USD").await, 1500);
+    (disputed, psp, dispute, booked)
+}
+
+async fn wait_dispute(rig: &Rig, payment: &Value, booked: &Value, status: &str) {
+    rig.app
+        .wait_for_item(
+            &format!("/v1/payments/{}/disputes", payment["id"].as_str().unwrap()),
+            booked["id"].as_str().unwrap(),
+            status,
+        )
+        .await;
+}
+
+/// Settled ×2, Chargeback and ChargebackReversed whose notifications all arrived: the report
+/// reconciles clean, the reversal matched to the dispute booked as won (its record names the
+/// payment and its own reference, not the dispute).
+async fn adyen_a_reversed_chargeback_reconciles_clean(db: Db) {
+    let Some(rig) = rig(db, Psp::Adyen).await else {
+        return;
+    };
+    let (disputed, psp, dispute, booked) = adyen_chargeback_booked(&rig, "rev_clean").await;
+    let reversal = rig.adyen.chargeback_reversed(&psp, &dispute);
+    assert_ne!(reversal, dispute);
+    wait_dispute(&rig, &disputed, &booked, "won").await;
+    assert_eq!(rig.app.wallet_minor("seller_a", "USD").await, 3000);
+    assert_eq!(rig.app.wallet_minor("seller_b", "USD").await, 500);
+
+    let report = rig.reconcile_today(1).await;
+    // Settled ×2, Chargeback, ChargebackReversed, Fee, MerchantPayout.
+    assert_eq!(report["lines"], 6, "{report:#}");
+    assert_eq!(report["breaks_found"], 0, "{report:#}");
+    assert_eq!(report["matched"], 6, "{report:#}");
+    assert_eq!(journals(&rig, "chargeback_reversal").await, 1);
+    assert_eq!(rig.app.wallet_minor("seller_a", "USD").await, 3000);
+    assert_eq!(rig.receivable().await, 0);
+    rig.ledger_clean().await;
+}
+
+/// The CHARGEBACK_REVERSED notification is lost (the dispute open, or lost in pre-arbitration
+/// first): reconciliation finds the dispute through the record's payment and books the reversal
+/// once; the sellers get their shares back once; reading the report again books nothing.
+async fn adyen_a_reversal_whose_notification_is_lost_is_booked_once(db: Db, lost_first: bool) {
+    let Some(rig) = rig(db, Psp::Adyen).await else {
+        return;
+    };
+    let (disputed, psp, dispute, booked) = adyen_chargeback_booked(&rig, "rev_lost").await;
+    if lost_first {
+        rig.adyen.prearbitration_lost(&psp, &dispute);
+        wait_dispute(&rig, &disputed, &booked, "lost").await;
+    }
+    rig.adyen.faults.drop_webhooks.store(true, Ordering::SeqCst);
+    let reversal = rig.adyen.chargeback_reversed(&psp, &dispute);
+    rig.adyen
+        .faults
+        .drop_webhooks
+        .store(false, Ordering::SeqCst);
+    assert_eq!(journals(&rig, "chargeback_reversal").await, 0);
+
+    let report = rig.reconcile_today(1).await;
+    let breaks = report["breaks"].as_array().unwrap();
+    assert_eq!(report["breaks_found"], 1, "{report:#}");
+    assert_eq!(breaks[0]["kind"], "missing_in_ledger", "{report:#}");
+    assert_eq!(breaks[0]["auto_healed"], true, "{report:#}");
+    assert_eq!(breaks[0]["psp_reference"], reversal.as_str(), "{report:#}");
+    assert_eq!(
+        breaks[0]["merchant_reference"],
+        disputed["id"].as_str().unwrap(),
+        "{report:#}"
+    );
+    wait_dispute(&rig, &disputed, &booked, "won").await;
+    assert_eq!(
+        rig.disputes_of(&disputed, 1).await.len(),
+        1,
+        "no other dispute"
+    );
+    assert_eq!(journals(&rig, "chargeback").await, 1);
+    assert_eq!(journals(&rig, "chargeback_reversal").await, 1);
+    assert_eq!(rig.app.wallet_minor("seller_a", "USD").await, 3000);
+    assert_eq!(rig.app.wallet_minor("seller_b", "USD").await, 500);
+    assert_eq!(rig.receivable().await, 0);
+    rig.ledger_clean().await;
+
+    let again = rig.run_today().await;
+    assert_eq!(again["breaks_found"], 0, "{again:#}");
+    assert_eq!(journals(&rig, "chargeback_reversal").await, 1, "{again:#}");
+    assert_eq!(rig.app.wallet_minor("seller_a", "USD").await, 3000);
+    assert_eq!(rig.app.wallet_minor("seller_b", "USD").await, 500);
+    rig.ledger_clean().await;
+}
+
+async fn adyen_a_lost_reversal_of_an_open_dispute_is_booked_once(db: Db) {
+    adyen_a_reversal_whose_notification_is_lost_is_booked_once(db, false).await;
+}
+
+async fn adyen_a_lost_reversal_of_a_lost_dispute_is_booked_once(db: Db) {
+    adyen_a_reversal_whose_notification_is_lost_is_booked_once(db, true).await;
+}
+
+/// Both notifications lost: the Chargeback record books the dispute, then the
+/// ChargebackReversed record finds it (in the same run) and books its reversal.
+async fn adyen_a_chargeback_and_its_reversal_both_lost_are_booked_in_one_run(db: Db) {
+    let Some(rig) = rig(db, Psp::Adyen).await else {
+        return;
+    };
+    let disputed = rig.paid("chk_rev_both_cb").await;
+    rig.paid("chk_rev_both_other").await;
+    let psp = rig.adyen.payment_of(&token(&disputed)).unwrap();
+    rig.adyen.faults.drop_webhooks.store(true, Ordering::SeqCst);
+    let dispute = rig.adyen.chargeback(&psp);
+    rig.adyen.chargeback_reversed(&psp, &dispute);
+    rig.adyen
+        .faults
+        .drop_webhooks
+        .store(false, Ordering::SeqCst);
+
+    let report = rig.reconcile_today(1).await;
+    assert_eq!(report["breaks_found"], 2, "{report:#}");
+    assert_eq!(report["auto_healed"], 2, "{report:#}");
+    let booked = rig.disputes_of(&disputed, 1).await.remove(0);
+    assert_eq!(booked["psp_dispute_id"], dispute.as_str());
+    assert_eq!(booked["status"], "won");
+    assert_eq!(journals(&rig, "chargeback").await, 1);
+    assert_eq!(journals(&rig, "chargeback_reversal").await, 1);
+    assert_eq!(rig.app.wallet_minor("seller_a", "USD").await, 3000);
+    assert_eq!(rig.receivable().await, 0);
+    rig.ledger_clean().await;
+}
+
+/// A ChargebackReversed record for a payment without a dispute is an `unknown_reference` break:
+/// nothing is booked on a guess.
+async fn adyen_a_reversal_of_a_payment_without_a_dispute_is_a_break(db: Db) {
+    let Some(rig) = rig(db, Psp::Adyen).await else {
+        return;
+    };
+    let payment = rig.paid("chk_rev_none").await;
+    let psp = rig.adyen.payment_of(&token(&payment)).unwrap();
+    rig.adyen.faults.drop_webhooks.store(true, Ordering::SeqCst);
+    let reversal = rig.adyen.chargeback_reversed(&psp, "NO_SUCH_DISPUTE");
+    rig.adyen
+        .faults
+        .drop_webhooks
+        .store(false, Ordering::SeqCst);
+
+    let report = rig.reconcile_today(1).await;
+    assert_eq!(report["breaks_found"], 1, "{report:#}");
+    let found = &report["breaks"][0];
+    assert_eq!(found["kind"], "unknown_reference", "{report:#}");
+    assert_eq!(found["auto_healed"], false, "{report:#}");
+    assert_eq!(found["psp_reference"], reversal.as_str(), "{report:#}");
+    assert_eq!(found["merchant_reference"], payment["id"], "{report:#}");
+    assert!(
+        found["detail"].as_str().unwrap().contains("no dispute"),
+        "{report:#}"
+    );
+    assert_eq!(rig.disputes_of(&payment, 0).await.len(), 0);
+    assert_eq!(journals(&rig, "chargeback_reversal").await, 0);
+    assert_eq!(rig.app.wallet_minor("seller_a", "USD").await, 1500);
+    rig.ledger_clean().await;
+}
+
+/// A second chargeback after a reversal: ferropay does not re-open a won dispute, so the
+/// SecondChargeback record is a `missing_in_ledger` break (not healed) that names it; the
+/// reversal's record still matches clean.
+async fn adyen_a_second_chargeback_is_a_break_naming_it(db: Db) {
+    let Some(rig) = rig(db, Psp::Adyen).await else {
+        return;
+    };
+    let (disputed, psp, dispute, booked) = adyen_chargeback_booked(&rig, "rev_second").await;
+    rig.adyen.chargeback_reversed(&psp, &dispute);
+    wait_dispute(&rig, &disputed, &booked, "won").await;
+    let second = rig.adyen.second_chargeback(&psp, &dispute);
+
+    let report = rig.reconcile_today(1).await;
+    assert_eq!(report["breaks_found"], 1, "{report:#}");
+    let found = &report["breaks"][0];
+    assert_eq!(found["kind"], "missing_in_ledger", "{report:#}");
+    assert_eq!(found["auto_healed"], false, "{report:#}");
+    assert_eq!(found["psp_reference"], second.as_str(), "{report:#}");
+    assert!(
+        found["detail"]
+            .as_str()
+            .unwrap()
+            .contains("SecondChargeback"),
+        "{report:#}"
+    );
+    assert_eq!(rig.disputes_of(&disputed, 1).await[0]["status"], "won");
+    assert_eq!(journals(&rig, "chargeback").await, 1);
+    assert_eq!(journals(&rig, "chargeback_reversal").await, 1);
+    rig.ledger_clean().await;
+}
+
 crate::db_test!(
     stripe_dispute_evidence_and_a_won_dispute,
     adyen_reports_are_downloaded_for_a_day,
+    adyen_a_reversed_chargeback_reconciles_clean,
+    adyen_a_lost_reversal_of_an_open_dispute_is_booked_once,
+    adyen_a_lost_reversal_of_a_lost_dispute_is_booked_once,
+    adyen_a_chargeback_and_its_reversal_both_lost_are_booked_in_one_run,
+    adyen_a_reversal_of_a_payment_without_a_dispute_is_a_break,
+    adyen_a_second_chargeback_is_a_break_naming_it,
 );

@@ -14,7 +14,13 @@
 //! - `won` books the reinstatement, `chargeback_reversal:{psp id}`, the withdrawal's mirror;
 //! - statuses only move forward (`needs_response` → `under_review` → `won` | `lost`); a late
 //!   or repeated word changes nothing, and each journal transaction is posted once by its
-//!   source reference.
+//!   source reference;
+//! - one exception, [`ApplyReversal`]: the PSP's settlement shows a lost dispute's funds given
+//!   back (Adyen's `ChargebackReversed` record), so the dispute moves from `lost` to `won` and
+//!   the reinstatement is booked (once, by its source reference). A webhook's `won` after
+//!   `lost` still changes nothing: notifications come in any order, the settlement's money does
+//!   not. A won dispute is never re-opened (a second chargeback after a reversal is not booked:
+//!   reconciliation reports it as a break).
 
 pub mod evidence;
 pub mod list;
@@ -71,6 +77,32 @@ impl Command for ApplyDispute {
     }
 }
 
+/// A dispute's funds given back, as the PSP's settlement shows them (reconciliation of a
+/// `chargeback_reversal` line whose notification was lost): `update.status` is `won`, and an
+/// open or `lost` dispute moves to `won` with its reinstatement booked.
+pub struct ApplyReversal {
+    pub psp: String,
+    pub update: DisputeUpdate,
+}
+
+impl Command for ApplyReversal {
+    type Answer = DisputeApplied;
+
+    fn keys(&self, keys: &mut Keys) {
+        add_keys(keys, &self.update);
+    }
+
+    fn decide(&self, view: &View, staged: &mut Staged) -> Result<DisputeApplied> {
+        if self.update.status != DisputeStatus::Won {
+            return Err(Error::Internal(format!(
+                "a reversal of dispute {} must be `won`",
+                self.update.psp_dispute_id
+            )));
+        }
+        decide_with(view, staged, &self.psp, &self.update, true)
+    }
+}
+
 pub(crate) fn add_keys(keys: &mut Keys, update: &DisputeUpdate) {
     keys.payments.insert(update.reference.clone());
     keys.source_refs
@@ -87,6 +119,17 @@ pub(crate) fn decide(
     staged: &mut Staged,
     psp: &str,
     update: &DisputeUpdate,
+) -> Result<DisputeApplied> {
+    decide_with(view, staged, psp, update, false)
+}
+
+/// [`decide`]; `reversal_after_loss`: a `won` moves a `lost` dispute too ([`ApplyReversal`]).
+fn decide_with(
+    view: &View,
+    staged: &mut Staged,
+    psp: &str,
+    update: &DisputeUpdate,
+    reversal_after_loss: bool,
 ) -> Result<DisputeApplied> {
     let Some(payment) = view.payment(&update.reference) else {
         tracing::warn!(reference = %update.reference, dispute = %update.psp_dispute_id, "a dispute on an unknown payment");
@@ -141,7 +184,10 @@ pub(crate) fn decide(
             }
             let from = DisputeStatus::parse(&existing.status)
                 .ok_or_else(|| Error::Internal(format!("dispute status `{}`", existing.status)))?;
-            if update.status.rank() <= from.rank() {
+            let reversed_after_loss = reversal_after_loss
+                && from == DisputeStatus::Lost
+                && update.status == DisputeStatus::Won;
+            if update.status.rank() <= from.rank() && !reversed_after_loss {
                 return Ok(DisputeApplied::Unchanged {
                     dispute_id: existing.id.clone(),
                     status: existing.status.clone(),

@@ -72,7 +72,7 @@ async fn attempt(shared: &Shared, batch: &mut [Box<dyn Pending>]) -> Result<Outc
     for pending in batch.iter() {
         pending.keys(&mut keys);
     }
-    let mut tx = shared.store.begin_write().await?;
+    let mut tx = shared.store.begin_batch().await?;
     let mut view = load(
         &shared.load_sql,
         &mut tx,

@@ -13,11 +13,19 @@
 //! |---|---|---|---|---|---|
 //! | `Settled` | `payment` | `Psp Reference` | Gross Credit | gross − net | Net Credit |
 //! | `Refunded` | `refund` | `Modification Reference` (the refund's) | −Gross Debit | gross − net | −Net Debit |
-//! | `Chargeback` | `chargeback` | `Modification Reference` | −Gross Debit | gross − net | −Net Debit |
+//! | `Chargeback` | `chargeback` | `Modification Reference` (the dispute's) | −Gross Debit | gross − net | −Net Debit |
+//! | `ChargebackReversed` | `chargeback_reversal`, its dispute found by payment | `Modification Reference` (the reversal's own), else `Psp Reference` | Gross Credit | gross − net | Net Credit − Net Debit |
+//! | `SecondChargeback` | `chargeback`, its dispute found by payment | as `ChargebackReversed` | −Gross Debit | gross − net | Net Credit − Net Debit |
 //! | `Fee` | `fee` | `fee:{batch}:{line}` | 0 | Net Debit | −Net Debit |
 //! | `MerchantPayout` | `payout_to_bank` | `payout:{batch}:{Modification Reference}` | −Net Debit | 0 | −Net Debit |
-//! | others (`ChargebackReversed`, `DepositCorrection`, …) | a malformed line naming the type | | | | |
-
+//! | others (`DepositCorrection`, …) | a malformed line naming the type | | | | |
+//!
+//! A `ChargebackReversed` record (a won dispute's funds given back) carries our payment id in
+//! `Merchant Reference` and the payment's `Psp Reference`; its `Modification Reference` is the
+//! reversal's own, not necessarily the chargeback's. So is a `SecondChargeback`'s (the funds
+//! taken again after a reversal). Their lines are marked `dispute_by_payment`: reconciliation
+//! finds the dispute through the payment (`reconcile::dispute_lines`), never through the
+//! modification reference.
 use csv::ByteRecord;
 use time::macros::format_description;
 use time::{PrimitiveDateTime, UtcOffset};
@@ -134,6 +142,18 @@ impl AdyenColumns {
                 -amount(7)?,
                 -amount(10)?,
             ),
+            "ChargebackReversed" => (
+                LineType::ChargebackReversal,
+                own_reference(modification, psp_reference),
+                amount(8)?,
+                amount(11)? - amount(10)?,
+            ),
+            "SecondChargeback" => (
+                LineType::Chargeback,
+                own_reference(modification, psp_reference),
+                -amount(7)?,
+                amount(11)? - amount(10)?,
+            ),
             "Fee" => (
                 LineType::Fee,
                 format!("fee:{batch}:{line_no}"),
@@ -152,7 +172,7 @@ impl AdyenColumns {
             other => {
                 return Err(format!(
                     "Adyen record type `{other}` is not reconciled by ferropay (Settled, Refunded, \
-                     Chargeback, Fee and MerchantPayout are)"
+                     Chargeback, ChargebackReversed, SecondChargeback, Fee and MerchantPayout are)"
                 ));
             }
         };
@@ -168,8 +188,23 @@ impl AdyenColumns {
                 "a {record_type} record without a Merchant Reference"
             ));
         }
-        if kind == LineType::Payment && gross_minor <= 0 {
-            return Err("a Settled record's Gross Credit must be positive".into());
+        let dispute_by_payment = matches!(record_type, "ChargebackReversed" | "SecondChargeback");
+        if dispute_by_payment && merchant_reference.is_empty() {
+            return Err(format!(
+                "a {record_type} record without a Merchant Reference (its payment)"
+            ));
+        }
+        match record_type {
+            "Settled" if gross_minor <= 0 => {
+                return Err("a Settled record's Gross Credit must be positive".into());
+            }
+            "ChargebackReversed" if gross_minor <= 0 => {
+                return Err("a ChargebackReversed record's Gross Credit must be positive".into());
+            }
+            "SecondChargeback" if gross_minor >= 0 => {
+                return Err("a SecondChargeback record's Gross Debit must be positive".into());
+            }
+            _ => {}
         }
         Ok(SettlementLine {
             line_no,
@@ -182,7 +217,17 @@ impl AdyenColumns {
             fee_minor: gross_minor - net_minor,
             net_minor,
             batch,
+            dispute_by_payment,
         })
+    }
+}
+
+/// A record's own reference: its modification reference, or the payment's when it has none.
+fn own_reference(modification: &str, psp_reference: &str) -> String {
+    if modification.is_empty() {
+        psp_reference.to_owned()
+    } else {
+        modification.to_owned()
     }
 }
 
@@ -304,14 +349,55 @@ Interchange (NC),Payment Method Variant,Modification Merchant Reference,Batch Nu
         };
         assert_eq!(line.kind, LineType::PayoutToBank);
         assert_eq!(line.gross_minor, -473);
+        assert!(!line.dispute_by_payment);
+    }
+
+    #[test]
+    fn a_reversal_and_a_second_chargeback_name_their_payment() {
+        let reversed = "Co,Shop,1313642467023511,pay_2,visa,2013-04-16 10:01:02,CET,ChargebackReversed,9913642467170955,EUR,,349.99,1,EUR,,349.99,,,,,visaclassic,,8";
+        let ReadLine::Line(line) = columns().parse(&record(reversed), 1) else {
+            panic!("malformed")
+        };
+        assert_eq!(line.kind, LineType::ChargebackReversal);
+        assert!(line.dispute_by_payment);
+        assert_eq!(line.merchant_reference, "pay_2");
+        assert_eq!(line.psp_reference, "9913642467170955");
+        assert_eq!(
+            (line.gross_minor, line.fee_minor, line.net_minor),
+            (34_999, 0, 34_999)
+        );
+        // No modification reference: the payment's stands in (matching does not use it).
+        let bare = reversed.replace(",9913642467170955,", ",,");
+        let ReadLine::Line(line) = columns().parse(&record(&bare), 2) else {
+            panic!("malformed")
+        };
+        assert_eq!(line.psp_reference, "1313642467023511");
+        let second = "Co,Shop,1313642467023511,pay_2,visa,2013-05-02 09:00:00,CET,SecondChargeback,9913642467170999,EUR,349.99,,1,EUR,357.49,,7.5,,,,visaclassic,,9";
+        let ReadLine::Line(line) = columns().parse(&record(second), 3) else {
+            panic!("malformed")
+        };
+        assert_eq!(line.kind, LineType::Chargeback);
+        assert!(line.dispute_by_payment);
+        assert_eq!(
+            (line.gross_minor, line.fee_minor, line.net_minor),
+            (-34_999, 750, -35_749)
+        );
     }
 
     #[test]
     fn other_types_and_bad_amounts_are_malformed_with_a_reason() {
         for (line, needle) in [
             (
-                "Co,Shop,1,pay_1,visa,2013-06-03 11:26:49,CET,ChargebackReversed,2,EUR,,1.00,1,EUR,,1.00,,,,,,,7",
-                "ChargebackReversed",
+                "Co,Shop,1,pay_1,visa,2013-06-03 11:26:49,CET,DepositCorrection,2,EUR,,1.00,1,EUR,,1.00,,,,,,,7",
+                "DepositCorrection",
+            ),
+            (
+                "Co,Shop,1,,visa,2013-06-03 11:26:49,CET,ChargebackReversed,2,EUR,,1.00,1,EUR,,1.00,,,,,,,7",
+                "Merchant Reference",
+            ),
+            (
+                "Co,Shop,1,pay_1,visa,2013-06-03 11:26:49,CET,ChargebackReversed,2,EUR,1.00,,1,EUR,1.00,,,,,,,,7",
+                "Gross Credit must be positive",
             ),
             (
                 "Co,Shop,1,pay_1,visa,2013-06-03 11:26:49,CET,Settled,2,EUR,,1.001,1,EUR,,1.00,,,,,,,7",

@@ -4,12 +4,13 @@
 //! says through the same path as a webhook (`payin::apply::ApplyPaymentUpdate`, the money engine's command:
 //! statuses, capture posting, outbox, in one commit). Whether that healed it is read back from the ledger.
 //! A `chargeback` or `chargeback_reversal` line the ledger lacks is healed the same way, by
-//! asking the PSP for the dispute ([`heal_dispute`]).
+//! asking the PSP for the dispute ([`heal_dispute`]); a reversal that names its payment (Adyen),
+//! from the line, on the dispute found through the payment ([`heal_reversal`]).
 
 use std::time::Duration;
 
 use super::line::{LineType, SettlementLine};
-use crate::dispute::{ApplyDispute, DisputeApplied};
+use crate::dispute::{ApplyDispute, ApplyReversal, DisputeApplied};
 use crate::engine::Engine;
 use crate::payin::apply::{ApplyPaymentUpdate, ApplyResult};
 use crate::psp::{Connector, DisputeStatus, DisputeUpdate, PspError, PspSession, PspSessionStatus};
@@ -173,6 +174,53 @@ pub(crate) async fn heal_dispute(
     }
 }
 
+/// Auto-healing a `chargeback_reversal` line that names its payment (Adyen's
+/// `ChargebackReversed`), whose dispute `psp_dispute_id` was found through the payment
+/// (`reconcile::dispute_lines`) but whose reinstatement the ledger lacks: its notification was
+/// lost. The settlement is the PSP's word: the dispute moves to `won` (from `lost` too) and its
+/// reinstatement is booked once (`dispute::ApplyReversal`). Answers what was done.
+pub(crate) async fn heal_reversal(
+    engine: &Engine,
+    connector: &dyn Connector,
+    psp_dispute_id: &str,
+    line: &SettlementLine,
+) -> String {
+    if !connector.settlement_tells_disputes() {
+        return format!(
+            "{} does not take its settlement as its word on disputes",
+            connector.name()
+        );
+    }
+    let command = ApplyReversal {
+        psp: connector.name().to_owned(),
+        update: DisputeUpdate {
+            psp_dispute_id: psp_dispute_id.to_owned(),
+            reference: line.merchant_reference.clone(),
+            amount_minor: line.gross_minor.abs(),
+            currency: line.currency.clone(),
+            reason: "chargeback".to_owned(),
+            status: DisputeStatus::Won,
+        },
+    };
+    match engine.submit(command).await {
+        Ok(DisputeApplied::Moved { dispute_id, .. }) => format!(
+            "the settlement line says: payment {}'s dispute {psp_dispute_id} was reversed; \
+             booked {dispute_id} as won",
+            line.merchant_reference
+        ),
+        Ok(DisputeApplied::Unchanged { dispute_id, status }) => {
+            format!("the settlement line says: dispute {dispute_id} is already {status}")
+        }
+        Ok(DisputeApplied::UnknownPayment) => format!(
+            "the settlement line names payment {}, which we do not have",
+            line.merchant_reference
+        ),
+        Err(error) => {
+            format!("the reversal of dispute {psp_dispute_id} could not be booked: {error}")
+        }
+    }
+}
+
 /// A `chargeback` (funds withdrawn: `needs_response`) or `chargeback_reversal` (given back:
 /// `won`) line as the PSP's word on its dispute: the dispute is the line's PSP reference, the
 /// payment its merchant reference, the amount its gross.
@@ -212,6 +260,7 @@ mod tests {
             fee_minor: 750,
             net_minor: gross_minor - 750,
             batch: "1".into(),
+            dispute_by_payment: false,
         }
     }
 

@@ -67,6 +67,11 @@ pub struct SettlementLine {
     pub fee_minor: i64,
     pub net_minor: i64,
     pub batch: String,
+    /// A dispute line that names its payment, not its dispute (Adyen's `ChargebackReversed` and
+    /// `SecondChargeback`: `psp_reference` is the record's own reference). Reconciliation finds
+    /// the dispute through `merchant_reference` (`reconcile::dispute_lines`). False for the
+    /// contract file's lines, whose `psp_reference` is the dispute's id.
+    pub dispute_by_payment: bool,
 }
 
 /// A line as read: well formed, or not (with why).
@@ -203,6 +208,7 @@ impl Columns {
             fee_minor,
             net_minor,
             batch: text(8)?.to_owned(),
+            dispute_by_payment: false,
         })
     }
 }

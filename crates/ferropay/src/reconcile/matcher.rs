@@ -6,10 +6,12 @@
 //!
 //! A line is matched to a ledger source reference (`capture:{payment_id}` for a payment,
 //! `refund:{refund_id}` for a refund, found by the PSP's refund id in its `psp_reference` (its
-//! `merchant_reference` is the refunded payment's), `chargeback:{psp_reference}`, and for a payout
-//! the posting this run makes). `reconciliation_matches` remembers each reference with the last run that read
-//! it, so a second line for it in the same run is a `duplicate_line`, while the same line read
-//! again by a later run is simply matched again.
+//! `merchant_reference` is the refunded payment's), `chargeback:{psp_reference}`,
+//! `chargeback_reversal:{psp_reference}` — for a reversal line that names its payment instead,
+//! `chargeback_reversal:{dispute}` of the dispute found through the payment (`dispute_lines`) —
+//! and for a payout the posting this run makes). `reconciliation_matches` remembers each
+//! reference with the last run that read it, so a second line for it in the same run is a
+//! `duplicate_line`, while the same line read again by a later run is simply matched again.
 //!
 //! The references are written optimistically: a chunk is judged as if none of its references had
 //! been read before and its matches are inserted plainly, which costs half an upsert. Only when
@@ -21,6 +23,7 @@ use std::collections::{HashMap, HashSet};
 use sqlx::Row;
 
 use super::breaks::{self, BreakKind, FoundBreak};
+use super::dispute_lines::{self, Found};
 use super::heal::{self, Unposted};
 use super::line::{LineType, ReadLine, SettlementLine};
 use super::run::{RunState, posted_amount};
@@ -66,6 +69,8 @@ pub(super) struct Prepared {
     /// Chargeback and reversal lines the ledger lacked, by match reference: what asking the
     /// PSP about their dispute did.
     dispute_heals: HashMap<String, String>,
+    /// Dispute lines that name their payment, by line number: the dispute found.
+    by_payment: HashMap<u64, Found>,
 }
 
 impl Prepared {
@@ -181,10 +186,13 @@ pub(super) async fn prepare(
         _ => None,
     }));
     let refund_ids = load_refund_ids(store, &refund_psp_refs).await?;
+    // Dispute lines that name their payment are found after the named ones are healed (their
+    // dispute may be one of those).
+    let mut by_payment: HashMap<u64, Found> = HashMap::new();
     let other_refs: Vec<String> = lines
         .iter()
         .filter_map(|read| match read {
-            ReadLine::Line(line) => ledger_ref(line, &refund_ids),
+            ReadLine::Line(line) => ledger_ref(line, &refund_ids, &by_payment),
             ReadLine::Malformed { .. } => None,
         })
         .collect::<HashSet<_>>()
@@ -203,7 +211,7 @@ pub(super) async fn prepare(
         ) {
             continue;
         }
-        let Some(source_ref) = ledger_ref(line, &refund_ids) else {
+        let Some(source_ref) = ledger_ref(line, &refund_ids, &by_payment) else {
             continue;
         };
         if posted.contains_key(&source_ref) || dispute_heals.contains_key(&source_ref) {
@@ -222,15 +230,29 @@ pub(super) async fn prepare(
         let asked: Vec<String> = dispute_heals.keys().cloned().collect();
         posted.extend(load_posted(store, &accounts::psp_receivable(psp), &asked).await?);
     }
+    heal_by_payment(
+        reconciler,
+        &lines,
+        provisional,
+        &refund_ids,
+        &mut by_payment,
+        &mut posted,
+        &mut dispute_heals,
+    )
+    .await?;
 
     // Each line's match reference.
     let match_refs: Vec<Option<String>> = lines
         .iter()
         .enumerate()
         .map(|(index, read)| match read {
-            ReadLine::Line(line) => {
-                Some(match_ref(line, psp, payment_of(index, line), &refund_ids))
-            }
+            ReadLine::Line(line) => Some(match_ref(
+                line,
+                psp,
+                payment_of(index, line),
+                &refund_ids,
+                &by_payment,
+            )),
             ReadLine::Malformed { .. } => None,
         })
         .collect();
@@ -245,7 +267,77 @@ pub(super) async fn prepare(
         refund_ids,
         match_refs,
         dispute_heals,
+        by_payment,
     })
+}
+
+/// Finds the dispute of each dispute line that names its payment (`dispute_lines`), reads what
+/// the ledger posted for it, and books a reversal the ledger lacks (its notification was lost)
+/// as the settlement shows it (`dispute::ApplyReversal`), then reads the ledger again.
+async fn heal_by_payment(
+    reconciler: &Reconciler,
+    lines: &[ReadLine],
+    provisional: bool,
+    refund_ids: &HashMap<String, String>,
+    by_payment: &mut HashMap<u64, Found>,
+    posted: &mut HashMap<String, Posted>,
+    dispute_heals: &mut HashMap<String, String>,
+) -> Result<()> {
+    let store = &reconciler.store;
+    let psp = reconciler.psp.as_str();
+    let lines_by_payment: Vec<&SettlementLine> = lines
+        .iter()
+        .filter_map(|read| match read {
+            ReadLine::Line(line) if line.dispute_by_payment => Some(line),
+            _ => None,
+        })
+        .collect();
+    if lines_by_payment.is_empty() {
+        return Ok(());
+    }
+    let payment_ids = unique(
+        lines_by_payment
+            .iter()
+            .map(|line| line.merchant_reference.as_str()),
+    );
+    let disputes = dispute_lines::load(store, psp, &payment_ids).await?;
+    for line in &lines_by_payment {
+        by_payment.insert(
+            line.line_no,
+            dispute_lines::find(line, disputes.get(&line.merchant_reference)),
+        );
+    }
+    let refs: Vec<String> = lines_by_payment
+        .iter()
+        .filter_map(|line| ledger_ref(line, refund_ids, by_payment))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    posted.extend(load_posted(store, &accounts::psp_receivable(psp), &refs).await?);
+    let mut healed = Vec::new();
+    for line in &lines_by_payment {
+        let Some(Found::Reversal(psp_dispute_id)) = by_payment.get(&line.line_no) else {
+            continue;
+        };
+        let source_ref = crate::dispute::reinstatement_ref(psp_dispute_id);
+        if posted.contains_key(&source_ref) || dispute_heals.contains_key(&source_ref) {
+            continue;
+        }
+        let detail = match &reconciler.connector {
+            _ if provisional => "not booked: a provisional run changes nothing".to_owned(),
+            Some(connector) => {
+                heal::heal_reversal(&reconciler.engine, connector.as_ref(), psp_dispute_id, line)
+                    .await
+            }
+            None => "no PSP is configured (ferropay reconcile --psp-url …)".to_owned(),
+        };
+        dispute_heals.insert(source_ref.clone(), detail);
+        healed.push(source_ref);
+    }
+    if !healed.is_empty() {
+        posted.extend(load_posted(store, &accounts::psp_receivable(psp), &healed).await?);
+    }
+    Ok(())
 }
 
 /// A chunk judged: what to write and what to count.
@@ -366,6 +458,7 @@ fn judge<'a>(
         refund_ids,
         match_refs,
         dispute_heals,
+        by_payment,
         ..
     } = prepared;
     let mut seen_in_chunk: HashSet<&str> = HashSet::new();
@@ -442,6 +535,12 @@ fn judge<'a>(
                 )]
             }
             LineType::Refund => judge_posted(line, match_ref, posted.get(match_ref)),
+            LineType::Chargeback | LineType::ChargebackReversal
+                if line.dispute_by_payment
+                    && !matches!(by_payment.get(&line.line_no), Some(Found::Reversal(_))) =>
+            {
+                judge_unbooked(line, match_ref, by_payment.get(&line.line_no))
+            }
             LineType::Chargeback | LineType::ChargebackReversal => {
                 let mut verdict = judge_posted(line, match_ref, posted.get(match_ref));
                 if let Some(detail) = dispute_heals.get(match_ref) {
@@ -543,8 +642,21 @@ fn unique<'a>(values: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
 }
 
 /// The source reference a refund or chargeback line is posted under in our ledger; `None` for a
-/// refund we do not know (`refund_ids`: the PSP's refund id → ours).
-fn ledger_ref(line: &SettlementLine, refund_ids: &HashMap<String, String>) -> Option<String> {
+/// refund we do not know (`refund_ids`: the PSP's refund id → ours), and for a dispute line that
+/// names its payment unless `by_payment` found its dispute's reversal.
+fn ledger_ref(
+    line: &SettlementLine,
+    refund_ids: &HashMap<String, String>,
+    by_payment: &HashMap<u64, Found>,
+) -> Option<String> {
+    if line.dispute_by_payment {
+        return match by_payment.get(&line.line_no) {
+            Some(Found::Reversal(psp_dispute_id)) if line.kind == LineType::ChargebackReversal => {
+                Some(crate::dispute::reinstatement_ref(psp_dispute_id))
+            }
+            _ => None,
+        };
+    }
     match line.kind {
         LineType::Refund => refund_ids
             .get(&line.psp_reference)
@@ -563,14 +675,22 @@ fn match_ref(
     psp: &str,
     payment_id: Option<String>,
     refund_ids: &HashMap<String, String>,
+    by_payment: &HashMap<u64, Found>,
 ) -> String {
+    if line.dispute_by_payment {
+        return match by_payment.get(&line.line_no) {
+            Some(Found::SecondChargeback) => dispute_lines::second_chargeback_ref(psp, line),
+            _ => ledger_ref(line, refund_ids, by_payment)
+                .unwrap_or_else(|| dispute_lines::unresolved_ref(psp, line)),
+        };
+    }
     match line.kind {
         LineType::Payment => match payment_id {
             Some(id) => format!("capture:{id}"),
             None => format!("unknown_payment:{psp}:{}", line.psp_reference),
         },
         LineType::Refund | LineType::Chargeback | LineType::ChargebackReversal => {
-            ledger_ref(line, refund_ids)
+            ledger_ref(line, refund_ids, by_payment)
                 .unwrap_or_else(|| format!("unknown_refund:{psp}:{}", line.psp_reference))
         }
         LineType::PayoutToBank => payout_source_ref(psp, &line.psp_reference),
@@ -680,6 +800,45 @@ fn judge_payment(
         verdict.push(mismatch);
     }
     verdict
+}
+
+/// A dispute line naming its payment whose dispute was not found (`unknown_reference`), or a
+/// second chargeback, which ferropay does not book (`missing_in_ledger`, for an operator).
+fn judge_unbooked(
+    line: &SettlementLine,
+    match_ref: &str,
+    found: Option<&Found>,
+) -> Vec<FoundBreak> {
+    let mut found = match found {
+        Some(Found::SecondChargeback) => about(
+            BreakKind::MissingInLedger,
+            match_ref,
+            line,
+            format!(
+                "a second chargeback (Adyen's SecondChargeback {}) took {} {} of payment {} again \
+                 after its dispute was reversed; ferropay does not re-open a won dispute, so it \
+                 is not booked: book it by hand",
+                line.psp_reference, -line.gross_minor, line.currency, line.merchant_reference
+            ),
+        ),
+        Some(Found::Unresolved(why)) => about(
+            BreakKind::UnknownReference,
+            match_ref,
+            line,
+            format!("a chargeback reversal ({}): {why}", line.psp_reference),
+        ),
+        Some(Found::Reversal(_)) | None => about(
+            BreakKind::UnknownReference,
+            match_ref,
+            line,
+            format!(
+                "a chargeback reversal ({}) of payment {} not looked up",
+                line.psp_reference, line.merchant_reference
+            ),
+        ),
+    };
+    found.actual_amount = Some(line.gross_minor);
+    vec![found]
 }
 
 /// A refund or chargeback line against what our ledger posted under its reference.

@@ -26,6 +26,7 @@ mod announced;
 pub mod bench_data;
 pub mod breaks;
 pub mod days;
+mod dispute_lines;
 mod heal;
 pub mod line;
 mod matcher;

@@ -135,6 +135,23 @@ impl Store {
         }
     }
 
+    /// A write transaction for the money engine's batches. On PostgreSQL the planner is told,
+    /// for this transaction only, to keep off sequential scans: a batch's statements join a
+    /// JSON parameter that the planner guesses at 100 rows, and against a table of some
+    /// thousands it then preferred hashing a full scan of the table to looking each row up by
+    /// its index — measured, 21 million rows of `payment_orders` read to write 10,000 payments,
+    /// a cost that grows with every table. The setting rides on the `BEGIN` (one round trip).
+    pub async fn begin_batch(&self) -> Result<Tx, sqlx::Error> {
+        match self.backend {
+            Backend::Postgres => {
+                self.pool
+                    .begin_with("BEGIN; SET LOCAL enable_seqscan = off")
+                    .await
+            }
+            Backend::Sqlite => self.begin_write().await,
+        }
+    }
+
     /// Picks the statement written for this database where the dialects differ.
     pub fn pick(&self, sqlite: &'static str, postgres: &'static str) -> &'static str {
         match self.backend {

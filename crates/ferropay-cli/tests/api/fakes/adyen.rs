@@ -397,6 +397,87 @@ impl AdyenFake {
         id
     }
 
+    /// The chargeback `dispute` on an authorised payment is reversed (the merchant won):
+    /// `CHARGEBACK_REVERSED`, its pspReference the dispute's (as Adyen's example has it), and a
+    /// `ChargebackReversed` record in the report carrying the payment's references and its own
+    /// modification reference. Answers that reference.
+    pub fn chargeback_reversed(&self, payment_psp: &str, dispute: &str) -> String {
+        let (reference, amount, currency, id) =
+            self.dispute_record(payment_psp, "ChargebackReversed", |amount| {
+                (0, amount, 0, amount, 0)
+            });
+        self.notify(
+            "post-CHARGEBACK_REVERSED-chargeback_reversed",
+            json!({"pspReference": dispute, "merchantReference": reference,
+                   "amount": {"value": amount, "currency": currency},
+                   "eventCode": "CHARGEBACK_REVERSED", "success": "true"}),
+        );
+        id
+    }
+
+    /// A second chargeback after a reversal: `SECOND_CHARGEBACK` on `dispute`, and a
+    /// `SecondChargeback` record like the reversal's, debited with the chargeback fee.
+    pub fn second_chargeback(&self, payment_psp: &str, dispute: &str) -> String {
+        let (reference, amount, currency, id) =
+            self.dispute_record(payment_psp, "SecondChargeback", |amount| {
+                (amount, 0, amount + CHARGEBACK_FEE, 0, CHARGEBACK_FEE)
+            });
+        self.notify(
+            "post-SECOND_CHARGEBACK-second_chargeback",
+            json!({"pspReference": dispute, "merchantReference": reference,
+                   "amount": {"value": amount, "currency": currency},
+                   "eventCode": "SECOND_CHARGEBACK", "success": "true"}),
+        );
+        id
+    }
+
+    /// The merchant loses the chargeback `dispute` in pre-arbitration (`PREARBITRATION_LOST`);
+    /// no funds move, so the report has no record of it.
+    pub fn prearbitration_lost(&self, payment_psp: &str, dispute: &str) {
+        let books = self.books.lock().unwrap();
+        let (link, amount, currency, _) = books.payments[payment_psp].clone();
+        let reference = books.links[&link]["reference"].clone();
+        drop(books);
+        self.notify(
+            "post-PREARBITRATION_LOST-prearbitration_lost",
+            json!({"pspReference": dispute, "merchantReference": reference,
+                   "amount": {"value": amount, "currency": currency},
+                   "eventCode": "PREARBITRATION_LOST", "success": "true"}),
+        );
+    }
+
+    /// Books a record of `kind` about the payment's whole amount (`amounts`: gross debit, gross
+    /// credit, net debit, net credit, commission); answers our reference, the amount, the
+    /// currency and the record's own reference.
+    fn dispute_record(
+        &self,
+        payment_psp: &str,
+        kind: &'static str,
+        amounts: impl Fn(i64) -> (i64, i64, i64, i64, i64),
+    ) -> (Value, i64, String, String) {
+        let mut books = self.books.lock().unwrap();
+        let (link, amount, currency, _) = books.payments[payment_psp].clone();
+        let reference = books.links[&link]["reference"].clone();
+        let id = self.psp_reference();
+        let (gross_debit, gross_credit, net_debit, net_credit, commission) = amounts(amount);
+        books.records.push(Record {
+            kind,
+            psp_reference: payment_psp.to_owned(),
+            merchant_reference: reference.as_str().unwrap().to_owned(),
+            modification: id.clone(),
+            currency: currency.clone(),
+            gross_debit,
+            gross_credit,
+            net_debit,
+            net_credit,
+            commission,
+            markup: 0,
+            scheme: 0,
+            interchange: 0,
+        });
+        (reference, amount, currency, id)
+    }
+
     /// Closes the batch: its Settlement details report (`settlement_detail_report_batch_N.csv`)
     /// with a monthly Fee line and the MerchantPayout of what is left.
     pub fn settlement_report(&self, batch: u32, fee_minor: i64) -> String {

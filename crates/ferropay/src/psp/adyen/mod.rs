@@ -16,7 +16,8 @@
 //! credential and webhooks); the Settlement details reports are downloaded by API once announced
 //! by `REPORT_AVAILABLE` ([`reports`]; reconciling a day reconciles the reports announced that
 //! day, read with `crate::reconcile::adyen_report`). A dispute whose notification was lost is
-//! booked from the report's Chargeback record (no Adyen API tells a dispute).
+//! booked from the report's Chargeback record (no Adyen API tells a dispute), and its reversal
+//! from the ChargebackReversed record, found through the payment it names.
 //!
 //! Not supported: finding a refund by our reference (`refund_by_key`: no such API, so a refused
 //! refund stays pending and is sent again with its key), dispute evidence, refund status by API
@@ -464,7 +465,7 @@ impl Connector for AdyenConnector {
 
     fn settlement_tells_disputes(&self) -> bool {
         // No Adyen API tells a dispute by its reference: the report's Chargeback record is
-        // Adyen's word that the funds were withdrawn.
+        // Adyen's word that the funds were withdrawn, its ChargebackReversed that they came back.
         true
     }
 
