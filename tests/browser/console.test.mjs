@@ -6,7 +6,9 @@
 // An operator signs in, finds a paid payment and reads its timeline, sees a refund made through
 // the API, verifies the ledger, resolves a reconciliation break (a settlement line for a payment
 // ferropay does not know, reconciled with `ferropay reconcile --file`) and replays the dead
-// letter; a form posted without its CSRF token is refused; no page works without the session.
+// letter; opens a payment the buyer's bank disputed (card 4000 0000 0000 2685: the PSP runs with
+// a one-second dispute delay) and its dispute's page; a form posted without its CSRF token is
+// refused; no page works without the session.
 // A screenshot of each page goes to tests/browser/screenshots/console-*.png.
 //
 // Run by .ci/run with the buyer's tests: `npm test` in tests/browser, FERROPAY_BIN naming the
@@ -77,7 +79,7 @@ async function startPsp() {
     "sandbox-psp", "--listen", `127.0.0.1:${pspPort}`,
     "--webhook-url", `${baseUrl}/webhooks/psp/sandbox`,
     "--webhook-secret", PSP_SECRET, "--api-key", PSP_KEY,
-    "--merchant-name", "Acme Outdoor Market",
+    "--merchant-name", "Acme Outdoor Market", "--dispute-delay-s", "1",
   ], { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, FERROPAY_LOG: "warn" } });
   psp.stderr.resume();
   await eventually("the PSP answers", async () => {
@@ -170,11 +172,11 @@ async function signIn(page, key = operatorKey) {
 
 const shot = (page, name) => page.screenshot({ path: join(SHOTS, `console-${name}.png`), fullPage: true });
 
-/** Pays `payment` with 4242 on the PSP's hosted page, in its own tab. */
-async function pay(context, payment) {
+/** Pays `payment` with `card` (4242 by default) on the PSP's hosted page, in its own tab. */
+async function pay(context, payment, card = "4242 4242 4242 4242") {
   const page = await context.newPage();
   await page.goto(payment.redirect_url);
-  await page.getByLabel("Card number").fill("4242 4242 4242 4242");
+  await page.getByLabel("Card number").fill(card);
   await page.getByLabel("Expiry date").fill("12/34");
   await page.getByLabel("Security code").fill("123");
   await page.getByLabel("Name on card").fill("Ada Lovelace");
@@ -262,6 +264,37 @@ test("an operator finds a paid payment, reads its timeline and sees a refund mad
   await page.locator('#verify[data-ok="true"]').waitFor();
   assert.equal(await page.locator('#totals tr[data-currency="USD"] [data-total]').getAttribute("data-total"), "0");
   await shot(page, "ledger-verified");
+  await context.close();
+});
+
+test("an operator opens a disputed payment and reads its dispute", async () => {
+  const { context, page } = await newConsole();
+  const created = await createPayment();
+  assert.equal(created.status, 201);
+  const payment = await created.json();
+  await pay(context, payment, "4000 0000 0000 2685");
+  // A second after the payment succeeds, the buyer's bank disputes it.
+  const dispute = await eventually("the payment is disputed", async () =>
+    (await (await api(`/v1/payments/${payment.id}/disputes`)).json()).data[0]);
+
+  await signIn(page);
+  await page.goto(`${baseUrl}/console/payments/${payment.id}`);
+  await page.locator(`#disputes tr[data-dispute="${dispute.id}"]`).waitFor();
+  assert.ok((await page.locator("#timeline").innerText()).includes(`dispute ${dispute.id} opened`));
+  await page.locator("#disputes").getByRole("link", { name: dispute.id }).click();
+  await page.locator('#dispute[data-status="needs_response"]').waitFor();
+  assert.equal(await page.locator("#disputed-amount").innerText(), "153.50 USD");
+  assert.equal(await page.locator("#reason").innerText(), "fraudulent");
+  assert.ok((await page.locator("#history").innerText()).includes("dispute.created"));
+  assert.ok((await page.locator("#dispute-transactions").innerText()).includes(`chargeback:${dispute.psp_dispute_id}`));
+  await shot(page, "dispute");
+
+  // The disputes tab lists it; filtered by status, it is among those that need a response.
+  await page.getByRole("link", { name: "Disputes", exact: true }).click();
+  await page.getByLabel("Status").selectOption("needs_response");
+  await page.getByRole("button", { name: "Show" }).click();
+  await page.locator(`#disputes tr[data-dispute="${dispute.id}"]`).waitFor();
+  await shot(page, "disputes");
   await context.close();
 });
 

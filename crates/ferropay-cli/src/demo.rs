@@ -1,9 +1,10 @@
 //! `ferropay demo`: something to look at in a fresh database. It starts ferropay and its sandbox
 //! PSP in this process on free ports, and over real HTTP, as a checkout and its buyers would,
 //! makes payments with every test card (paid on the hosted page's form, 3-D Secure answered both
-//! ways, a processing error retried, one held for review), refunds one order in full and one in
-//! part, pays a seller out, fetches the day's settlement file from the PSP and reconciles it,
-//! and verifies the ledger. It prints what it made as one JSON object, then stops.
+//! ways, a processing error retried, one held for review, one disputed by the buyer's bank soon
+//! after), refunds one order in full and one in part, pays a seller out, fetches the day's
+//! settlement file from the PSP and reconciles it (the dispute's chargeback line included), and
+//! verifies the ledger. It prints what it made as one JSON object, then stops.
 
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,9 @@ const WAIT_LIMIT_MS: u64 = 30_000;
 /// The review card's delay in the demo, short so that the demo is quick.
 const REVIEW_DELAY_MS: u64 = 1_000;
 
+/// The dispute delay of card 4000 0000 0000 2685 in the demo, short so that the demo is quick.
+const DISPUTE_DELAY_MS: u64 = 500;
+
 /// One payment the demo makes: a checkout, the cards tried in turn, the 3-D Secure code if asked.
 struct Plan {
     label: &'static str,
@@ -30,7 +34,7 @@ struct Plan {
     expect: &'static str,
 }
 
-const PLANS: [Plan; 8] = [
+const PLANS: [Plan; 9] = [
     Plan {
         label: "4242: paid at once",
         cards: &["4242424242424242"],
@@ -87,7 +91,17 @@ const PLANS: [Plan; 8] = [
         orders: &[("seller_a", 880)],
         expect: "succeeded",
     },
+    Plan {
+        label: DISPUTED,
+        cards: &["4000000000002685"],
+        code: None,
+        orders: &[("seller_b", 1999)],
+        expect: "succeeded",
+    },
 ];
+
+/// The plan whose payment the buyer's bank disputes.
+const DISPUTED: &str = "2685: paid, then disputed by the buyer's bank";
 
 pub struct DemoConfig {
     pub database_url: String,
@@ -106,6 +120,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Value> {
             listen: "127.0.0.1:0".parse()?,
             sandbox: SandboxConfig {
                 review_delay_ms: REVIEW_DELAY_MS,
+                dispute_delay_ms: DISPUTE_DELAY_MS,
                 ..SandboxConfig::default()
             },
         },
@@ -274,6 +289,21 @@ async fn seed(running: &serve::Running, key: &str) -> anyhow::Result<Value> {
         }));
     }
 
+    // The disputed payment's dispute, booked before the day is reconciled (its chargeback line
+    // then matches).
+    let disputed = payments
+        .iter()
+        .find(|p| p["card"] == DISPUTED)
+        .and_then(|p| p["id"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let disputes = client
+        .wait_for(&format!("/v1/payments/{disputed}/disputes"), |list| {
+            list["data"].as_array().is_some_and(|d| !d.is_empty())
+        })
+        .await?;
+    let dispute = &disputes["data"][0];
+
     // A full refund of the first payment's second order, part of the second payment.
     let first = payments[0]["id"].as_str().unwrap_or_default().to_owned();
     let second = payments[1]["id"].as_str().unwrap_or_default().to_owned();
@@ -346,12 +376,14 @@ async fn seed(running: &serve::Running, key: &str) -> anyhow::Result<Value> {
     Ok(json!({
         "payments": payments,
         "refunds": refunds,
+        "dispute": {"id": dispute["id"], "payment_id": disputed, "status": dispute["status"],
+                    "amount": dispute["amount"], "reason": dispute["reason"]},
         "payout": {"id": payout_id, "seller_id": "seller_a", "amount": payout["amount"], "status": "paid"},
         "reconciliation": {"date": date.to_string(), "provisional": report.provisional, "lines": report.lines, "matched": report.matched,
                            "breaks": report.breaks_found},
         "wallets": wallets,
         "ledger": {"transactions": verified.transactions, "balanced": verified.balanced,
                    "wallets_match": verified.wallets_match, "chain_intact": verified.chain_intact},
-        "next": "run `ferropay serve` and open http://127.0.0.1:8080/payments/{id}/status for any payment above",
+        "next": "run `ferropay serve` and open http://127.0.0.1:8080/payments/{id}/status for any payment above, or the console at http://127.0.0.1:8080/console (its disputes tab shows the dispute)",
     }))
 }

@@ -175,6 +175,33 @@ fn pages(payments: i64) -> Vec<PageKind> {
                 )
             }),
         ),
+        page("disputes", false, Box::new(|_| "/console/disputes".into())),
+        page(
+            "disputes ?status=needs_response",
+            false,
+            Box::new(|_| "/console/disputes?status=needs_response".into()),
+        ),
+        page(
+            "disputes ?seller_id",
+            false,
+            Box::new(move |n| {
+                format!(
+                    "/console/disputes?seller_id={}",
+                    bench_data::seller_id(pick(n))
+                )
+            }),
+        ),
+        page(
+            "dispute page",
+            false,
+            Box::new(move |n| {
+                let i = pick(n);
+                format!(
+                    "/console/disputes/{}",
+                    bench_data::dispute_id(i - i % 100).unwrap_or_default()
+                )
+            }),
+        ),
         page(
             "webhook deliveries",
             false,
@@ -214,7 +241,7 @@ pub async fn run(args: ConsoleArgs) -> anyhow::Result<ExitCode> {
                 (
                     "data",
                     format!(
-                        "{} payments over {} days, {} sellers, {} buyers; {} breaks, {} dead jobs, {} webhook deliveries; ANALYZE after seeding",
+                        "{} payments over {} days, {} sellers, {} buyers, 1 in 100 disputed; {} breaks, {} dead jobs, {} webhook deliveries; ANALYZE after seeding (PostgreSQL: VACUUM ANALYZE)",
                         args.payments,
                         bench_data::SPREAD_DAYS,
                         bench_data::SELLERS,

@@ -398,8 +398,8 @@ async fn checkpoints_catch_a_removed_tail_that_the_chain_alone_cannot(db: Db) {
         "{report}"
     );
 
-    // Someone with the database removes the two newest transactions, moves the wallets and the
-    // head back: the chain left is intact and balanced, and only a checkpoint remembers more.
+    // Someone with the database removes the two newest transactions, moves the wallets, the kept
+    // sums and the head back: the chain left is intact and balanced, and only a checkpoint remembers more.
     let third = transaction_id_at(&app, 3).await;
     let fourth = transaction_id_at(&app, 4).await;
     let head_after_two: Value = {
@@ -427,6 +427,16 @@ async fn checkpoints_catch_a_removed_tail_that_the_chain_alone_cannot(db: Db) {
             "INSERT INTO account_balances (account, currency, balance_minor, postings) \
              SELECT account, currency, SUM(amount_minor), COUNT(*) FROM postings \
              GROUP BY account, currency"
+                .to_owned(),
+            // ...and the daily settlement sums it checks too.
+            "DELETE FROM settlement_days".to_owned(),
+            "INSERT INTO settlement_days (day_start_ms, psp, currency, expected_minor, \
+             paid_out_minor, postings) \
+             SELECT j.created_at_ms - j.created_at_ms % 86400000, SUBSTR(p.account, 16), \
+             p.currency, SUM(CASE WHEN j.kind <> 'bank_settlement' THEN p.amount_minor ELSE 0 END), \
+             SUM(CASE WHEN j.kind = 'bank_settlement' THEN -p.amount_minor ELSE 0 END), COUNT(*) \
+             FROM postings p JOIN journal_transactions j ON j.id = p.transaction_id \
+             WHERE p.account LIKE 'psp_receivable:%' GROUP BY 1, 2, 3"
                 .to_owned(),
             format!(
                 "UPDATE ledger_head SET seq = 2, hash = {}, transaction_id = '{second}' \

@@ -2,9 +2,11 @@
 //! no page without a session; the sign-in form's cookie; forms refused without their CSRF token
 //! (nothing changes) and from a read-only session; a paid payment found, its timeline, a refund
 //! made through the API shown on its page; the wallet, the trial balance and `ledger verify` on
-//! demand; a break resolved and a dead letter replayed through the console; bad filters are
-//! 400s naming the field. The page queries and the views are also checked on a seeded database
-//! of a few thousand payments (every row paged through once, filters against plain SQL).
+//! demand; a break resolved and a dead letter replayed through the console; a disputed payment
+//! and its dispute's page (history, journal, won); bad filters are 400s naming the field. The
+//! page queries and the views are also checked on a seeded database of a few thousand payments
+//! (every row paged through once, filters against plain SQL, `settlement_days` and
+//! `account_balances` against the postings' own sums).
 
 use std::time::Duration;
 
@@ -14,6 +16,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 
 use crate::db_test;
+use crate::disputes::{CARD_DISPUTED, app_with_disputes};
 use crate::helpers::*;
 
 /// A browser's view of the console: its session cookie and the CSRF token of its forms.
@@ -710,6 +713,266 @@ async fn page_queries_and_views_on_a_seeded_database(db: Db) {
         .unwrap();
     assert_eq!(dead.rows.len(), console::PAGE_ROWS as usize);
     assert!(dead.next.is_some());
+
+    // Disputes: each filter gives what plain SQL gives, every page newest first.
+    use console::disputes::{DisputeFilter, list};
+    use ferropay::psp::DisputeStatus;
+    let all_disputes = |filter: DisputeFilter| {
+        let store = store.clone();
+        async move {
+            let mut seen = Vec::new();
+            let mut after: Option<Cursor> = None;
+            loop {
+                let page = list(&store, &filter, after.as_ref()).await.unwrap();
+                seen.extend(page.rows);
+                match page.next {
+                    Some(next) => after = Some(Cursor::parse(&next).unwrap()),
+                    None => return seen,
+                }
+            }
+        }
+    };
+    let disputes = all_disputes(DisputeFilter::default()).await;
+    assert_eq!(
+        disputes.len() as i64,
+        count_on(&store, "SELECT COUNT(*) FROM disputes").await
+    );
+    assert_eq!(disputes.len() as i64, COUNT / 100);
+    assert!(
+        disputes
+            .windows(2)
+            .all(|w| w[0].created_at >= w[1].created_at)
+    );
+    let waiting = all_disputes(DisputeFilter {
+        status: Some(DisputeStatus::NeedsResponse),
+        ..Default::default()
+    })
+    .await;
+    assert!(waiting.iter().all(|d| d.status == "needs_response"));
+    assert_eq!(
+        waiting.len() as i64,
+        count_on(
+            &store,
+            "SELECT COUNT(*) FROM disputes WHERE status = 'needs_response'"
+        )
+        .await
+    );
+    let seller = bench_data::seller_id(0);
+    let of_seller = all_disputes(DisputeFilter {
+        seller_id: Some(seller.clone()),
+        ..Default::default()
+    })
+    .await;
+    assert!(!of_seller.is_empty());
+    assert_eq!(
+        of_seller.len() as i64,
+        count_on_with(
+            &store,
+            "SELECT COUNT(*) AS n FROM disputes d JOIN payment_orders o \
+             ON o.payment_id = d.payment_id WHERE o.seller_id = $1",
+            &seller,
+        )
+        .await
+    );
+    let payment = bench_data::payment_id(100);
+    let of_payment = all_disputes(DisputeFilter {
+        payment_id: Some(payment.clone()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(of_payment.len(), 1);
+    assert_eq!(of_payment[0].payment_id, payment);
+    let detail = console::disputes::detail(&store, &of_payment[0].id)
+        .await
+        .unwrap();
+    assert_eq!(detail.payment.id, payment);
+    assert_eq!(detail.history.len(), 1);
+    assert_eq!(detail.history[0].status, "needs_response");
+    // The funnel counts each disputed payment once, on the day the payment was created.
+    let disputed: i64 =
+        sqlx::query("SELECT CAST(SUM(disputed) AS BIGINT) AS n FROM payment_funnel")
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+            .get("n");
+    assert_eq!(
+        disputed,
+        count_on(&store, "SELECT COUNT(DISTINCT payment_id) FROM disputes").await
+    );
+    assert_eq!(disputed_days_differing_from_disputes(&store).await, 0);
+    // settlement_days, which daily_settlement reads, holds the postings' own sums day by day.
+    assert_eq!(settlement_days_differing_from_postings(&store).await, 0);
+    assert_eq!(
+        count_on(&store, "SELECT COUNT(*) FROM daily_settlement").await,
+        count_on(&store, "SELECT COUNT(*) FROM settlement_days").await
+    );
+}
+
+async fn a_disputed_payment_and_its_dispute_in_the_console(db: Db) {
+    use ferropay::api_keys::Scope;
+    let Some(app) = app_with_disputes(db).await else {
+        return;
+    };
+    let payment = app
+        .paid("chk_console_disputed", CARD_DISPUTED, "succeeded")
+        .await;
+    let payment_id = payment["id"].as_str().unwrap();
+    let other = app.paid_payment("chk_console_undisputed").await;
+    let dispute = app.wait_for_disputes(payment_id, 1).await.remove(0);
+    let dispute_id = dispute["id"].as_str().unwrap();
+    let browser = Browser::signed_in(&app, &operator_key(&app, Scope::Operator).await).await;
+
+    // The payment's page lists its dispute and its timeline links to it.
+    let page = browser
+        .page(&format!("/console/payments/{payment_id}"))
+        .await;
+    assert!(
+        page.contains(&format!(r#"data-dispute="{dispute_id}""#)),
+        "{page}"
+    );
+    assert!(page.contains(r#"data-moment="dispute""#));
+    assert!(page.contains(&format!(r#"href="/console/disputes/{dispute_id}""#)));
+    assert!(page.contains("journal: chargeback"));
+    let undisputed = browser
+        .page(&format!(
+            "/console/payments/{}",
+            other["id"].as_str().unwrap()
+        ))
+        .await;
+    assert!(!undisputed.contains("data-dispute="));
+
+    // The list, and each filter: status, payment, seller.
+    for (query, listed) in [
+        ("", true),
+        ("?status=needs_response", true),
+        ("?status=won", false),
+        (&format!("?payment_id={payment_id}") as &str, true),
+        ("?payment_id=pay_nope", false),
+        ("?seller_id=seller_a", true),
+        ("?seller_id=seller_z", false),
+    ] {
+        let list = browser.page(&format!("/console/disputes{query}")).await;
+        assert_eq!(
+            list.contains(&format!(r#"data-dispute="{dispute_id}""#)),
+            listed,
+            "{query}: {list}"
+        );
+    }
+    for (query, field) in [
+        ("status=open", "status"),
+        ("after=garbage", "after"),
+        ("colour=red", "colour"),
+    ] {
+        let (status, body) = browser.get(&format!("/console/disputes?{query}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
+        assert!(
+            body.contains(&format!(r#"data-field="{field}""#)),
+            "{query}: {body}"
+        );
+    }
+    let (status, _) = browser.get("/console/disputes/dp_nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = browser.get("/console/disputes/a%00b").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    // The dispute's page: amount, reason, payment, history, the withdrawal in the journal.
+    let dispute_page = format!("/console/disputes/{dispute_id}");
+    let shown = browser.page(&dispute_page).await;
+    assert!(
+        shown.contains(r#"id="dispute" data-status="needs_response""#),
+        "{shown}"
+    );
+    assert!(shown.contains("17.50 USD"));
+    assert!(shown.contains("fraudulent"));
+    assert!(shown.contains(&format!(r#"href="/console/payments/{payment_id}""#)));
+    assert!(shown.contains(r#"<li data-status="needs_response""#));
+    assert!(shown.contains(&format!(
+        "chargeback:{}",
+        dispute["psp_dispute_id"].as_str().unwrap()
+    )));
+    assert!(!shown.contains("chargeback_reversal"));
+
+    // Won: the history shows it, and the reinstatement is in the journal.
+    app.decide_dispute(dispute["psp_dispute_id"].as_str().unwrap(), "won")
+        .await;
+    app.wait_for_dispute(payment_id, dispute_id, "won").await;
+    let shown = browser.page(&dispute_page).await;
+    assert!(
+        shown.contains(r#"id="dispute" data-status="won""#),
+        "{shown}"
+    );
+    assert!(shown.contains(r#"<li data-status="won""#));
+    assert!(shown.contains("chargeback_reversal"));
+
+    // A second dispute of the same payment: listed, but the payment counts once as disputed.
+    let session = app.psp_sessions_for(payment_id).await.remove(0);
+    app.sandbox_hook(
+        "/v1/test/chargebacks",
+        json!({"psp_reference": session["psp_reference"], "amount": 500, "notify": true}),
+    )
+    .await;
+    app.wait_for_disputes(payment_id, 2).await;
+    let listed = browser
+        .page(&format!("/console/disputes?payment_id={payment_id}"))
+        .await;
+    assert_eq!(listed.matches("<tr data-dispute=").count(), 2, "{listed}");
+
+    // The funnel counts today's disputed payment once; the overview shows it.
+    let today = console::overview::funnel(
+        &app.service().store,
+        console::day_start_ms(ferropay::clock::now_ms()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(today[0].disputed, 1);
+    assert_eq!(today[0].paid, 2);
+    // The overview: the funnel's disputed payment, and the second dispute awaiting a response.
+    let overview = browser.page("/console").await;
+    assert!(
+        overview.contains(r#"<a href="/console/disputes">1</a>"#),
+        "{overview}"
+    );
+    assert!(overview.contains(r#"href="/console/disputes?status=needs_response">1</a>"#));
+
+    // The kept settlement days are the postings' sums; `ledger verify` says so, and catches a
+    // kept day that was altered.
+    assert_eq!(
+        settlement_days_differing_from_postings(&app.service().store).await,
+        0
+    );
+    assert!(app.verify_ledger().await.ok());
+    sqlx::query("UPDATE settlement_days SET expected_minor = expected_minor + 1")
+        .execute(app.service().store.pool())
+        .await
+        .unwrap();
+    let report = app.verify_ledger().await;
+    assert!(!report.settlement_days_match && !report.ok(), "{report:?}");
+    assert_eq!(report.settlement_day_mismatches.len(), 1, "{report:?}");
+    assert!(report.settlement_day_mismatches[0].starts_with("sandbox:USD:"));
+}
+
+/// Days of `disputed_days` that differ from the count of that day's payments with a dispute,
+/// or are missing from it.
+async fn disputed_days_differing_from_disputes(store: &ferropay::store::Store) -> i64 {
+    count_on(
+        store,
+        "SELECT COUNT(*) FROM (SELECT created_at_ms - created_at_ms % 86400000 AS d, \
+           COUNT(*) AS n FROM payments WHERE id IN (SELECT payment_id FROM disputes) \
+           GROUP BY 1) p \
+         FULL OUTER JOIN disputed_days k ON k.day_start_ms = p.d \
+         WHERE k.day_start_ms IS NULL OR p.d IS NULL OR k.disputed <> p.n",
+    )
+    .await
+}
+
+/// Days of `settlement_days` (per PSP and currency) that differ from the sums of their
+/// postings on `psp_receivable:{psp}`, or are missing from it, or have no postings.
+async fn settlement_days_differing_from_postings(store: &ferropay::store::Store) -> i64 {
+    count_on(
+        store,
+        "SELECT COUNT(*) FROM (SELECT j.created_at_ms - j.created_at_ms % 86400000 AS d,            SUBSTR(p.account, 16) AS psp, p.currency,            CAST(SUM(CASE WHEN j.kind <> 'bank_settlement' THEN p.amount_minor ELSE 0 END) AS BIGINT) AS e,            CAST(SUM(CASE WHEN j.kind = 'bank_settlement' THEN -p.amount_minor ELSE 0 END) AS BIGINT) AS o,            COUNT(*) AS n          FROM postings p JOIN journal_transactions j ON j.id = p.transaction_id          WHERE p.account LIKE 'psp_receivable:%' GROUP BY 1, 2, 3) p          FULL OUTER JOIN settlement_days s ON s.day_start_ms = p.d AND s.psp = p.psp            AND s.currency = p.currency          WHERE s.psp IS NULL OR p.psp IS NULL OR s.expected_minor <> p.e            OR s.paid_out_minor <> p.o OR s.postings <> p.n",
+    )
+    .await
 }
 
 /// Accounts whose `trial_balance` row differs from the sum and count of their postings.
@@ -738,4 +1001,5 @@ db_test!(
     a_paid_payment_its_timeline_its_refund_and_the_books,
     an_operator_resolves_a_break_and_replays_a_dead_letter,
     page_queries_and_views_on_a_seeded_database,
+    a_disputed_payment_and_its_dispute_in_the_console,
 );

@@ -1,6 +1,6 @@
 //! `ferropay demo`: a newcomer's database gets something to look at — payments with every test
-//! card ending as each card promises, refunds and a payout settled, the day reconciled without a
-//! break, and books that verify — on SQLite and PostgreSQL.
+//! card ending as each card promises, a disputed one, refunds and a payout settled, the day
+//! reconciled without a break, and books that verify — on SQLite and PostgreSQL.
 
 use serde_json::Value;
 
@@ -33,6 +33,7 @@ async fn the_demo_seeds_every_card_and_a_reconciled_day(db: Db) {
         ("3155: 3-D Secure failed", "failed"),
         ("0259", "succeeded"),
         ("0119", "succeeded"),
+        ("2685", "succeeded"),
     ] {
         assert!(
             statuses
@@ -42,6 +43,9 @@ async fn the_demo_seeds_every_card_and_a_reconciled_day(db: Db) {
         );
     }
     assert_eq!(made["refunds"].as_array().unwrap().len(), 2);
+    // One payment is disputed: the console's disputes tab has something to show.
+    assert_eq!(made["dispute"]["status"], "needs_response", "{made:#}");
+    assert!(made["dispute"]["id"].as_str().unwrap().starts_with("dp"));
     assert_eq!(made["payout"]["status"], "paid");
     let reconciliation = &made["reconciliation"];
     assert_eq!(reconciliation["breaks"], 0, "{made:#}");

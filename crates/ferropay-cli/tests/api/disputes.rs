@@ -16,10 +16,10 @@ use crate::helpers::*;
 use crate::reconciliation::{id_of, of_kind};
 
 /// Succeeds, then the buyer's bank disputes it after the sandbox's dispute delay.
-const CARD_DISPUTED: &str = "4000 0000 0000 2685";
+pub(crate) const CARD_DISPUTED: &str = "4000 0000 0000 2685";
 
 /// ferropay at a 10 % platform fee on a sandbox that disputes 300 ms after the payment.
-async fn app_with_disputes(db: Db) -> Option<TestApp> {
+pub(crate) async fn app_with_disputes(db: Db) -> Option<TestApp> {
     spawn_app_with(
         db,
         AppOptions {
@@ -36,7 +36,7 @@ async fn app_with_disputes(db: Db) -> Option<TestApp> {
 
 impl TestApp {
     /// The payment's disputes once it has `count` of them, for at most 10 s.
-    async fn wait_for_disputes(&self, payment_id: &str, count: usize) -> Vec<Value> {
+    pub(crate) async fn wait_for_disputes(&self, payment_id: &str, count: usize) -> Vec<Value> {
         let path = format!("/v1/payments/{payment_id}/disputes");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
@@ -57,7 +57,7 @@ impl TestApp {
     }
 
     /// Waits (10 s at most) until the dispute `id` of `payment_id` has `status`.
-    async fn wait_for_dispute(&self, payment_id: &str, id: &str, status: &str) -> Value {
+    pub(crate) async fn wait_for_dispute(&self, payment_id: &str, id: &str, status: &str) -> Value {
         self.wait_for_item(&format!("/v1/payments/{payment_id}/disputes"), id, status)
             .await
     }
@@ -77,7 +77,7 @@ impl TestApp {
     }
 
     /// The sandbox's card network decides a dispute (`won` or `lost`).
-    async fn decide_dispute(&self, psp_dispute_id: &str, outcome: &str) {
+    pub(crate) async fn decide_dispute(&self, psp_dispute_id: &str, outcome: &str) {
         self.sandbox_hook(
             &format!("/v1/test/disputes/{psp_dispute_id}/decide"),
             json!({ "outcome": outcome }),

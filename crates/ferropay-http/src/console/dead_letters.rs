@@ -11,15 +11,14 @@ use ferropay::console::{Cursor, dead_letters, filter_text};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use crate::extract::QueryParams;
-
 use super::auth::{Act, Session};
-use super::error::{ConsoleError, ConsoleResult};
+use super::error::ConsoleResult;
 use super::layout::{self, at, badge, seg};
+use super::list::{Col, ListQuery, choice, pager, table};
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct ListQuery {
+pub struct Filters {
     kind: Option<String>,
     after: Option<String>,
 }
@@ -27,43 +26,38 @@ pub struct ListQuery {
 pub async fn list(
     State(service): State<Ferropay>,
     session: Session,
-    query: Result<QueryParams<ListQuery>, crate::error::ApiError>,
+    ListQuery(query): ListQuery<Filters>,
 ) -> ConsoleResult<Markup> {
-    let QueryParams(query) = query.map_err(|e| ConsoleError::Domain(e.0))?;
     let kind = filter_text("kind", query.kind.as_deref())?;
-    let after = filter_text("after", query.after.as_deref())?
-        .map(|a| Cursor::parse(&a))
-        .transpose()?;
+    let after = Cursor::from_param(query.after.as_deref())?;
     let page = dead_letters::list(&service.store, kind.as_deref(), after.as_ref()).await?;
     let kinds = service.job_registry().kinds();
+    let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
+    let columns = [
+        Col::Text("Job"),
+        Col::Text("Kind"),
+        Col::Text("About"),
+        Col::Num("Attempts"),
+        Col::Text("Last error"),
+        Col::Text("Dead since (UTC)"),
+    ];
     let body = html! {
         form.filters method="get" action="/console/dead-letters" {
-            label { "Job kind" select name="kind" {
-                option value="" { "any" }
-                @for k in &kinds { option value=(k) selected[kind.as_deref() == Some(k.as_str())] { (k) } }
-            } }
+            (choice("Job kind", "kind", &kinds, kind.as_deref()))
             button type="submit" { "Show" }
         }
         p.hint { "Jobs that failed for good or too often. Fix the cause, then replay: the job runs again with a fresh attempt count." }
-        div.table-wrap {
-            table #dead-letters {
-                thead { tr { th { "Job" } th { "Kind" } th { "About" } th.num { "Attempts" } th { "Last error" } th { "Dead since (UTC)" } } }
-                tbody {
-                    @for j in &page.rows {
-                        tr data-job=(j.id) {
-                            td.mono { a href={ "/console/dead-letters/" (seg(&j.id)) } { (j.id) } }
-                            td { (j.kind) }
-                            td.mono { (about(&j.idempotency_key)) }
-                            td.num { (j.attempts) }
-                            td { (j.last_error.as_deref().unwrap_or("—")) }
-                            td { (j.dead_at_ms.map(at).unwrap_or_default()) }
-                        }
-                    }
-                    @if page.rows.is_empty() { tr { td colspan="6" { "The dead-letter queue is empty." } } }
-                }
+        (table("dead-letters", &columns, &page.rows, |j| html! {
+            tr data-job=(j.id) {
+                td.mono { a href={ "/console/dead-letters/" (seg(&j.id)) } { (j.id) } }
+                td { (j.kind) }
+                td.mono { (about(&j.idempotency_key)) }
+                td.num { (j.attempts) }
+                td { (j.last_error.as_deref().unwrap_or("—")) }
+                td { (j.dead_at_ms.map(at).unwrap_or_default()) }
             }
-        }
-        (layout::pager("/console/dead-letters", &[("kind", kind.as_deref().unwrap_or(""))], after.is_none(), page.next.as_deref()))
+        }, "The dead-letter queue is empty."))
+        (pager("/console/dead-letters", &[("kind", kind.as_deref().unwrap_or(""))], after.is_none(), page.next.as_deref()))
     };
     Ok(layout::page(
         "Dead letters",

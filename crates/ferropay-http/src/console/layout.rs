@@ -1,6 +1,6 @@
 //! The console's page chrome and the small pieces every page uses: the tabs, the signed-in bar
-//! with its sign-out form, amounts in their currency's units, UTC times, status badges, the
-//! pager (a link to the next page's cursor) and the stylesheet.
+//! with its sign-out form, amounts in their currency's units, UTC times, status badges, links
+//! with a query, and the stylesheet. What list pages share besides: [`super::list`].
 
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -20,7 +20,8 @@ pub const TABS: &[(&str, &str)] = &[
     ("/console/ledger", "Ledger"),
     ("/console/reconciliation", "Reconciliation"),
     ("/console/dead-letters", "Dead letters"),
-    ("/console/deliveries", "Webhook deliveries"),
+    ("/console/disputes", "Disputes"),
+    ("/console/deliveries", "Webhooks"),
 ];
 
 /// `GET /console/assets/console.css`.
@@ -124,8 +125,8 @@ pub fn day(day_start_ms: i64) -> String {
 /// A status as a coloured badge.
 pub fn badge(status: &str) -> Markup {
     let tone = match status {
-        "succeeded" | "resolved" | "done" | "paid" | "matched" | "completed" => "good",
-        "failed" | "dead" | "expired" | "open" | "error" => "bad",
+        "succeeded" | "resolved" | "done" | "paid" | "matched" | "completed" | "won" => "good",
+        "failed" | "dead" | "expired" | "open" | "error" | "lost" | "needs_response" => "bad",
         "partially_refunded" | "refunded" => "info",
         _ => "wait",
     };
@@ -146,25 +147,6 @@ pub fn link(path: &str, params: &[(&str, &str)]) -> String {
         format!("{path}?{}", query.finish())
     } else {
         path.to_owned()
-    }
-}
-
-/// The pager under a list: the first page, and the next one when there is more.
-pub fn pager(path: &str, filters: &[(&str, &str)], on_first: bool, next: Option<&str>) -> Markup {
-    let next_href = next.map(|next| {
-        let mut params = filters.to_vec();
-        params.push(("after", next));
-        link(path, &params)
-    });
-    html! {
-        nav.pager {
-            @if !on_first { a href=(link(path, filters)) { "« First page" } }
-            @if let Some(href) = next_href {
-                a.next rel="next" href=(href) { "Next page »" }
-            } @else {
-                span.end { "End of the list" }
-            }
-        }
     }
 }
 

@@ -12,11 +12,10 @@ use ferropay::console::{day_start_ms, filter_text, ledger};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use crate::extract::QueryParams;
-
 use super::auth::{Act, Session};
-use super::error::{ConsoleError, ConsoleResult};
+use super::error::ConsoleResult;
 use super::layout::{self, at, day, money, seg};
+use super::list::{Col, ListQuery, pager, table};
 
 /// Days of `daily_settlement` shown by default, today included.
 const SETTLEMENT_DAYS: i64 = 7;
@@ -31,9 +30,8 @@ pub struct PageQuery {
 pub async fn page(
     State(service): State<Ferropay>,
     session: Session,
-    query: Result<QueryParams<PageQuery>, crate::error::ApiError>,
+    ListQuery(query): ListQuery<PageQuery>,
 ) -> ConsoleResult<Markup> {
-    let QueryParams(query) = query.map_err(|e| ConsoleError::Domain(e.0))?;
     let q = filter_text("q", query.q.as_deref())?;
     let after = filter_text("after", query.after.as_deref())?;
     let balances = ledger::trial_balance(&service.store, q.as_deref(), after.as_deref()).await?;
@@ -53,27 +51,19 @@ pub async fn page(
             h2 { "Trial balance" }
             p.hint { "From the " code { "trial_balance" } " view: debits positive, credits negative. Each currency's balances sum to zero; "
                 "verify the ledger to see the totals." }
-            div.table-wrap {
-                table #trial-balance {
-                    thead { tr { th { "Account" } th { "Currency" } th.num { "Balance" } th.num { "Postings" } } }
-                    tbody {
-                        @for b in &balances.rows {
-                            tr data-account=(b.account) {
-                                td.mono {
-                                    @if let Some(seller) = b.account.strip_prefix("seller:") {
-                                        a href={ "/console/sellers/" (seg(seller)) } { (b.account) }
-                                    } @else { (b.account) }
-                                }
-                                td { (b.currency) }
-                                td.num.neg[b.balance_minor < 0] { (money(b.balance_minor, &b.currency)) }
-                                td.num { (b.postings) }
-                            }
-                        }
-                        @if balances.rows.is_empty() { tr { td colspan="4" { "No account from there on." } } }
+            (table("trial-balance", &[Col::Text("Account"), Col::Text("Currency"), Col::Num("Balance"), Col::Num("Postings")], &balances.rows, |b| html! {
+                tr data-account=(b.account) {
+                    td.mono {
+                        @if let Some(seller) = b.account.strip_prefix("seller:") {
+                            a href={ "/console/sellers/" (seg(seller)) } { (b.account) }
+                        } @else { (b.account) }
                     }
+                    td { (b.currency) }
+                    td.num.neg[b.balance_minor < 0] { (money(b.balance_minor, &b.currency)) }
+                    td.num { (b.postings) }
                 }
-            }
-            (layout::pager("/console/ledger", &[("q", q.as_deref().unwrap_or(""))], after.is_none(), balances.next.as_deref()))
+            }, "No account from there on."))
+            (pager("/console/ledger", &[("q", q.as_deref().unwrap_or(""))], after.is_none(), balances.next.as_deref()))
         }
         p { a href="/console/ledger/settlement" { "Daily settlement: what the PSP owes and paid out, day by day »" } }
     };
@@ -87,13 +77,12 @@ pub struct SettlementQuery {
 }
 
 /// `GET /console/ledger/settlement?days=N`: the last N days (1 to 31, default 7) of
-/// `daily_settlement`. A page of its own: it reads every journal transaction of those days.
+/// `daily_settlement`, which reads a row per day, PSP and currency (`settlement_days`).
 pub async fn settlement(
     State(service): State<Ferropay>,
     session: Session,
-    query: Result<QueryParams<SettlementQuery>, crate::error::ApiError>,
+    ListQuery(query): ListQuery<SettlementQuery>,
 ) -> ConsoleResult<Markup> {
-    let QueryParams(query) = query.map_err(|e| ConsoleError::Domain(e.0))?;
     let days = match filter_text("days", query.days.as_deref())? {
         None => SETTLEMENT_DAYS,
         Some(text) => text
@@ -114,22 +103,14 @@ pub async fn settlement(
             h2 { "Daily settlement, last " (days) " days" }
             p.hint { "From the " code { "daily_settlement" } " view: what the day's captures, refunds and fees added to what the PSP owes, "
                 "against what the PSP paid out to the bank that day (from reconciled settlement files)." }
-            div.table-wrap {
-                table #daily-settlement {
-                    thead { tr { th { "Day" } th { "PSP" } th.num { "Expected" } th.num { "Paid out" } th.num { "Left owed" } } }
-                    tbody {
-                        @for d in &settlement {
-                            tr {
-                                td { (day(d.day_start_ms)) } td { (d.psp) }
-                                td.num { (money(d.expected_minor, &d.currency)) }
-                                td.num { (money(d.paid_out_minor, &d.currency)) }
-                                td.num { (money(d.outstanding_minor, &d.currency)) }
-                            }
-                        }
-                        @if settlement.is_empty() { tr { td colspan="5" { "Nothing posted in these days." } } }
-                    }
+            (table("daily-settlement", &[Col::Text("Day"), Col::Text("PSP"), Col::Num("Expected"), Col::Num("Paid out"), Col::Num("Left owed")], &settlement, |d| html! {
+                tr {
+                    td { (day(d.day_start_ms)) } td { (d.psp) }
+                    td.num { (money(d.expected_minor, &d.currency)) }
+                    td.num { (money(d.paid_out_minor, &d.currency)) }
+                    td.num { (money(d.outstanding_minor, &d.currency)) }
                 }
-            }
+            }, "Nothing posted in these days."))
         }
     };
     Ok(layout::page(
@@ -162,6 +143,7 @@ pub async fn verify(
                 (line(report.balanced, "Every transaction balances.", "Some transactions do not balance."))
                 (line(report.wallets_match, "Every wallet equals its account's postings.", "Some wallets differ from their postings."))
                 (line(report.balances_match, "Every account's kept balance equals its postings.", "Some kept account balances differ from their postings."))
+                (line(report.settlement_days_match, "Every day's kept settlement sums equal its postings.", "Some kept settlement days differ from their postings."))
             }
             @for id in &report.unbalanced_transactions {
                 p.bad-line { "Unbalanced: " a href={ "/console/ledger/transactions/" (seg(id)) } { (id) } }

@@ -1,6 +1,6 @@
 //! The operator console at `/console`: server-rendered HTML pages over `ferropay::console`'s
 //! reads, for the payments team's daily work (find a payment and read its life, the books, the
-//! open breaks, the dead letters, the merchant webhook deliveries) and the few actions they take
+//! open breaks, the dead letters, the disputes, the merchant webhook deliveries) and the few actions they take
 //! (resolve a break, replay a dead letter, redeliver a webhook, verify the ledger), each calling
 //! the use case the API and the CLI call.
 //!
@@ -17,15 +17,17 @@
 //! OpenAPI description; `docs/api.md` lists them.
 //!
 //! Pages, one module each: [`overview`], [`payments`], [`sellers`], [`ledger`],
-//! [`reconciliation`], [`dead_letters`], [`deliveries`]. Disputes get a module of their own
-//! here (and a tab in [`layout::TABS`]) once `ferropay` has them.
+//! [`reconciliation`], [`dead_letters`], [`disputes`], [`deliveries`]; what list pages share
+//! (query, filter choices, table, pager): [`list`].
 
 mod auth;
 mod dead_letters;
 mod deliveries;
+mod disputes;
 mod error;
 mod layout;
 mod ledger;
+mod list;
 mod overview;
 mod payments;
 mod reconciliation;
@@ -72,6 +74,8 @@ pub fn router() -> Router<Ferropay> {
             "/console/dead-letters/{id}/replay",
             post(dead_letters::replay),
         )
+        .route("/console/disputes", get(disputes::list))
+        .route("/console/disputes/{id}", get(disputes::show))
         .route("/console/deliveries", get(deliveries::list))
         .route(
             "/console/deliveries/{id}/redeliver",

@@ -1,5 +1,6 @@
 //! `GET /console`: the overview. Today's payments by status with their volume, the backlog
-//! that needs an operator (dead jobs, open breaks, payments pending for long, outbox lag), the
+//! that needs an operator (dead jobs, open breaks, payments pending for long, disputes awaiting a
+//! response, outbox lag), the
 //! funnel of the last days (`payment_funnel`) and a chart of today's settled volume per hour,
 //! drawn as an inline SVG on the server.
 
@@ -30,6 +31,8 @@ pub async fn page(State(service): State<Ferropay>, session: Session) -> ConsoleR
             (tile("Pending > 1 h", &backlog.payments_pending_long.to_string(),
                 Some(&layout::link("/console/payments", &[("status", "processing"), ("to", &pending_since)])),
                 backlog.payments_pending_long > 0))
+            (tile("Disputes to answer", &view.disputes_needing_response.to_string(),
+                Some("/console/disputes?status=needs_response"), view.disputes_needing_response > 0))
             (tile("Jobs queued / running", &format!("{} / {}", backlog.jobs_queued, backlog.jobs_running), None, false))
             @match backlog.outbox_lag_s {
                 Some(lag_s) => { (tile("Outbox lag", &format!("{lag_s} s"), None, lag_s > 60)) }
@@ -68,18 +71,20 @@ pub async fn page(State(service): State<Ferropay>, session: Session) -> ConsoleR
                 table #funnel {
                     thead { tr {
                         th { "Day" } th.num { "Created" } th.num { "Paid" } th.num { "Failed" }
-                        th.num { "Expired" } th.num { "Refunded" } th.num { "Still open" } th.num { "Conversion" }
+                        th.num { "Expired" } th.num { "Refunded" } th.num { "Disputed" } th.num { "Still open" } th.num { "Conversion" }
                     } }
                     tbody {
                         @for d in &view.funnel {
                             tr {
                                 td { (day(d.day_start_ms)) }
                                 td.num { (d.created) } td.num { (d.paid) } td.num { (d.failed) }
-                                td.num { (d.expired) } td.num { (d.refunded) } td.num { (d.open) }
+                                td.num { (d.expired) } td.num { (d.refunded) }
+                                td.num { @if d.disputed > 0 { a href="/console/disputes" { (d.disputed) } } @else { (d.disputed) } }
+                                td.num { (d.open) }
                                 td.num { (format!("{}.{:02} %", d.conversion_bps / 100, d.conversion_bps % 100)) }
                             }
                         }
-                        @if view.funnel.is_empty() { tr { td colspan="8" { "No payments in these days." } } }
+                        @if view.funnel.is_empty() { tr { td colspan="9" { "No payments in these days." } } }
                     }
                 }
             }

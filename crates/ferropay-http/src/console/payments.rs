@@ -6,22 +6,21 @@ use crate::extract::PathId;
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use ferropay::Ferropay;
-use ferropay::console::payments::{self as reads, PaymentFilter};
+use ferropay::console::payments::{self as reads, PaymentFilter, Subject};
 use ferropay::console::{Cursor, filter_text};
 use ferropay::lists::parse_time_ms;
 use ferropay::payin::model::PaymentStatus;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use crate::extract::QueryParams;
-
 use super::auth::Session;
-use super::error::{ConsoleError, ConsoleResult};
-use super::layout::{self, at, badge, money};
+use super::error::ConsoleResult;
+use super::layout::{self, at, badge, money, seg};
+use super::list::{Col, ListQuery, choice, one_of, pager, table};
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct ListQuery {
+pub struct Filters {
     id: Option<String>,
     checkout_id: Option<String>,
     seller_id: Option<String>,
@@ -43,27 +42,18 @@ pub fn parse_day_or_time(field: &str, text: &str) -> ferropay::Result<i64> {
 pub async fn list(
     State(service): State<Ferropay>,
     session: Session,
-    query: Result<QueryParams<ListQuery>, crate::error::ApiError>,
+    ListQuery(query): ListQuery<Filters>,
 ) -> ConsoleResult<Response> {
-    let QueryParams(query) = query.map_err(|e| ConsoleError::Domain(e.0))?;
     if let Some(id) = filter_text("id", query.id.as_deref())? {
-        return Ok(
-            Redirect::to(&format!("/console/payments/{}", layout::seg(&id))).into_response(),
-        );
+        return Ok(Redirect::to(&format!("/console/payments/{}", seg(&id))).into_response());
     }
-    let status = filter_text("status", query.status.as_deref())?;
+    let statuses = PaymentStatus::ALL.map(PaymentStatus::as_str);
+    let status = one_of("status", query.status.as_deref(), &statuses)?;
     let filter = PaymentFilter {
         checkout_id: filter_text("checkout_id", query.checkout_id.as_deref())?,
         seller_id: filter_text("seller_id", query.seller_id.as_deref())?,
         buyer_id: filter_text("buyer_id", query.buyer_id.as_deref())?,
-        status: status
-            .as_deref()
-            .map(|s| {
-                PaymentStatus::parse(s).ok_or_else(|| {
-                    ferropay::Error::invalid("status", format!("no payment status `{s}`"))
-                })
-            })
-            .transpose()?,
+        status: status.as_deref().and_then(PaymentStatus::parse),
         created_gte_ms: filter_text("from", query.from.as_deref())?
             .map(|t| parse_day_or_time("from", &t))
             .transpose()?,
@@ -71,9 +61,7 @@ pub async fn list(
             .map(|t| parse_day_or_time("to", &t))
             .transpose()?,
     };
-    let after = filter_text("after", query.after.as_deref())?
-        .map(|a| Cursor::parse(&a))
-        .transpose()?;
+    let after = Cursor::from_param(query.after.as_deref())?;
     let page = reads::list(&service.store, &filter, after.as_ref()).await?;
     let filters: Vec<(&str, &str)> = vec![
         ("checkout_id", query.checkout_id.as_deref().unwrap_or("")),
@@ -83,47 +71,37 @@ pub async fn list(
         ("from", query.from.as_deref().unwrap_or("")),
         ("to", query.to.as_deref().unwrap_or("")),
     ];
+    let columns = [
+        Col::Text("Payment"),
+        Col::Text("Status"),
+        Col::Num("Amount"),
+        Col::Text("Checkout"),
+        Col::Text("Buyer"),
+        Col::Text("Created (UTC)"),
+    ];
     let body = html! {
         form.filters method="get" action="/console/payments" {
             label { "Payment id" input name="id" placeholder="pay_…" size="28"; }
             label { "Checkout" input name="checkout_id" value=[query.checkout_id.as_deref()]; }
             label { "Seller" input name="seller_id" value=[query.seller_id.as_deref()]; }
             label { "Buyer" input name="buyer_id" value=[query.buyer_id.as_deref()]; }
-            label { "Status"
-                select name="status" {
-                    option value="" { "any" }
-                    @for s in PaymentStatus::ALL {
-                        option value=(s.as_str()) selected[status.as_deref() == Some(s.as_str())] { (s.as_str().replace('_', " ")) }
-                    }
-                }
-            }
+            (choice("Status", "status", &statuses, status.as_deref()))
             label { "Created from (UTC)" input name="from" placeholder="2026-11-28" value=[query.from.as_deref()] size="12"; }
             label { "to (before)" input name="to" placeholder="2026-11-29" value=[query.to.as_deref()] size="12"; }
             button type="submit" { "Search" }
             a href="/console/payments" { "Clear" }
         }
-        div.table-wrap {
-            table #payments {
-                thead { tr {
-                    th { "Payment" } th { "Status" } th.num { "Amount" } th { "Checkout" }
-                    th { "Buyer" } th { "Created (UTC)" }
-                } }
-                tbody {
-                    @for p in &page.rows {
-                        tr data-payment=(p.id) {
-                            td { a.mono href={ "/console/payments/" (p.id) } { (p.id) } }
-                            td { (badge(&p.status)) }
-                            td.num { (money(p.amount_minor, &p.currency)) }
-                            td.mono { (p.checkout_id) }
-                            td { a href=(layout::link("/console/payments", &[("buyer_id", &p.buyer_id)])) { (p.buyer_id) } }
-                            td.nowrap { (at(p.created_at_ms)) }
-                        }
-                    }
-                    @if page.rows.is_empty() { tr { td colspan="6" { "No payment matches." } } }
-                }
+        (table("payments", &columns, &page.rows, |p| html! {
+            tr data-payment=(p.id) {
+                td { a.mono href={ "/console/payments/" (seg(&p.id)) } { (p.id) } }
+                td { (badge(&p.status)) }
+                td.num { (money(p.amount_minor, &p.currency)) }
+                td.mono { (p.checkout_id) }
+                td { a href=(layout::link("/console/payments", &[("buyer_id", &p.buyer_id)])) { (p.buyer_id) } }
+                td.nowrap { (at(p.created_at_ms)) }
             }
-        }
-        (layout::pager("/console/payments", &filters, after.is_none(), page.next.as_deref()))
+        }, "No payment matches."))
+        (pager("/console/payments", &filters, after.is_none(), page.next.as_deref()))
     };
     Ok(layout::page("Payments", "/console/payments", &session, body).into_response())
 }
@@ -159,7 +137,7 @@ pub async fn show(
                         @for o in &p.orders {
                             tr {
                                 td.mono { (o.order_id) }
-                                td { a href={ "/console/sellers/" (layout::seg(&o.seller_id)) } { (o.seller_id) } }
+                                td { a href={ "/console/sellers/" (seg(&o.seller_id)) } { (o.seller_id) } }
                                 td { (badge(o.status.as_str())) }
                                 td.num { (money(o.amount, &p.currency)) }
                             }
@@ -186,13 +164,38 @@ pub async fn show(
                 }
             }
         }
+        @if !detail.disputes.is_empty() {
+            section.card {
+                h2 { "Disputes" }
+                table #disputes {
+                    thead { tr { th { "Dispute" } th { "Status" } th { "Reason" } th.num { "Amount" } th { "Opened (UTC)" } } }
+                    tbody {
+                        @for d in &detail.disputes {
+                            tr data-dispute=(d.id) {
+                                td.mono { a href={ "/console/disputes/" (seg(&d.id)) } { (d.id) } }
+                                td { (badge(&d.status)) }
+                                td { (d.reason) }
+                                td.num { (money(d.amount, &d.currency)) }
+                                td { (d.created_at.replace('T', " ").replace('Z', "")) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
         section.card {
             h2 { "Timeline" }
             ol.timeline #timeline {
                 @for entry in &detail.timeline {
                     li data-moment=(entry.moment.as_str()) {
                         div.when { (at(entry.at_ms)) }
-                        div.what { (entry.title) }
+                        div.what {
+                            @match &entry.subject {
+                                Some(Subject::Dispute(id)) => { a href={ "/console/disputes/" (seg(id)) } { (entry.title) } }
+                                Some(Subject::JournalTransaction(id)) => { a href={ "/console/ledger/transactions/" (seg(id)) } { (entry.title) } }
+                                None => { (entry.title) }
+                            }
+                        }
                         div.detail { (entry.detail) }
                     }
                 }

@@ -9,21 +9,23 @@ use crate::extract::PathId;
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use ferropay::Ferropay;
+use ferropay::console::Cursor;
 use ferropay::console::reconciliation::{self as reads, BreakFilter, RunRow};
-use ferropay::console::{Cursor, filter_text};
 use ferropay::reconcile::breaks::BreakKind;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use crate::extract::QueryParams;
-
 use super::auth::{Act, Session};
-use super::error::{ConsoleError, ConsoleResult};
+use super::error::ConsoleResult;
 use super::layout::{self, at, badge, money, seg};
+use super::list::{Col, ListQuery, choice, one_of, pager, table};
+
+/// A break's statuses.
+const STATUSES: [&str; 2] = ["open", "resolved"];
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct PageQuery {
+pub struct Filters {
     kind: Option<String>,
     status: Option<String>,
     after: Option<String>,
@@ -32,45 +34,40 @@ pub struct PageQuery {
 pub async fn page(
     State(service): State<Ferropay>,
     session: Session,
-    query: Result<QueryParams<PageQuery>, crate::error::ApiError>,
+    ListQuery(query): ListQuery<Filters>,
 ) -> ConsoleResult<Markup> {
-    let QueryParams(query) = query.map_err(|e| ConsoleError::Domain(e.0))?;
-    let kind = filter_text("kind", query.kind.as_deref())?;
-    if let Some(kind) = &kind
-        && BreakKind::parse(kind).is_none()
-    {
-        return Err(ferropay::Error::invalid("kind", format!("no break kind `{kind}`")).into());
-    }
-    let status = filter_text("status", query.status.as_deref())?;
-    if let Some(status) = &status
-        && status != "open"
-        && status != "resolved"
-    {
-        return Err(ferropay::Error::invalid("status", "must be open or resolved").into());
-    }
-    let after = filter_text("after", query.after.as_deref())?
-        .map(|a| Cursor::parse(&a))
-        .transpose()?;
-    let counts = reads::counts_by_kind(&service.store).await?;
+    let kinds = BreakKind::ALL.map(BreakKind::as_str);
     let filter = BreakFilter {
-        kind: kind.clone(),
-        status: status.clone(),
+        kind: one_of("kind", query.kind.as_deref(), &kinds)?,
+        status: one_of("status", query.status.as_deref(), &STATUSES)?,
     };
+    let after = Cursor::from_param(query.after.as_deref())?;
+    let counts = reads::counts_by_kind(&service.store).await?;
     let breaks = reads::breaks(&service.store, &filter, after.as_ref()).await?;
     let runs = reads::runs(&service.store, None).await?;
+    let columns = [
+        Col::Text("Break"),
+        Col::Text("Kind"),
+        Col::Text("Status"),
+        Col::Text("Line"),
+        Col::Text("References"),
+        Col::Num("Expected"),
+        Col::Num("Found"),
+        Col::Text("Detail"),
+    ];
     let body = html! {
         section.card {
             h2 { "Breaks by kind" }
             table #break-counts {
                 thead { tr { th { "Kind" } th.num { "Open" } th.num { "Resolved" } } }
                 tbody {
-                    @for k in BreakKind::ALL {
-                        @let open = counts.iter().find(|c| c.kind == k.as_str() && c.status == "open").map_or(0, |c| c.count);
-                        @let resolved = counts.iter().find(|c| c.kind == k.as_str() && c.status == "resolved").map_or(0, |c| c.count);
+                    @for k in kinds {
+                        @let open = counts.iter().find(|c| c.kind == k && c.status == "open").map_or(0, |c| c.count);
+                        @let resolved = counts.iter().find(|c| c.kind == k && c.status == "resolved").map_or(0, |c| c.count);
                         @if open + resolved > 0 {
                             tr {
-                                td { a href=(layout::link("/console/reconciliation", &[("kind", k.as_str())])) { (k.as_str().replace('_', " ")) } }
-                                td.num { a href=(layout::link("/console/reconciliation", &[("kind", k.as_str()), ("status", "open")])) { (open) } }
+                                td { a href=(layout::link("/console/reconciliation", &[("kind", k)])) { (k.replace('_', " ")) } }
+                                td.num { a href=(layout::link("/console/reconciliation", &[("kind", k), ("status", "open")])) { (open) } }
                                 td.num { (resolved) }
                             }
                         }
@@ -80,44 +77,29 @@ pub async fn page(
             }
         }
         form.filters method="get" action="/console/reconciliation" {
-            label { "Kind" select name="kind" {
-                option value="" { "any" }
-                @for k in BreakKind::ALL { option value=(k.as_str()) selected[kind.as_deref() == Some(k.as_str())] { (k.as_str().replace('_', " ")) } }
-            } }
-            label { "Status" select name="status" {
-                option value="" { "any" }
-                option value="open" selected[status.as_deref() == Some("open")] { "open" }
-                option value="resolved" selected[status.as_deref() == Some("resolved")] { "resolved" }
-            } }
+            (choice("Kind", "kind", &kinds, filter.kind.as_deref()))
+            (choice("Status", "status", &STATUSES, filter.status.as_deref()))
             button type="submit" { "Show" }
         }
-        div.table-wrap {
-            table #breaks {
-                thead { tr { th { "Break" } th { "Kind" } th { "Status" } th { "Line" } th { "References" } th.num { "Expected" } th.num { "Found" } th { "Detail" } } }
-                tbody {
-                    @for b in &breaks.rows {
-                        tr data-break=(b.id) {
-                            td.mono { a href={ "/console/reconciliation/breaks/" (seg(&b.id)) } { (b.id) } }
-                            td { (b.kind.replace('_', " ")) }
-                            td { (badge(&b.status)) @if b.auto_healed { " " span.badge.info { "healed" } } }
-                            td { (b.line_no.map(|n| n.to_string()).unwrap_or_else(|| "—".into())) }
-                            td.mono {
-                                @if let Some(r) = &b.merchant_reference { a href={ "/console/payments/" (seg(r)) } { (r) } br; }
-                                @if let Some(r) = &b.psp_reference { (r) }
-                            }
-                            td.num { (amount(b.expected_amount, b.currency.as_deref())) }
-                            td.num { (amount(b.actual_amount, b.currency.as_deref())) }
-                            td { (b.detail) }
-                        }
-                    }
-                    @if breaks.rows.is_empty() { tr { td colspan="8" { "No break matches." } } }
+        (table("breaks", &columns, &breaks.rows, |b| html! {
+            tr data-break=(b.id) {
+                td.mono { a href={ "/console/reconciliation/breaks/" (seg(&b.id)) } { (b.id) } }
+                td { (b.kind.replace('_', " ")) }
+                td { (badge(&b.status)) @if b.auto_healed { " " span.badge.info { "healed" } } }
+                td { (b.line_no.map(|n| n.to_string()).unwrap_or_else(|| "—".into())) }
+                td.mono {
+                    @if let Some(r) = &b.merchant_reference { a href={ "/console/payments/" (seg(r)) } { (r) } br; }
+                    @if let Some(r) = &b.psp_reference { (r) }
                 }
+                td.num { (amount(b.expected_amount, b.currency.as_deref())) }
+                td.num { (amount(b.actual_amount, b.currency.as_deref())) }
+                td { (b.detail) }
             }
-        }
-        (layout::pager("/console/reconciliation", &[("kind", kind.as_deref().unwrap_or("")), ("status", status.as_deref().unwrap_or(""))], after.is_none(), breaks.next.as_deref()))
+        }, "No break matches."))
+        (pager("/console/reconciliation", &[("kind", filter.kind.as_deref().unwrap_or("")), ("status", filter.status.as_deref().unwrap_or(""))], after.is_none(), breaks.next.as_deref()))
         section.card {
             div.split { h2 { "Latest runs" } a href="/console/reconciliation/runs" { "All runs »" } }
-            (runs_table(&runs.rows.iter().take(5).cloned().collect::<Vec<_>>()))
+            (runs_table(&runs.rows[..runs.rows.len().min(5)]))
         }
     };
     Ok(layout::page(
@@ -137,25 +119,33 @@ fn amount(minor: Option<i64>, currency: Option<&str>) -> String {
 }
 
 fn runs_table(runs: &[RunRow]) -> Markup {
-    html! {
-        div.table-wrap {
-            table #runs {
-                thead { tr { th { "Run" } th { "Source" } th { "Status" } th { "Started (UTC)" } th.num { "Lines" } th.num { "Matched" } th.num { "Breaks" } th.num { "Healed" } } }
-                tbody {
-                    @for r in runs {
-                        tr {
-                            td.mono { (r.id) }
-                            td.mono { (r.psp) " · " (r.source) }
-                            td { (badge(&r.status)) @if let Some(e) = &r.error { " " span.hint { (e) } } }
-                            td { (at(r.started_at_ms)) }
-                            td.num { (r.lines) } td.num { (r.matched) } td.num { (r.breaks) } td.num { (r.healed) }
-                        }
-                    }
-                    @if runs.is_empty() { tr { td colspan="8" { "No run yet." } } }
+    let columns = [
+        Col::Text("Run"),
+        Col::Text("Source"),
+        Col::Text("Status"),
+        Col::Text("Started (UTC)"),
+        Col::Num("Lines"),
+        Col::Num("Matched"),
+        Col::Num("Breaks"),
+        Col::Num("Healed"),
+    ];
+    table(
+        "runs",
+        &columns,
+        runs,
+        |r| {
+            html! {
+                tr {
+                    td.mono { (r.id) }
+                    td.mono { (r.psp) " · " (r.source) }
+                    td { (badge(&r.status)) @if let Some(e) = &r.error { " " span.hint { (e) } } }
+                    td { (at(r.started_at_ms)) }
+                    td.num { (r.lines) } td.num { (r.matched) } td.num { (r.breaks) } td.num { (r.healed) }
                 }
             }
-        }
-    }
+        },
+        "No run yet.",
+    )
 }
 
 #[derive(Deserialize, Default)]
@@ -167,16 +157,13 @@ pub struct RunsQuery {
 pub async fn runs(
     State(service): State<Ferropay>,
     session: Session,
-    query: Result<QueryParams<RunsQuery>, crate::error::ApiError>,
+    ListQuery(query): ListQuery<RunsQuery>,
 ) -> ConsoleResult<Markup> {
-    let QueryParams(query) = query.map_err(|e| ConsoleError::Domain(e.0))?;
-    let after = filter_text("after", query.after.as_deref())?
-        .map(|a| Cursor::parse(&a))
-        .transpose()?;
+    let after = Cursor::from_param(query.after.as_deref())?;
     let runs = reads::runs(&service.store, after.as_ref()).await?;
     let body = html! {
         (runs_table(&runs.rows))
-        (layout::pager("/console/reconciliation/runs", &[], after.is_none(), runs.next.as_deref()))
+        (pager("/console/reconciliation/runs", &[], after.is_none(), runs.next.as_deref()))
     };
     Ok(layout::page(
         "Reconciliation runs",

@@ -9,15 +9,14 @@ use ferropay::console::{filter_text, sellers};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use crate::extract::QueryParams;
-
 use super::auth::Session;
-use super::error::{ConsoleError, ConsoleResult};
+use super::error::ConsoleResult;
 use super::layout::{self, at, badge, money, seg};
+use super::list::{Col, ListQuery, pager, table};
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct ListQuery {
+pub struct Filters {
     q: Option<String>,
     after: Option<String>,
 }
@@ -25,36 +24,34 @@ pub struct ListQuery {
 pub async fn list(
     State(service): State<Ferropay>,
     session: Session,
-    query: Result<QueryParams<ListQuery>, crate::error::ApiError>,
+    ListQuery(query): ListQuery<Filters>,
 ) -> ConsoleResult<Markup> {
-    let QueryParams(query) = query.map_err(|e| ConsoleError::Domain(e.0))?;
     let q = filter_text("q", query.q.as_deref())?;
     let after = filter_text("after", query.after.as_deref())?;
     let page = sellers::list(&service.store, q.as_deref(), after.as_deref()).await?;
+    let columns = [
+        Col::Text("Seller"),
+        Col::Text("Currency"),
+        Col::Num("Amount owed"),
+        Col::Num("Available"),
+        Col::Num("Payouts in flight"),
+    ];
     let body = html! {
         form.filters method="get" action="/console/sellers" {
             label { "Seller id (or its beginning)" input name="q" value=[q.as_deref()] size="30"; }
             button type="submit" { "Find" }
         }
         p.hint { "From the " code { "seller_balances" } " view, by seller id. Amount: what the platform owes; available: what may be paid out now." }
-        div.table-wrap {
-            table #sellers {
-                thead { tr { th { "Seller" } th { "Currency" } th.num { "Amount owed" } th.num { "Available" } th.num { "Payouts in flight" } } }
-                tbody {
-                    @for s in &page.rows {
-                        tr data-seller=(s.seller_id) {
-                            td { a href={ "/console/sellers/" (seg(&s.seller_id)) } { (s.seller_id) } }
-                            td { (s.currency) }
-                            td.num { (money(s.amount_minor, &s.currency)) }
-                            td.num { (money(s.available_minor, &s.currency)) }
-                            td.num { (money(s.payouts_in_flight_minor, &s.currency)) }
-                        }
-                    }
-                    @if page.rows.is_empty() { tr { td colspan="5" { "No seller from there on." } } }
-                }
+        (table("sellers", &columns, &page.rows, |s| html! {
+            tr data-seller=(s.seller_id) {
+                td { a href={ "/console/sellers/" (seg(&s.seller_id)) } { (s.seller_id) } }
+                td { (s.currency) }
+                td.num { (money(s.amount_minor, &s.currency)) }
+                td.num { (money(s.available_minor, &s.currency)) }
+                td.num { (money(s.payouts_in_flight_minor, &s.currency)) }
             }
-        }
-        (layout::pager("/console/sellers", &[("q", q.as_deref().unwrap_or(""))], after.is_none(), page.next.as_deref()))
+        }, "No seller from there on."))
+        (pager("/console/sellers", &[("q", q.as_deref().unwrap_or(""))], after.is_none(), page.next.as_deref()))
     };
     Ok(layout::page("Sellers", "/console/sellers", &session, body))
 }
@@ -69,9 +66,8 @@ pub async fn show(
     State(service): State<Ferropay>,
     session: Session,
     PathId(seller_id): PathId,
-    query: Result<QueryParams<ShowQuery>, crate::error::ApiError>,
+    ListQuery(query): ListQuery<ShowQuery>,
 ) -> ConsoleResult<Markup> {
-    let QueryParams(query) = query.map_err(|e| ConsoleError::Domain(e.0))?;
     let before_seq = filter_text("after", query.after.as_deref())?
         .map(|text| {
             text.parse::<i64>().map_err(|_| {
@@ -80,6 +76,13 @@ pub async fn show(
         })
         .transpose()?;
     let detail = sellers::detail(&service.store, &seller_id, before_seq).await?;
+    let posting_columns = [
+        Col::Text("#"),
+        Col::Text("Kind"),
+        Col::Text("Payment"),
+        Col::Num("Amount"),
+        Col::Text("Posted (UTC)"),
+    ];
     let body = html! {
         div.grid {
             section.card {
@@ -124,23 +127,16 @@ pub async fn show(
         section.card {
             h2 { "Postings on " code { "seller:" (detail.seller_id) } }
             p.hint { "Credits (negative) are what the platform came to owe the seller; debits, what left the wallet." }
-            div.table-wrap {
-                table #postings {
-                    thead { tr { th { "#" } th { "Kind" } th { "Payment" } th.num { "Amount" } th { "Posted (UTC)" } } }
-                    tbody {
-                        @for p in &detail.postings.rows {
-                            tr {
-                                td { a href={ "/console/ledger/transactions/" (seg(&p.transaction_id)) } { (p.seq) } }
-                                td { (p.kind) }
-                                td.mono { @if let Some(id) = &p.payment_id { a href={ "/console/payments/" (seg(id)) } { (id) } } @else { "—" } }
-                                td.num.neg[p.amount_minor < 0] { (money(p.amount_minor, &p.currency)) }
-                                td { (at(p.created_at_ms)) }
-                            }
-                        }
-                    }
+            (table("postings", &posting_columns, &detail.postings.rows, |p| html! {
+                tr {
+                    td { a href={ "/console/ledger/transactions/" (seg(&p.transaction_id)) } { (p.seq) } }
+                    td { (p.kind) }
+                    td.mono { @if let Some(id) = &p.payment_id { a href={ "/console/payments/" (seg(id)) } { (id) } } @else { "—" } }
+                    td.num.neg[p.amount_minor < 0] { (money(p.amount_minor, &p.currency)) }
+                    td { (at(p.created_at_ms)) }
                 }
-            }
-            (layout::pager(&format!("/console/sellers/{}", seg(&detail.seller_id)), &[], before_seq.is_none(), detail.postings.next.as_deref()))
+            }, "No posting on this account."))
+            (pager(&format!("/console/sellers/{}", seg(&detail.seller_id)), &[], before_seq.is_none(), detail.postings.next.as_deref()))
         }
     };
     Ok(layout::page(

@@ -8,7 +8,13 @@ use crate::error::{Error, Result};
 use crate::lists::Select;
 use crate::store::Store;
 
-use super::{Cursor, PAGE_ROWS, Paged};
+use super::{Cursor, Keyset, Paged};
+
+/// Dead jobs, the latest death first (the partial index `jobs_dead`).
+const LATEST_DEATH: Keyset = Keyset {
+    at: "finished_at_ms",
+    id: "id",
+};
 
 /// A job of the dead-letter queue (or, once replayed, what became of it).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,26 +56,10 @@ pub async fn list(
     let mut select = Select::new(store.backend());
     select.condition("status = 'dead'", vec![]);
     select.text_eq("kind", &kind.map(str::to_owned));
-    if let Some(cursor) = after {
-        cursor.narrow(&mut select, "finished_at_ms", "id");
-    }
-    let rows = select
-        .fetch_ordered(
-            store,
-            SELECT_JOB,
-            "",
-            "finished_at_ms DESC, id DESC",
-            PAGE_ROWS,
-        )
-        .await?;
-    let rows = rows.iter().map(row_of).collect::<Result<Vec<_>>>()?;
-    Ok(Paged::of(rows, PAGE_ROWS, |row| {
-        Cursor {
-            at_ms: row.dead_at_ms.unwrap_or_default(),
-            id: row.id.clone(),
-        }
-        .encode()
-    }))
+    LATEST_DEATH
+        .page(store, select, SELECT_JOB, after)
+        .await?
+        .read(row_of)
 }
 
 /// One job, dead or not (a replayed job's page shows what became of it).

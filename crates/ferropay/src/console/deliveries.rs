@@ -10,7 +10,13 @@ use crate::lists::Select;
 use crate::store::Store;
 use crate::webhooks::deliver::{DeliveryView, delivery_of};
 
-use super::{Cursor, PAGE_ROWS, Paged};
+use super::{Cursor, Keyset, Paged};
+
+/// Deliveries newest first (`webhook_deliveries_created`).
+const NEWEST: Keyset = Keyset {
+    at: "d.created_at_ms",
+    id: "d.id",
+};
 
 /// A delivery with where it goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,38 +40,24 @@ pub async fn list(
     let mut select = Select::new(store.backend());
     select.text_eq("d.status", &filter.status);
     select.text_eq("d.endpoint_id", &filter.endpoint_id);
-    if let Some(cursor) = after {
-        cursor.narrow(&mut select, "d.created_at_ms", "d.id");
-    }
-    let rows = select
-        .fetch_ordered(
+    let page = NEWEST
+        .page(
             store,
+            select,
             "SELECT d.id, d.endpoint_id, d.event_id, d.event_type, d.status, d.created_at_ms, \
              e.url FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id",
-            "",
-            "d.created_at_ms DESC, d.id DESC",
-            PAGE_ROWS,
+            after,
         )
         .await?;
-    let mut data = Vec::with_capacity(rows.len());
-    for row in &rows {
-        data.push((
-            row.try_get::<i64, _>("created_at_ms")?,
-            DeliveryRow {
-                url: row.try_get("url")?,
-                delivery: delivery_of(store, row).await?,
-            },
-        ));
+    let mut rows = Vec::with_capacity(page.rows.len());
+    for row in &page.rows {
+        rows.push(DeliveryRow {
+            url: row.try_get("url")?,
+            delivery: delivery_of(store, row).await?,
+        });
     }
-    let page = Paged::of(data, PAGE_ROWS, |(at_ms, row)| {
-        Cursor {
-            at_ms: *at_ms,
-            id: row.delivery.id.clone(),
-        }
-        .encode()
-    });
     Ok(Paged {
-        rows: page.rows.into_iter().map(|(_, row)| row).collect(),
+        rows,
         next: page.next,
     })
 }

@@ -1,6 +1,7 @@
 //! The console's ledger: the trial balance (the `trial_balance` view over `account_balances`,
 //! paged by account and currency), one journal transaction with
-//! its postings and hash, the journal transactions of a payment, the `daily_settlement` view,
+//! its postings and hash, the journal transactions of a payment or of a dispute (by their
+//! source references), the `daily_settlement` view,
 //! and, on demand only (it reads the whole journal), `ledger verify` with the trial balance's
 //! total per currency, which is zero when the books balance.
 
@@ -8,10 +9,9 @@ use sqlx::Row;
 
 use crate::error::{Error, Result};
 use crate::ledger::verify::{VerifyReport, verify};
-use crate::lists::{Param, Select};
 use crate::store::Store;
 
-use super::{PAGE_ROWS, Paged};
+use super::{Paged, by_key};
 
 /// One account's balance in one currency (a row of `trial_balance`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,46 +30,22 @@ pub async fn trial_balance(
     from: Option<&str>,
     after: Option<&str>,
 ) -> Result<Paged<AccountBalance>> {
-    let mut select = Select::new(store.backend());
-    if let Some(from) = from {
-        select.condition("account >= ?", vec![Param::Text(from.to_owned())]);
-    }
-    if let Some(after) = after {
-        let (account, currency) = after
-            .rsplit_once('~')
-            .ok_or_else(|| Error::invalid("after", "must be a cursor from a page's link"))?;
-        select.condition(
-            "account >= ? AND (account > ? OR currency > ?)",
-            vec![
-                Param::Text(account.to_owned()),
-                Param::Text(account.to_owned()),
-                Param::Text(currency.to_owned()),
-            ],
-        );
-    }
-    let rows = select
-        .fetch_ordered(
-            store,
-            "SELECT account, currency, balance_minor, postings FROM trial_balance",
-            "",
-            "account, currency",
-            PAGE_ROWS,
-        )
-        .await?;
-    let rows = rows
-        .iter()
-        .map(|row| {
-            Ok(AccountBalance {
-                account: row.try_get("account")?,
-                currency: row.try_get("currency")?,
-                balance_minor: row.try_get("balance_minor")?,
-                postings: row.try_get("postings")?,
-            })
+    by_key(
+        store,
+        "account",
+        "SELECT account, currency, balance_minor, postings FROM trial_balance",
+        from,
+        after,
+    )
+    .await?
+    .read(|row| {
+        Ok(AccountBalance {
+            account: row.try_get("account")?,
+            currency: row.try_get("currency")?,
+            balance_minor: row.try_get("balance_minor")?,
+            postings: row.try_get("postings")?,
         })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Paged::of(rows, PAGE_ROWS, |row| {
-        format!("{}~{}", row.account, row.currency)
-    }))
+    })
 }
 
 /// A posting of a journal transaction.
@@ -125,6 +101,28 @@ pub async fn transactions_of_payment(
     for row in &rows {
         transactions.push(with_postings(store, row).await?);
     }
+    Ok(transactions)
+}
+
+/// The journal transactions posted under any of `source_refs` (each is posted once, by its
+/// source reference), in the journal's order.
+pub async fn transactions_by_source_refs(
+    store: &Store,
+    source_refs: &[String],
+) -> Result<Vec<JournalTransaction>> {
+    let mut transactions = Vec::with_capacity(source_refs.len());
+    for source_ref in source_refs {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{SELECT_TRANSACTION} WHERE source_ref = $1"
+        )))
+        .bind(source_ref)
+        .fetch_optional(store.pool())
+        .await?;
+        if let Some(row) = row {
+            transactions.push(with_postings(store, &row).await?);
+        }
+    }
+    transactions.sort_by_key(|transaction| transaction.seq);
     Ok(transactions)
 }
 

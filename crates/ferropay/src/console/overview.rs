@@ -1,8 +1,9 @@
 //! The overview page's figures: today's payments by status (count and volume), the payment
 //! funnel of the last days (the `payment_funnel` view), settled volume per hour today (capture
 //! transactions), and the backlog an operator acts on (dead jobs, open breaks, payments pending
-//! for long, outbox lag: [`crate::backlog`], as `/metrics` reports it). Each is read through an
-//! index over today's or the last days' rows only.
+//! for long, outbox lag: [`crate::backlog`], as `/metrics` reports it; disputes awaiting a
+//! response). Each is read through an index over today's or the last days' rows only, or a kept
+//! summary (`disputed_days`).
 
 use sqlx::Row;
 
@@ -34,6 +35,8 @@ pub struct FunnelDay {
     pub failed: i64,
     pub expired: i64,
     pub refunded: i64,
+    /// Payments of the day with a dispute opened.
+    pub disputed: i64,
     pub open: i64,
     pub conversion_bps: i64,
 }
@@ -54,6 +57,8 @@ pub struct Overview {
     pub funnel: Vec<FunnelDay>,
     pub settled_per_hour: Vec<HourVolume>,
     pub backlog: Backlog,
+    /// Disputes in `needs_response`: evidence is due.
+    pub disputes_needing_response: i64,
 }
 
 pub async fn read(store: &Store, now_ms: i64, outbox_relays: &[Broker]) -> Result<Overview> {
@@ -64,6 +69,12 @@ pub async fn read(store: &Store, now_ms: i64, outbox_relays: &[Broker]) -> Resul
         funnel: funnel(store, today - (FUNNEL_DAYS - 1) * 86_400_000).await?,
         settled_per_hour: settled_per_hour(store, today).await?,
         backlog: backlog::read(store, now_ms, outbox_relays).await?,
+        disputes_needing_response: sqlx::query(
+            "SELECT COUNT(*) AS n FROM disputes WHERE status = 'needs_response'",
+        )
+        .fetch_one(store.pool())
+        .await?
+        .try_get("n")?,
     })
 }
 
@@ -91,7 +102,8 @@ async fn today_by_status(store: &Store, today_ms: i64) -> Result<Vec<StatusToday
 /// The `payment_funnel` view from `from_day_ms` on, newest day first.
 pub async fn funnel(store: &Store, from_day_ms: i64) -> Result<Vec<FunnelDay>> {
     let rows = sqlx::query(
-        "SELECT day_start_ms, created, paid, failed, expired, refunded, open, conversion_bps \
+        "SELECT day_start_ms, created, paid, failed, expired, refunded, disputed, open, \
+         conversion_bps \
          FROM payment_funnel WHERE day_start_ms >= $1 ORDER BY day_start_ms DESC",
     )
     .bind(from_day_ms)
@@ -106,6 +118,7 @@ pub async fn funnel(store: &Store, from_day_ms: i64) -> Result<Vec<FunnelDay>> {
                 failed: row.try_get("failed")?,
                 expired: row.try_get("expired")?,
                 refunded: row.try_get("refunded")?,
+                disputed: row.try_get("disputed")?,
                 open: row.try_get("open")?,
                 conversion_bps: row.try_get("conversion_bps")?,
             })

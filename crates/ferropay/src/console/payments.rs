@@ -1,12 +1,13 @@
 //! The console's payments: a list filtered by checkout, seller, buyer, status and creation
 //! date, newest first (keyset on `(created_at_ms, id)`, each filter on an index: a seller's
 //! payments are walked through their orders, `payment_orders_seller_created`), and one payment
-//! with its orders, refunds, journal transactions and timeline: created, each job that
+//! with its orders, refunds, disputes, journal transactions and timeline: created, each job that
 //! registered or polled it, each PSP webhook received, each event it caused (status changes,
-//! refunds) with its deliveries to merchants' endpoints.
+//! refunds, disputes) with its deliveries to merchants' endpoints, each dispute opened.
 
 use sqlx::Row;
 
+use crate::dispute::list::{DisputeView, of_payment};
 use crate::error::Result;
 use crate::lists::{Param, Select};
 use crate::money::{Currency, format_minor};
@@ -17,7 +18,7 @@ use crate::refund::{self, RefundView};
 use crate::store::{Store, sql};
 
 use super::ledger::{JournalTransaction, transactions_of_payment};
-use super::{Cursor, PAGE_ROWS, Paged};
+use super::{Cursor, Keyset, Paged};
 
 /// The list's filters (all optional, combined with AND).
 #[derive(Clone, Debug, Default)]
@@ -51,22 +52,26 @@ pub async fn list(
 ) -> Result<Paged<PaymentRow>> {
     let mut select = Select::new(store.backend());
     // A seller's payments are walked through the seller's orders (created with the payment).
-    let (from, at, id) = match &filter.seller_id {
+    let (from, keyset) = match &filter.seller_id {
         Some(seller_id) => {
             select.condition("o.seller_id = ?", vec![Param::Text(seller_id.clone())]);
             (
                 "SELECT p.id, p.checkout_id, p.buyer_id, p.status, p.currency, p.amount_minor, \
-                 p.psp_reference, p.created_at_ms FROM payment_orders o \
+                 p.psp_reference, p.created_at_ms, o.payment_id FROM payment_orders o \
                  JOIN payments p ON p.id = o.payment_id",
-                "o.created_at_ms",
-                "o.payment_id",
+                Keyset {
+                    at: "o.created_at_ms",
+                    id: "o.payment_id",
+                },
             )
         }
         None => (
             "SELECT p.id, p.checkout_id, p.buyer_id, p.status, p.currency, p.amount_minor, \
              p.psp_reference, p.created_at_ms FROM payments p",
-            "p.created_at_ms",
-            "p.id",
+            Keyset {
+                at: "p.created_at_ms",
+                id: "p.id",
+            },
         ),
     };
     select.text_eq("p.checkout_id", &filter.checkout_id);
@@ -77,35 +82,19 @@ pub async fn list(
             vec![Param::Text(status.as_str().to_owned())],
         );
     }
-    select.created_between(at, filter.created_gte_ms, filter.created_lt_ms);
-    if let Some(cursor) = after {
-        cursor.narrow(&mut select, at, id);
-    }
-    let rows = select
-        .fetch_ordered(store, from, "", &format!("{at} DESC, {id} DESC"), PAGE_ROWS)
-        .await?;
-    let rows = rows
-        .iter()
-        .map(|row| {
-            Ok(PaymentRow {
-                id: row.try_get("id")?,
-                checkout_id: row.try_get("checkout_id")?,
-                buyer_id: row.try_get("buyer_id")?,
-                status: row.try_get("status")?,
-                currency: row.try_get("currency")?,
-                amount_minor: row.try_get("amount_minor")?,
-                psp_reference: row.try_get("psp_reference")?,
-                created_at_ms: row.try_get("created_at_ms")?,
-            })
+    select.created_between(keyset.at, filter.created_gte_ms, filter.created_lt_ms);
+    keyset.page(store, select, from, after).await?.read(|row| {
+        Ok(PaymentRow {
+            id: row.try_get("id")?,
+            checkout_id: row.try_get("checkout_id")?,
+            buyer_id: row.try_get("buyer_id")?,
+            status: row.try_get("status")?,
+            currency: row.try_get("currency")?,
+            amount_minor: row.try_get("amount_minor")?,
+            psp_reference: row.try_get("psp_reference")?,
+            created_at_ms: row.try_get("created_at_ms")?,
         })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Paged::of(rows, PAGE_ROWS, |row| {
-        Cursor {
-            at_ms: row.created_at_ms,
-            id: row.id.clone(),
-        }
-        .encode()
-    }))
+    })
 }
 
 /// What a line of a payment's timeline is about.
@@ -117,6 +106,7 @@ pub enum Moment {
     Event,
     Delivery,
     Refund,
+    Dispute,
     Journal,
 }
 
@@ -129,9 +119,17 @@ impl Moment {
             Self::Event => "event",
             Self::Delivery => "delivery",
             Self::Refund => "refund",
+            Self::Dispute => "dispute",
             Self::Journal => "journal",
         }
     }
+}
+
+/// What a line of the timeline links to, when it has a page of its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Subject {
+    Dispute(String),
+    JournalTransaction(String),
 }
 
 /// One line of a payment's timeline.
@@ -141,6 +139,7 @@ pub struct TimelineEntry {
     pub moment: Moment,
     pub title: String,
     pub detail: String,
+    pub subject: Option<Subject>,
 }
 
 /// Everything the payment's page shows.
@@ -148,6 +147,8 @@ pub struct TimelineEntry {
 pub struct PaymentDetail {
     pub payment: PaymentView,
     pub refunds: Vec<RefundView>,
+    /// Oldest first.
+    pub disputes: Vec<DisputeView>,
     pub transactions: Vec<JournalTransaction>,
     /// Oldest first.
     pub timeline: Vec<TimelineEntry>,
@@ -157,6 +158,7 @@ pub struct PaymentDetail {
 pub async fn detail(store: &Store, payment_id: &str) -> Result<PaymentDetail> {
     let payment = load_view(store, payment_id).await?;
     let refunds = refund::list(store, payment_id).await?;
+    let disputes = of_payment(store, payment_id).await?;
     let transactions = transactions_of_payment(store, payment_id).await?;
     let created_at_ms: i64 = sqlx::query("SELECT created_at_ms FROM payments WHERE id = $1")
         .bind(payment_id)
@@ -173,6 +175,7 @@ pub async fn detail(store: &Store, payment_id: &str) -> Result<PaymentDetail> {
             payment.orders.len(),
             amount(payment.amount, &payment.currency)
         ),
+        subject: None,
     }];
     timeline.extend(jobs(store, payment_id).await?);
     timeline.extend(webhooks(store, payment_id).await?);
@@ -190,6 +193,21 @@ pub async fn detail(store: &Store, payment_id: &str) -> Result<PaymentDetail> {
                 refund.order_id,
                 refund.status
             ),
+            subject: None,
+        });
+    }
+    for dispute in &disputes {
+        timeline.push(TimelineEntry {
+            at_ms: crate::lists::parse_time_ms("created_at", &dispute.created_at).unwrap_or(0),
+            moment: Moment::Dispute,
+            title: format!("dispute {} opened", dispute.id),
+            detail: format!(
+                "{} disputed ({}): {}",
+                amount(dispute.amount, &dispute.currency),
+                dispute.reason,
+                dispute.status
+            ),
+            subject: Some(Subject::Dispute(dispute.id.clone())),
         });
     }
     for transaction in &transactions {
@@ -198,6 +216,7 @@ pub async fn detail(store: &Store, payment_id: &str) -> Result<PaymentDetail> {
             moment: Moment::Journal,
             title: format!("journal: {}", transaction.kind),
             detail: format!("{} (#{})", transaction.source_ref, transaction.seq),
+            subject: Some(Subject::JournalTransaction(transaction.id.clone())),
         });
     }
     // A stable sort keeps, at equal times, the order above (cause before effect).
@@ -205,6 +224,7 @@ pub async fn detail(store: &Store, payment_id: &str) -> Result<PaymentDetail> {
     Ok(PaymentDetail {
         payment,
         refunds,
+        disputes,
         transactions,
         timeline,
     })
@@ -244,6 +264,7 @@ async fn jobs(store: &Store, payment_id: &str) -> Result<Vec<TimelineEntry>> {
                         .map(|e| format!(", last error: {e}"))
                         .unwrap_or_default()
                 ),
+                subject: None,
             })
         })
         .collect()
@@ -272,6 +293,7 @@ async fn webhooks(store: &Store, payment_id: &str) -> Result<Vec<TimelineEntry>>
                     row.try_get::<String, _>("psp")?,
                     row.try_get::<String, _>("event_id")?
                 ),
+                subject: None,
             })
         })
         .collect()
@@ -308,6 +330,7 @@ async fn events(store: &Store, aggregate_ids: &[String]) -> Result<Vec<TimelineE
                 moment: Moment::Event,
                 title: format!("event {topic}"),
                 detail: id.clone(),
+                subject: None,
             });
             last_event = Some(id.clone());
         }
@@ -321,6 +344,7 @@ async fn events(store: &Store, aggregate_ids: &[String]) -> Result<Vec<TimelineE
                     row.try_get::<Option<String>, _>("url")?.unwrap_or_default(),
                     row.try_get::<i64, _>("attempts")?
                 ),
+                subject: None,
             });
         }
     }

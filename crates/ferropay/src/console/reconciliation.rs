@@ -10,7 +10,17 @@ use crate::lists::Select;
 use crate::reconcile::breaks::{self, BreakView};
 use crate::store::Store;
 
-use super::{Cursor, PAGE_ROWS, Paged};
+use super::{Cursor, Keyset, Paged};
+
+/// Runs and breaks, newest first.
+const RUNS_NEWEST: Keyset = Keyset {
+    at: "started_at_ms",
+    id: "id",
+};
+const BREAKS_NEWEST: Keyset = Keyset {
+    at: "created_at_ms",
+    id: "id",
+};
 
 /// A reconciliation run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,23 +40,16 @@ pub struct RunRow {
 
 /// Runs, newest first.
 pub async fn runs(store: &Store, after: Option<&Cursor>) -> Result<Paged<RunRow>> {
-    let mut select = Select::new(store.backend());
-    if let Some(cursor) = after {
-        cursor.narrow(&mut select, "started_at_ms", "id");
-    }
-    let rows = select
-        .fetch_ordered(
+    RUNS_NEWEST
+        .page(
             store,
+            Select::new(store.backend()),
             "SELECT id, psp, source, status, started_at_ms, finished_at_ms, lines, matched, \
              breaks, healed, error FROM reconciliation_runs",
-            "",
-            "started_at_ms DESC, id DESC",
-            PAGE_ROWS,
+            after,
         )
-        .await?;
-    let rows = rows
-        .iter()
-        .map(|row| {
+        .await?
+        .read(|row| {
             Ok(RunRow {
                 id: row.try_get("id")?,
                 psp: row.try_get("psp")?,
@@ -61,14 +64,6 @@ pub async fn runs(store: &Store, after: Option<&Cursor>) -> Result<Paged<RunRow>
                 error: row.try_get("error")?,
             })
         })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Paged::of(rows, PAGE_ROWS, |row| {
-        Cursor {
-            at_ms: row.started_at_ms,
-            id: row.id.clone(),
-        }
-        .encode()
-    }))
 }
 
 /// How many breaks of one kind have one status.
@@ -114,36 +109,10 @@ pub async fn breaks(
     let mut select = Select::new(store.backend());
     select.text_eq("kind", &filter.kind);
     select.text_eq("status", &filter.status);
-    let mut at_ms = Vec::new();
-    if let Some(cursor) = after {
-        cursor.narrow(&mut select, "created_at_ms", "id");
-    }
-    let rows = select
-        .fetch_ordered(
-            store,
-            breaks::SELECT_BREAK,
-            "",
-            "created_at_ms DESC, id DESC",
-            PAGE_ROWS,
-        )
-        .await?;
-    let mut views = Vec::with_capacity(rows.len());
-    for row in &rows {
-        at_ms.push(row.try_get::<i64, _>("created_at_ms")?);
-        views.push(breaks::view(row)?);
-    }
-    let paired: Vec<(i64, BreakView)> = at_ms.into_iter().zip(views).collect();
-    let page = Paged::of(paired, PAGE_ROWS, |(at_ms, view)| {
-        Cursor {
-            at_ms: *at_ms,
-            id: view.id.clone(),
-        }
-        .encode()
-    });
-    Ok(Paged {
-        rows: page.rows.into_iter().map(|(_, view)| view).collect(),
-        next: page.next,
-    })
+    BREAKS_NEWEST
+        .page(store, select, breaks::SELECT_BREAK, after)
+        .await?
+        .read(breaks::view)
 }
 
 /// One break; `NotFound` for no such id.

@@ -12,7 +12,7 @@ use crate::payout::PayoutView;
 use crate::store::Store;
 use crate::wallet::{self, WalletBalance};
 
-use super::{PAGE_ROWS, Paged};
+use super::{PAGE_ROWS, Paged, by_key};
 
 /// A row of `seller_balances`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,48 +30,24 @@ pub async fn list(
     from: Option<&str>,
     after: Option<&str>,
 ) -> Result<Paged<SellerBalance>> {
-    let mut select = Select::new(store.backend());
-    if let Some(from) = from {
-        select.condition("seller_id >= ?", vec![Param::Text(from.to_owned())]);
-    }
-    if let Some(after) = after {
-        let (seller, currency) = after
-            .rsplit_once('~')
-            .ok_or_else(|| Error::invalid("after", "must be a cursor from a page's link"))?;
-        select.condition(
-            "seller_id >= ? AND (seller_id > ? OR currency > ?)",
-            vec![
-                Param::Text(seller.to_owned()),
-                Param::Text(seller.to_owned()),
-                Param::Text(currency.to_owned()),
-            ],
-        );
-    }
-    let rows = select
-        .fetch_ordered(
-            store,
-            "SELECT seller_id, currency, amount_minor, available_minor, payouts_in_flight_minor \
-             FROM seller_balances",
-            "",
-            "seller_id, currency",
-            PAGE_ROWS,
-        )
-        .await?;
-    let rows = rows
-        .iter()
-        .map(|row| {
-            Ok(SellerBalance {
-                seller_id: row.try_get("seller_id")?,
-                currency: row.try_get("currency")?,
-                amount_minor: row.try_get("amount_minor")?,
-                available_minor: row.try_get("available_minor")?,
-                payouts_in_flight_minor: row.try_get("payouts_in_flight_minor")?,
-            })
+    by_key(
+        store,
+        "seller_id",
+        "SELECT seller_id, currency, amount_minor, available_minor, payouts_in_flight_minor \
+         FROM seller_balances",
+        from,
+        after,
+    )
+    .await?
+    .read(|row| {
+        Ok(SellerBalance {
+            seller_id: row.try_get("seller_id")?,
+            currency: row.try_get("currency")?,
+            amount_minor: row.try_get("amount_minor")?,
+            available_minor: row.try_get("available_minor")?,
+            payouts_in_flight_minor: row.try_get("payouts_in_flight_minor")?,
         })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Paged::of(rows, PAGE_ROWS, |row| {
-        format!("{}~{}", row.seller_id, row.currency)
-    }))
+    })
 }
 
 /// A posting on a seller's account, with its transaction.

@@ -31,7 +31,7 @@ pub struct DisputeView {
     pub updated_at: String,
 }
 
-const COLUMNS: &str = "id, payment_id, status, amount_minor, currency, reason, psp_dispute_id, \
+pub(crate) const COLUMNS: &str = "id, payment_id, status, amount_minor, currency, reason, psp_dispute_id, \
                        evidence, created_at_ms, updated_at_ms";
 
 pub(crate) fn view_of(row: &AnyRow) -> Result<DisputeView> {

@@ -1,8 +1,10 @@
 //! `ledger verify`: the internal check that the books hold. Every journal transaction sums to
 //! zero per currency (I3), each wallet equals minus the sum of its seller account (I4), and the
 //! hash chain is intact from the first transaction to the head (tampering shows as a break),
-//! and each row of `account_balances` (kept by a trigger on postings, read by the
-//! `trial_balance` view) equals the sum and count of its account's postings.
+//! each row of `account_balances` (kept by a trigger on postings, read by the `trial_balance`
+//! view) equals the sum and count of its account's postings, and each row of `settlement_days`
+//! (likewise kept, read by the `daily_settlement` view) the sums of its day's postings on its
+//! PSP's `psp_receivable` account.
 //! The journal is streamed, so memory does not grow with the ledger.
 //!
 //! Keyed chains: each transaction is checked with the chain key it names (the verifier must
@@ -50,6 +52,11 @@ pub struct VerifyReport {
     pub chain_breaks: Vec<ChainBreak>,
     /// `account:currency` of the accounts whose kept balance differs from their postings.
     pub balance_mismatches: Vec<String>,
+    /// Every `settlement_days` row equals its day's postings on `psp_receivable:{psp}`, and
+    /// every such day has one.
+    pub settlement_days_match: bool,
+    /// `psp:currency:day_start_ms` of the days whose kept sums differ from their postings.
+    pub settlement_day_mismatches: Vec<String>,
 }
 
 impl VerifyReport {
@@ -59,6 +66,7 @@ impl VerifyReport {
             && self.chain_intact
             && self.checkpoints_ok
             && self.balances_match
+            && self.settlement_days_match
     }
 }
 
@@ -113,6 +121,8 @@ pub async fn verify_with(store: &Store, options: &VerifyOptions) -> Result<Verif
         wallet_mismatches: Vec::new(),
         chain_breaks: Vec::new(),
         balance_mismatches: Vec::new(),
+        settlement_days_match: true,
+        settlement_day_mismatches: Vec::new(),
     };
     let mut seller_sums: BTreeMap<(String, String), i64> = BTreeMap::new();
     // One snapshot for the journal, the head and the wallets, so that a posting committed while
@@ -168,6 +178,7 @@ pub async fn verify_with(store: &Store, options: &VerifyOptions) -> Result<Verif
     check_head(&mut snapshot, &mut report, &last_hash).await?;
     check_wallets(&mut snapshot, &mut report, seller_sums).await?;
     check_account_balances(&mut snapshot, &mut report).await?;
+    check_settlement_days(&mut snapshot, &mut report).await?;
     snapshot.rollback().await?;
     Ok(report)
 }
@@ -467,6 +478,46 @@ async fn check_account_balances(
             report
                 .balance_mismatches
                 .push(format!("{account}:{currency}"));
+        }
+    }
+    Ok(())
+}
+
+/// Each kept day of `settlement_days` against its postings, in the database (one pass over the
+/// postings on `psp_receivable:*` and their journal transactions).
+async fn check_settlement_days(
+    snapshot: &mut AnyConnection,
+    report: &mut VerifyReport,
+) -> Result<()> {
+    let rows = sqlx::query(
+        "SELECT COALESCE(p.day_start_ms, s.day_start_ms) AS day_start_ms, \
+           COALESCE(p.psp, s.psp) AS psp, COALESCE(p.currency, s.currency) AS currency FROM \
+           (SELECT j.created_at_ms - j.created_at_ms % 86400000 AS day_start_ms, \
+              SUBSTR(q.account, 16) AS psp, q.currency, \
+              CAST(SUM(CASE WHEN j.kind <> 'bank_settlement' THEN q.amount_minor ELSE 0 END) \
+                AS BIGINT) AS expected, \
+              CAST(SUM(CASE WHEN j.kind = 'bank_settlement' THEN -q.amount_minor ELSE 0 END) \
+                AS BIGINT) AS paid_out, \
+              COUNT(*) AS n \
+            FROM postings q JOIN journal_transactions j ON j.id = q.transaction_id \
+            WHERE q.account LIKE 'psp_receivable:%' GROUP BY 1, 2, 3) p \
+         FULL OUTER JOIN settlement_days s ON s.day_start_ms = p.day_start_ms \
+           AND s.psp = p.psp AND s.currency = p.currency \
+         WHERE s.psp IS NULL OR p.psp IS NULL OR s.expected_minor <> p.expected \
+           OR s.paid_out_minor <> p.paid_out OR s.postings <> p.n \
+         ORDER BY 1, 2, 3",
+    )
+    .fetch_all(&mut *snapshot)
+    .await?;
+    for row in rows {
+        report.settlement_days_match = false;
+        if report.settlement_day_mismatches.len() < MAX_LISTED {
+            let day_start_ms: i64 = row.try_get("day_start_ms")?;
+            let psp: String = row.try_get("psp")?;
+            let currency: String = row.try_get("currency")?;
+            report
+                .settlement_day_mismatches
+                .push(format!("{psp}:{currency}:{day_start_ms}"));
         }
     }
     Ok(())

@@ -49,19 +49,34 @@ const CONSOLE_POSTGRES: &str = concat!(
 const KEYED_CHAIN_SCHEDULED_RUNS: &str =
     include_str!("../../migrations/0017_keyed_chain_scheduled_runs.sql");
 
+/// Version 19: the console's disputes (an index), the analysts' views after disputes
+/// (`payment_funnel` with `disputed`, read from `disputed_days`, kept by a trigger on disputes),
+/// and `settlement_days`, which `daily_settlement` reads, kept by a trigger on postings
+/// (portable SQL, then each dialect's triggers).
+const CONSOLE_DISPUTES_SQLITE: &str = concat!(
+    include_str!("../../migrations/0019_console_disputes.sql"),
+    include_str!("../../migrations/sqlite/0019_summaries.sql")
+);
+const CONSOLE_DISPUTES_POSTGRES: &str = concat!(
+    include_str!("../../migrations/0019_console_disputes.sql"),
+    include_str!("../../migrations/postgres/0019_summaries.sql")
+);
+
 fn migrations(backend: Backend) -> Vec<Migration> {
-    let (append_only, disputes, connectors, console) = match backend {
+    let (append_only, disputes, connectors, console, console_disputes) = match backend {
         Backend::Sqlite => (
             APPEND_ONLY_SQLITE,
             DISPUTES_SQLITE,
             CONNECTORS_SQLITE,
             CONSOLE_SQLITE,
+            CONSOLE_DISPUTES_SQLITE,
         ),
         Backend::Postgres => (
             APPEND_ONLY_POSTGRES,
             DISPUTES_POSTGRES,
             CONNECTORS_POSTGRES,
             CONSOLE_POSTGRES,
+            CONSOLE_DISPUTES_POSTGRES,
         ),
     };
     vec![
@@ -85,6 +100,7 @@ fn migrations(backend: Backend) -> Vec<Migration> {
             "keyed chain and scheduled runs",
             KEYED_CHAIN_SCHEDULED_RUNS,
         ),
+        migration(19, "console disputes and settlement days", console_disputes),
     ]
 }
 
