@@ -407,6 +407,14 @@ async fn first_requests_at_once_make_one_payment_per_checkout_and_per_key(db: Db
             .await,
         2
     );
+    if matches!(db, Db::Postgres) {
+        // The payment, its orders, key and jobs were written by one statement (RowWrites).
+        let metrics = app.metrics_text().await;
+        assert!(
+            metrics.contains("ferropay_engine_row_writes_total{as=\"one_statement\"}"),
+            "{metrics}"
+        );
+    }
 }
 
 db_test!(

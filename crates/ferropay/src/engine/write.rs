@@ -1,6 +1,7 @@
 //! Writing a batch: every table the batch changed with one set-based statement (rows from the
-//! view's final state, or from the effects in order), then — holding the chain head as briefly
-//! as possible — the journal, its postings and the head, extended in memory for the batch.
+//! view's final state, or from the effects in order) — on PostgreSQL all of them as ONE
+//! statement where no row is written twice ([`RowWrites`]) — then, holding the chain head as
+//! briefly as possible, the journal, its postings and the head, extended in memory for the batch.
 
 use serde::Serialize;
 use sqlx::Row;
@@ -14,6 +15,8 @@ use crate::store::bulk::{Col, json_rows, to_param};
 use crate::store::{Backend, Store, Tx};
 
 pub(crate) struct WriteSql {
+    /// The row tables' statements run as one (`RowWrites`) where they can.
+    postgres: bool,
     new_payments: String,
     new_orders: String,
     new_keys: String,
@@ -75,6 +78,7 @@ impl WriteSql {
         });
         Self {
             ledger_pg,
+            postgres: b == Backend::Postgres,
             new_payments: format!(
                 "INSERT INTO payments (id, checkout_id, buyer_id, buyer_email, currency, \
                  amount_minor, status, psp, return_url, created_at_ms, updated_at_ms, \
@@ -320,6 +324,112 @@ impl WriteSql {
             ),
         }
     }
+}
+
+/// A batch's row-table statements (every table but the journal's), each with its rows as one
+/// JSON parameter. Run one after another, a round trip each; or, on PostgreSQL, as ONE statement
+/// whose data-modifying CTEs all run against the statement's one snapshot — a round trip where
+/// there were up to eighteen. That is sound only when no row is written twice (PostgreSQL applies
+/// one of two updates of a row in one statement, and a CTE does not see a sibling's rows), which
+/// [`disjoint`] checks; otherwise the batch writes them one by one, as SQLite always does.
+#[derive(Default)]
+struct RowWrites<'s> {
+    /// Statement, parameter, rows.
+    items: Vec<(&'s str, String, usize)>,
+}
+
+impl<'s> RowWrites<'s> {
+    /// Adds a statement; answers its place, by which [`RowWrites::run`] answers its count.
+    fn add<T: Serialize>(&mut self, sql: &'s str, rows: &[T]) -> usize {
+        let param = if rows.is_empty() {
+            String::new()
+        } else {
+            to_param(rows)
+        };
+        self.items.push((sql, param, rows.len()));
+        self.items.len() - 1
+    }
+
+    /// Runs the statements that have rows; answers each statement's rows changed, in order.
+    async fn run(self, tx: &mut Tx, one_statement: bool) -> Result<Vec<u64>> {
+        let mut changed = vec![0; self.items.len()];
+        let used: Vec<usize> = (0..self.items.len())
+            .filter(|i| self.items[*i].2 > 0)
+            .collect();
+        if !one_statement || used.len() < 2 {
+            metrics::counter!("ferropay_engine_row_writes_total", "as" => "statements")
+                .increment(1);
+            for i in used {
+                let (sql, param, _) = &self.items[i];
+                changed[i] = sqlx::query(sqlx::AssertSqlSafe(*sql))
+                    .bind(param.as_str())
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected();
+            }
+            return Ok(changed);
+        }
+        // `WITH w0 AS (… RETURNING 1), w1 AS (…) SELECT (SELECT COUNT(*) FROM w0) AS c0, …`:
+        // each statement's JSON parameter renumbered to its place.
+        let mut ctes = Vec::with_capacity(used.len());
+        let mut counts = Vec::with_capacity(used.len());
+        for (n, i) in used.iter().enumerate() {
+            let (sql, _, _) = &self.items[*i];
+            assert!(
+                sql.contains("$1::json"),
+                "a row statement reads its rows from $1"
+            );
+            let renumbered = sql.replace("$1::json", &format!("${}::json", n + 1));
+            ctes.push(format!("w{n} AS ({renumbered} RETURNING 1)"));
+            counts.push(format!("(SELECT COUNT(*) FROM w{n}) AS c{n}"));
+        }
+        let statement = format!("WITH {} SELECT {}", ctes.join(", "), counts.join(", "));
+        metrics::counter!("ferropay_engine_row_writes_total", "as" => "one_statement").increment(1);
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+        for i in &used {
+            query = query.bind(self.items[*i].1.as_str());
+        }
+        let row = query.fetch_one(&mut **tx).await?;
+        for (n, i) in used.iter().enumerate() {
+            changed[*i] = u64::try_from(row.try_get::<i64, _>(n)?).unwrap_or(0);
+        }
+        Ok(changed)
+    }
+}
+
+/// Whether no row is written twice by the batch's row statements, so that they may run as one
+/// (see [`RowWrites`]): a payment created or given its session is not also updated, a job
+/// inserted is not also cancelled or completed, a key inserted is not also answered.
+#[allow(clippy::too_many_arguments)]
+fn disjoint(
+    view: &View,
+    new_payments: &[NewPaymentSqlRow],
+    sessions: &[SessionRow],
+    jobs: &[JobRow],
+    cancels: &[CancelRow],
+    completed: &[CompleteJobRow],
+    new_keys: &[NewKeyRow],
+    answers: &[AnswerRow],
+) -> bool {
+    let updated = |id: &str| view.dirty.payments.contains(id);
+    let sessions_apart = sessions.iter().all(|s| !updated(s.id));
+    let created_apart = new_payments.iter().all(|p| {
+        !updated(p.id)
+            && !sessions.iter().any(|s| s.id == p.id)
+            && !view
+                .dirty
+                .orders
+                .iter()
+                .any(|(payment_id, _)| payment_id == p.id)
+    });
+    let jobs_apart = jobs.iter().all(|j| {
+        !cancels.iter().any(|c| c.k == j.k && c.key == j.key)
+            && !completed.iter().any(|c| c.id == j.id)
+    });
+    let keys_apart = new_keys
+        .iter()
+        .all(|n| !answers.iter().any(|a| a.a == n.a && a.k == n.k));
+    sessions_apart && created_apart && jobs_apart && keys_apart
 }
 
 /// Runs one bulk statement; answers the rows it changed. Skipped for no rows.
@@ -666,6 +776,7 @@ pub(crate) async fn write(
         }
     }
 
+    let mut rows = RowWrites::default();
     // New payments first: their orders, keys and jobs name them.
     let new_payments: Vec<NewPaymentSqlRow> = view
         .dirty
@@ -684,7 +795,7 @@ pub(crate) async fn write(
             fee: p.platform_fee_bps,
         })
         .collect();
-    run(tx, &sql.new_payments, &new_payments).await?;
+    rows.add(&sql.new_payments, &new_payments);
     let new_orders: Vec<NewOrderSqlRow> = view
         .dirty
         .new_payments
@@ -704,13 +815,8 @@ pub(crate) async fn write(
                 })
         })
         .collect();
-    let written = run(tx, &sql.new_orders, &new_orders).await?;
-    assert_eq!(
-        written as usize,
-        new_orders.len(),
-        "every new order is written"
-    );
-    run(tx, &sql.new_keys, &new_keys).await?;
+    let new_orders_at = rows.add(&sql.new_orders, &new_orders);
+    rows.add(&sql.new_keys, &new_keys);
     let sessions: Vec<SessionRow> = effects
         .iter()
         .filter_map(|effect| match effect {
@@ -729,14 +835,8 @@ pub(crate) async fn write(
             _ => None,
         })
         .collect();
-    let stored = run(tx, &sql.sessions, &sessions).await?;
-    // Each payment was locked (and so exists) when the batch loaded it.
-    assert_eq!(
-        stored as usize,
-        sessions.len(),
-        "a session's payment was missing"
-    );
-    run(tx, &sql.events, &events).await?;
+    let sessions_at = rows.add(&sql.sessions, &sessions);
+    rows.add(&sql.events, &events);
     let payments: Vec<PaymentStatusRow> = view
         .dirty
         .payments
@@ -751,7 +851,7 @@ pub(crate) async fn write(
             at,
         })
         .collect();
-    run(tx, &sql.payments, &payments).await?;
+    rows.add(&sql.payments, &payments);
     let orders: Vec<OrderStatusRow> = view
         .dirty
         .orders
@@ -764,7 +864,7 @@ pub(crate) async fn write(
             at,
         })
         .collect();
-    run(tx, &sql.orders, &orders).await?;
+    rows.add(&sql.orders, &orders);
     let new_refunds: Vec<NewRefundRow> = view
         .dirty
         .new_refunds
@@ -784,7 +884,7 @@ pub(crate) async fn write(
             at: r.created_at_ms,
         })
         .collect();
-    run(tx, &sql.new_refunds, &new_refunds).await?;
+    rows.add(&sql.new_refunds, &new_refunds);
     let refunds: Vec<StatusRow> = view
         .dirty
         .refunds
@@ -798,7 +898,7 @@ pub(crate) async fn write(
             at,
         })
         .collect();
-    run(tx, &sql.refunds, &refunds).await?;
+    rows.add(&sql.refunds, &refunds);
     let new_payouts: Vec<NewPayoutRow> = view
         .dirty
         .new_payouts
@@ -815,7 +915,7 @@ pub(crate) async fn write(
             at: p.created_at_ms,
         })
         .collect();
-    run(tx, &sql.new_payouts, &new_payouts).await?;
+    rows.add(&sql.new_payouts, &new_payouts);
     let payouts: Vec<StatusRow> = view
         .dirty
         .payouts
@@ -829,7 +929,7 @@ pub(crate) async fn write(
             at,
         })
         .collect();
-    run(tx, &sql.payouts, &payouts).await?;
+    rows.add(&sql.payouts, &payouts);
     let new_disputes: Vec<NewDisputeRow> = view
         .dirty
         .new_disputes
@@ -847,7 +947,7 @@ pub(crate) async fn write(
             at: d.created_at_ms,
         })
         .collect();
-    run(tx, &sql.new_disputes, &new_disputes).await?;
+    rows.add(&sql.new_disputes, &new_disputes);
     let disputes: Vec<DisputeStatusRow> = view
         .dirty
         .disputes
@@ -860,15 +960,39 @@ pub(crate) async fn write(
             at,
         })
         .collect();
-    run(tx, &sql.disputes, &disputes).await?;
-    run(tx, &sql.jobs, &jobs).await?;
-    run(tx, &sql.cancel_jobs, &cancels).await?;
-    run(tx, &sql.complete_jobs, &completed).await?;
-    run(tx, &sql.outbox, &outbox).await?;
-    let saved = run(tx, &sql.answers, &answers).await?;
+    rows.add(&sql.disputes, &disputes);
+    rows.add(&sql.jobs, &jobs);
+    rows.add(&sql.cancel_jobs, &cancels);
+    rows.add(&sql.complete_jobs, &completed);
+    rows.add(&sql.outbox, &outbox);
+    let answers_at = rows.add(&sql.answers, &answers);
+    // One statement on PostgreSQL when no row is written twice (see `RowWrites`).
+    let one_statement = sql.postgres
+        && disjoint(
+            view,
+            &new_payments,
+            &sessions,
+            &jobs,
+            &cancels,
+            &completed,
+            &new_keys,
+            &answers,
+        );
+    let written = rows.run(tx, one_statement).await?;
+    assert_eq!(
+        written[new_orders_at] as usize,
+        new_orders.len(),
+        "every new order is written"
+    );
+    // Each payment was locked (and so exists) when the batch loaded it.
+    assert_eq!(
+        written[sessions_at] as usize,
+        sessions.len(),
+        "a session's payment was missing"
+    );
     // Each key was locked and seen without an answer when the batch loaded it.
     assert_eq!(
-        saved as usize,
+        written[answers_at] as usize,
         answers.len(),
         "an idempotency answer was not saved"
     );
