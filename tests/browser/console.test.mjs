@@ -347,7 +347,12 @@ test("an operator replays a dead letter once its cause is fixed", async () => {
 
   // The PSP is back: replay, and a worker registers the payment.
   await startPsp();
-  await page.getByRole("button", { name: "Replay this job" }).click();
+  // The replay is a form post: its page must have loaded before the test reloads it (a reload
+  // during the post's navigation detaches the page, as CI once saw).
+  await Promise.all([
+    page.waitForNavigation({ waitUntil: "load" }),
+    page.getByRole("button", { name: "Replay this job" }).click(),
+  ]);
   await eventually("the replayed job is done", async () => {
     await page.reload();
     return (await page.locator('#job[data-status="done"]').count()) > 0;
