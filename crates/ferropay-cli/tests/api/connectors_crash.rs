@@ -38,13 +38,7 @@ impl Server {
     }
 
     async fn start(&mut self, http: &reqwest::Client) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.log)
-                .unwrap();
+        let child = spawn_until_healthy(http, &self.base_url(), &self.log, |log| {
             let mut command = Command::new(env!("CARGO_BIN_EXE_ferropay"));
             command
                 .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
@@ -58,34 +52,11 @@ impl Server {
             for (name, value) in &self.env {
                 command.env(name, value);
             }
-            let mut child = command.spawn().expect("spawn ferropay serve");
-            loop {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // exited (the port still taken after a kill): start again
-                }
-                let health = http
-                    .get(format!("{}/healthz", self.base_url()))
-                    .send()
-                    .await;
-                if health.is_ok_and(|r| r.status() == StatusCode::OK) {
-                    self.pid.store(child.id(), Ordering::SeqCst);
-                    self.child = Some(child);
-                    return;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "ferropay did not come up; see {:?}",
-                    self.log
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "ferropay kept exiting; see {:?}",
-                self.log
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            command
+        })
+        .await;
+        self.pid.store(child.id(), Ordering::SeqCst);
+        self.child = Some(child);
     }
 
     /// Reaps the child the fake killed.

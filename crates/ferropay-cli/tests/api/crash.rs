@@ -70,14 +70,9 @@ impl Server {
     /// to be free again after a kill).
     async fn start(&mut self) {
         assert!(self.process.is_none());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.log)
-                .unwrap();
-            let child = Command::new(env!("CARGO_BIN_EXE_ferropay"))
+        let child = spawn_until_healthy(&self.http, &self.base_url(), &self.log, |log| {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_ferropay"));
+            command
                 .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
                 .args(["--database-url", &self.database_url])
                 .args(["--psp-url", &self.psp_url])
@@ -92,37 +87,11 @@ impl Server {
                 ])
                 .env("FERROPAY_LOG", "warn,ferropay::jobs=error")
                 .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("spawn ferropay serve");
-            let mut process = Process(child);
-            loop {
-                if let Ok(Some(_)) = process.0.try_wait() {
-                    break; // exited (port still taken): start again
-                }
-                let health = self
-                    .http
-                    .get(format!("{}/healthz", self.base_url()))
-                    .send()
-                    .await;
-                if health.is_ok_and(|r| r.status() == StatusCode::OK) {
-                    self.process = Some(process);
-                    return;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "ferropay did not come up; see {:?}",
-                    self.log
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "ferropay kept exiting; see {:?}",
-                self.log
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+                .stderr(log);
+            command
+        })
+        .await;
+        self.process = Some(Process(child));
     }
 
     /// SIGKILL: no shutdown, no flush, requests and jobs cut wherever they are.

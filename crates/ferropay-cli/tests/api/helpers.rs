@@ -789,3 +789,42 @@ macro_rules! db_test {
         }
     };
 }
+
+/// Starts the real `ferropay serve` that `command` builds (called afresh for each try, with the
+/// log file its stderr appends to) and answers once its `/healthz` does. A child that exits at
+/// once — its port still held after a SIGKILL — is started again; 30 s in all.
+pub async fn spawn_until_healthy(
+    http: &reqwest::Client,
+    base_url: &str,
+    log: &std::path::Path,
+    mut command: impl FnMut(std::fs::File) -> std::process::Command,
+) -> std::process::Child {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("the server's log file");
+        let mut child = command(file).spawn().expect("spawn ferropay serve");
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                break; // exited (the port still taken after a kill): start again
+            }
+            let health = http.get(format!("{base_url}/healthz")).send().await;
+            if health.is_ok_and(|r| r.status() == StatusCode::OK) {
+                return child;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ferropay did not come up; see {log:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ferropay kept exiting; see {log:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

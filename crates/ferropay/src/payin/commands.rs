@@ -154,16 +154,11 @@ fn decide_session(
     if payment.status != "requires_payment" || payment.psp_token.is_some() {
         return Ok(SessionStored::Stale);
     }
-    let differs = |said: Option<&str>, ours: &str| said.is_some_and(|said| said != ours);
-    if session
-        .amount_minor
-        .is_some_and(|said| said != payment.amount.minor())
-        || differs(
-            session.currency.as_deref(),
-            payment.amount.currency().code(),
-        )
-        || differs(session.reference.as_deref(), payment_id)
-    {
+    if !session.matches(
+        payment.amount.minor(),
+        payment.amount.currency().code(),
+        payment_id,
+    ) {
         return Err(Error::Internal(format!(
             "the PSP's session {} does not match payment {payment_id}",
             session.token

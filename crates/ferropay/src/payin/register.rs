@@ -208,13 +208,7 @@ async fn store_session(
     .ok_or_else(|| Error::NotFound(format!("payment `{payment_id}`")))?;
     let amount_minor: i64 = row.try_get("amount_minor")?;
     let currency: String = row.try_get("currency")?;
-    let differs = |said: Option<&str>, ours: &str| said.is_some_and(|said| said != ours);
-    if session
-        .amount_minor
-        .is_some_and(|said| said != amount_minor)
-        || differs(session.currency.as_deref(), &currency)
-        || differs(session.reference.as_deref(), payment_id)
-    {
+    if !session.matches(amount_minor, &currency, payment_id) {
         return Err(Error::Internal(format!(
             "the PSP's session {} does not match payment {payment_id}",
             session.token

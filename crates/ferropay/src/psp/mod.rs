@@ -406,6 +406,15 @@ pub trait Connector: Send + Sync {
 }
 
 impl PspSession {
+    /// Whether what the session says of itself (a PSP may say the amount, currency and our
+    /// reference, or not) agrees with the payment it was made for.
+    pub fn matches(&self, amount_minor: i64, currency: &str, payment_id: &str) -> bool {
+        let agrees = |said: Option<&str>, ours: &str| said.is_none_or(|said| said == ours);
+        self.amount_minor.is_none_or(|said| said == amount_minor)
+            && agrees(self.currency.as_deref(), currency)
+            && agrees(self.reference.as_deref(), payment_id)
+    }
+
     /// The session's state as an update of `payment_id` (the payment the caller found the
     /// session for, having checked any reference it carries), when the PSP has decided
     /// something.
@@ -425,5 +434,36 @@ impl PspSession {
             currency: self.currency.clone(),
             failure_code: self.failure_code.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(
+        amount_minor: Option<i64>,
+        currency: Option<&str>,
+        reference: Option<&str>,
+    ) -> PspSession {
+        PspSession {
+            token: "tok".into(),
+            url: "https://psp.example/pay/tok".into(),
+            status: PspSessionStatus::Open,
+            psp_reference: None,
+            amount_minor,
+            currency: currency.map(str::to_owned),
+            reference: reference.map(str::to_owned),
+            failure_code: None,
+        }
+    }
+
+    #[test]
+    fn a_session_matches_its_payment_in_what_it_says() {
+        assert!(session(None, None, None).matches(500, "EUR", "pay_1"));
+        assert!(session(Some(500), Some("EUR"), Some("pay_1")).matches(500, "EUR", "pay_1"));
+        assert!(!session(Some(499), None, None).matches(500, "EUR", "pay_1"));
+        assert!(!session(None, Some("USD"), None).matches(500, "EUR", "pay_1"));
+        assert!(!session(None, None, Some("pay_2")).matches(500, "EUR", "pay_1"));
     }
 }
