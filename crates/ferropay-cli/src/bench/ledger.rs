@@ -253,6 +253,7 @@ pub async fn run(args: LedgerArgs) -> anyhow::Result<ExitCode> {
                     stats.describe_sizes()
                 ),
             ),
+            ("batch phases", stats.describe_phases(&stats_before)),
             (
                 "books",
                 format!(

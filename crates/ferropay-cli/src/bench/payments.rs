@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{ArgGroup, Args};
-use ferropay::engine::EngineConfig;
+use ferropay::engine::{EngineConfig, EngineStats};
 use ferropay::store::Backend;
 use reqwest::StatusCode;
 use sandbox_psp::SandboxConfig;
@@ -32,6 +32,16 @@ use super::setup::{
 };
 use super::waits::WaitSampler;
 use crate::serve::{self, PspChoice, Running, ServeConfig};
+
+/// `N batches, mean M commands`: the engine's batches during the load.
+fn describe_batches(before: &EngineStats, after: &EngineStats) -> String {
+    let batches = after.batches - before.batches;
+    let commands = after.commands - before.commands;
+    format!(
+        "{batches} engine batches, mean {:.1} commands",
+        commands as f64 / batches.max(1) as f64
+    )
+}
 
 /// The card that succeeds at once (CONTRACT.md, "Test cards").
 const CARD_OK: &str = "4242 4242 4242 4242";
@@ -299,6 +309,7 @@ pub async fn run(args: PaymentsArgs) -> anyhow::Result<ExitCode> {
         Backend::Sqlite => None,
     };
 
+    let engine_before = running.service.engine.stats();
     machine.load_starts();
     let started = Instant::now();
     let tally = Arc::new(Mutex::new(Tally::new(started)));
@@ -315,6 +326,7 @@ pub async fn run(args: PaymentsArgs) -> anyhow::Result<ExitCode> {
         }
     }
     machine.load_ends();
+    let engine_after = running.service.engine.stats();
     let waits = match sampler {
         Some(sampler) => Some(sampler.finish().await),
         None => None,
@@ -382,6 +394,8 @@ pub async fn run(args: PaymentsArgs) -> anyhow::Result<ExitCode> {
                 ),
             ),
             ("settlement", watch_stats.describe(args.poll_ms)),
+            ("batches", describe_batches(&engine_before, &engine_after)),
+            ("batch phases", engine_after.describe_phases(&engine_before)),
         ],
     );
     println!("latencies, each from the payment's scheduled start:");

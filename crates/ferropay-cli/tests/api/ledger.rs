@@ -102,6 +102,65 @@ async fn the_journal_is_append_only(db: Db) {
     assert!(app.verify_ledger().await.ok());
 }
 
+/// A posting that names no journal transaction is refused, alone or among good ones, and
+/// nothing of its statement stays (PostgreSQL checks it once per statement, SQLite by its
+/// foreign key).
+async fn a_posting_without_its_transaction_is_refused(db: Db) {
+    use sqlx::Row;
+    let Some(app) = spawn_app(db).await else {
+        return;
+    };
+    let payment = app.create_payment("chk_orphan").await;
+    app.pay(&payment, CARD_OK).await;
+    app.wait_for_status(payment["id"].as_str().unwrap(), "succeeded")
+        .await;
+    let pool = app.service().store.pool();
+    let count = || async {
+        sqlx::query("SELECT COUNT(*) AS n FROM postings")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+            .get::<i64, _>("n")
+    };
+    let before = count().await;
+    let existing: String = sqlx::query("SELECT id FROM journal_transactions WHERE seq = 1")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+        .get("id");
+    for values in [
+        "('jtx_missing', 0, 'platform_fees:USD', 'USD', 5)".to_owned(),
+        format!(
+            "('{existing}', 90, 'platform_fees:USD', 'USD', 5), \
+             ('jtx_missing', 1, 'platform_fees:USD', 'USD', -5)"
+        ),
+    ] {
+        let statement = format!(
+            "INSERT INTO postings (transaction_id, line_no, account, currency, amount_minor) \
+             VALUES {values}"
+        );
+        let error = sqlx::query(sqlx::AssertSqlSafe(statement.as_str()))
+            .execute(pool)
+            .await
+            .expect_err(&statement);
+        let code = error
+            .as_database_error()
+            .and_then(|e| e.code())
+            .map(|c| c.into_owned());
+        // 23503 on PostgreSQL; SQLite's extended code for a foreign key failure is 787.
+        assert!(
+            matches!(code.as_deref(), Some("23503") | Some("787")),
+            "{statement}: {error} ({code:?})"
+        );
+    }
+    assert_eq!(
+        count().await,
+        before,
+        "nothing of a refused statement stays"
+    );
+    assert!(app.verify_ledger().await.ok());
+}
+
 async fn tampering_behind_our_back_is_reported(db: Db) {
     let Some(app) = spawn_app(db).await else {
         return;
@@ -308,6 +367,7 @@ async fn deleted_and_changed_journal_rows_are_each_reported(db: Db) {
 db_test!(
     a_mixed_run_leaves_books_that_verify,
     the_journal_is_append_only,
+    a_posting_without_its_transaction_is_refused,
     tampering_behind_our_back_is_reported,
     deleted_and_changed_journal_rows_are_each_reported,
 );

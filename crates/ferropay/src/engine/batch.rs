@@ -6,11 +6,12 @@
 //! commit and the guilty one ends alone with its own error.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::command::{Keys, Pending};
 use super::effect::{Effect, Staged};
 use super::load::{KnownWallets, LoadSql, load, remember_wallets};
-use super::write::{WriteSql, write};
+use super::write::{WriteSql, micros_since, write};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -28,6 +29,32 @@ pub(crate) struct Shared {
 pub(crate) struct Outcome {
     pub accepted: usize,
     pub transactions: usize,
+    /// Where the batch's time went, summed over its attempts that committed.
+    pub phases: Phases,
+}
+
+/// A batch's time by phase, in microseconds: its `BEGIN`, the load (locks and facts), deciding
+/// in memory, the row tables' writes, the ledger's (chain head, journal, postings, wallets),
+/// and the commit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Phases {
+    pub begin_us: u64,
+    pub load_us: u64,
+    pub decide_us: u64,
+    pub rows_us: u64,
+    pub ledger_us: u64,
+    pub commit_us: u64,
+}
+
+impl Phases {
+    pub(crate) fn add(&mut self, other: &Phases) {
+        self.begin_us += other.begin_us;
+        self.load_us += other.load_us;
+        self.decide_us += other.decide_us;
+        self.rows_us += other.rows_us;
+        self.ledger_us += other.ledger_us;
+        self.commit_us += other.commit_us;
+    }
 }
 
 /// Runs `batch` to its answers: every command is answered exactly once.
@@ -45,9 +72,12 @@ pub(crate) async fn run(shared: Arc<Shared>, mut batch: Vec<Box<dyn Pending>>) -
             let second = batch.split_off(batch.len() / 2);
             let first = Box::pin(run(shared.clone(), batch)).await;
             let second = Box::pin(run(shared, second)).await;
+            let mut phases = first.phases;
+            phases.add(&second.phases);
             Outcome {
                 accepted: first.accepted + second.accepted,
                 transactions: first.transactions + second.transactions,
+                phases,
             }
         }
         Err(error) => {
@@ -72,7 +102,10 @@ async fn attempt(shared: &Shared, batch: &mut [Box<dyn Pending>]) -> Result<Outc
     for pending in batch.iter() {
         pending.keys(&mut keys);
     }
+    let started = Instant::now();
     let mut tx = shared.store.begin_batch().await?;
+    let begin_us = micros_since(started);
+    let started = Instant::now();
     let mut view = load(
         &shared.load_sql,
         &mut tx,
@@ -81,6 +114,8 @@ async fn attempt(shared: &Shared, batch: &mut [Box<dyn Pending>]) -> Result<Outc
         now_ms(),
     )
     .await?;
+    let load_us = micros_since(started);
+    let started = Instant::now();
     let mut effects = Vec::new();
     let mut accepted = 0;
     for pending in batch.iter_mut() {
@@ -93,8 +128,11 @@ async fn attempt(shared: &Shared, batch: &mut [Box<dyn Pending>]) -> Result<Outc
             accepted += 1;
         }
     }
-    let transactions = write(&shared.write_sql, &shared.store, &mut tx, &view, &effects).await?;
+    let decide_us = micros_since(started);
+    let written = write(&shared.write_sql, &shared.store, &mut tx, &view, &effects).await?;
+    let started = Instant::now();
     tx.commit().await?;
+    let commit_us = micros_since(started);
     remember_wallets(&shared.known_wallets, &view);
     for effect in &effects {
         if let Effect::Post { transaction, .. } = effect {
@@ -104,7 +142,15 @@ async fn attempt(shared: &Shared, batch: &mut [Box<dyn Pending>]) -> Result<Outc
     }
     Ok(Outcome {
         accepted,
-        transactions,
+        transactions: written.transactions,
+        phases: Phases {
+            begin_us,
+            load_us,
+            decide_us,
+            rows_us: written.rows_us,
+            ledger_us: written.ledger_us,
+            commit_us,
+        },
     })
 }
 

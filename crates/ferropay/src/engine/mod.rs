@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+pub use batch::Phases;
 pub use command::{Command, Keys};
 pub use effect::{Effect, Staged};
 pub use post::Post;
@@ -100,6 +101,8 @@ pub struct EngineStats {
     pub max_batch: u64,
     /// `size_buckets[i]`: batches of `2^i` to `2^(i+1) - 1` commands (the last is open).
     pub size_buckets: Vec<u64>,
+    /// The committed batches' time by phase, summed.
+    pub phases: Phases,
 }
 
 impl EngineStats {
@@ -109,6 +112,22 @@ impl EngineStats {
         } else {
             self.commands as f64 / self.batches as f64
         }
+    }
+
+    /// `begin 0.1, load 2.3, … ms`: a committed batch's mean time in each phase since `before`.
+    pub fn describe_phases(&self, before: &EngineStats) -> String {
+        let batches = self.batches.saturating_sub(before.batches).max(1) as f64;
+        let (now, then) = (&self.phases, &before.phases);
+        let ms = |now: u64, then: u64| now.saturating_sub(then) as f64 / batches / 1000.0;
+        format!(
+            "begin {:.2}, load {:.2}, decide {:.2}, rows {:.2}, ledger {:.2}, commit {:.2} ms",
+            ms(now.begin_us, then.begin_us),
+            ms(now.load_us, then.load_us),
+            ms(now.decide_us, then.decide_us),
+            ms(now.rows_us, then.rows_us),
+            ms(now.ledger_us, then.ledger_us),
+            ms(now.commit_us, then.commit_us),
+        )
     }
 
     /// `1: 12, 2-3: 40, …`, the buckets that were used.
@@ -140,6 +159,7 @@ struct Counters {
     journal_transactions: AtomicU64,
     max_batch: AtomicU64,
     size_buckets: [AtomicU64; SIZE_BUCKETS],
+    phases: Mutex<Phases>,
 }
 
 /// A handle on the process's engine. Cheap to clone; the engine stops once every handle is gone
@@ -237,6 +257,7 @@ impl Engine {
                 .iter()
                 .map(|b| b.load(Ordering::Relaxed))
                 .collect(),
+            phases: *c.phases.lock().expect("the phases lock is never poisoned"),
         }
     }
 }
@@ -307,6 +328,11 @@ async fn run_loop(
                     counters
                         .journal_transactions
                         .fetch_add(outcome.transactions as u64, Ordering::Relaxed);
+                    counters
+                        .phases
+                        .lock()
+                        .expect("the phases lock is never poisoned")
+                        .add(&outcome.phases);
                 }
                 Err(panic) => tracing::error!(%panic, "a money engine batch panicked"),
             }

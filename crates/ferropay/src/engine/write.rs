@@ -3,6 +3,8 @@
 //! statement where no row is written twice ([`RowWrites`]) — then, holding the chain head as
 //! briefly as possible, the journal, its postings and the head, extended in memory for the batch.
 
+use std::time::Instant;
+
 use serde::Serialize;
 use sqlx::Row;
 
@@ -38,9 +40,10 @@ pub(crate) struct WriteSql {
     wallets: String,
     journal: String,
     postings: String,
-    /// PostgreSQL: the wallets, the journal, its postings and the head in ONE statement
-    /// (data-modifying CTEs), so that the chain head is held for two round trips: this and the
-    /// commit. SQLite runs the four statements in process, where a statement costs no trip.
+    /// PostgreSQL: the journal, its postings and the head in ONE statement (data-modifying
+    /// CTEs), so that the chain head is held for two round trips: this and the commit. SQLite
+    /// runs the three statements in process, where a statement costs no trip. (The wallets are
+    /// written with the row tables, before the head is taken: they were locked when loaded.)
     ledger_pg: Option<String>,
 }
 
@@ -48,7 +51,6 @@ impl WriteSql {
     pub(crate) fn new(b: Backend) -> Self {
         use Col::{Int, Text};
         let rows = |cols: &[(&str, Col)]| json_rows(b, 1, "x", cols);
-        let wallet_cols = [("s", Text), ("c", Text), ("d", Int), ("at", Int)];
         let journal_cols = [
             ("id", Text),
             ("seq", Int),
@@ -70,10 +72,14 @@ impl WriteSql {
         ];
         let ledger_pg = (b == Backend::Postgres).then(|| {
             format!(
-                "WITH w AS (UPDATE wallets SET balance_minor = wallets.balance_minor + x.d,                    updated_at_ms = x.at FROM {}                    WHERE wallets.seller_id = x.s AND wallets.currency = x.c RETURNING 1),                  j AS (INSERT INTO journal_transactions (id, seq, source_ref, kind, payment_id,                    created_at_ms, prev_hash, hash, prev_transaction_id, hash_key_id)                    SELECT x.id, x.seq, x.r, x.k, x.p, x.at, x.ph, x.h, x.pid, x.kid FROM {}),                  p AS (INSERT INTO postings (transaction_id, line_no, account, currency,                    amount_minor) SELECT x.t, x.l, x.a, x.c, x.m FROM {})                  UPDATE ledger_head SET seq = $4, hash = $5, transaction_id = $6 WHERE id = 1                  RETURNING (SELECT COUNT(*) FROM w) AS wallets_moved",
-                json_rows(b, 1, "x", &wallet_cols),
-                json_rows(b, 2, "x", &journal_cols),
-                json_rows(b, 3, "x", &posting_cols),
+                "WITH j AS (INSERT INTO journal_transactions (id, seq, source_ref, kind, \
+                 payment_id, created_at_ms, prev_hash, hash, prev_transaction_id, hash_key_id) \
+                 SELECT x.id, x.seq, x.r, x.k, x.p, x.at, x.ph, x.h, x.pid, x.kid FROM {}), \
+                 p AS (INSERT INTO postings (transaction_id, line_no, account, currency, \
+                 amount_minor) SELECT x.t, x.l, x.a, x.c, x.m FROM {}) \
+                 UPDATE ledger_head SET seq = $3, hash = $4, transaction_id = $5 WHERE id = 1",
+                json_rows(b, 1, "x", &journal_cols),
+                json_rows(b, 2, "x", &posting_cols),
             )
         });
         Self {
@@ -656,14 +662,15 @@ struct PostingRow<'a> {
 /// Writes everything the accepted commands of a batch staged (`effects`, in decision order;
 /// rows from `view`'s final state). Row tables first; the chain head last, so that it is held
 /// only for the journal's two statements, its own update and the commit. Answers how many
-/// journal transactions were chained.
+/// journal transactions were chained, and the time spent on each part.
 pub(crate) async fn write(
     sql: &WriteSql,
     store: &Store,
     tx: &mut Tx,
     view: &View,
     effects: &[Effect],
-) -> Result<usize> {
+) -> Result<Written> {
+    let started = Instant::now();
     let at = view.now_ms;
     let mut events = Vec::new();
     let mut outbox = Vec::new();
@@ -966,6 +973,21 @@ pub(crate) async fn write(
     rows.add(&sql.complete_jobs, &completed);
     rows.add(&sql.outbox, &outbox);
     let answers_at = rows.add(&sql.answers, &answers);
+    // One row update per wallet the batch moved, by its net change (I4: with the postings).
+    let wallets: Vec<WalletDeltaRow> = view
+        .wallets
+        .iter()
+        .filter(|(_, w)| w.balance != w.loaded)
+        .map(|((seller_id, currency), w)| WalletDeltaRow {
+            s: seller_id,
+            c: currency.code(),
+            d: w.balance.minor() - w.loaded.minor(),
+            at,
+        })
+        .collect();
+    // Before the chain head is taken, so that the head is not held for them (each was locked
+    // when the batch loaded it).
+    let wallets_at = rows.add(&sql.wallets, &wallets);
     // One statement on PostgreSQL when no row is written twice (see `RowWrites`).
     let one_statement = sql.postgres
         && disjoint(
@@ -996,24 +1018,24 @@ pub(crate) async fn write(
         answers.len(),
         "an idempotency answer was not saved"
     );
+    // Every wallet was locked (and so exists) when the batch loaded it.
+    assert_eq!(
+        written[wallets_at] as usize,
+        wallets.len(),
+        "a wallet row was missing"
+    );
 
-    // One row update per wallet the batch moved, by its net change (I4: with the postings).
-    let wallets: Vec<WalletDeltaRow> = view
-        .wallets
-        .iter()
-        .filter(|(_, w)| w.balance != w.loaded)
-        .map(|((seller_id, currency), w)| WalletDeltaRow {
-            s: seller_id,
-            c: currency.code(),
-            d: w.balance.minor() - w.loaded.minor(),
-            at,
-        })
-        .collect();
     if posts.is_empty() {
         // Wallets move only with postings.
         assert!(wallets.is_empty(), "a wallet moved without a posting");
-        return Ok(0);
+        return Ok(Written {
+            transactions: 0,
+            rows_us: micros_since(started),
+            ledger_us: 0,
+        });
     }
+    let rows_us = micros_since(started);
+    let ledger_started = Instant::now();
     let mut head = chain::lock_head(store, tx).await?;
     let chained: Vec<Chained> = chain::extend(&mut head, posts.iter().map(|(id, t)| (*id, *t)), at);
     let journal: Vec<JournalRow> = chained
@@ -1047,28 +1069,39 @@ pub(crate) async fn write(
                 })
         })
         .collect();
-    let moved = match &sql.ledger_pg {
+    match &sql.ledger_pg {
         Some(ledger_pg) => {
-            let row = sqlx::query(sqlx::AssertSqlSafe(ledger_pg.as_str()))
-                .bind(to_param(&wallets))
+            let done = sqlx::query(sqlx::AssertSqlSafe(ledger_pg.as_str()))
                 .bind(to_param(&journal))
                 .bind(to_param(&postings))
                 .bind(head.seq)
                 .bind(&head.hash)
                 .bind(head.transaction_id.as_deref())
-                .fetch_one(&mut **tx)
+                .execute(&mut **tx)
                 .await?;
-            u64::try_from(row.try_get::<i64, _>("wallets_moved")?).unwrap_or(0)
+            assert_eq!(done.rows_affected(), 1, "the chain head row exists");
         }
         None => {
-            let moved = run(tx, &sql.wallets, &wallets).await?;
             run(tx, &sql.journal, &journal).await?;
             run(tx, &sql.postings, &postings).await?;
             chain::write_head(tx, &head).await?;
-            moved
         }
-    };
-    // Every wallet was locked (and so exists) when the batch loaded it.
-    assert_eq!(moved as usize, wallets.len(), "a wallet row was missing");
-    Ok(chained.len())
+    }
+    Ok(Written {
+        transactions: chained.len(),
+        rows_us,
+        ledger_us: micros_since(ledger_started),
+    })
+}
+
+/// What [`write`] did: the journal transactions it chained, and its two parts' time — the row
+/// tables, and the ledger (the chain head's lock, the journal, its postings, the wallets).
+pub(crate) struct Written {
+    pub transactions: usize,
+    pub rows_us: u64,
+    pub ledger_us: u64,
+}
+
+pub(crate) fn micros_since(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
 }

@@ -62,23 +62,33 @@ const CONSOLE_DISPUTES_POSTGRES: &str = concat!(
     include_str!("../../migrations/postgres/0019_summaries.sql")
 );
 
+/// Version 20: a posting's journal transaction checked once per statement on PostgreSQL, in
+/// place of the foreign key's trigger per row; SQLite keeps its foreign key (why: the file).
+const POSTINGS_CHECK_POSTGRES: &str =
+    include_str!("../../migrations/postgres/0020_postings_transaction_check.sql");
+const POSTINGS_CHECK_SQLITE: &str = "-- SQLite keeps the foreign key from postings to \
+    journal_transactions (postgres/0020_postings_transaction_check.sql says why).\nSELECT 1;";
+
 fn migrations(backend: Backend) -> Vec<Migration> {
-    let (append_only, disputes, connectors, console, console_disputes) = match backend {
-        Backend::Sqlite => (
-            APPEND_ONLY_SQLITE,
-            DISPUTES_SQLITE,
-            CONNECTORS_SQLITE,
-            CONSOLE_SQLITE,
-            CONSOLE_DISPUTES_SQLITE,
-        ),
-        Backend::Postgres => (
-            APPEND_ONLY_POSTGRES,
-            DISPUTES_POSTGRES,
-            CONNECTORS_POSTGRES,
-            CONSOLE_POSTGRES,
-            CONSOLE_DISPUTES_POSTGRES,
-        ),
-    };
+    let (append_only, disputes, connectors, console, console_disputes, postings_check) =
+        match backend {
+            Backend::Sqlite => (
+                APPEND_ONLY_SQLITE,
+                DISPUTES_SQLITE,
+                CONNECTORS_SQLITE,
+                CONSOLE_SQLITE,
+                CONSOLE_DISPUTES_SQLITE,
+                POSTINGS_CHECK_SQLITE,
+            ),
+            Backend::Postgres => (
+                APPEND_ONLY_POSTGRES,
+                DISPUTES_POSTGRES,
+                CONNECTORS_POSTGRES,
+                CONSOLE_POSTGRES,
+                CONSOLE_DISPUTES_POSTGRES,
+                POSTINGS_CHECK_POSTGRES,
+            ),
+        };
     vec![
         migration(1, "schema", SCHEMA),
         migration(2, "append only ledger", append_only),
@@ -101,6 +111,11 @@ fn migrations(backend: Backend) -> Vec<Migration> {
             KEYED_CHAIN_SCHEDULED_RUNS,
         ),
         migration(19, "console disputes and settlement days", console_disputes),
+        migration(
+            20,
+            "postings' transactions checked per statement",
+            postings_check,
+        ),
     ]
 }
 

@@ -6,6 +6,7 @@
 //! statements with many parameters are written by [`sql`].
 
 pub mod bulk;
+pub mod checkpoint;
 pub mod dialect;
 mod migrations;
 pub(crate) mod sql;
@@ -47,6 +48,8 @@ pub struct Store {
     /// The ledger chain's keys (kept outside the database): the journal transactions written
     /// through this store are HMACs under the last one; `None`: unkeyed SHA-256.
     chain_keys: Option<Arc<ChainKeys>>,
+    /// SQLite only: the WAL checkpointer runs while a handle on this store lives.
+    _alive: Arc<()>,
 }
 
 impl Store {
@@ -82,6 +85,8 @@ impl Store {
                             conn.execute("PRAGMA synchronous = FULL").await?;
                             conn.execute("PRAGMA busy_timeout = 30000").await?;
                             conn.execute("PRAGMA foreign_keys = ON").await?;
+                            // Checkpoints run beside the writer, not in its commits.
+                            conn.execute(checkpoint::NO_AUTO_CHECKPOINT).await?;
                         }
                         Ok(())
                     })
@@ -98,11 +103,16 @@ impl Store {
             ),
             Backend::Postgres => None,
         };
+        let alive = Arc::new(());
+        if backend == Backend::Sqlite {
+            checkpoint::start(pool.clone(), Arc::downgrade(&alive));
+        }
         Ok(Self {
             pool,
             write_pool,
             backend,
             chain_keys: None,
+            _alive: alive,
         })
     }
 
