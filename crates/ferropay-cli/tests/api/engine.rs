@@ -697,3 +697,51 @@ db_test!(
     two_engines_share_one_database_without_deadlock,
     a_sigkill_loses_nothing_that_was_answered,
 );
+
+/// A new payment's session moves no money, so storing it does not wait for its sellers'
+/// wallets: with both wallets locked by another transaction (as a capture or a payout holds
+/// them), `POST /v1/payments` still answers 201 with the hosted page, and the payment is
+/// captured once the lock is gone. PostgreSQL only: SQLite's one writer locks the whole file.
+async fn a_new_payment_does_not_wait_for_its_sellers_wallets() {
+    let Some(app) = spawn_app(Db::Postgres).await else {
+        return;
+    };
+    // Both sellers' wallets exist once a first payment is captured.
+    let first = app.create_payment("chk_wallets_first").await;
+    app.pay(&first, CARD_OK).await;
+    app.wait_for_status(first["id"].as_str().unwrap(), "succeeded")
+        .await;
+
+    let pool = app.service().store.pool();
+    let mut holder = pool.begin().await.unwrap();
+    let locked = sqlx::query(
+        "SELECT seller_id FROM wallets WHERE seller_id IN ('seller_a', 'seller_b') \
+         ORDER BY seller_id, currency FOR UPDATE",
+    )
+    .fetch_all(&mut *holder)
+    .await
+    .unwrap();
+    assert_eq!(locked.len(), 2, "both sellers have a wallet");
+
+    let second = tokio::time::timeout(
+        Duration::from_secs(30),
+        app.create_payment("chk_wallets_second"),
+    )
+    .await
+    .expect("creating a payment waited for its sellers' wallets");
+    assert_eq!(second["status"], "requires_payment");
+    assert!(second["redirect_url"].as_str().is_some(), "{second}");
+
+    holder.rollback().await.unwrap();
+    app.pay(&second, CARD_OK).await;
+    app.wait_for_status(second["id"].as_str().unwrap(), "succeeded")
+        .await;
+    assert!(app.verify_ledger().await.ok());
+}
+
+mod postgres_only {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_payment_does_not_wait_for_its_sellers_wallets() {
+        super::a_new_payment_does_not_wait_for_its_sellers_wallets().await
+    }
+}

@@ -30,6 +30,11 @@ pub trait Command: Send + 'static {
 #[derive(Debug, Default)]
 pub struct Keys {
     pub payments: BTreeSet<String>,
+    /// Payments the command locks and may change without moving their money (a new payment's
+    /// PSP session): locked and loaded with `payments`, but their sellers' wallets are not
+    /// locked for them — a batch of sessions then takes no wallet lock that a capture of the
+    /// same sellers in another batch would wait for.
+    pub payments_without_money: BTreeSet<String>,
     /// Refunds, with their payments (locked first).
     pub refunds: BTreeSet<String>,
     pub payouts: BTreeSet<String>,

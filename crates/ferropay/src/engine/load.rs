@@ -179,6 +179,9 @@ pub(crate) async fn load(
             payment_ids.insert(row.try_get("payment_id")?);
         }
     }
+    // The payments whose sellers' wallets a command may move (a refund's payment among them).
+    let money_payments = payment_ids.clone();
+    payment_ids.extend(keys.payments_without_money);
     let mut wallet_keys = keys.wallets;
     if !payment_ids.is_empty() {
         for row in fetch(tx, &sql.payments, ids(&payment_ids)).await? {
@@ -299,7 +302,9 @@ pub(crate) async fn load(
                 platform_fee_minor: row.try_get("platform_fee_minor")?,
                 status: row.try_get("status")?,
             };
-            if let Some(payment) = view.payments.get(&order.payment_id) {
+            if let Some(payment) = view.payments.get(&order.payment_id)
+                && money_payments.contains(&order.payment_id)
+            {
                 wallet_keys.insert((order.seller_id.clone(), payment.amount.currency()));
             }
             view.orders

@@ -131,7 +131,8 @@ impl Command for StoreSession {
     type Answer = SessionStored;
 
     fn keys(&self, keys: &mut Keys) {
-        keys.payments.insert(self.created.id.clone());
+        // A session moves no money: the payment is locked, its sellers' wallets are not.
+        keys.payments_without_money.insert(self.created.id.clone());
         keys.idempotency
             .insert((self.scope.api_key_id.clone(), self.scope.key.clone()));
     }
