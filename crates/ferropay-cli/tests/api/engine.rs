@@ -707,10 +707,7 @@ async fn a_new_payment_does_not_wait_for_its_sellers_wallets() {
         return;
     };
     // Both sellers' wallets exist once a first payment is captured.
-    let first = app.create_payment("chk_wallets_first").await;
-    app.pay(&first, CARD_OK).await;
-    app.wait_for_status(first["id"].as_str().unwrap(), "succeeded")
-        .await;
+    app.paid_payment("chk_wallets_first").await;
 
     let pool = app.service().store.pool();
     let mut holder = pool.begin().await.unwrap();

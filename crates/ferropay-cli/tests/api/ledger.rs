@@ -110,10 +110,7 @@ async fn a_posting_without_its_transaction_is_refused(db: Db) {
     let Some(app) = spawn_app(db).await else {
         return;
     };
-    let payment = app.create_payment("chk_orphan").await;
-    app.pay(&payment, CARD_OK).await;
-    app.wait_for_status(payment["id"].as_str().unwrap(), "succeeded")
-        .await;
+    app.paid_payment("chk_orphan").await;
     let pool = app.service().store.pool();
     let count = || async {
         sqlx::query("SELECT COUNT(*) AS n FROM postings")
