@@ -56,13 +56,13 @@ pub async fn list(
             let d = &row.delivery;
             html! {
                 tr data-delivery=(d.id) {
-                    td.mono { (d.id) br; span.hint { (d.created_at.replace('T', " ").replace('Z', "")) } }
+                    td.mono { (d.id) br; span.hint { (layout::shown(&d.created_at)) } }
                     td { (d.event_type) br; span.mono.hint { (d.event_id) } }
                     td { a href=(layout::link("/console/deliveries", &[("endpoint_id", &d.endpoint_id)])) { (row.url) } }
                     td { (badge(&d.status)) }
                     td {
                         @for a in &d.attempts {
-                            div.hint { (a.attempted_at.replace('T', " ").replace('Z', "")) " · "
+                            div.hint { (layout::shown(&a.attempted_at)) " · "
                                 (a.status_code.map(|c| c.to_string()).unwrap_or_else(|| "no answer".into()))
                                 " · " (a.latency_ms) " ms"
                                 @if let Some(e) = &a.error { " · " (e) } }

@@ -70,7 +70,7 @@ pub async fn list(
                 td { (d.reason) }
                 td.mono { a href={ "/console/payments/" (seg(&d.payment_id)) } { (d.payment_id) } }
                 td { @if d.evidence_submitted { "sent" } @else { "—" } }
-                td.nowrap { (d.created_at.replace('T', " ").replace('Z', "")) }
+                td.nowrap { (layout::shown(&d.created_at)) }
             }
         }, "No dispute matches."))
         (pager("/console/disputes", &[

@@ -110,7 +110,12 @@ pub fn money(amount_minor: i64, currency: &str) -> String {
 
 /// A stored time, in UTC (`2026-11-28 10:00:00`).
 pub fn at(at_ms: i64) -> String {
-    rfc3339_from_ms(at_ms).replace('T', " ").replace('Z', "")
+    shown(&rfc3339_from_ms(at_ms))
+}
+
+/// An RFC 3339 UTC time as the console shows it (`2026-11-28 10:00:00`).
+pub fn shown(rfc3339: &str) -> String {
+    rfc3339.replace('T', " ").replace('Z', "")
 }
 
 /// A UTC day (`2026-11-28`).

@@ -176,7 +176,7 @@ pub async fn show(
                                 td { (badge(&d.status)) }
                                 td { (d.reason) }
                                 td.num { (money(d.amount, &d.currency)) }
-                                td { (d.created_at.replace('T', " ").replace('Z', "")) }
+                                td { (layout::shown(&d.created_at)) }
                             }
                         }
                     }

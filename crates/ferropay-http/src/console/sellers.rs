@@ -116,7 +116,7 @@ pub async fn show(
                                     td.mono { (p.id) }
                                     td { (badge(&p.status)) }
                                     td.num { (money(p.amount, &p.currency)) }
-                                    td { (p.created_at.replace('T', " ").replace('Z', "")) }
+                                    td { (layout::shown(&p.created_at)) }
                                 }
                             }
                         }
