@@ -641,7 +641,7 @@ async fn page_queries_and_views_on_a_seeded_database(db: Db) {
             .unwrap()
             .get("t");
     assert_eq!(total, 0);
-    // The balances the trigger keeps are the postings' own sums, account by account.
+    // The balances the engine keeps are the postings' own sums, account by account.
     assert_eq!(balances_differing_from_postings(&store).await, 0);
     let mismatched = count_on(
         &store,

@@ -90,6 +90,18 @@ const CAPTURES: &str = "INSERT INTO journal_transactions (id, seq, source_ref, k
      SELECT 'jt_' || k, i + 1, 'capture:pay_' || k, 'capture', 'pay_' || k, at + 5000, \
        'seeded', 'seeded' FROM s WHERE r < 70";
 
+/// `account_balances` and `settlement_days` summed from the seeded postings.
+const SEEDED_ACCOUNT_BALANCES: &str = "INSERT INTO account_balances (account, currency, \
+     balance_minor, postings) SELECT account, currency, SUM(amount_minor), COUNT(*) FROM postings \
+     GROUP BY account, currency";
+const SEEDED_SETTLEMENT_DAYS: &str = "INSERT INTO settlement_days (day_start_ms, psp, currency, \
+     expected_minor, paid_out_minor, postings) \
+     SELECT j.created_at_ms - j.created_at_ms % 86400000, SUBSTR(p.account, 16), p.currency, \
+     SUM(CASE WHEN j.kind <> 'bank_settlement' THEN p.amount_minor ELSE 0 END), \
+     SUM(CASE WHEN j.kind = 'bank_settlement' THEN -p.amount_minor ELSE 0 END), COUNT(*) \
+     FROM postings p JOIN journal_transactions j ON j.id = p.transaction_id \
+     WHERE p.account LIKE 'psp_receivable:%' GROUP BY 1, 2, 3";
+
 const CAPTURE_POSTINGS: &str = "INSERT INTO postings (transaction_id, line_no, account, currency, \
      amount_minor) \
      SELECT 'jt_' || k, 1, 'psp_receivable:sandbox', 'USD', 1000 + i * 7919 % 9000 \
@@ -209,6 +221,10 @@ pub async fn seed(
     .bind(now_ms)
     .execute(&mut *tx)
     .await?;
+    // The kept summaries, which the money engine writes with each batch (migration 21).
+    for statement in [SEEDED_ACCOUNT_BALANCES, SEEDED_SETTLEMENT_DAYS] {
+        sqlx::query(statement).execute(&mut *tx).await?;
+    }
     for day in 0..SPREAD_DAYS {
         let at = start_ms + day * 86_400_000;
         sqlx::query(

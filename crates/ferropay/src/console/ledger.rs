@@ -24,7 +24,7 @@ pub struct AccountBalance {
 
 /// A page of the trial balance, by account then currency, from the account `from` on (an
 /// account name or its beginning: a search) or after the cursor `ACCOUNT~CURRENCY`. The view
-/// reads `account_balances` (kept by a trigger on postings), in its key's order.
+/// reads `account_balances` (kept by the money engine with the postings), in its key's order.
 pub async fn trial_balance(
     store: &Store,
     from: Option<&str>,

@@ -1,7 +1,9 @@
 //! Writing a batch: every table the batch changed with one set-based statement (rows from the
 //! view's final state, or from the effects in order) — on PostgreSQL all of them as ONE
 //! statement where no row is written twice ([`RowWrites`]) — then, holding the chain head as
-//! briefly as possible, the journal, its postings and the head, extended in memory for the batch.
+//! briefly as possible, the journal (extended in memory for the batch), the platform accounts'
+//! kept balances, the settlement days and the head. On PostgreSQL the postings go with the row
+//! tables, before the head; SQLite writes them after their transactions.
 
 use std::time::Instant;
 
@@ -12,7 +14,9 @@ use super::effect::Effect;
 use super::view::View;
 use crate::error::Result;
 use crate::ids::new_id;
+use crate::ledger::accounts;
 use crate::ledger::chain::{self, Chained};
+use crate::ledger::summaries::Summaries;
 use crate::store::bulk::{Col, json_rows, to_param};
 use crate::store::{Backend, Store, Tx};
 
@@ -40,10 +44,16 @@ pub(crate) struct WriteSql {
     wallets: String,
     journal: String,
     postings: String,
-    /// PostgreSQL: the journal, its postings and the head in ONE statement (data-modifying
-    /// CTEs), so that the chain head is held for two round trips: this and the commit. SQLite
-    /// runs the three statements in process, where a statement costs no trip. (The wallets are
-    /// written with the row tables, before the head is taken: they were locked when loaded.)
+    /// `account_balances` and `settlement_days`, one upsert row per account and per day
+    /// (`ledger::summaries`).
+    account_balances: String,
+    settlement_days: String,
+    /// PostgreSQL: the journal, the platform's kept balances, the settlement days and the head
+    /// in ONE statement (data-modifying CTEs), so that the chain head is held for two round
+    /// trips: this and the commit. The postings and the wallets are written with the row tables,
+    /// before the head is taken (a posting's transaction is checked at commit, migration 22;
+    /// the wallets were locked when loaded). SQLite runs each statement in process, where a
+    /// statement costs no trip, the postings after their transactions (its foreign key).
     ledger_pg: Option<String>,
 }
 
@@ -63,27 +73,60 @@ impl WriteSql {
             ("pid", Text),
             ("kid", Text),
         ];
-        let posting_cols = [
-            ("t", Text),
-            ("l", Int),
-            ("a", Text),
-            ("c", Text),
-            ("m", Int),
-        ];
+        let account_balances = |param| {
+            format!(
+                "INSERT INTO account_balances (account, currency, balance_minor, postings) \
+                 SELECT x.a, x.c, x.d, x.n FROM {} WHERE true \
+                 ON CONFLICT (account, currency) DO UPDATE SET \
+                 balance_minor = account_balances.balance_minor + excluded.balance_minor, \
+                 postings = account_balances.postings + excluded.postings",
+                json_rows(
+                    b,
+                    param,
+                    "x",
+                    &[("a", Text), ("c", Text), ("d", Int), ("n", Int)]
+                )
+            )
+        };
+        let settlement_days = |param| {
+            format!(
+                "INSERT INTO settlement_days (day_start_ms, psp, currency, expected_minor, \
+                 paid_out_minor, postings) SELECT x.d, x.p, x.c, x.e, x.o, x.n FROM {} WHERE true \
+                 ON CONFLICT (day_start_ms, psp, currency) DO UPDATE SET \
+                 expected_minor = settlement_days.expected_minor + excluded.expected_minor, \
+                 paid_out_minor = settlement_days.paid_out_minor + excluded.paid_out_minor, \
+                 postings = settlement_days.postings + excluded.postings",
+                json_rows(
+                    b,
+                    param,
+                    "x",
+                    &[
+                        ("d", Int),
+                        ("p", Text),
+                        ("c", Text),
+                        ("e", Int),
+                        ("o", Int),
+                        ("n", Int)
+                    ]
+                )
+            )
+        };
         let ledger_pg = (b == Backend::Postgres).then(|| {
             format!(
                 "WITH j AS (INSERT INTO journal_transactions (id, seq, source_ref, kind, \
                  payment_id, created_at_ms, prev_hash, hash, prev_transaction_id, hash_key_id) \
                  SELECT x.id, x.seq, x.r, x.k, x.p, x.at, x.ph, x.h, x.pid, x.kid FROM {}), \
-                 p AS (INSERT INTO postings (transaction_id, line_no, account, currency, \
-                 amount_minor) SELECT x.t, x.l, x.a, x.c, x.m FROM {}) \
-                 UPDATE ledger_head SET seq = $3, hash = $4, transaction_id = $5 WHERE id = 1",
+                 b AS ({}), d AS ({}) \
+                 UPDATE ledger_head SET seq = $4, hash = $5, transaction_id = $6 WHERE id = 1",
                 json_rows(b, 1, "x", &journal_cols),
-                json_rows(b, 2, "x", &posting_cols),
+                account_balances(2),
+                settlement_days(3),
             )
         });
         Self {
             ledger_pg,
+            account_balances: account_balances(1),
+            settlement_days: settlement_days(1),
             postgres: b == Backend::Postgres,
             new_payments: format!(
                 "INSERT INTO payments (id, checkout_id, buyer_id, buyer_email, currency, \
@@ -636,6 +679,28 @@ struct WalletDeltaRow<'a> {
     at: i64,
 }
 
+/// A change to one row of `account_balances`.
+#[derive(Serialize)]
+struct BalanceRow<'a> {
+    a: &'a str,
+    c: &'static str,
+    /// The net change, minor units.
+    d: i64,
+    /// Postings added.
+    n: i64,
+}
+
+/// A change to one row of `settlement_days`.
+#[derive(Serialize)]
+struct DayRow<'a> {
+    d: i64,
+    p: &'a str,
+    c: &'static str,
+    e: i64,
+    o: i64,
+    n: i64,
+}
+
 #[derive(Serialize)]
 struct JournalRow<'a> {
     id: &'a str,
@@ -661,8 +726,8 @@ struct PostingRow<'a> {
 
 /// Writes everything the accepted commands of a batch staged (`effects`, in decision order;
 /// rows from `view`'s final state). Row tables first; the chain head last, so that it is held
-/// only for the journal's two statements, its own update and the commit. Answers how many
-/// journal transactions were chained, and the time spent on each part.
+/// only for the journal, the platform's summaries, its own update and the commit. Answers how
+/// many journal transactions were chained, and the time spent on each part.
 pub(crate) async fn write(
     sql: &WriteSql,
     store: &Store,
@@ -988,6 +1053,77 @@ pub(crate) async fn write(
     // Before the chain head is taken, so that the head is not held for them (each was locked
     // when the batch loaded it).
     let wallets_at = rows.add(&sql.wallets, &wallets);
+    // The kept balances and settlement days, one row per account and per day. A seller's
+    // account is written here, before the head: the batch holds that seller's wallet, which
+    // every batch that posts to the account locks first. The others (the platform's accounts,
+    // in nearly every batch) and the days are written under the head, with the journal.
+    let summaries = Summaries::of(posts.iter().map(|(_, t)| (at, *t)))?;
+    let mut seller_balances = Vec::new();
+    let mut head_balances = Vec::new();
+    for ((account, currency), sum) in &summaries.accounts {
+        let row = BalanceRow {
+            a: account,
+            c: currency.code(),
+            d: sum.net.minor(),
+            n: sum.postings,
+        };
+        match accounts::seller_id(account) {
+            Some(seller_id) => {
+                let wallet = view.wallets.get(&(seller_id.to_owned(), *currency));
+                // I4: a wallet moves by exactly minus its account's postings.
+                let moved = wallet.map_or(0, |w| w.balance.minor() - w.loaded.minor());
+                assert_eq!(
+                    moved, -row.d,
+                    "a wallet moved unlike its account's postings"
+                );
+                if wallet.is_some() {
+                    seller_balances.push(row);
+                } else {
+                    head_balances.push(row);
+                }
+            }
+            None => head_balances.push(row),
+        }
+    }
+    let moved_wallets = seller_balances.iter().filter(|row| row.d != 0).count();
+    assert_eq!(
+        moved_wallets,
+        wallets.len(),
+        "a wallet moved without a posting"
+    );
+    rows.add(&sql.account_balances, &seller_balances);
+    // The postings need no place on the chain. Each transaction's sum to zero (I3) was checked
+    // when it was decided.
+    let postings: Vec<PostingRow> = posts
+        .iter()
+        .flat_map(|(id, t)| {
+            t.postings
+                .iter()
+                .enumerate()
+                .map(move |(line_no, posting)| PostingRow {
+                    t: id,
+                    l: line_no as i64,
+                    a: &posting.account,
+                    c: posting.amount.currency().code(),
+                    m: posting.amount.minor(),
+                })
+        })
+        .collect();
+    if sql.postgres {
+        rows.add(&sql.postings, &postings);
+    }
+    let days: Vec<DayRow> = summaries
+        .days
+        .iter()
+        .map(|((day_start_ms, psp, currency), sum)| DayRow {
+            d: *day_start_ms,
+            p: psp,
+            c: currency.code(),
+            e: sum.expected.minor(),
+            o: sum.paid_out.minor(),
+            n: sum.postings,
+        })
+        .collect();
     // One statement on PostgreSQL when no row is written twice (see `RowWrites`).
     let one_statement = sql.postgres
         && disjoint(
@@ -1053,27 +1189,12 @@ pub(crate) async fn write(
             kid: c.key_id.as_deref(),
         })
         .collect();
-    let postings: Vec<PostingRow> = chained
-        .iter()
-        .flat_map(|c| {
-            c.new
-                .postings
-                .iter()
-                .enumerate()
-                .map(move |(line_no, posting)| PostingRow {
-                    t: c.id,
-                    l: line_no as i64,
-                    a: &posting.account,
-                    c: posting.amount.currency().code(),
-                    m: posting.amount.minor(),
-                })
-        })
-        .collect();
     match &sql.ledger_pg {
         Some(ledger_pg) => {
             let done = sqlx::query(sqlx::AssertSqlSafe(ledger_pg.as_str()))
                 .bind(to_param(&journal))
-                .bind(to_param(&postings))
+                .bind(to_param(&head_balances))
+                .bind(to_param(&days))
                 .bind(head.seq)
                 .bind(&head.hash)
                 .bind(head.transaction_id.as_deref())
@@ -1084,6 +1205,8 @@ pub(crate) async fn write(
         None => {
             run(tx, &sql.journal, &journal).await?;
             run(tx, &sql.postings, &postings).await?;
+            run(tx, &sql.account_balances, &head_balances).await?;
+            run(tx, &sql.settlement_days, &days).await?;
             chain::write_head(tx, &head).await?;
         }
     }

@@ -5,10 +5,12 @@ pub const BANK: &str = "bank";
 pub const PAYOUTS_IN_TRANSIT: &str = "payouts_in_transit";
 
 const SELLER_PREFIX: &str = "seller:";
+/// `psp_receivable:{psp}`: what that PSP owes us.
+pub const PSP_RECEIVABLE_PREFIX: &str = "psp_receivable:";
 
 /// Asset: what the PSP owes us.
 pub fn psp_receivable(psp: &str) -> String {
-    format!("psp_receivable:{psp}")
+    format!("{PSP_RECEIVABLE_PREFIX}{psp}")
 }
 
 /// Expense: the PSP's fees.

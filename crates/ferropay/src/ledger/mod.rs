@@ -11,6 +11,7 @@ pub mod accounts;
 pub mod chain;
 pub mod checkpoint;
 mod hash;
+pub mod summaries;
 pub mod verify;
 
 use std::collections::BTreeMap;

@@ -1,8 +1,8 @@
 //! `ledger verify`: the internal check that the books hold. Every journal transaction sums to
 //! zero per currency (I3), each wallet equals minus the sum of its seller account (I4), and the
 //! hash chain is intact from the first transaction to the head (tampering shows as a break),
-//! each row of `account_balances` (kept by a trigger on postings, read by the `trial_balance`
-//! view) equals the sum and count of its account's postings, and each row of `settlement_days`
+//! each row of `account_balances` (kept by the money engine with the postings, read by the
+//! `trial_balance` view) equals the sum and count of its account's postings, and each row of `settlement_days`
 //! (likewise kept, read by the `daily_settlement` view) the sums of its day's postings on its
 //! PSP's `psp_receivable` account.
 //! The journal is streamed, so memory does not grow with the ledger.

@@ -429,7 +429,7 @@ fn count_provisional(state: &mut RunState<'_>, judged: Judged<'_>) -> Result<()>
         if line.gross_minor != 0 {
             state.posted(PostingSummary {
                 source_ref: payout_source_ref(&state.reconciler.psp, &line.psp_reference),
-                kind: "bank_settlement",
+                kind: crate::ledger::summaries::BANK_SETTLEMENT,
                 currency: line.currency.clone(),
                 amount: -line.gross_minor,
                 outcome: "not_posted",

@@ -69,26 +69,52 @@ const POSTINGS_CHECK_POSTGRES: &str =
 const POSTINGS_CHECK_SQLITE: &str = "-- SQLite keeps the foreign key from postings to \
     journal_transactions (postgres/0020_postings_transaction_check.sql says why).\nSELECT 1;";
 
+/// Version 21: `account_balances` and `settlement_days` kept by the money engine, a row per
+/// account and per day and batch, in place of the triggers on postings (why: the files).
+const SUMMARIES_BY_ENGINE_POSTGRES: &str =
+    include_str!("../../migrations/postgres/0021_summaries_by_the_engine.sql");
+const SUMMARIES_BY_ENGINE_SQLITE: &str =
+    include_str!("../../migrations/sqlite/0021_summaries_by_the_engine.sql");
+
+/// Version 22: a posting's journal transaction checked at commit on PostgreSQL, so that the
+/// engine writes postings before it takes the chain head (why: the file); SQLite keeps its key.
+const POSTINGS_AT_COMMIT_POSTGRES: &str =
+    include_str!("../../migrations/postgres/0022_postings_checked_at_commit.sql");
+const POSTINGS_AT_COMMIT_SQLITE: &str = "-- SQLite keeps the foreign key from postings to \
+    journal_transactions (postgres/0022_postings_checked_at_commit.sql says why).\nSELECT 1;";
+
 fn migrations(backend: Backend) -> Vec<Migration> {
-    let (append_only, disputes, connectors, console, console_disputes, postings_check) =
-        match backend {
-            Backend::Sqlite => (
-                APPEND_ONLY_SQLITE,
-                DISPUTES_SQLITE,
-                CONNECTORS_SQLITE,
-                CONSOLE_SQLITE,
-                CONSOLE_DISPUTES_SQLITE,
-                POSTINGS_CHECK_SQLITE,
-            ),
-            Backend::Postgres => (
-                APPEND_ONLY_POSTGRES,
-                DISPUTES_POSTGRES,
-                CONNECTORS_POSTGRES,
-                CONSOLE_POSTGRES,
-                CONSOLE_DISPUTES_POSTGRES,
-                POSTINGS_CHECK_POSTGRES,
-            ),
-        };
+    let (
+        append_only,
+        disputes,
+        connectors,
+        console,
+        console_disputes,
+        postings_check,
+        summaries,
+        postings_at_commit,
+    ) = match backend {
+        Backend::Sqlite => (
+            APPEND_ONLY_SQLITE,
+            DISPUTES_SQLITE,
+            CONNECTORS_SQLITE,
+            CONSOLE_SQLITE,
+            CONSOLE_DISPUTES_SQLITE,
+            POSTINGS_CHECK_SQLITE,
+            SUMMARIES_BY_ENGINE_SQLITE,
+            POSTINGS_AT_COMMIT_SQLITE,
+        ),
+        Backend::Postgres => (
+            APPEND_ONLY_POSTGRES,
+            DISPUTES_POSTGRES,
+            CONNECTORS_POSTGRES,
+            CONSOLE_POSTGRES,
+            CONSOLE_DISPUTES_POSTGRES,
+            POSTINGS_CHECK_POSTGRES,
+            SUMMARIES_BY_ENGINE_POSTGRES,
+            POSTINGS_AT_COMMIT_POSTGRES,
+        ),
+    };
     vec![
         migration(1, "schema", SCHEMA),
         migration(2, "append only ledger", append_only),
@@ -116,6 +142,8 @@ fn migrations(backend: Backend) -> Vec<Migration> {
             "postings' transactions checked per statement",
             postings_check,
         ),
+        migration(21, "ledger summaries kept by the engine", summaries),
+        migration(22, "postings checked at commit", postings_at_commit),
     ]
 }
 
