@@ -1,9 +1,8 @@
 //! Writing a batch: every table the batch changed with one set-based statement (rows from the
 //! view's final state, or from the effects in order) — on PostgreSQL all of them as ONE
 //! statement where no row is written twice ([`RowWrites`]) — then, holding the chain head as
-//! briefly as possible, the journal (extended in memory for the batch), the platform accounts'
-//! kept balances, the settlement days and the head. On PostgreSQL the postings go with the row
-//! tables, before the head; SQLite writes them after their transactions.
+//! briefly as possible, the journal (extended in memory for the batch), its postings, the
+//! platform accounts' kept balances, the settlement days and the head.
 
 use std::time::Instant;
 
@@ -48,12 +47,11 @@ pub(crate) struct WriteSql {
     /// (`ledger::summaries`).
     account_balances: String,
     settlement_days: String,
-    /// PostgreSQL: the journal, the platform's kept balances, the settlement days and the head
-    /// in ONE statement (data-modifying CTEs), so that the chain head is held for two round
-    /// trips: this and the commit. The postings and the wallets are written with the row tables,
-    /// before the head is taken (a posting's transaction is checked at commit, migration 22;
-    /// the wallets were locked when loaded). SQLite runs each statement in process, where a
-    /// statement costs no trip, the postings after their transactions (its foreign key).
+    /// PostgreSQL: the journal, its postings, the platform's kept balances, the settlement days
+    /// and the head in ONE statement (data-modifying CTEs), so that the chain head is held for
+    /// two round trips: this and the commit. SQLite runs each statement in process, where a
+    /// statement costs no trip. (The wallets and the sellers' kept balances are written with
+    /// the row tables, before the head is taken: the wallets were locked when loaded.)
     ledger_pg: Option<String>,
 }
 
@@ -72,6 +70,13 @@ impl WriteSql {
             ("h", Text),
             ("pid", Text),
             ("kid", Text),
+        ];
+        let posting_cols = [
+            ("t", Text),
+            ("l", Int),
+            ("a", Text),
+            ("c", Text),
+            ("m", Int),
         ];
         let account_balances = |param| {
             format!(
@@ -116,11 +121,14 @@ impl WriteSql {
                 "WITH j AS (INSERT INTO journal_transactions (id, seq, source_ref, kind, \
                  payment_id, created_at_ms, prev_hash, hash, prev_transaction_id, hash_key_id) \
                  SELECT x.id, x.seq, x.r, x.k, x.p, x.at, x.ph, x.h, x.pid, x.kid FROM {}), \
+                 p AS (INSERT INTO postings (transaction_id, line_no, account, currency, \
+                 amount_minor) SELECT x.t, x.l, x.a, x.c, x.m FROM {}), \
                  b AS ({}), d AS ({}) \
-                 UPDATE ledger_head SET seq = $4, hash = $5, transaction_id = $6 WHERE id = 1",
+                 UPDATE ledger_head SET seq = $5, hash = $6, transaction_id = $7 WHERE id = 1",
                 json_rows(b, 1, "x", &journal_cols),
-                account_balances(2),
-                settlement_days(3),
+                json_rows(b, 2, "x", &posting_cols),
+                account_balances(3),
+                settlement_days(4),
             )
         });
         Self {
@@ -726,7 +734,7 @@ struct PostingRow<'a> {
 
 /// Writes everything the accepted commands of a batch staged (`effects`, in decision order;
 /// rows from `view`'s final state). Row tables first; the chain head last, so that it is held
-/// only for the journal, the platform's summaries, its own update and the commit. Answers how
+/// only for the journal, its postings, the platform's summaries, its own update and the commit. Answers how
 /// many journal transactions were chained, and the time spent on each part.
 pub(crate) async fn write(
     sql: &WriteSql,
@@ -1092,8 +1100,9 @@ pub(crate) async fn write(
         "a wallet moved without a posting"
     );
     rows.add(&sql.account_balances, &seller_balances);
-    // The postings need no place on the chain. Each transaction's sum to zero (I3) was checked
-    // when it was decided.
+    // Written with their transactions, under the head: PostgreSQL checks a posting's
+    // transaction at the end of its statement (migration 20), SQLite by its foreign key. Each
+    // transaction's sum to zero (I3) was checked when it was decided.
     let postings: Vec<PostingRow> = posts
         .iter()
         .flat_map(|(id, t)| {
@@ -1109,9 +1118,6 @@ pub(crate) async fn write(
                 })
         })
         .collect();
-    if sql.postgres {
-        rows.add(&sql.postings, &postings);
-    }
     let days: Vec<DayRow> = summaries
         .days
         .iter()
@@ -1193,6 +1199,7 @@ pub(crate) async fn write(
         Some(ledger_pg) => {
             let done = sqlx::query(sqlx::AssertSqlSafe(ledger_pg.as_str()))
                 .bind(to_param(&journal))
+                .bind(to_param(&postings))
                 .bind(to_param(&head_balances))
                 .bind(to_param(&days))
                 .bind(head.seq)

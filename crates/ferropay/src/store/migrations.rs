@@ -76,45 +76,28 @@ const SUMMARIES_BY_ENGINE_POSTGRES: &str =
 const SUMMARIES_BY_ENGINE_SQLITE: &str =
     include_str!("../../migrations/sqlite/0021_summaries_by_the_engine.sql");
 
-/// Version 22: a posting's journal transaction checked at commit on PostgreSQL, so that the
-/// engine writes postings before it takes the chain head (why: the file); SQLite keeps its key.
-const POSTINGS_AT_COMMIT_POSTGRES: &str =
-    include_str!("../../migrations/postgres/0022_postings_checked_at_commit.sql");
-const POSTINGS_AT_COMMIT_SQLITE: &str = "-- SQLite keeps the foreign key from postings to \
-    journal_transactions (postgres/0022_postings_checked_at_commit.sql says why).\nSELECT 1;";
-
 fn migrations(backend: Backend) -> Vec<Migration> {
-    let (
-        append_only,
-        disputes,
-        connectors,
-        console,
-        console_disputes,
-        postings_check,
-        summaries,
-        postings_at_commit,
-    ) = match backend {
-        Backend::Sqlite => (
-            APPEND_ONLY_SQLITE,
-            DISPUTES_SQLITE,
-            CONNECTORS_SQLITE,
-            CONSOLE_SQLITE,
-            CONSOLE_DISPUTES_SQLITE,
-            POSTINGS_CHECK_SQLITE,
-            SUMMARIES_BY_ENGINE_SQLITE,
-            POSTINGS_AT_COMMIT_SQLITE,
-        ),
-        Backend::Postgres => (
-            APPEND_ONLY_POSTGRES,
-            DISPUTES_POSTGRES,
-            CONNECTORS_POSTGRES,
-            CONSOLE_POSTGRES,
-            CONSOLE_DISPUTES_POSTGRES,
-            POSTINGS_CHECK_POSTGRES,
-            SUMMARIES_BY_ENGINE_POSTGRES,
-            POSTINGS_AT_COMMIT_POSTGRES,
-        ),
-    };
+    let (append_only, disputes, connectors, console, console_disputes, postings_check, summaries) =
+        match backend {
+            Backend::Sqlite => (
+                APPEND_ONLY_SQLITE,
+                DISPUTES_SQLITE,
+                CONNECTORS_SQLITE,
+                CONSOLE_SQLITE,
+                CONSOLE_DISPUTES_SQLITE,
+                POSTINGS_CHECK_SQLITE,
+                SUMMARIES_BY_ENGINE_SQLITE,
+            ),
+            Backend::Postgres => (
+                APPEND_ONLY_POSTGRES,
+                DISPUTES_POSTGRES,
+                CONNECTORS_POSTGRES,
+                CONSOLE_POSTGRES,
+                CONSOLE_DISPUTES_POSTGRES,
+                POSTINGS_CHECK_POSTGRES,
+                SUMMARIES_BY_ENGINE_POSTGRES,
+            ),
+        };
     vec![
         migration(1, "schema", SCHEMA),
         migration(2, "append only ledger", append_only),
@@ -143,7 +126,6 @@ fn migrations(backend: Backend) -> Vec<Migration> {
             postings_check,
         ),
         migration(21, "ledger summaries kept by the engine", summaries),
-        migration(22, "postings checked at commit", postings_at_commit),
     ]
 }
 
