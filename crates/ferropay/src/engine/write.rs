@@ -734,8 +734,8 @@ struct PostingRow<'a> {
 
 /// Writes everything the accepted commands of a batch staged (`effects`, in decision order;
 /// rows from `view`'s final state). Row tables first; the chain head last, so that it is held
-/// only for the journal, its postings, the platform's summaries, its own update and the commit. Answers how
-/// many journal transactions were chained, and the time spent on each part.
+/// only for the journal, its postings, the platform's summaries, its own update and the commit.
+/// Answers how many journal transactions were chained, and the time spent on each part.
 pub(crate) async fn write(
     sql: &WriteSql,
     store: &Store,
