@@ -255,14 +255,6 @@ pub async fn run(args: LedgerArgs) -> anyhow::Result<ExitCode> {
             ),
             ("batch phases", stats.describe_phases(&stats_before)),
             (
-                "chain",
-                format!(
-                    "{} batches chained on the predicted end, {} found the head elsewhere",
-                    stats.chain_hits - stats_before.chain_hits,
-                    stats.chain_misses - stats_before.chain_misses
-                ),
-            ),
-            (
                 "books",
                 format!(
                     "ledger verify {} ({} transactions, {:.2} s)",
@@ -312,8 +304,6 @@ pub async fn run(args: LedgerArgs) -> anyhow::Result<ExitCode> {
         "batches": batches,
         "mean_batch": mean_batch,
         "max_batch": stats.max_batch,
-        "chain_hits": stats.chain_hits - stats_before.chain_hits,
-        "chain_misses": stats.chain_misses - stats_before.chain_misses,
         "postgres_waits": waits.as_ref().map(|w| w.json()),
         "ledger_verified": verify.ok(),
         "ok": ok,

@@ -11,10 +11,9 @@ use std::time::Instant;
 use super::command::{Keys, Pending};
 use super::effect::{Effect, Staged};
 use super::load::{KnownWallets, LoadSql, load, remember_wallets};
-use super::write::{ChainGuess, WriteSql, micros_since, write};
+use super::write::{WriteSql, micros_since, write};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
-use crate::ledger::chain::ChainTail;
 use crate::store::Store;
 
 /// What every batch of one engine shares.
@@ -23,8 +22,6 @@ pub(crate) struct Shared {
     pub load_sql: LoadSql,
     pub write_sql: WriteSql,
     pub known_wallets: KnownWallets,
-    /// Where the next batch expects the chain to end (PostgreSQL).
-    pub chain_tail: ChainTail,
 }
 
 /// What a committed batch did, for the engine's figures.
@@ -34,10 +31,6 @@ pub(crate) struct Outcome {
     pub transactions: usize,
     /// Where the batch's time went, summed over its attempts that committed.
     pub phases: Phases,
-    /// Committed attempts that chained on the predicted end of the chain, and that found it
-    /// elsewhere (`ChainTail`).
-    pub chain_hits: u64,
-    pub chain_misses: u64,
 }
 
 /// A batch's time by phase, in microseconds: its `BEGIN`, the load (locks and facts), deciding
@@ -66,12 +59,7 @@ impl Phases {
 
 /// Runs `batch` to its answers: every command is answered exactly once.
 pub(crate) async fn run(shared: Arc<Shared>, mut batch: Vec<Box<dyn Pending>>) -> Outcome {
-    let attempted = attempt(&shared, &mut batch).await;
-    if attempted.is_err() {
-        // Its predicted end of the chain will not be: the next batch reads the head.
-        shared.chain_tail.forget();
-    }
-    match attempted {
+    match attempt(&shared, &mut batch).await {
         Ok(outcome) => {
             for pending in batch {
                 pending.answer(None);
@@ -90,8 +78,6 @@ pub(crate) async fn run(shared: Arc<Shared>, mut batch: Vec<Box<dyn Pending>>) -
                 accepted: first.accepted + second.accepted,
                 transactions: first.transactions + second.transactions,
                 phases,
-                chain_hits: first.chain_hits + second.chain_hits,
-                chain_misses: first.chain_misses + second.chain_misses,
             }
         }
         Err(error) => {
@@ -143,15 +129,7 @@ async fn attempt(shared: &Shared, batch: &mut [Box<dyn Pending>]) -> Result<Outc
         }
     }
     let decide_us = micros_since(started);
-    let written = write(
-        &shared.write_sql,
-        &shared.store,
-        &shared.chain_tail,
-        &mut tx,
-        &view,
-        &effects,
-    )
-    .await?;
+    let written = write(&shared.write_sql, &shared.store, &mut tx, &view, &effects).await?;
     let started = Instant::now();
     tx.commit().await?;
     let commit_us = micros_since(started);
@@ -173,8 +151,6 @@ async fn attempt(shared: &Shared, batch: &mut [Box<dyn Pending>]) -> Result<Outc
             ledger_us: written.ledger_us,
             commit_us,
         },
-        chain_hits: u64::from(written.chain_guess == ChainGuess::Hit),
-        chain_misses: u64::from(written.chain_guess == ChainGuess::Miss),
     })
 }
 

@@ -103,10 +103,6 @@ pub struct EngineStats {
     pub size_buckets: Vec<u64>,
     /// The committed batches' time by phase, summed.
     pub phases: Phases,
-    /// Committed batches that chained on the end of the chain this process predicted, without
-    /// reading the head first, and that found the head elsewhere and chained again.
-    pub chain_hits: u64,
-    pub chain_misses: u64,
 }
 
 impl EngineStats {
@@ -164,8 +160,6 @@ struct Counters {
     max_batch: AtomicU64,
     size_buckets: [AtomicU64; SIZE_BUCKETS],
     phases: Mutex<Phases>,
-    chain_hits: AtomicU64,
-    chain_misses: AtomicU64,
 }
 
 /// A handle on the process's engine. Cheap to clone; the engine stops once every handle is gone
@@ -187,7 +181,6 @@ impl Engine {
             load_sql: load::LoadSql::new(backend),
             write_sql: write::WriteSql::new(backend),
             known_wallets: Mutex::default(),
-            chain_tail: crate::ledger::chain::ChainTail::default(),
         });
         let lanes = match (config.lanes, backend) {
             (0, crate::store::Backend::Postgres) => 3,
@@ -265,8 +258,6 @@ impl Engine {
                 .map(|b| b.load(Ordering::Relaxed))
                 .collect(),
             phases: *c.phases.lock().expect("the phases lock is never poisoned"),
-            chain_hits: c.chain_hits.load(Ordering::Relaxed),
-            chain_misses: c.chain_misses.load(Ordering::Relaxed),
         }
     }
 }
@@ -337,16 +328,6 @@ async fn run_loop(
                     counters
                         .journal_transactions
                         .fetch_add(outcome.transactions as u64, Ordering::Relaxed);
-                    counters
-                        .chain_hits
-                        .fetch_add(outcome.chain_hits, Ordering::Relaxed);
-                    counters
-                        .chain_misses
-                        .fetch_add(outcome.chain_misses, Ordering::Relaxed);
-                    if outcome.chain_misses > 0 {
-                        metrics::counter!("ferropay_engine_chain_misses_total")
-                            .increment(outcome.chain_misses);
-                    }
                     counters
                         .phases
                         .lock()

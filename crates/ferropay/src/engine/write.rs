@@ -14,7 +14,7 @@ use super::view::View;
 use crate::error::Result;
 use crate::ids::new_id;
 use crate::ledger::accounts;
-use crate::ledger::chain::{self, ChainTail, Chained};
+use crate::ledger::chain::{self, Chained};
 use crate::ledger::summaries::Summaries;
 use crate::store::bulk::{Col, json_rows, to_param};
 use crate::store::{Backend, Store, Tx};
@@ -78,11 +78,10 @@ impl WriteSql {
             ("c", Text),
             ("m", Int),
         ];
-        // `after`: a row source the statement's rows wait for (the chain head's update), if any.
-        let account_balances = |param, after: &str| {
+        let account_balances = |param| {
             format!(
                 "INSERT INTO account_balances (account, currency, balance_minor, postings) \
-                 SELECT x.a, x.c, x.d, x.n FROM {after}{} WHERE true \
+                 SELECT x.a, x.c, x.d, x.n FROM {} WHERE true \
                  ON CONFLICT (account, currency) DO UPDATE SET \
                  balance_minor = account_balances.balance_minor + excluded.balance_minor, \
                  postings = account_balances.postings + excluded.postings",
@@ -94,11 +93,10 @@ impl WriteSql {
                 )
             )
         };
-        let settlement_days = |param, after: &str| {
+        let settlement_days = |param| {
             format!(
                 "INSERT INTO settlement_days (day_start_ms, psp, currency, expected_minor, \
-                 paid_out_minor, postings) SELECT x.d, x.p, x.c, x.e, x.o, x.n FROM {after}{} \
-                 WHERE true \
+                 paid_out_minor, postings) SELECT x.d, x.p, x.c, x.e, x.o, x.n FROM {} WHERE true \
                  ON CONFLICT (day_start_ms, psp, currency) DO UPDATE SET \
                  expected_minor = settlement_days.expected_minor + excluded.expected_minor, \
                  paid_out_minor = settlement_days.paid_out_minor + excluded.paid_out_minor, \
@@ -118,33 +116,25 @@ impl WriteSql {
                 )
             )
         };
-        // The head moves from the end the batch chained on ($8, $9) or not at all; every other
-        // row reads `h`, so that nothing is written unless the head moved (`ChainTail`). The
-        // head is locked first (`l`, which waits for a batch in flight and then reads the head
-        // it committed) and compared after: a condition in the `UPDATE`'s own `WHERE` would be
-        // tested against the statement's snapshot, from before that batch committed, and fail.
         let ledger_pg = (b == Backend::Postgres).then(|| {
             format!(
-                "WITH l AS (SELECT seq, hash FROM ledger_head WHERE id = 1 FOR UPDATE), \
-                 h AS (UPDATE ledger_head SET seq = $5, hash = $6, transaction_id = $7 FROM l \
-                 WHERE ledger_head.id = 1 AND l.seq = $8 AND l.hash = $9 RETURNING 1 AS moved), \
-                 j AS (INSERT INTO journal_transactions (id, seq, source_ref, kind, \
+                "WITH j AS (INSERT INTO journal_transactions (id, seq, source_ref, kind, \
                  payment_id, created_at_ms, prev_hash, hash, prev_transaction_id, hash_key_id) \
-                 SELECT x.id, x.seq, x.r, x.k, x.p, x.at, x.ph, x.h, x.pid, x.kid FROM h, {}), \
+                 SELECT x.id, x.seq, x.r, x.k, x.p, x.at, x.ph, x.h, x.pid, x.kid FROM {}), \
                  p AS (INSERT INTO postings (transaction_id, line_no, account, currency, \
-                 amount_minor) SELECT x.t, x.l, x.a, x.c, x.m FROM h, {}), \
+                 amount_minor) SELECT x.t, x.l, x.a, x.c, x.m FROM {}), \
                  b AS ({}), d AS ({}) \
-                 SELECT COUNT(*) AS moved FROM h",
+                 UPDATE ledger_head SET seq = $5, hash = $6, transaction_id = $7 WHERE id = 1",
                 json_rows(b, 1, "x", &journal_cols),
                 json_rows(b, 2, "x", &posting_cols),
-                account_balances(3, "h, "),
-                settlement_days(4, "h, "),
+                account_balances(3),
+                settlement_days(4),
             )
         });
         Self {
             ledger_pg,
-            account_balances: account_balances(1, ""),
-            settlement_days: settlement_days(1, ""),
+            account_balances: account_balances(1),
+            settlement_days: settlement_days(1),
             postgres: b == Backend::Postgres,
             new_payments: format!(
                 "INSERT INTO payments (id, checkout_id, buyer_id, buyer_email, currency, \
@@ -749,7 +739,6 @@ struct PostingRow<'a> {
 pub(crate) async fn write(
     sql: &WriteSql,
     store: &Store,
-    tail: &ChainTail,
     tx: &mut Tx,
     view: &View,
     effects: &[Effect],
@@ -1185,112 +1174,13 @@ pub(crate) async fn write(
             transactions: 0,
             rows_us: micros_since(started),
             ledger_us: 0,
-            chain_guess: ChainGuess::None,
         });
     }
     let rows_us = micros_since(started);
     let ledger_started = Instant::now();
-    let batch = || posts.iter().map(|(id, t)| (*id, *t));
-    let ledger = LedgerRows {
-        postings: to_param(&postings),
-        balances: to_param(&head_balances),
-        days: to_param(&days),
-    };
-    let (chained, chain_guess) = match &sql.ledger_pg {
-        Some(ledger_pg) => {
-            // First on the end this process predicts (no round trip for the head); if the head
-            // is elsewhere, nothing was written: under the head's lock, as the fallback.
-            let mut guessed = None;
-            let mut guess = ChainGuess::None;
-            if let Some(mut predicted) = tail.extend(store, batch(), at) {
-                // Not before the batch this one chains on holds the head (or has given up).
-                let _ = predicted.previous_taken.wait_for(|taken| *taken).await;
-                let chained = std::mem::take(&mut predicted.chained);
-                if ledger
-                    .write_pg(tx, ledger_pg, &predicted.from, &chained)
-                    .await?
-                {
-                    predicted.taken.send_replace(true);
-                    guessed = Some(chained);
-                    guess = ChainGuess::Hit;
-                } else {
-                    guess = ChainGuess::Miss;
-                }
-            }
-            let chained = match guessed {
-                Some(chained) => chained,
-                None => {
-                    let from = chain::lock_head(store, tx).await?;
-                    let mut to = from.clone();
-                    let chained = chain::extend(&mut to, batch(), at);
-                    // The next batch chains on this one's end from now on.
-                    let taken = tail.set(&to);
-                    let moved = ledger.write_pg(tx, ledger_pg, &from, &chained).await?;
-                    assert!(moved, "the chain head moved while this batch held its lock");
-                    taken.send_replace(true);
-                    chained
-                }
-            };
-            (chained, guess)
-        }
-        None => {
-            let mut head = chain::lock_head(store, tx).await?;
-            let chained = chain::extend(&mut head, batch(), at);
-            run(tx, &sql.journal, &journal_rows(&chained)).await?;
-            run(tx, &sql.postings, &postings).await?;
-            run(tx, &sql.account_balances, &head_balances).await?;
-            run(tx, &sql.settlement_days, &days).await?;
-            chain::write_head(tx, &head).await?;
-            (chained, ChainGuess::None)
-        }
-    };
-    Ok(Written {
-        transactions: chained.len(),
-        rows_us,
-        ledger_us: micros_since(ledger_started),
-        chain_guess,
-    })
-}
-
-/// The ledger statement's rows that do not depend on the chain, serialized once for however
-/// many times the statement runs.
-struct LedgerRows {
-    postings: String,
-    balances: String,
-    days: String,
-}
-
-impl LedgerRows {
-    /// Runs PostgreSQL's ledger statement for `chained`, which extends the chain from `from`.
-    /// Answers whether the head was at `from` (and so moved, and the rows were written); when it
-    /// was not, nothing was.
-    async fn write_pg(
-        &self,
-        tx: &mut Tx,
-        ledger_pg: &str,
-        from: &chain::ChainHead,
-        chained: &[Chained<'_>],
-    ) -> Result<bool> {
-        let last = chained.last().expect("a ledger statement has transactions");
-        let moved: i64 = sqlx::query(sqlx::AssertSqlSafe(ledger_pg))
-            .bind(to_param(&journal_rows(chained)))
-            .bind(self.postings.as_str())
-            .bind(self.balances.as_str())
-            .bind(self.days.as_str())
-            .bind(last.seq)
-            .bind(&last.hash)
-            .bind(last.id)
-            .bind(from.seq)
-            .bind(&from.hash)
-            .fetch_one(&mut **tx)
-            .await?
-            .try_get("moved")?;
-        Ok(moved == 1)
-    }
-}
-
-fn journal_rows<'c>(chained: &'c [Chained<'_>]) -> Vec<JournalRow<'c>> {
-    chained
+    let mut head = chain::lock_head(store, tx).await?;
+    let chained: Vec<Chained> = chain::extend(&mut head, posts.iter().map(|(id, t)| (*id, *t)), at);
+    let journal: Vec<JournalRow> = chained
         .iter()
         .map(|c| JournalRow {
             id: c.id,
@@ -1304,18 +1194,34 @@ fn journal_rows<'c>(chained: &'c [Chained<'_>]) -> Vec<JournalRow<'c>> {
             pid: c.prev_id.as_deref(),
             kid: c.key_id.as_deref(),
         })
-        .collect()
-}
-
-/// Whether a batch chained on the predicted end of the chain (`ChainTail`), and how that went.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ChainGuess {
-    /// No prediction (SQLite, the first batch, after a failed batch): the head was read.
-    None,
-    /// The head was where predicted.
-    Hit,
-    /// It was not: nothing was written, and the batch chained again under the head's lock.
-    Miss,
+        .collect();
+    match &sql.ledger_pg {
+        Some(ledger_pg) => {
+            let done = sqlx::query(sqlx::AssertSqlSafe(ledger_pg.as_str()))
+                .bind(to_param(&journal))
+                .bind(to_param(&postings))
+                .bind(to_param(&head_balances))
+                .bind(to_param(&days))
+                .bind(head.seq)
+                .bind(&head.hash)
+                .bind(head.transaction_id.as_deref())
+                .execute(&mut **tx)
+                .await?;
+            assert_eq!(done.rows_affected(), 1, "the chain head row exists");
+        }
+        None => {
+            run(tx, &sql.journal, &journal).await?;
+            run(tx, &sql.postings, &postings).await?;
+            run(tx, &sql.account_balances, &head_balances).await?;
+            run(tx, &sql.settlement_days, &days).await?;
+            chain::write_head(tx, &head).await?;
+        }
+    }
+    Ok(Written {
+        transactions: chained.len(),
+        rows_us,
+        ledger_us: micros_since(ledger_started),
+    })
 }
 
 /// What [`write`] did: the journal transactions it chained, and its two parts' time — the row
@@ -1324,7 +1230,6 @@ pub(crate) struct Written {
     pub transactions: usize,
     pub rows_us: u64,
     pub ledger_us: u64,
-    pub chain_guess: ChainGuess,
 }
 
 pub(crate) fn micros_since(started: Instant) -> u64 {

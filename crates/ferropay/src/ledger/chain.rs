@@ -5,7 +5,6 @@
 //! transaction records that key's id.
 
 use sqlx::Row;
-use tokio::sync::watch;
 
 use super::NewJournalTransaction;
 use super::hash::{HashInput, transaction_hash};
@@ -73,107 +72,6 @@ pub fn extend<'a>(
             chained
         })
         .collect()
-}
-
-/// The end of the chain as this process last extended it, or will once the batch in flight that
-/// extended it commits (PostgreSQL, where an engine's batches overlap). The next batch chains on
-/// it at once instead of first locking and reading the head row, and moves the head only on the
-/// condition that the row still holds that end (`WHERE seq = … AND hash = …`, waiting inside
-/// PostgreSQL for the batch before it): a batch in flight that failed, or another instance that
-/// moved the head, makes the condition false, nothing is written, and the batch reads the head
-/// under its lock, chains again and makes its end the prediction. The prediction saves a round
-/// trip per batch with the head held, never a check.
-///
-/// A batch that chained on another's end sends its statement only once that batch holds the head
-/// ([`Taken`]); sent earlier, it would find the head not yet moved and miss.
-#[derive(Debug, Default)]
-pub struct ChainTail(std::sync::Mutex<Option<TailEnd>>);
-
-#[derive(Debug)]
-struct TailEnd {
-    seq: i64,
-    hash: String,
-    transaction_id: Option<String>,
-    /// Turns true once the batch that left this end holds the head (its statement moved it).
-    taken: watch::Receiver<bool>,
-}
-
-/// Sent by a batch once it holds the chain head; dropped unsent if it never will.
-pub type Taken = watch::Sender<bool>;
-
-/// What a batch chained on the predicted end.
-pub struct Guess<'a> {
-    /// The end it chained on.
-    pub from: ChainHead,
-    pub chained: Vec<Chained<'a>>,
-    /// Turns true once the batch that left `from` holds the head.
-    pub previous_taken: watch::Receiver<bool>,
-    /// This batch's own signal, for the batch that chains on it.
-    pub taken: Taken,
-}
-
-impl ChainTail {
-    /// Chains `batch` on the predicted end and makes the batch's own end the prediction, in one
-    /// step (so the next batch chains on this one). `None` without a prediction.
-    pub fn extend<'a>(
-        &self,
-        store: &Store,
-        batch: impl IntoIterator<Item = (&'a str, &'a NewJournalTransaction)>,
-        created_at_ms: i64,
-    ) -> Option<Guess<'a>> {
-        let mut tail = self
-            .0
-            .lock()
-            .expect("the chain tail lock is never poisoned");
-        let end = tail.as_ref()?;
-        let from = ChainHead {
-            seq: end.seq,
-            hash: end.hash.clone(),
-            transaction_id: end.transaction_id.clone(),
-            key: store.chain_keys().map(|keys| keys.current().clone()),
-        };
-        let previous_taken = end.taken.clone();
-        let mut to = from.clone();
-        let chained = extend(&mut to, batch, created_at_ms);
-        let (taken, receiver) = watch::channel(false);
-        *tail = Some(TailEnd::of(&to, receiver));
-        Some(Guess {
-            from,
-            chained,
-            previous_taken,
-            taken,
-        })
-    }
-
-    /// The end a batch that holds the head's lock will leave: the next batch chains on it once
-    /// the answered sender says the batch's statement moved the head.
-    pub fn set(&self, head: &ChainHead) -> Taken {
-        let (taken, receiver) = watch::channel(false);
-        *self
-            .0
-            .lock()
-            .expect("the chain tail lock is never poisoned") = Some(TailEnd::of(head, receiver));
-        taken
-    }
-
-    /// No prediction: the next batch reads the head (after a batch failed).
-    pub fn forget(&self) {
-        *self
-            .0
-            .lock()
-            .expect("the chain tail lock is never poisoned") = None;
-    }
-}
-
-impl TailEnd {
-    fn of(head: &ChainHead, taken: watch::Receiver<bool>) -> Self {
-        Self {
-            seq: head.seq,
-            hash: head.hash.clone(),
-            transaction_id: head.transaction_id.clone(),
-            taken,
-        }
-    }
 }
 
 /// Locks the chain head for the rest of `tx` (PostgreSQL; SQLite's write transaction holds the
