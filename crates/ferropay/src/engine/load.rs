@@ -37,6 +37,27 @@ pub(crate) struct LoadSql {
 }
 
 impl LoadSql {
+    /// Every statement, named (the plan test, `engine::plans`).
+    #[cfg(test)]
+    pub(crate) fn statements(&self) -> Vec<(&'static str, &str)> {
+        vec![
+            ("load refund_payments", &self.refund_payments),
+            ("load payments", &self.payments),
+            ("load refunds", &self.refunds),
+            ("load payouts", &self.payouts),
+            ("load disputes", &self.disputes),
+            ("load live_siblings", &self.live_siblings),
+            ("load keys", &self.keys),
+            ("load orders", &self.orders),
+            ("load refund_totals", &self.refund_totals),
+            ("load ensure_wallets", &self.ensure_wallets),
+            ("load wallets", &self.wallets),
+            ("load holds", &self.holds),
+            ("load events", &self.events),
+            ("load posted", &self.posted),
+        ]
+    }
+
     pub(crate) fn new(b: Backend) -> Self {
         let wallet_rows = json_rows(b, 1, "x", &[("s", Col::Text), ("c", Col::Text)]);
         Self {

@@ -20,6 +20,8 @@ mod batch;
 pub mod command;
 pub mod effect;
 mod load;
+#[cfg(test)]
+mod plans;
 mod post;
 pub mod view;
 mod write;

@@ -56,6 +56,37 @@ pub(crate) struct WriteSql {
 }
 
 impl WriteSql {
+    /// Every statement that reads its rows from one JSON parameter, named (the plan test,
+    /// `engine::plans`); the ledger's one statement is its parts.
+    #[cfg(test)]
+    pub(crate) fn statements(&self) -> Vec<(&'static str, &str)> {
+        vec![
+            ("write new_payments", &self.new_payments),
+            ("write new_orders", &self.new_orders),
+            ("write new_keys", &self.new_keys),
+            ("write sessions", &self.sessions),
+            ("write complete_jobs", &self.complete_jobs),
+            ("write events", &self.events),
+            ("write payments", &self.payments),
+            ("write orders", &self.orders),
+            ("write new_refunds", &self.new_refunds),
+            ("write refunds", &self.refunds),
+            ("write new_payouts", &self.new_payouts),
+            ("write payouts", &self.payouts),
+            ("write new_disputes", &self.new_disputes),
+            ("write disputes", &self.disputes),
+            ("write jobs", &self.jobs),
+            ("write cancel_jobs", &self.cancel_jobs),
+            ("write outbox", &self.outbox),
+            ("write answers", &self.answers),
+            ("write wallets", &self.wallets),
+            ("write journal", &self.journal),
+            ("write postings", &self.postings),
+            ("write account_balances", &self.account_balances),
+            ("write settlement_days", &self.settlement_days),
+        ]
+    }
+
     pub(crate) fn new(b: Backend) -> Self {
         use Col::{Int, Text};
         let rows = |cols: &[(&str, Col)]| json_rows(b, 1, "x", cols);
