@@ -6,8 +6,9 @@
 
 use std::time::Instant;
 
+use futures_util::TryStreamExt;
 use serde::Serialize;
-use sqlx::Row;
+use sqlx::{Executor, Row};
 
 use super::effect::Effect;
 use super::view::View;
@@ -419,7 +420,10 @@ impl WriteSql {
 /// whose data-modifying CTEs all run against the statement's one snapshot — a round trip where
 /// there were up to eighteen. That is sound only when no row is written twice (PostgreSQL applies
 /// one of two updates of a row in one statement, and a CTE does not see a sibling's rows), which
-/// [`disjoint`] checks; otherwise the batch writes them one by one, as SQLite always does.
+/// [`disjoint`] checks; otherwise the batch writes them one by one. On SQLite they go to the
+/// driver's worker thread as ONE call of several statements, run in order, each seeing the ones
+/// before it (so no row need be written once only), answering each one's count: one hop to
+/// the thread where there was one per statement.
 #[derive(Default)]
 struct RowWrites<'s> {
     /// Statement, parameter, rows.
@@ -439,12 +443,15 @@ impl<'s> RowWrites<'s> {
     }
 
     /// Runs the statements that have rows; answers each statement's rows changed, in order.
-    async fn run(self, tx: &mut Tx, one_statement: bool) -> Result<Vec<u64>> {
+    async fn run(self, tx: &mut Tx, how: RunAs) -> Result<Vec<u64>> {
         let mut changed = vec![0; self.items.len()];
         let used: Vec<usize> = (0..self.items.len())
             .filter(|i| self.items[*i].2 > 0)
             .collect();
-        if !one_statement || used.len() < 2 {
+        if how == RunAs::OneCall && used.len() >= 2 {
+            return self.run_in_one_call(tx, used, changed).await;
+        }
+        if how != RunAs::OneStatement || used.len() < 2 {
             metrics::counter!("ferropay_engine_row_writes_total", "as" => "statements")
                 .increment(1);
             for i in used {
@@ -483,6 +490,57 @@ impl<'s> RowWrites<'s> {
         }
         Ok(changed)
     }
+
+    /// SQLite: the used statements as one call of several (`…; …`), each statement's JSON
+    /// parameter renumbered to its place; the driver answers each statement's count in order.
+    async fn run_in_one_call(
+        self,
+        tx: &mut Tx,
+        used: Vec<usize>,
+        mut changed: Vec<u64>,
+    ) -> Result<Vec<u64>> {
+        let mut statements = Vec::with_capacity(used.len());
+        for (n, i) in used.iter().enumerate() {
+            let (sql, _, _) = &self.items[*i];
+            assert_eq!(
+                sql.matches("json_each($1)").count(),
+                1,
+                "a row statement reads its rows from $1, once"
+            );
+            statements.push(sql.replace("json_each($1)", &format!("json_each(${})", n + 1)));
+        }
+        let calls = statements.join(";\n");
+        metrics::counter!("ferropay_engine_row_writes_total", "as" => "one_call").increment(1);
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(calls));
+        for i in &used {
+            query = query.bind(self.items[*i].1.as_str());
+        }
+        let counts: Vec<u64> = (&mut **tx)
+            .execute_many(query)
+            .map_ok(|done| done.rows_affected())
+            .try_collect()
+            .await?;
+        assert_eq!(
+            counts.len(),
+            used.len(),
+            "the driver answers one count per statement"
+        );
+        for (i, count) in used.iter().zip(counts) {
+            changed[*i] = count;
+        }
+        Ok(changed)
+    }
+}
+
+/// How a batch's row statements run ([`RowWrites::run`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RunAs {
+    /// One after another, a round trip each.
+    Statements,
+    /// PostgreSQL: ONE statement of data-modifying CTEs (no row written twice).
+    OneStatement,
+    /// SQLite: one call to the driver's thread of several statements, run in order.
+    OneCall,
 }
 
 /// Whether no row is written twice by the batch's row statements, so that they may run as one
@@ -518,18 +576,6 @@ fn disjoint(
         .iter()
         .all(|n| !answers.iter().any(|a| a.a == n.a && a.k == n.k));
     sessions_apart && created_apart && jobs_apart && keys_apart
-}
-
-/// Runs one bulk statement; answers the rows it changed. Skipped for no rows.
-async fn run<T: Serialize>(tx: &mut Tx, sql: &str, rows: &[T]) -> Result<u64> {
-    if rows.is_empty() {
-        return Ok(0);
-    }
-    Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(to_param(rows))
-        .execute(&mut **tx)
-        .await?
-        .rows_affected())
 }
 
 #[derive(Serialize)]
@@ -1162,18 +1208,23 @@ pub(crate) async fn write(
         })
         .collect();
     // One statement on PostgreSQL when no row is written twice (see `RowWrites`).
-    let one_statement = sql.postgres
-        && disjoint(
-            view,
-            &new_payments,
-            &sessions,
-            &jobs,
-            &cancels,
-            &completed,
-            &new_keys,
-            &answers,
-        );
-    let written = rows.run(tx, one_statement).await?;
+    let how = if !sql.postgres {
+        RunAs::OneCall
+    } else if disjoint(
+        view,
+        &new_payments,
+        &sessions,
+        &jobs,
+        &cancels,
+        &completed,
+        &new_keys,
+        &answers,
+    ) {
+        RunAs::OneStatement
+    } else {
+        RunAs::Statements
+    };
+    let written = rows.run(tx, how).await?;
     assert_eq!(
         written[new_orders_at] as usize,
         new_orders.len(),
@@ -1241,10 +1292,18 @@ pub(crate) async fn write(
             assert_eq!(done.rows_affected(), 1, "the chain head row exists");
         }
         None => {
-            run(tx, &sql.journal, &journal).await?;
-            run(tx, &sql.postings, &postings).await?;
-            run(tx, &sql.account_balances, &head_balances).await?;
-            run(tx, &sql.settlement_days, &days).await?;
+            // SQLite: the four as one call to the driver's thread, then the head.
+            let mut ledger = RowWrites::default();
+            let journal_at = ledger.add(&sql.journal, &journal);
+            ledger.add(&sql.postings, &postings);
+            ledger.add(&sql.account_balances, &head_balances);
+            ledger.add(&sql.settlement_days, &days);
+            let written = ledger.run(tx, RunAs::OneCall).await?;
+            assert_eq!(
+                written[journal_at] as usize,
+                journal.len(),
+                "every chained transaction is written"
+            );
             chain::write_head(tx, &head).await?;
         }
     }
