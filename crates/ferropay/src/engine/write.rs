@@ -422,8 +422,8 @@ impl WriteSql {
 /// one of two updates of a row in one statement, and a CTE does not see a sibling's rows), which
 /// [`disjoint`] checks; otherwise the batch writes them one by one. On SQLite they go to the
 /// driver's worker thread as ONE call of several statements, run in order, each seeing the ones
-/// before it (so no row need be written once only), answering each one's count: one hop to
-/// the thread where there was one per statement.
+/// before it (so two may write one row), each answering its count: one hop to the thread where
+/// there was one per statement.
 #[derive(Default)]
 struct RowWrites<'s> {
     /// Statement, parameter, rows.
@@ -1210,7 +1210,8 @@ pub(crate) async fn write(
             n: sum.postings,
         })
         .collect();
-    // One statement on PostgreSQL when no row is written twice (see `RowWrites`).
+    // One call on SQLite; one statement on PostgreSQL when no row is written twice (see
+    // `RowWrites`).
     let how = if !sql.postgres {
         RunAs::OneCall
     } else if disjoint(
