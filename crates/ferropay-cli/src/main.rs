@@ -174,7 +174,8 @@ struct ServeArgs {
     listen: SocketAddr,
     #[command(flatten)]
     database: DatabaseArgs,
-    /// Most database connections this instance opens.
+    /// Most database connections this instance's pool opens (requests, workers, relays); on
+    /// PostgreSQL the money engine has one more of its own per lane (--engine-lanes).
     #[arg(long, env = "FERROPAY_MAX_DB_CONNECTIONS", default_value_t = 16)]
     max_db_connections: u32,
     /// The money engine's largest batch: commands written in one database transaction.

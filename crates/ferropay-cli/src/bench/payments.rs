@@ -246,7 +246,7 @@ pub async fn run(args: PaymentsArgs) -> anyhow::Result<ExitCode> {
             (
                 "server",
                 format!(
-                    "in-process on {} (sandbox PSP on {}), {} database connections, engine lanes {} (0: the database's default), linger {} µs, logs at warn unless FERROPAY_LOG",
+                    "in-process on {} (sandbox PSP on {}), {} database connections (and on PostgreSQL one more per engine lane), engine lanes {} (0: the database's default), linger {} µs, logs at warn unless FERROPAY_LOG",
                     running.public_url,
                     running
                         .sandbox

@@ -2,7 +2,8 @@
 //! payments (duplicated, reordered) captured exactly once; a refused command and a command the
 //! database refuses leave the rest of their batch committed; refunds and payouts racing for one
 //! wallet never overdraw it across batches; two engines (two instances) on one database never
-//! deadlock and keep one continuous hash chain; and a SIGKILLed server loses nothing it answered.
+//! deadlock and keep one continuous hash chain; a SIGKILLed server loses nothing it answered;
+//! and on PostgreSQL a batch does not wait for the pool that requests share.
 
 use std::collections::{BTreeMap, HashSet};
 use std::process::{Child, Command, Stdio};
@@ -736,9 +737,47 @@ async fn a_new_payment_does_not_wait_for_its_sellers_wallets() {
     assert!(app.verify_ledger().await.ok());
 }
 
+/// The engine's batches run on connections of their own on PostgreSQL: with every connection
+/// of the shared pool held (by requests, say), a transfer still commits, well within the
+/// pool's acquire timeout, and its wallet moves. PostgreSQL only: SQLite's batches use its one
+/// write connection.
+async fn a_batch_does_not_wait_for_the_shared_pool() {
+    let Some(test_db) = TestDb::create(Db::Postgres).await else {
+        return;
+    };
+    let store = Store::open(&test_db.url, 2).await.unwrap();
+    let engine = engine(&store, 100, 0);
+    let held = [
+        store.pool().acquire().await.unwrap(),
+        store.pool().acquire().await.unwrap(),
+    ];
+    let started = Instant::now();
+    let posted = tokio::time::timeout(
+        Duration::from_secs(30),
+        engine.submit(transfer("while the pool is held".into(), "busy", 700)),
+    )
+    .await
+    .expect("the engine answers while the pool is held");
+    assert!(posted.is_ok(), "{posted:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(ferropay::store::ACQUIRE_TIMEOUT_MS),
+        "the batch waited for the shared pool ({:?})",
+        started.elapsed()
+    );
+    drop(held);
+    assert_eq!(wallet_minor(&store, "busy").await, 700);
+    let report = verify(&store).await.unwrap();
+    assert!(report.ok(), "{report:?}");
+}
+
 mod postgres_only {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_new_payment_does_not_wait_for_its_sellers_wallets() {
         super::a_new_payment_does_not_wait_for_its_sellers_wallets().await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_does_not_wait_for_the_shared_pool() {
+        super::a_batch_does_not_wait_for_the_shared_pool().await
     }
 }

@@ -54,7 +54,8 @@ pub struct EngineConfig {
     /// Batches in flight at once (0: the database's default — three on PostgreSQL, where the
     /// next batches lock and decide while the last one commits (measured: 14.8k transfers/s
     /// with one or two, 17.3k with three, 17.8k with four); one on SQLite, whose one writer
-    /// would only make the second wait).
+    /// would only make the second wait). On PostgreSQL each lane has a connection of its own,
+    /// beside the pool's; at most `store::ENGINE_MAX_CONNECTIONS`.
     pub lanes: usize,
 }
 
@@ -79,6 +80,9 @@ impl EngineConfig {
                 "engine_linger_us",
                 "must be at most 1000000",
             ));
+        }
+        if self.lanes > crate::store::ENGINE_MAX_CONNECTIONS as usize {
+            return Err(Error::invalid("engine_lanes", "must be 0 to 16"));
         }
         if !(1..=1_000_000).contains(&self.queue_capacity) {
             return Err(Error::invalid(
