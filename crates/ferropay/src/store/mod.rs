@@ -178,8 +178,8 @@ impl Store {
     ///
     /// On PostgreSQL a batch runs on the engine's own connections, not the pool's: a lane then
     /// never waits behind requests for a connection, and each of its few connections keeps the
-    /// engine's statements prepared (measured: `bench payments` 0.895× → 0.949× pgbench TPC-B,
-    /// load and row phases 3.1 → 2.5 and 5.1 → 4.2 ms, BENCHMARKS.md).
+    /// engine's statements prepared (measured: `bench payments` 0.874× → 1.040× pgbench TPC-B,
+    /// load and row phases 3.2–3.6 → 2.5–2.7 and 5.2–5.6 → 4.1–4.3 ms, BENCHMARKS.md).
     pub async fn begin_batch(&self) -> Result<Tx, sqlx::Error> {
         match self.backend {
             Backend::Postgres => {
