@@ -182,10 +182,11 @@ struct ServeArgs {
     #[arg(long, env = "FERROPAY_ENGINE_MAX_BATCH", default_value_t = EngineConfig::default().max_batch as u32,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     engine_max_batch: u32,
-    /// How long the money engine waits to fill a batch, in microseconds.
-    #[arg(long, env = "FERROPAY_ENGINE_LINGER_US", default_value_t = EngineConfig::default().linger_us,
+    /// How long the money engine waits to fill a batch, in microseconds [default: 0 on SQLite,
+    /// 500 on PostgreSQL].
+    #[arg(long, env = "FERROPAY_ENGINE_LINGER_US",
           value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
-    engine_linger_us: u64,
+    engine_linger_us: Option<u64>,
     /// Most commands waiting for the money engine; past it, requests get 503 with Retry-After.
     #[arg(long, env = "FERROPAY_ENGINE_QUEUE", default_value_t = EngineConfig::default().queue_capacity as u32,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]

@@ -51,8 +51,9 @@ pub struct LedgerArgs {
     #[arg(long, default_value_t = EngineConfig::default().max_batch)]
     pub max_batch: usize,
     /// How long the engine waits to fill a batch, in µs (as `serve --engine-linger-us`).
-    #[arg(long, default_value_t = EngineConfig::default().linger_us)]
-    pub linger_us: u64,
+    /// [default: 0 on SQLite, 500 on PostgreSQL]
+    #[arg(long)]
+    pub linger_us: Option<u64>,
     /// Batches in flight at once (as `serve --engine-lanes`; 0: the database's default).
     #[arg(long, default_value_t = 0)]
     pub lanes: usize,
@@ -128,7 +129,9 @@ pub async fn run(args: LedgerArgs) -> anyhow::Result<ExitCode> {
                 "engine",
                 format!(
                     "max batch {}, linger {} µs, lanes {} (0: the database's default)",
-                    engine_config.max_batch, engine_config.linger_us, engine_config.lanes
+                    engine_config.max_batch,
+                    engine_config.linger_us_on(store.backend()),
+                    engine_config.lanes
                 ),
             ),
             ],

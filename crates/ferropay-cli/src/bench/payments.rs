@@ -77,8 +77,9 @@ pub struct PaymentsArgs {
     #[arg(long, default_value_t = 0)]
     pub engine_lanes: usize,
     /// How long the engine waits to fill a batch, in µs (as `serve --engine-linger-us`).
-    #[arg(long, default_value_t = EngineConfig::default().linger_us)]
-    pub engine_linger_us: u64,
+    /// [default: 0 on SQLite, 500 on PostgreSQL]
+    #[arg(long)]
+    pub engine_linger_us: Option<u64>,
     /// Open loop: at most this many payments in flight; later ones start late (and their
     /// latency, measured from their schedule, shows it).
     #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
@@ -254,7 +255,7 @@ pub async fn run(args: PaymentsArgs) -> anyhow::Result<ExitCode> {
                         .map_or("?".into(), |s| s.base_url.clone()),
                     args.max_db_connections,
                     engine.lanes,
-                    engine.linger_us
+                    engine.linger_us_on(store.backend())
                 ),
             ),
             ("load", load_line),

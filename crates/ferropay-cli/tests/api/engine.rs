@@ -3,7 +3,8 @@
 //! database refuses leave the rest of their batch committed; refunds and payouts racing for one
 //! wallet never overdraw it across batches; two engines (two instances) on one database never
 //! deadlock and keep one continuous hash chain; a SIGKILLed server loses nothing it answered;
-//! and on PostgreSQL a batch does not wait for the pool that requests share.
+//! on PostgreSQL a batch does not wait for the pool that requests share; and on SQLite a batch
+//! is synced after its commit, every other write at its own.
 
 use std::collections::{BTreeMap, HashSet};
 use std::process::{Child, Command, Stdio};
@@ -106,7 +107,7 @@ fn engine(store: &Store, max_batch: usize, linger_us: u64) -> Engine {
         store.clone(),
         EngineConfig {
             max_batch,
-            linger_us,
+            linger_us: Some(linger_us),
             queue_capacity: 20_000,
             lanes: 0,
         },
@@ -768,6 +769,66 @@ async fn a_batch_does_not_wait_for_the_shared_pool() {
     assert_eq!(wallet_minor(&store, "busy").await, 700);
     let report = verify(&store).await.unwrap();
     assert!(report.ok(), "{report:?}");
+}
+
+/// SQLite's batches commit without syncing and are synced before they are answered; every other
+/// write transaction on the one write connection syncs at its commit, also right after a batch
+/// (`store::durable`). Each transaction reports the `synchronous` level its commit runs with:
+/// 1 (`NORMAL`) in a batch, 2 (`FULL`) otherwise; and the engine's figures show the sync.
+async fn sqlite_batches_sync_after_their_commit_and_other_writes_at_theirs() {
+    let test_db = TestDb::create(Db::Sqlite).await.unwrap();
+    let store = Store::open(&test_db.url, 2).await.unwrap();
+    async fn level(tx: &mut ferropay::store::Tx) -> i64 {
+        sqlx::query("PRAGMA synchronous")
+            .fetch_one(&mut **tx)
+            .await
+            .unwrap()
+            .try_get::<i64, _>(0)
+            .unwrap()
+    }
+    for round in 0..2 {
+        let mut batch = store.begin_batch().await.unwrap();
+        assert_eq!(
+            level(&mut batch).await,
+            1,
+            "round {round}: a batch commits unsynced"
+        );
+        batch.commit().await.unwrap();
+        let mut write = store.begin_write().await.unwrap();
+        assert_eq!(
+            level(&mut write).await,
+            2,
+            "round {round}: a write syncs after a batch"
+        );
+        write.commit().await.unwrap();
+    }
+    store.make_durable().await.unwrap();
+
+    let engine = engine(&store, 100, 0);
+    engine
+        .submit(transfer("synced before answered".into(), "synced", 900))
+        .await
+        .unwrap();
+    assert_eq!(wallet_minor(&store, "synced").await, 900);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while engine.stats().phases.sync_us == 0 {
+        assert!(Instant::now() < deadline, "no batch recorded its sync");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut write = store.begin_write().await.unwrap();
+    assert_eq!(
+        level(&mut write).await,
+        2,
+        "a write after the engine's batch syncs"
+    );
+    write.rollback().await.unwrap();
+}
+
+mod sqlite_only {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_sync_after_their_commit_and_other_writes_at_theirs() {
+        super::sqlite_batches_sync_after_their_commit_and_other_writes_at_theirs().await
+    }
 }
 
 mod postgres_only {

@@ -8,6 +8,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use tokio::sync::OwnedSemaphorePermit;
+
 use super::command::{Keys, Pending};
 use super::effect::{Effect, Staged};
 use super::load::{KnownWallets, LoadSql, load, remember_wallets};
@@ -35,7 +37,7 @@ pub(crate) struct Outcome {
 
 /// A batch's time by phase, in microseconds: its `BEGIN`, the load (locks and facts), deciding
 /// in memory, the row tables' writes, the ledger's (chain head, journal, postings, wallets),
-/// and the commit.
+/// the commit, and the sync after it (SQLite; the lane is free by then).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Phases {
     pub begin_us: u64,
@@ -44,6 +46,7 @@ pub struct Phases {
     pub rows_us: u64,
     pub ledger_us: u64,
     pub commit_us: u64,
+    pub sync_us: u64,
 }
 
 impl Phases {
@@ -54,24 +57,72 @@ impl Phases {
         self.rows_us += other.rows_us;
         self.ledger_us += other.ledger_us;
         self.commit_us += other.commit_us;
+        self.sync_us += other.sync_us;
     }
 }
 
-/// Runs `batch` to its answers: every command is answered exactly once.
-pub(crate) async fn run(shared: Arc<Shared>, mut batch: Vec<Box<dyn Pending>>) -> Outcome {
-    match attempt(&shared, &mut batch).await {
+/// Runs `batch` to its answers: every command is answered exactly once, after its commit is
+/// durable. The lane is given back as soon as the batch's commits are done: on SQLite the sync
+/// that makes them durable then runs beside the next batch ([`crate::store::Store::make_durable`];
+/// on PostgreSQL the commit was durable already and the sync does nothing).
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    batch: Vec<Box<dyn Pending>>,
+    lane: OwnedSemaphorePermit,
+) -> Outcome {
+    let mut settled = Vec::with_capacity(batch.len());
+    let mut outcome = settle(&shared, batch, &mut settled).await;
+    drop(lane);
+    let (early, settled): (Vec<_>, Vec<_>) = settled
+        .into_iter()
+        .partition(|(pending, error)| error.is_none() && pending.answer_before_sync());
+    for (pending, error) in early {
+        pending.answer(error);
+    }
+    let started = Instant::now();
+    // Always, refusals included: a refusal ("a duplicate event") may rest on an earlier batch
+    // that this sync makes durable.
+    let synced = shared.store.make_durable().await;
+    outcome.phases.sync_us = micros_since(started);
+    if let Err(error) = &synced {
+        tracing::error!(%error, "syncing a committed batch failed; its commands are answered 503");
+    }
+    for (pending, error) in settled {
+        let error = match (error, &synced) {
+            (Some(error), _) => Some(error),
+            (None, Ok(())) => None,
+            // Committed, perhaps not durable: the sender retries with its key, as after a crash.
+            (None, Err(io)) => Some(Error::Unavailable {
+                message: format!("the database could not sync the batch: {io}"),
+                retry_after_s: 1,
+            }),
+        };
+        pending.answer(error);
+    }
+    outcome
+}
+
+/// A command decided (and committed, when its error is `None`), not yet answered.
+type Settled = (Box<dyn Pending>, Option<Error>);
+
+/// Commits what of `batch` the database takes, splitting it on a refusal; each command ends in
+/// `settled` with its error (`None`: its decision, kept in it, is the answer).
+async fn settle(
+    shared: &Arc<Shared>,
+    mut batch: Vec<Box<dyn Pending>>,
+    settled: &mut Vec<Settled>,
+) -> Outcome {
+    match attempt(shared, &mut batch).await {
         Ok(outcome) => {
-            for pending in batch {
-                pending.answer(None);
-            }
+            settled.extend(batch.into_iter().map(|pending| (pending, None)));
             outcome
         }
         Err(error) if batch.len() > 1 && worth_splitting(&error) => {
             tracing::warn!(%error, size = batch.len(), "the database refused a batch; splitting it");
             metrics::counter!("ferropay_engine_batch_splits_total").increment(1);
             let second = batch.split_off(batch.len() / 2);
-            let first = Box::pin(run(shared.clone(), batch)).await;
-            let second = Box::pin(run(shared, second)).await;
+            let first = Box::pin(settle(shared, batch, settled)).await;
+            let second = Box::pin(settle(shared, second, settled)).await;
             let mut phases = first.phases;
             phases.add(&second.phases);
             Outcome {
@@ -84,13 +135,15 @@ pub(crate) async fn run(shared: Arc<Shared>, mut batch: Vec<Box<dyn Pending>>) -
             if batch.len() == 1 && worth_splitting(&error) {
                 tracing::warn!(%error, "a command failed in the database");
                 if let Some(pending) = batch.pop() {
-                    pending.answer(Some(error));
+                    settled.push((pending, Some(error)));
                 }
             } else {
                 tracing::error!(%error, size = batch.len(), "a batch failed");
-                for pending in batch {
-                    pending.answer(Some(shared_error(&error)));
-                }
+                settled.extend(
+                    batch
+                        .into_iter()
+                        .map(|pending| (pending, Some(shared_error(&error)))),
+                );
             }
             Outcome::default()
         }
@@ -150,18 +203,32 @@ async fn attempt(shared: &Shared, batch: &mut [Box<dyn Pending>]) -> Result<Outc
             rows_us: written.rows_us,
             ledger_us: written.ledger_us,
             commit_us,
+            sync_us: 0,
         },
     })
 }
 
 /// Whether a smaller batch could succeed: the database refused something about the rows (a
 /// constraint, a deadlock, a serialization failure) or a command broke an invariant. A
-/// database out of reach fails every half the same way.
+/// database out of reach, or shutting down, fails every half the same way.
 fn worth_splitting(error: &Error) -> bool {
-    matches!(
-        error,
-        Error::Database(sqlx::Error::Database(_)) | Error::Internal(_)
-    )
+    match error {
+        Error::Database(sqlx::Error::Database(db)) => !about_the_server(db.code().as_deref()),
+        Error::Internal(_) => true,
+        _ => false,
+    }
+}
+
+/// Whether a database error's SQLSTATE says the server, not the rows, failed: a connection
+/// exception (class 08), an operator's intervention (57: a shutdown, a restart, "cannot connect
+/// now") or a lack of resources (53). Every half of a batch would fail the same way, each
+/// after its own wait for a connection, so such a batch is failed whole at once.
+fn about_the_server(code: Option<&str>) -> bool {
+    code.is_some_and(|code| {
+        ["08", "53", "57"]
+            .iter()
+            .any(|class| code.starts_with(class))
+    })
 }
 
 /// The error each command of a failed batch is answered with.
@@ -172,5 +239,25 @@ fn shared_error(error: &Error) -> Error {
             retry_after_s: 1,
         },
         other => Error::Internal(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::about_the_server;
+
+    #[test]
+    fn a_server_going_away_is_not_split_for() {
+        // PostgreSQL's admin shutdown, crash shutdown, "cannot connect now", a lost connection
+        // and too many connections: the server's state, not the batch's rows.
+        for code in ["57P01", "57P02", "57P03", "08006", "53300"] {
+            assert!(about_the_server(Some(code)), "{code}");
+        }
+        // A unique violation, a deadlock, a serialization failure, a check, and SQLite's
+        // constraint codes: about the rows, worth splitting for.
+        for code in ["23505", "40P01", "40001", "23514", "2067", "1555"] {
+            assert!(!about_the_server(Some(code)), "{code}");
+        }
+        assert!(!about_the_server(None));
     }
 }

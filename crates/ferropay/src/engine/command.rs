@@ -23,6 +23,16 @@ pub trait Command: Send + 'static {
     /// commands applied). On `Ok`, `staged` holds every effect; on `Err`, whatever was staged is
     /// dropped and the command changes nothing.
     fn decide(&self, view: &View, staged: &mut Staged) -> Result<Self::Answer>;
+
+    /// Whether `answer` (an accepted command's) may leave once the batch has committed, before
+    /// the commit is durable (SQLite syncs after its commit, `store::durable`). Only for an
+    /// answer that nobody outside the process hears, and whose every consequence outside it is
+    /// made safe by a later command's durable commit (the one command that says so: pay-in's
+    /// creation of a fresh payment, see `payin::commands`). Refusals and failures always wait
+    /// for the sync: they may rest on the batches before. By default every answer waits.
+    fn answer_before_sync(_answer: &Self::Answer) -> bool {
+        false
+    }
 }
 
 /// The rows a batch locks (in this order, each set sorted: payments, refunds, payouts, disputes,
@@ -67,6 +77,8 @@ pub(crate) trait Pending: Send {
     /// Decides and keeps the answer (or the refusal) until [`Pending::answer`]. True when the
     /// command was accepted and `staged` holds its effects.
     fn decide(&mut self, view: &View, staged: &mut Staged) -> bool;
+    /// [`Command::answer_before_sync`].
+    fn answer_before_sync(&self) -> bool;
     /// Sends the kept answer (after the commit), or `error` (the batch failed).
     fn answer(self: Box<Self>, error: Option<Error>);
 }
@@ -87,6 +99,10 @@ impl<C: Command> Pending for Submitted<C> {
         let accepted = answer.is_ok();
         self.answer = Some(answer);
         accepted
+    }
+
+    fn answer_before_sync(&self) -> bool {
+        matches!(&self.answer, Some(Ok(answer)) if C::answer_before_sync(answer))
     }
 
     fn answer(self: Box<Self>, error: Option<Error>) {

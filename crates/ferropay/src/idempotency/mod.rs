@@ -166,6 +166,14 @@ async fn claim_once(
     if let (Some(status), Some(body)) = (response_status, response_body) {
         let status = u16::try_from(status)
             .map_err(|_| Error::Internal(format!("saved status {status} is not HTTP")))?;
+        // The answer may have been saved by a money-engine batch that SQLite has not synced
+        // yet: it leaves only once it is on disk, as it would for the request that saved it
+        // (store::durable).
+        drop(tx);
+        store
+            .make_durable()
+            .await
+            .map_err(|e| Error::Internal(format!("syncing the database: {e}")))?;
         return Ok(Some(Claim::Replay { status, body }));
     }
     let locked_at_ms: Option<i64> = row.try_get("locked_at_ms")?;

@@ -194,6 +194,14 @@ async fn run(
 pub async fn relay_once(store: &Store, broker: &dyn Publish, batch: u32) -> Result<usize> {
     let kind = broker.broker();
     let events = unpublished(store, kind, batch).await?;
+    if !events.is_empty() {
+        // On SQLite a batch is visible a moment before it is on disk: nothing leaves for the
+        // broker that a power loss could still take back (store::durable).
+        store
+            .make_durable()
+            .await
+            .map_err(|e| crate::Error::Internal(format!("syncing the database: {e}")))?;
+    }
     let outcomes = broker.publish_all(&events).await;
     let acknowledged: Vec<&str> = events
         .iter()

@@ -6,7 +6,13 @@
 //!   request and its poll job. It must commit before the PSP is called: should the process die
 //!   after the PSP made the session, the payment and its leased job exist, the lease runs out
 //!   and a worker registers again under the same PSP idempotency key (the payment id), which
-//!   finds the same session (I5).
+//!   finds the same session (I5). It must be visible before the PSP is called (a second
+//!   request with the same key then meets it and answers 409), but need not yet be durable, so
+//!   it is answered once its batch commits, before SQLite's sync (`store::durable`): should a
+//!   power loss take it back, the PSP holds a session under an id that no payment has, whose
+//!   URL nobody was given (the answer that carries it leaves only after [`StoreSession`]'s
+//!   durable commit, which makes this one durable too); the client's retry with its key makes
+//!   a new payment, charged once.
 //! - [`StoreSession`], step 4 of the same request: the PSP's session, the orders `executing`,
 //!   the job done and the answer saved with the key. The buyer never gets a hosted-page URL
 //!   that a crash could forget: the answer leaves after the commit.
@@ -57,6 +63,11 @@ impl Command for CreatePayment {
         keys.idempotency
             .insert((self.scope.api_key_id.clone(), self.scope.key.clone()));
         keys.checkouts.insert(self.payment.checkout_id.clone());
+    }
+
+    /// A fresh payment: visible is enough before the PSP call (see the module's header).
+    fn answer_before_sync(answer: &Created) -> bool {
+        *answer == Created::Fresh
     }
 
     fn decide(&self, view: &View, staged: &mut Staged) -> Result<Created> {

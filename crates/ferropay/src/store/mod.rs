@@ -8,6 +8,7 @@
 pub mod bulk;
 pub mod checkpoint;
 pub mod dialect;
+mod durable;
 mod migrations;
 pub(crate) mod sql;
 
@@ -56,6 +57,9 @@ pub struct Store {
     /// PostgreSQL only: the money engine's own connections, one per lane, beside `pool`
     /// ([`Store::begin_batch`]).
     engine_pool: Option<AnyPool>,
+    /// SQLite's write-ahead log, which the money engine syncs after its batches commit
+    /// ([`durable`]); `None` on PostgreSQL and for a database in memory.
+    wal: Option<durable::WalFile>,
     backend: Backend,
     /// The ledger chain's keys (kept outside the database): the journal transactions written
     /// through this store are HMACs under the last one; `None`: unkeyed SHA-256.
@@ -122,6 +126,10 @@ impl Store {
             }
             Backend::Sqlite => None,
         };
+        let wal = match backend {
+            Backend::Sqlite => wal_of(&pool).await?,
+            Backend::Postgres => None,
+        };
         let alive = Arc::new(());
         if backend == Backend::Sqlite {
             checkpoint::start(pool.clone(), Arc::downgrade(&alive));
@@ -130,6 +138,7 @@ impl Store {
             pool,
             write_pool,
             engine_pool,
+            wal,
             backend,
             chain_keys: None,
             _alive: alive,
@@ -160,7 +169,7 @@ impl Store {
     /// when it upgrades a read lock.
     pub async fn begin_write(&self) -> Result<Tx, sqlx::Error> {
         match &self.write_pool {
-            Some(writer) => writer.begin_with("BEGIN IMMEDIATE").await,
+            Some(writer) => writer.begin_with(durable::BEGIN_WRITE_SQLITE).await,
             None => self.pool.begin().await,
         }
     }
@@ -180,6 +189,10 @@ impl Store {
     /// never waits behind requests for a connection, and each of its few connections keeps the
     /// engine's statements prepared (measured: `bench payments` 0.874× → 1.040× pgbench TPC-B,
     /// load and row phases 3.2–3.6 → 2.5–2.7 and 5.2–5.6 → 4.1–4.3 ms, BENCHMARKS.md).
+    ///
+    /// On SQLite the batch's commit does not sync: the engine syncs with
+    /// [`Store::make_durable`] after the writer has moved on, and before it answers
+    /// ([`durable`]).
     pub async fn begin_batch(&self) -> Result<Tx, sqlx::Error> {
         match self.backend {
             Backend::Postgres => {
@@ -189,7 +202,20 @@ impl Store {
                     .begin_with(BATCH_BEGIN_POSTGRES)
                     .await
             }
-            Backend::Sqlite => self.begin_write().await,
+            Backend::Sqlite => match &self.write_pool {
+                Some(writer) => writer.begin_with(durable::BATCH_BEGIN_SQLITE).await,
+                None => self.pool.begin().await,
+            },
+        }
+    }
+
+    /// Makes every commit so far durable: on SQLite it syncs the write-ahead log, which the
+    /// money engine's batches commit without syncing ([`durable`]); on PostgreSQL a commit is
+    /// durable when it returns, and this does nothing.
+    pub async fn make_durable(&self) -> std::io::Result<()> {
+        match &self.wal {
+            Some(wal) => wal.sync().await,
+            None => Ok(()),
         }
     }
 
@@ -216,6 +242,23 @@ impl Store {
         }
         self.pool.close().await;
     }
+}
+
+/// The WAL of the SQLite database behind `pool`, from the file SQLite says it opened; `None`
+/// for a database in memory.
+async fn wal_of(pool: &AnyPool) -> Result<Option<durable::WalFile>, StoreError> {
+    use sqlx::Row;
+    let rows = sqlx::query("PRAGMA database_list").fetch_all(pool).await?;
+    for row in rows {
+        let name: String = row.try_get("name")?;
+        let file: Option<String> = row.try_get("file")?;
+        if name == "main" {
+            return Ok(file
+                .filter(|file| !file.is_empty())
+                .map(|file| durable::WalFile::of(&file)));
+        }
+    }
+    Ok(None)
 }
 
 /// Creates the SQLite file's folder and asks the driver to create the file (`mode=rwc`).
