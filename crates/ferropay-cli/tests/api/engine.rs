@@ -824,10 +824,35 @@ async fn sqlite_batches_sync_after_their_commit_and_other_writes_at_theirs() {
     write.rollback().await.unwrap();
 }
 
+/// On SQLite a batch's load reads what its keys alone decide in one call to the driver's
+/// thread (`engine::load`, `Prefetched`): a payment created, paid and captured goes through it,
+/// and its books are right (every engine test on SQLite runs the same path; a debug build also
+/// asserts that the load uses every statement fetched ahead).
+async fn sqlite_a_batch_fetches_its_reads_in_one_call() {
+    let app = spawn_app(Db::Sqlite).await.unwrap();
+    let payment = app.paid_payment("chk_prefetched").await;
+    assert_eq!(payment["status"], "succeeded", "{payment}");
+    let metrics = app.metrics_text().await;
+    let fetched: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("ferropay_engine_load_prefetched_total "))
+        .unwrap_or_else(|| panic!("no prefetch counted:\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(fetched >= 2.0, "{fetched} statements fetched ahead");
+    assert!(app.verify_ledger().await.ok());
+}
+
 mod sqlite_only {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn batches_sync_after_their_commit_and_other_writes_at_theirs() {
         super::sqlite_batches_sync_after_their_commit_and_other_writes_at_theirs().await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_fetches_its_reads_in_one_call() {
+        super::sqlite_a_batch_fetches_its_reads_in_one_call().await
     }
 }
 

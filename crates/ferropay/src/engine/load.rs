@@ -5,9 +5,10 @@
 
 use std::collections::BTreeSet;
 
+use futures_util::TryStreamExt;
 use serde::Serialize;
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{Either, Executor, Row};
 
 use super::command::Keys;
 use super::view::{
@@ -20,6 +21,7 @@ use crate::store::{Backend, Tx};
 
 /// The statements, written once per backend.
 pub(crate) struct LoadSql {
+    backend: Backend,
     refund_payments: String,
     payments: String,
     refunds: String,
@@ -61,6 +63,7 @@ impl LoadSql {
     pub(crate) fn new(b: Backend) -> Self {
         let wallet_rows = json_rows(b, 1, "x", &[("s", Col::Text), ("c", Col::Text)]);
         Self {
+            backend: b,
             refund_payments: format!(
                 "SELECT id, payment_id FROM refunds WHERE {}",
                 in_json_list(b, "id", 1)
@@ -159,11 +162,166 @@ struct WalletKey<'a> {
     c: &'a str,
 }
 
-async fn fetch(tx: &mut Tx, sql: &str, param: String) -> Result<Vec<AnyRow>> {
+/// Runs one load statement, or takes its rows from those fetched up front.
+async fn fetch<'s>(
+    tx: &mut Tx,
+    prefetched: &mut Prefetched<'s>,
+    sql: &'s str,
+    param: String,
+) -> Result<Vec<AnyRow>> {
+    if let Some(rows) = prefetched.take(sql, &param) {
+        return Ok(rows);
+    }
     Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(param)
         .fetch_all(&mut **tx)
         .await?)
+}
+
+/// SQLite: the rows of the load statements whose parameter the batch's keys alone decide,
+/// fetched before the load in ONE call to the driver's worker thread (several statements, each
+/// answering its rows in order), where each statement was a hop to that thread and back. The
+/// load then takes them as it reaches each statement, with the same parameter; what it does
+/// not reach was fetched for nothing, and what was not fetched it runs itself. Only reads are
+/// fetched ahead, before the load's one write (new wallets, which none of them reads), and on
+/// SQLite the batch holds the whole database's write lock from its `BEGIN`: the rows are those
+/// the statement would read in its turn. PostgreSQL binds one statement per query, and locks
+/// in the load's order: it runs each statement in turn.
+#[derive(Default)]
+struct Prefetched<'s> {
+    fetched: Vec<(&'s str, String, Vec<AnyRow>)>,
+}
+
+impl<'s> Prefetched<'s> {
+    async fn fetch(tx: &mut Tx, upfront: Vec<(&'s str, String)>) -> Result<Self> {
+        if upfront.len() < 2 {
+            return Ok(Self::default());
+        }
+        let mut statements = Vec::with_capacity(upfront.len());
+        for (n, (sql, _)) in upfront.iter().enumerate() {
+            assert_eq!(
+                sql.matches("$1").count(),
+                1,
+                "a load statement reads its one parameter once"
+            );
+            assert!(!sql.contains("$2"), "a load statement has one parameter");
+            statements.push(sql.replace("$1", &format!("${}", n + 1)));
+        }
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(statements.join(";\n")));
+        for (_, param) in &upfront {
+            query = query.bind(param.as_str());
+        }
+        let mut answers: Vec<Vec<AnyRow>> = vec![Vec::new()];
+        let mut stream = (&mut **tx).fetch_many(query);
+        while let Some(item) = stream.try_next().await? {
+            match item {
+                Either::Right(row) => answers
+                    .last_mut()
+                    .expect("a statement's rows go to its own list")
+                    .push(row),
+                // A statement is done: the next rows are the next statement's.
+                Either::Left(_) => answers.push(Vec::new()),
+            }
+        }
+        drop(stream);
+        answers.pop();
+        assert_eq!(
+            answers.len(),
+            upfront.len(),
+            "the driver ends every statement's rows with its count"
+        );
+        metrics::counter!("ferropay_engine_load_prefetched_total").increment(upfront.len() as u64);
+        Ok(Self {
+            fetched: upfront
+                .into_iter()
+                .zip(answers)
+                .map(|((sql, param), rows)| (sql, param, rows))
+                .collect(),
+        })
+    }
+
+    fn take(&mut self, sql: &str, param: &str) -> Option<Vec<AnyRow>> {
+        let at = self
+            .fetched
+            .iter()
+            .position(|(fetched, with, _)| std::ptr::eq(*fetched, sql) && with == param)?;
+        Some(self.fetched.swap_remove(at).2)
+    }
+}
+
+/// The load statements whose parameter `keys` alone decide, for [`Prefetched`] (SQLite). Each
+/// parameter is made as the load makes it, or the load does not find it and runs the statement.
+fn upfront<'s>(sql: &'s LoadSql, keys: &Keys) -> Vec<(&'s str, String)> {
+    let mut upfront = Vec::new();
+    if !keys.refunds.is_empty() {
+        // The payments and their orders then wait for the refunds' payments.
+        upfront.push((sql.refund_payments.as_str(), ids(&keys.refunds)));
+        upfront.push((sql.refunds.as_str(), ids(&keys.refunds)));
+    } else {
+        let payment_ids: BTreeSet<&String> = keys
+            .payments
+            .iter()
+            .chain(&keys.payments_without_money)
+            .collect();
+        if !payment_ids.is_empty() {
+            upfront.push((sql.payments.as_str(), ids(payment_ids.iter().copied())));
+            upfront.push((sql.orders.as_str(), ids(payment_ids.iter().copied())));
+            if keys.refund_totals {
+                upfront.push((sql.refund_totals.as_str(), ids(payment_ids.iter().copied())));
+            }
+        }
+    }
+    if !keys.payouts.is_empty() {
+        upfront.push((sql.payouts.as_str(), ids(&keys.payouts)));
+    }
+    if !keys.disputes.is_empty() {
+        upfront.push((sql.disputes.as_str(), ids(&keys.disputes)));
+    }
+    if !keys.live_siblings && !keys.checkouts.is_empty() {
+        upfront.push((sql.live_siblings.as_str(), ids(&keys.checkouts)));
+    }
+    if !keys.idempotency.is_empty() {
+        upfront.push((sql.keys.as_str(), keys_param(keys)));
+    }
+    if !keys.events.is_empty() {
+        upfront.push((sql.events.as_str(), events_param(keys)));
+    }
+    if !keys.source_refs.is_empty() {
+        upfront.push((sql.posted.as_str(), ids(&keys.source_refs)));
+    }
+    upfront
+}
+
+/// The idempotency keys' parameter.
+fn keys_param(keys: &Keys) -> String {
+    #[derive(Serialize)]
+    struct Key<'a> {
+        a: &'a str,
+        k: &'a str,
+    }
+    to_param(
+        &keys
+            .idempotency
+            .iter()
+            .map(|(a, k)| Key { a, k })
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// The webhook events' parameter.
+fn events_param(keys: &Keys) -> String {
+    #[derive(Serialize)]
+    struct Event<'a> {
+        p: &'a str,
+        e: &'a str,
+    }
+    to_param(
+        &keys
+            .events
+            .iter()
+            .map(|(p, e)| Event { p, e })
+            .collect::<Vec<_>>(),
+    )
 }
 
 fn ids<'a>(set: impl IntoIterator<Item = &'a String>) -> String {
@@ -183,8 +341,8 @@ pub(crate) type KnownWallets = std::sync::Mutex<std::collections::HashSet<(Strin
 const MAX_KNOWN_WALLETS: usize = 1_000_000;
 
 /// Locks and loads what `keys` names inside `tx`.
-pub(crate) async fn load(
-    sql: &LoadSql,
+pub(crate) async fn load<'s>(
+    sql: &'s LoadSql,
     tx: &mut Tx,
     keys: Keys,
     known_wallets: &KnownWallets,
@@ -194,9 +352,22 @@ pub(crate) async fn load(
         now_ms,
         ..View::default()
     };
+    let mut prefetched = match sql.backend {
+        Backend::Sqlite => Prefetched::fetch(tx, upfront(sql, &keys)).await?,
+        Backend::Postgres => Prefetched::default(),
+    };
+    let keys_param = (!keys.idempotency.is_empty()).then(|| keys_param(&keys));
+    let events_param = (!keys.events.is_empty()).then(|| events_param(&keys));
     let mut payment_ids = keys.payments;
     if !keys.refunds.is_empty() {
-        for row in fetch(tx, &sql.refund_payments, ids(&keys.refunds)).await? {
+        for row in fetch(
+            tx,
+            &mut prefetched,
+            &sql.refund_payments,
+            ids(&keys.refunds),
+        )
+        .await?
+        {
             payment_ids.insert(row.try_get("payment_id")?);
         }
     }
@@ -205,7 +376,7 @@ pub(crate) async fn load(
     payment_ids.extend(keys.payments_without_money);
     let mut wallet_keys = keys.wallets;
     if !payment_ids.is_empty() {
-        for row in fetch(tx, &sql.payments, ids(&payment_ids)).await? {
+        for row in fetch(tx, &mut prefetched, &sql.payments, ids(&payment_ids)).await? {
             let payment = PaymentRow {
                 id: row.try_get("id")?,
                 checkout_id: row.try_get("checkout_id")?,
@@ -223,7 +394,7 @@ pub(crate) async fn load(
         }
     }
     if !keys.refunds.is_empty() {
-        for row in fetch(tx, &sql.refunds, ids(&keys.refunds)).await? {
+        for row in fetch(tx, &mut prefetched, &sql.refunds, ids(&keys.refunds)).await? {
             let refund = RefundRow {
                 id: row.try_get("id")?,
                 payment_id: row.try_get("payment_id")?,
@@ -241,7 +412,7 @@ pub(crate) async fn load(
         }
     }
     if !keys.payouts.is_empty() {
-        for row in fetch(tx, &sql.payouts, ids(&keys.payouts)).await? {
+        for row in fetch(tx, &mut prefetched, &sql.payouts, ids(&keys.payouts)).await? {
             let payout = PayoutRow {
                 id: row.try_get("id")?,
                 seller_id: row.try_get("seller_id")?,
@@ -257,7 +428,7 @@ pub(crate) async fn load(
         }
     }
     if !keys.disputes.is_empty() {
-        for row in fetch(tx, &sql.disputes, ids(&keys.disputes)).await? {
+        for row in fetch(tx, &mut prefetched, &sql.disputes, ids(&keys.disputes)).await? {
             let dispute = DisputeRow {
                 id: row.try_get("id")?,
                 psp: row.try_get("psp")?,
@@ -283,27 +454,15 @@ pub(crate) async fn load(
         );
     }
     if !checkouts.is_empty() {
-        for row in fetch(tx, &sql.live_siblings, ids(&checkouts)).await? {
+        for row in fetch(tx, &mut prefetched, &sql.live_siblings, ids(&checkouts)).await? {
             view.live_siblings
                 .entry(row.try_get("checkout_id")?)
                 .or_default()
                 .push(row.try_get("id")?);
         }
     }
-    if !keys.idempotency.is_empty() {
-        #[derive(Serialize)]
-        struct Key<'a> {
-            a: &'a str,
-            k: &'a str,
-        }
-        let param = to_param(
-            &keys
-                .idempotency
-                .iter()
-                .map(|(a, k)| Key { a, k })
-                .collect::<Vec<_>>(),
-        );
-        for row in fetch(tx, &sql.keys, param).await? {
+    if let Some(param) = keys_param {
+        for row in fetch(tx, &mut prefetched, &sql.keys, param).await? {
             let answered = row.try_get::<Option<i64>, _>("response_status")?.is_some();
             view.answered_keys.insert(
                 (row.try_get("api_key_id")?, row.try_get("idempotency_key")?),
@@ -311,8 +470,10 @@ pub(crate) async fn load(
             );
         }
     }
-    if !view.payments.is_empty() {
-        for row in fetch(tx, &sql.orders, ids(view.payments.keys())).await? {
+    if !payment_ids.is_empty() {
+        // By the payments asked for (the same rows as by those found): the parameter is then
+        // known before the payments are read ([`upfront`]).
+        for row in fetch(tx, &mut prefetched, &sql.orders, ids(&payment_ids)).await? {
             let order = OrderRow {
                 id: row.try_get("id")?,
                 payment_id: row.try_get("payment_id")?,
@@ -334,7 +495,7 @@ pub(crate) async fn load(
                 .push(order);
         }
         if keys.refund_totals {
-            for row in fetch(tx, &sql.refund_totals, ids(view.payments.keys())).await? {
+            for row in fetch(tx, &mut prefetched, &sql.refund_totals, ids(&payment_ids)).await? {
                 let totals: &mut RefundTotals = view
                     .refund_totals
                     .entry(row.try_get("payment_order_id")?)
@@ -354,6 +515,7 @@ pub(crate) async fn load(
         load_wallets(
             sql,
             tx,
+            &mut prefetched,
             &wallet_keys,
             keys.refund_totals,
             known_wallets,
@@ -361,36 +523,34 @@ pub(crate) async fn load(
         )
         .await?;
     }
-    if !keys.events.is_empty() {
-        #[derive(Serialize)]
-        struct Event<'a> {
-            p: &'a str,
-            e: &'a str,
-        }
-        let param = to_param(
-            &keys
-                .events
-                .iter()
-                .map(|(p, e)| Event { p, e })
-                .collect::<Vec<_>>(),
-        );
-        for row in fetch(tx, &sql.events, param).await? {
+    if let Some(param) = events_param {
+        for row in fetch(tx, &mut prefetched, &sql.events, param).await? {
             view.seen_events
                 .insert((row.try_get("psp")?, row.try_get("event_id")?));
         }
     }
     if !keys.source_refs.is_empty() {
-        for row in fetch(tx, &sql.posted, ids(&keys.source_refs)).await? {
+        for row in fetch(tx, &mut prefetched, &sql.posted, ids(&keys.source_refs)).await? {
             view.posted_refs
                 .insert(row.try_get("source_ref")?, row.try_get("id")?);
         }
     }
+    debug_assert!(
+        prefetched.fetched.is_empty(),
+        "every statement fetched ahead is one the load runs: {:?}",
+        prefetched
+            .fetched
+            .iter()
+            .map(|(sql, _, _)| *sql)
+            .collect::<Vec<_>>()
+    );
     Ok(view)
 }
 
-async fn load_wallets(
-    sql: &LoadSql,
+async fn load_wallets<'s>(
+    sql: &'s LoadSql,
     tx: &mut Tx,
+    prefetched: &mut Prefetched<'s>,
     wallet_keys: &BTreeSet<(String, Currency)>,
     holds: bool,
     known_wallets: &KnownWallets,
@@ -419,7 +579,7 @@ async fn load_wallets(
             .map(|(s, c)| WalletKey { s, c: c.code() })
             .collect::<Vec<_>>(),
     );
-    for row in fetch(tx, &sql.wallets, param.clone()).await? {
+    for row in fetch(tx, prefetched, &sql.wallets, param.clone()).await? {
         let seller_id: String = row.try_get("seller_id")?;
         let balance = money(&row, "balance_minor")?;
         view.wallets.insert(
@@ -439,7 +599,7 @@ async fn load_wallets(
         )));
     }
     if holds {
-        for row in fetch(tx, &sql.holds, param).await? {
+        for row in fetch(tx, prefetched, &sql.holds, param).await? {
             let seller_id: String = row.try_get("seller_id")?;
             let held = money(&row, "held_minor")?;
             if let Some(wallet) = view.wallets.get_mut(&(seller_id, held.currency())) {
