@@ -341,8 +341,8 @@ pub(crate) type KnownWallets = std::sync::Mutex<std::collections::HashSet<(Strin
 const MAX_KNOWN_WALLETS: usize = 1_000_000;
 
 /// Locks and loads what `keys` names inside `tx`.
-pub(crate) async fn load<'s>(
-    sql: &'s LoadSql,
+pub(crate) async fn load(
+    sql: &LoadSql,
     tx: &mut Tx,
     keys: Keys,
     known_wallets: &KnownWallets,
