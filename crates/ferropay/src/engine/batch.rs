@@ -15,7 +15,7 @@ use super::effect::{Effect, Staged};
 use super::load::{KnownWallets, LoadSql, load, remember_wallets};
 use super::write::{WriteSql, micros_since, write};
 use crate::clock::now_ms;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, database_unreachable};
 use crate::store::Store;
 
 /// What every batch of one engine shares.
@@ -213,22 +213,12 @@ async fn attempt(shared: &Shared, batch: &mut [Box<dyn Pending>]) -> Result<Outc
 /// database out of reach, or shutting down, fails every half the same way.
 fn worth_splitting(error: &Error) -> bool {
     match error {
-        Error::Database(sqlx::Error::Database(db)) => !about_the_server(db.code().as_deref()),
+        // Not a server going away (SQLSTATE 08, 57P: a shutdown, a restart): every half would
+        // fail the same way, each after its own wait for a connection.
+        Error::Database(db @ sqlx::Error::Database(_)) => !database_unreachable(db),
         Error::Internal(_) => true,
         _ => false,
     }
-}
-
-/// Whether a database error's SQLSTATE says the server, not the rows, failed: a connection
-/// exception (class 08), an operator's intervention (57: a shutdown, a restart, "cannot connect
-/// now") or a lack of resources (53). Every half of a batch would fail the same way, each
-/// after its own wait for a connection, so such a batch is failed whole at once.
-fn about_the_server(code: Option<&str>) -> bool {
-    code.is_some_and(|code| {
-        ["08", "53", "57"]
-            .iter()
-            .any(|class| code.starts_with(class))
-    })
 }
 
 /// The error each command of a failed batch is answered with.
@@ -239,25 +229,5 @@ fn shared_error(error: &Error) -> Error {
             retry_after_s: 1,
         },
         other => Error::Internal(other.to_string()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::about_the_server;
-
-    #[test]
-    fn a_server_going_away_is_not_split_for() {
-        // PostgreSQL's admin shutdown, crash shutdown, "cannot connect now", a lost connection
-        // and too many connections: the server's state, not the batch's rows.
-        for code in ["57P01", "57P02", "57P03", "08006", "53300"] {
-            assert!(about_the_server(Some(code)), "{code}");
-        }
-        // A unique violation, a deadlock, a serialization failure, a check, and SQLite's
-        // constraint codes: about the rows, worth splitting for.
-        for code in ["23505", "40P01", "40001", "23514", "2067", "1555"] {
-            assert!(!about_the_server(Some(code)), "{code}");
-        }
-        assert!(!about_the_server(None));
     }
 }

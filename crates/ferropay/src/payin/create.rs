@@ -455,7 +455,14 @@ async fn run_claimed(
                 jobs::complete(service.store.pool(), job).await?;
                 return Ok(Registered::Settled(None));
             }
-            Ok(Err(JobError::Permanent(message))) => {
+            // The database is away (or the engine full): no use calling the PSP again now
+            // (its session is kept under the payment's id); the request answers 503 at once,
+            // and the job's lease runs out for a worker.
+            Ok(Err(register::Failure::Store(error))) if error.status() == 503 => {
+                return Err(error);
+            }
+            Ok(Err(register::Failure::Store(error))) => last_error = error.to_string(),
+            Ok(Err(register::Failure::Attempt(JobError::Permanent(message)))) => {
                 jobs::fail(
                     &service.store,
                     job,
@@ -465,7 +472,9 @@ async fn run_claimed(
                 .await?;
                 return Ok(Registered::Settled(Some(message)));
             }
-            Ok(Err(JobError::Retryable(message))) => last_error = message,
+            Ok(Err(register::Failure::Attempt(JobError::Retryable(message)))) => {
+                last_error = message
+            }
             Err(_) => {
                 last_error = "the PSP did not answer in time".into();
                 break;

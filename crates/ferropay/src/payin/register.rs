@@ -76,7 +76,48 @@ pub(crate) struct Inline<'a> {
 /// One attempt. `Ok` when the payment has its session (now or from an earlier run) or no longer
 /// waits for one. A permanent refusal by the PSP fails the payment before it is returned.
 pub(crate) async fn register_once(service: &Ferropay, payment_id: &str) -> Result<(), JobError> {
-    register_with(service, payment_id, None).await.map(|_| ())
+    register_with(service, payment_id, None)
+        .await
+        .map(|_| ())
+        .map_err(JobError::from)
+}
+
+/// How an attempt of [`register_with`] failed.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The PSP failed, or the payment cannot be registered: retried (or not) as its kind says.
+    Attempt(JobError),
+    /// The database failed (reading the payment, storing the session): a request running the
+    /// job inline does not try again while the database is away; the job's lease runs out and
+    /// a worker goes on.
+    Store(Error),
+}
+
+impl From<JobError> for Failure {
+    fn from(error: JobError) -> Self {
+        Self::Attempt(error)
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Self::Store(error)
+    }
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Store(error.into())
+    }
+}
+
+impl From<Failure> for JobError {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Attempt(error) => error,
+            Failure::Store(error) => error.into(),
+        }
+    }
 }
 
 /// [`register_once`], with the inline request's job and answer: `Ok(Some(answer))` when this
@@ -85,7 +126,7 @@ pub(crate) async fn register_with(
     service: &Ferropay,
     payment_id: &str,
     inline: Option<Inline<'_>>,
-) -> Result<Option<CreateOutcome>, JobError> {
+) -> Result<Option<CreateOutcome>, Failure> {
     let (request, psp) = match inline.as_ref().and_then(|inline| inline.created) {
         Some(created) => (session_request(created), created.psp.clone()),
         None => {
@@ -131,11 +172,11 @@ pub(crate) async fn register_with(
         Err(PspError::Permanent(message)) => {
             tracing::error!(%payment_id, %message, "the PSP refused the session");
             reject_payment(service, payment_id).await?;
-            Err(JobError::Permanent(message))
+            Err(JobError::Permanent(message).into())
         }
         Err(PspError::Retryable(message)) => {
             tracing::info!(%payment_id, %message, "PSP registration failed; will retry");
-            Err(JobError::Retryable(message))
+            Err(JobError::Retryable(message).into())
         }
     }
 }
