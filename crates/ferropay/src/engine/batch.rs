@@ -37,7 +37,9 @@ pub(crate) struct Outcome {
 
 /// A batch's time by phase, in microseconds: its `BEGIN`, the load (locks and facts), deciding
 /// in memory, the row tables' writes, the ledger's (chain head, journal, postings, wallets),
-/// the commit, and the sync after it (SQLite; the lane is free by then).
+/// the commit, and the sync after it (SQLite; the lane is free by then). On SQLite the
+/// ledger's statements ride in the row tables' one call: `ledger` is then reading the head and
+/// chaining, and `rows` the call.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Phases {
     pub begin_us: u64,
