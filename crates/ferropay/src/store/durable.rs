@@ -18,10 +18,12 @@
 //!   commands, as before, and their senders send them again.
 //! - A batch's rows are visible to readers for the length of the sync (about a millisecond)
 //!   before they are durable. What acts outside the database on what it reads syncs first: the
-//!   outbox relay and the webhook deliverer call [`super::Store::make_durable`] before they
-//!   publish; the job workers claim with a `FULL` write transaction, which syncs. A power loss
-//!   inside that millisecond can still take back what a `GET` has shown, with the command that
-//!   wrote it, which its sender repeats.
+//!   outbox relay calls [`super::Store::make_durable`] before it publishes, and so does an
+//!   idempotency key's replay of a saved answer before it answers; the job workers (a
+//!   merchant webhook's delivery, a refund's or a payout's call to the PSP) and the webhook
+//!   dispatcher start with a `FULL` write transaction, which syncs. A power loss inside that
+//!   millisecond can still take back what a `GET` has shown, with the command that wrote it,
+//!   which its sender, never answered, repeats.
 //! - SQLite's own recovery is untouched: frames that did not reach the disk fail their checksums
 //!   and are ignored, as with `NORMAL` alone; checkpoints run on the reading pool, with `FULL`.
 

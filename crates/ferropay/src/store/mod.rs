@@ -90,7 +90,8 @@ impl Store {
                 .acquire_timeout(Duration::from_millis(acquire_timeout_ms))
                 // SQLite's "connection" is a file opened in this process, which cannot go away
                 // as a server's can: the ping before each acquire was one more hop to the
-                // driver's worker thread, on every transaction (a batch's `BEGIN` 0.2 ms).
+                // driver's worker thread on every transaction. (sqlx still pings a connection
+                // as it goes back to the pool.)
                 .test_before_acquire(backend == Backend::Postgres)
                 .after_connect(move |conn, _meta| {
                     Box::pin(async move {
