@@ -16,7 +16,7 @@ use super::view::{
 };
 use crate::error::{Error, Result};
 use crate::money::{Currency, Money};
-use crate::store::bulk::{Col, for_update, in_json_list, json_rows, to_param};
+use crate::store::bulk::{Col, for_update, in_json_list, json_rows, one_call, to_param};
 use crate::store::{Backend, Tx};
 
 /// The statements, written once per backend.
@@ -197,17 +197,8 @@ impl<'s> Prefetched<'s> {
         if upfront.len() < 2 {
             return Ok(Self::default());
         }
-        let mut statements = Vec::with_capacity(upfront.len());
-        for (n, (sql, _)) in upfront.iter().enumerate() {
-            assert_eq!(
-                sql.matches("$1").count(),
-                1,
-                "a load statement reads its one parameter once"
-            );
-            assert!(!sql.contains("$2"), "a load statement has one parameter");
-            statements.push(sql.replace("$1", &format!("${}", n + 1)));
-        }
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(statements.join(";\n")));
+        let calls = one_call(upfront.iter().map(|(sql, _)| *sql));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(calls));
         for (_, param) in &upfront {
             query = query.bind(param.as_str());
         }

@@ -17,7 +17,7 @@ use crate::ids::new_id;
 use crate::ledger::accounts;
 use crate::ledger::chain::{self, Chained};
 use crate::ledger::summaries::Summaries;
-use crate::store::bulk::{Col, json_rows, to_param};
+use crate::store::bulk::{Col, json_rows, one_call, to_param};
 use crate::store::{Backend, Store, Tx};
 
 pub(crate) struct WriteSql {
@@ -498,28 +498,15 @@ impl<'s> RowWrites<'s> {
         Ok(changed)
     }
 
-    /// SQLite: the used statements as one call of several (`…; …`), each statement's JSON
-    /// parameter renumbered to its place; the driver answers each statement's count in order.
-    /// (sqlx's SQLite driver prepares and runs such a query statement by statement; sqlx calls
-    /// several statements with arguments in one query a deprecated form (its issue 3108), so
-    /// an upgrade that drops it fails every SQLite engine test rather than passing unseen.)
+    /// SQLite: the used statements as one call of several ([`one_call`]); the driver answers
+    /// each statement's count in order.
     async fn run_in_one_call(
         self,
         tx: &mut Tx,
         used: Vec<usize>,
         mut changed: Vec<u64>,
     ) -> Result<Vec<u64>> {
-        let mut statements = Vec::with_capacity(used.len());
-        for (n, i) in used.iter().enumerate() {
-            let (sql, _, _) = &self.items[*i];
-            assert_eq!(
-                sql.matches("json_each($1)").count(),
-                1,
-                "a row statement reads its rows from $1, once"
-            );
-            statements.push(sql.replace("json_each($1)", &format!("json_each(${})", n + 1)));
-        }
-        let calls = statements.join(";\n");
+        let calls = one_call(used.iter().map(|i| self.items[*i].0));
         metrics::counter!("ferropay_engine_row_writes_total", "as" => "one_call").increment(1);
         let mut query = sqlx::query(sqlx::AssertSqlSafe(calls));
         for i in &used {

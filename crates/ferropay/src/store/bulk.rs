@@ -81,9 +81,48 @@ pub fn to_param<T: Serialize>(rows: &[T]) -> String {
     serde_json::to_string(rows).expect("bulk rows are plain strings and integers")
 }
 
+/// SQLite: `statements`, each reading its one JSON parameter as `$1`, as ONE query of several
+/// statements (`…;\n…`), each statement's parameter renumbered to its place: bind them in
+/// order. sqlx's SQLite driver runs such a query statement by statement on its worker thread,
+/// answering each one's rows and count in order, where each query was a hop to that thread and
+/// back. (sqlx calls several statements with arguments in one query a deprecated form, its
+/// issue 3108: an upgrade that drops it fails every SQLite engine test rather than passing
+/// unseen.)
+pub fn one_call<'a>(statements: impl IntoIterator<Item = &'a str>) -> String {
+    statements
+        .into_iter()
+        .enumerate()
+        .map(|(n, sql)| {
+            assert_eq!(
+                sql.matches("$1").count(),
+                1,
+                "a statement of one call reads its one parameter once"
+            );
+            assert!(
+                !sql.contains("$2"),
+                "a statement of one call has one parameter"
+            );
+            sql.replace("$1", &format!("${}", n + 1))
+        })
+        .collect::<Vec<_>>()
+        .join(";\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_call_numbers_each_statements_parameter() {
+        let a = "SELECT value FROM json_each($1)";
+        let b = "UPDATE t SET n = 1 WHERE id IN (SELECT value FROM json_each($1))";
+        assert_eq!(
+            one_call([a, b, a]),
+            "SELECT value FROM json_each($1);\n\
+             UPDATE t SET n = 1 WHERE id IN (SELECT value FROM json_each($2));\n\
+             SELECT value FROM json_each($3)"
+        );
+    }
 
     #[test]
     fn each_dialect_expands_json_into_rows() {
